@@ -1,0 +1,34 @@
+# The two commands: `make demo` (set up, run the main job) and `make test` (set up, run the tests).
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+EXTRAS ?= dev
+OUT ?= outputs/demo
+
+.PHONY: demo test bench install lock clean
+
+install: $(STAMP)
+
+# (re)create the venv whenever the package metadata or the pins change
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m experiments.demo --out $(OUT)
+
+test: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/throughput.py
+
+# refresh the exact pins from the current venv (after changing setup.cfg deliberately)
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt.new
+	{ head -2 constraints.txt; cat constraints.txt.new; } > constraints.txt.tmp && rm constraints.txt.new && mv constraints.txt.tmp constraints.txt
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

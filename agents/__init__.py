@@ -1,0 +1,1 @@
+"""Everything that decides: decision, evolution and infrastructure agents."""

@@ -1,0 +1,1 @@
+"""Decision agents: recall, fusion, ranking, re-ranking, routing (see issue: decision layer)."""

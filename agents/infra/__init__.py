@@ -1,0 +1,1 @@
+"""Infrastructure agents: the knowledge store, scheduling and conflict resolution."""

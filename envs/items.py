@@ -1,0 +1,142 @@
+"""The item catalog: topic embeddings, quality, creators, Zipf popularity, lifetimes, risk and cost.
+
+The catalog has a fixed number of slots; an item that expires is replaced in its slot by a new item
+born at the current time, so every array keeps its shape and the hot path stays vectorised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.config import ItemConfig
+
+__all__ = ["Catalog", "FEATURE_BOUND", "HEAD", "ITEM_FEATURES", "TAIL", "TORSO", "unit_rows"]
+
+HEAD, TORSO, TAIL = 0, 1, 2
+# columns of Catalog.features, after the embedding: what a recommender may observe about an item
+ITEM_FEATURES = ("quality", "freshness", "popularity", "risk")
+FEATURE_BOUND = 10.0  # observable features are clipped to [-FEATURE_BOUND, FEATURE_BOUND]
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm (zero rows stay zero)."""
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+class Catalog:
+    """All items, as column arrays over ``num_items`` slots."""
+
+    def __init__(
+        self,
+        cfg: ItemConfig,
+        num_items: int,
+        num_topics: int,
+        embedding_dim: int,
+        num_creators: int,
+        rng: np.random.Generator,
+    ) -> None:
+        self.cfg = cfg
+        self.num_items = num_items
+        self.num_topics = num_topics
+        self.num_creators = num_creators
+        self.rng = rng
+        self.topic_centers = unit_rows(rng.standard_normal((num_topics, embedding_dim)))
+        n = num_items
+        self.topic = np.zeros(n, np.int32)
+        self.embedding = np.zeros((n, embedding_dim), np.float32)
+        self.quality = np.zeros(n, np.float32)
+        self.creator = np.zeros(n, np.int32)
+        self.birth = np.zeros(n, np.float64)
+        self.lifetime = np.ones(n, np.float64)
+        self.risk = np.zeros(n, np.float32)
+        self.violating = np.zeros(n, bool)  # latent: the item does violate policy (drawn with prob. risk)
+        self.cost = np.zeros(n, np.float32)
+        self.log_popularity = np.zeros(n, np.float32)  # normalised log prior, mean 0 over a fresh catalog
+        self.topic_boost = np.zeros(num_topics, np.float32)  # popularity shocks per topic
+        # creator popularity is Zipf too: a few creators own much of the catalog
+        creator_w = 1.0 / np.arange(1, num_creators + 1) ** 1.0
+        self._creator_p = creator_w / creator_w.sum()
+        all_slots = np.arange(n)
+        self._fill(all_slots, now=0.0)
+        # initial items are spread over their lifetimes: the catalog starts "in steady state"
+        self.birth[:] = -rng.random(n) * self.lifetime
+        self.features = np.zeros((n, embedding_dim + len(ITEM_FEATURES)), np.float32)
+        self.refresh_features(now=0.0)
+
+    # ------------------------------------------------------------------ generation
+    def _fill(self, slots: np.ndarray, now: float) -> None:
+        """Draw new items into ``slots``, born at ``now``."""
+        cfg, rng, k = self.cfg, self.rng, len(slots)
+        if k == 0:
+            return
+        topic = rng.integers(0, self.num_topics, k)
+        noise = rng.standard_normal((k, self.embedding.shape[1])).astype(np.float32)
+        self.topic[slots] = topic
+        self.embedding[slots] = unit_rows(self.topic_centers[topic] + cfg.topic_noise * noise)
+        self.quality[slots] = rng.beta(cfg.quality_alpha, cfg.quality_beta, k)
+        self.creator[slots] = rng.choice(self.num_creators, size=k, p=self._creator_p)
+        self.birth[slots] = now
+        self.lifetime[slots] = cfg.lifetime_days * np.exp(cfg.lifetime_sigma * rng.standard_normal(k))
+        a = cfg.risk_mean * cfg.risk_concentration
+        b = (1.0 - cfg.risk_mean) * cfg.risk_concentration
+        risk = rng.beta(a, b, k)
+        self.risk[slots] = risk
+        self.violating[slots] = rng.random(k) < risk
+        self.cost[slots] = cfg.cost_mean * np.exp(cfg.cost_sigma * rng.standard_normal(k) - cfg.cost_sigma**2 / 2)
+        # Zipf prior: a uniformly random rank among the catalog size, p ~ rank^-a, normalised log-scale
+        rank = rng.integers(1, self.num_items + 1, k)
+        self.log_popularity[slots] = self._log_pop(rank)
+
+    def _log_pop(self, rank: np.ndarray) -> np.ndarray:
+        a = self.cfg.zipf_exponent
+        ranks = np.arange(1, self.num_items + 1)
+        logp = -a * np.log(ranks)
+        mu, sd = logp.mean(), max(logp.std(), 1e-6)
+        return ((-a * np.log(rank) - mu) / sd).astype(np.float32)
+
+    # ------------------------------------------------------------------ time
+    def age(self, now: float) -> np.ndarray:
+        return now - self.birth
+
+    def freshness(self, now: float) -> np.ndarray:
+        return np.exp(-np.maximum(self.age(now), 0.0) / self.lifetime).astype(np.float32)
+
+    def expire(self, now: float) -> np.ndarray:
+        """Replace items older than ``expire_after`` lifetimes by new ones; return the replaced slots."""
+        slots = np.flatnonzero(self.age(now) > self.cfg.expire_after * self.lifetime)
+        self._fill(slots, now)
+        return slots
+
+    def refresh(self, fraction: float, now: float) -> np.ndarray:
+        """Replace a random ``fraction`` of the catalog by new items (a catalog-refresh shift)."""
+        k = int(round(fraction * self.num_items))
+        slots = self.rng.choice(self.num_items, size=k, replace=False)
+        self._fill(slots, now)
+        return slots
+
+    def refresh_features(self, now: float) -> None:
+        """Recompute the observable feature matrix (embedding, quality, freshness, popularity, risk)."""
+        d = self.embedding.shape[1]
+        f = self.features
+        f[:, :d] = self.embedding
+        f[:, d] = self.quality
+        f[:, d + 1] = self.freshness(now)
+        f[:, d + 2] = np.clip(self.popularity, -FEATURE_BOUND, FEATURE_BOUND)
+        f[:, d + 3] = self.risk
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def popularity(self) -> np.ndarray:
+        """Effective popularity: the item's prior plus any shock to its topic."""
+        return self.log_popularity + self.topic_boost[self.topic]
+
+    def popularity_tier(self) -> np.ndarray:
+        """HEAD / TORSO / TAIL per item, by the rank of its effective popularity."""
+        order = np.argsort(-self.popularity, kind="stable")
+        tier = np.full(self.num_items, TAIL, np.int8)
+        n_head = int(round(self.cfg.head_fraction * self.num_items))
+        n_torso = int(round(self.cfg.torso_fraction * self.num_items))
+        tier[order[:n_head]] = HEAD
+        tier[order[n_head : n_head + n_torso]] = TORSO
+        return tier

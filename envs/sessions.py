@@ -1,0 +1,144 @@
+"""Concurrent user sessions served slates from candidate sets: the engine shared by the slate envs.
+
+``n`` slots each hold one user in a session. Each step every active slot's user sees a slate chosen
+among its candidates; the world responds; sessions end on the user's exit or at ``max_session_steps``.
+The single-user env runs one slot, the vector env ``num_envs`` slots, with no per-user Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from gymnasium import spaces
+
+from envs.config import WorldConfig
+from envs.items import FEATURE_BOUND, ITEM_FEATURES
+from envs.validation import ConfigError, check_int
+from envs.world import Response, SessionEnd, World
+from rewards.response import ResponseReward
+
+__all__ = ["SessionBatch", "StepResult", "observation_space"]
+
+
+def observation_space(cfg: WorldConfig, num_candidates: int) -> spaces.Dict:
+    """Fixed-shape observation: the user's observable features and the candidates' features."""
+    user_dim = len(cfg.segments) + cfg.embedding_dim + 3
+    item_dim = cfg.embedding_dim + len(ITEM_FEATURES)
+    b = FEATURE_BOUND
+    return spaces.Dict(
+        {
+            "user": spaces.Box(-b, b, shape=(user_dim,), dtype=np.float32),
+            "candidates": spaces.Box(-b, b, shape=(num_candidates, item_dim), dtype=np.float32),
+        }
+    )
+
+
+@dataclass
+class StepResult:
+    """What happened in the served slots (arrays over those slots only)."""
+
+    slots: np.ndarray
+    slate: np.ndarray  # (m, K) item ids shown
+    response: Response
+    reward: np.ndarray  # (m,)
+    terminated: np.ndarray  # (m,) the user ended the session
+    truncated: np.ndarray  # (m,) the session hit max_session_steps
+    ended: SessionEnd  # for the slots whose session ended (terminated | truncated), in slot order
+    diagnostics: dict[str, np.ndarray]  # the response per item and the true user state (never for acting)
+
+
+class SessionBatch:
+    """``n`` user-session slots over one world."""
+
+    def __init__(
+        self,
+        world: World,
+        n: int,
+        num_candidates: int,
+        slate_size: int,
+        reward: ResponseReward,
+        max_session_steps: int | None = None,
+    ) -> None:
+        check_int("num_candidates", num_candidates, 1)
+        check_int("slate_size", slate_size, 1)
+        if slate_size > num_candidates:
+            raise ConfigError(
+                f"`slate_size` must be <= `num_candidates` (got {slate_size} > {num_candidates}); "
+                "lower slate_size or raise num_candidates"
+            )
+        if num_candidates > world.cfg.num_items:
+            raise ConfigError(
+                f"`num_candidates` must be <= `world.num_items` (got {num_candidates} > {world.cfg.num_items})"
+            )
+        if n > world.cfg.num_users:
+            raise ConfigError(
+                f"`num_envs` must be <= `world.num_users`, one user per concurrent session (got {n} > {world.cfg.num_users})"
+            )
+        if max_session_steps is not None:
+            check_int("max_episode_steps", max_session_steps, 1)
+        self.world = world
+        self.n = n
+        self.num_candidates = num_candidates
+        self.slate_size = slate_size
+        self.reward = reward
+        self.max_session_steps = max_session_steps
+        self.users = np.full(n, -1, np.int64)
+        self.steps = np.zeros(n, np.int32)
+        self.candidate_ids = np.zeros((n, num_candidates), np.int64)
+        self.candidate_features = np.zeros((n, num_candidates, world.catalog.features.shape[1]), np.float32)
+
+    def start(self, slots: np.ndarray) -> None:
+        """Give each slot in ``slots`` a new request: end any session still open there, draw new users."""
+        slots = np.asarray(slots)
+        if len(slots) == 0:
+            return
+        open_ = self.users[slots] >= 0
+        if open_.any():
+            still = slots[open_][self.world.users.in_session[self.users[slots[open_]]]]
+            if len(still):
+                self.world.end_sessions(self.users[still])
+        self.users[slots] = self.world.new_requests(len(slots))
+        self.steps[slots] = 0
+
+    def serve(self, slots: np.ndarray, actions: np.ndarray) -> StepResult:
+        """Show the slates chosen by ``actions`` (candidate indices, (m, K)) to the users in ``slots``."""
+        slots = np.asarray(slots)
+        users = self.users[slots]
+        slate = np.take_along_axis(self.candidate_ids[slots], actions.astype(np.int64), axis=1)
+        response = self.world.respond(users, slate)
+        self.steps[slots] += 1
+        pop = self.world.users
+        diagnostics = {
+            "item_ids": slate,
+            "click": response.click,
+            "dwell": response.dwell,
+            "like": response.like,
+            "violation": response.violation,
+            "choice_prob": response.choice_prob,
+            "user_id": users,
+            "segment": pop.segment[users].astype(np.int64),
+            "satisfaction": response.satisfaction,
+            "interest": pop.interest[users].copy(),
+            "day": np.full(len(users), self.world.now),
+        }
+        terminated = response.exit
+        if self.max_session_steps is not None:
+            truncated = ~terminated & (self.steps[slots] >= self.max_session_steps)
+        else:
+            truncated = np.zeros_like(terminated)
+        done = terminated | truncated
+        ended = self.world.end_sessions(users[done])
+        returned = np.zeros(len(slots), bool)
+        returned[done] = ended.returned
+        reward = self.reward(response, returned)
+        return StepResult(slots, slate, response, reward, terminated, truncated, ended, diagnostics)
+
+    def observe(self) -> dict[str, np.ndarray]:
+        """Draw fresh candidate sets for every slot and return the batched observation."""
+        ids, feats = self.world.candidates(self.n, self.num_candidates)
+        self.candidate_ids = ids
+        self.candidate_features = feats
+        user = self.world.users.observation(self.users)
+        np.clip(user, -FEATURE_BOUND, FEATURE_BOUND, out=user)
+        return {"user": user, "candidates": feats}

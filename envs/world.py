@@ -1,0 +1,258 @@
+"""The simulated world: a catalog, a user population, a clock with a shift schedule, and user responses.
+
+Everything is vectorised over a batch of requests: ``respond(users, slates)`` takes ``B`` users and a
+``(B, K)`` slate of item ids and answers with arrays. Each stochastic part owns a generator spawned
+from one ``SeedSequence``, so one seed gives bit-identical runs.
+
+Per-step dynamics for user ``i`` shown slate ``s`` (all vectorised):
+
+* utility ``u_k = a * <interest_i, e_k> + q * quality_k + n * freshness_k + p * popularity_k
+  + r * risk_k - f * fatigue_i[topic_k]`` with the segment's sensitivities ``(a, q, n, p, r, f)``;
+* a multinomial-logit choice with position bias and a no-click option (``envs.choice``);
+* a click yields dwell ``exp(3.4 + 0.8 <interest, e> + quality + 0.4 z)`` seconds and a like with
+  probability ``sigmoid(-2 + 2 <interest, e> + 2 quality)``;
+* experience ``x = click * (0.5 + quality + like) - 0.3 * (1 - click) - risk_sensitivity * violations``;
+  satisfaction ``s <- 0.7 s + 0.3 x``; the session continues with probability ``sigmoid(patience + 2 s)``;
+* on a click the interest drifts toward the item, the observable profile follows, topic fatigue grows;
+* when a session ends the user returns next day with probability ``sigmoid(return_bias + mean x)``;
+  a user who does not return churns with the segment's churn probability and is replaced by a new user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from envs.choice import MultinomialLogitChoice
+from envs.config import WorldConfig
+from envs.items import Catalog, unit_rows
+from envs.users import Population
+
+__all__ = ["Response", "SessionEnd", "World"]
+
+DWELL_LOG_BASE = 3.4  # log seconds: median dwell ~30 s on a neutral item
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class Response:
+    """What a batch of users did with their slates. Arrays are (B, K) per item or (B,) per request."""
+
+    click: np.ndarray  # (B, K) bool
+    dwell: np.ndarray  # (B, K) float32 seconds, 0 where not clicked
+    like: np.ndarray  # (B, K) bool
+    violation: np.ndarray  # (B, K) bool: the shown item violates policy
+    exit: np.ndarray  # (B,) bool: the user ended the session after this slate
+    choice_prob: np.ndarray  # (B, K + 1) choice probabilities; column 0 is no click
+    experience: np.ndarray  # (B,) float32 per-step experience that drives satisfaction
+    satisfaction: np.ndarray  # (B,) float32 satisfaction after the step (hidden state, for diagnostics)
+
+    @property
+    def clicked(self) -> np.ndarray:
+        return self.click.any(axis=1)
+
+
+@dataclass
+class SessionEnd:
+    """Outcome of ending sessions: next-day return and churn, per user in the batch."""
+
+    returned: np.ndarray  # (B,) bool
+    churned: np.ndarray  # (B,) bool
+    session_steps: np.ndarray  # (B,) int
+    session_clicks: np.ndarray  # (B,) int
+
+
+class World:
+    """Items, users, a clock and a shift schedule; answers requests with vectorised responses."""
+
+    def __init__(self, cfg: WorldConfig | None = None, seed: int | np.random.SeedSequence | None = None) -> None:
+        self.cfg = cfg if cfg is not None else WorldConfig()
+        ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        self.seed_sequence = ss
+        items_ss, users_ss, choice_ss, requests_ss, candidates_ss, shift_ss = ss.spawn(6)
+        c = self.cfg
+        self.catalog = Catalog(
+            c.items, c.num_items, c.num_topics, c.embedding_dim, c.num_creators, np.random.default_rng(items_ss)
+        )
+        self.users = Population(c, self.catalog.topic_centers, np.random.default_rng(users_ss))
+        self.choice_rng = np.random.default_rng(choice_ss)
+        self.request_rng = np.random.default_rng(requests_ss)
+        self.candidate_rng = np.random.default_rng(candidates_ss)
+        self.shift_rng = np.random.default_rng(shift_ss)
+        self.request_mix = np.array([c.request_mix.get(s, 0.0) for s in c.segment_names], np.float64)
+        self.steps = 0
+        self.day = 0
+        self.events: list[tuple[int, str]] = []
+        self._choice: dict[int, MultinomialLogitChoice] = {}
+        self._apply_shifts(day=0)
+
+    # ------------------------------------------------------------------ clock
+    @property
+    def now(self) -> float:
+        """Current time in days."""
+        return self.steps / self.cfg.steps_per_day
+
+    def tick(self) -> None:
+        """Advance the clock by one step; at a day boundary expire items and apply scheduled shifts."""
+        self.steps += 1
+        day = self.steps // self.cfg.steps_per_day
+        while self.day < day:
+            self.day += 1
+            self.catalog.expire(self.now)
+            self._apply_shifts(self.day)
+            self.catalog.refresh_features(self.now)
+
+    def _apply_shifts(self, day: int) -> None:
+        cat, pop = self.catalog, self.users
+        for shift in self.cfg.shifts:
+            if shift.day != day:
+                continue
+            if shift.kind == "segment_mix":
+                mix = shift.request_mix or {}
+                self.request_mix = np.array([mix.get(s, 0.0) for s in self.cfg.segment_names])
+            elif shift.kind == "topic_shock":
+                center = cat.topic_centers[shift.topic]
+                pop.interest[:] = unit_rows(pop.interest + shift.strength * center)
+                cat.topic_boost[shift.topic] += shift.strength
+            elif shift.kind == "catalog_refresh":
+                cat.refresh(shift.fraction, self.now)
+            elif shift.kind == "cold_start_influx":
+                free = np.flatnonzero(~pop.in_session)
+                k = int(round(shift.fraction * len(free)))
+                pop.replace_with_new(self.shift_rng.choice(free, size=k, replace=False))
+                mix = self.request_mix.copy()
+                mix[pop.new_segment] *= 1.0 + shift.strength
+                self.request_mix = mix / mix.sum()
+            self.events.append((day, shift.kind))
+        cat.refresh_features(self.now)
+
+    # ------------------------------------------------------------------ requests
+    def new_requests(self, n: int) -> np.ndarray:
+        """Start ``n`` sessions of distinct free users drawn by the current request mix; return their ids."""
+        users = self.users.sample(n, self.request_mix, self.request_rng)
+        self.users.start_sessions(users)
+        return users
+
+    def candidates(self, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` uniformly random candidate sets of ``size`` distinct items: ids (n, size), features (n, size, F).
+
+        Each set is a window of one fresh permutation of the catalog (a uniform random subset; sets in
+        one call overlap at random). Windows are contiguous, so features are copied in blocks.
+        """
+        cat = self.catalog
+        num = cat.num_items
+        perm = self.candidate_rng.permutation(num)
+        ring = np.concatenate([perm, perm[: size - 1]])
+        feats = cat.features[ring]
+        start = self.candidate_rng.integers(0, num, n)
+        fs, ids = feats.strides, ring.strides
+        win_f = as_strided(feats, shape=(num, size, feats.shape[1]), strides=(fs[0], fs[0], fs[1]), writeable=False)
+        win_i = as_strided(ring, shape=(num, size), strides=(ids[0], ids[0]), writeable=False)
+        return win_i[start], win_f[start]
+
+    # ------------------------------------------------------------------ responses
+    def choice_model(self, slate_size: int) -> MultinomialLogitChoice:
+        if slate_size not in self._choice:
+            self._choice[slate_size] = MultinomialLogitChoice(slate_size, self.cfg.position_decay)
+        return self._choice[slate_size]
+
+    def utility(self, users: np.ndarray, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Utilities (B, K) of each slate item for its user, and the cosine affinities (B, K)."""
+        cat, pop, tab = self.catalog, self.users, self.users.table
+        seg = pop.segment[users]
+        d = cat.embedding.shape[1]
+        f = cat.features[slate]  # (B, K, D + 4): one gather for embedding and scalar features
+        affinity = np.einsum("bkd,bd->bk", f[..., :d], pop.interest[users])
+        fatigue = pop.fatigue[users[:, None], cat.topic[slate]]
+        u = tab.affinity_scale[seg, None] * affinity
+        u += np.einsum("bkf,bf->bk", f[..., d:], tab.feature_weights[seg])
+        u -= tab.fatigue_sensitivity[seg, None] * fatigue
+        return u, affinity
+
+    def respond(self, users: np.ndarray, slate: np.ndarray) -> Response:
+        """Users ``(B,)`` (distinct, in session) see slates ``(B, K)`` of item ids; sample and apply their response."""
+        cat, pop, tab, rng = self.catalog, self.users, self.users.table, self.choice_rng
+        b, k = slate.shape
+        seg = pop.segment[users]
+        shown = _first_occurrence(slate)  # later copies of an item in the same slate are not shown again
+        utility, affinity = self.utility(users, slate)
+        model = self.choice_model(k)
+        probs = model.probabilities(utility, tab.no_click_utility[seg], shown)
+        choice = model.sample(probs, rng)
+        clicked = choice > 0
+        pos = np.maximum(choice - 1, 0)
+        rows = np.arange(b)
+        click = np.zeros((b, k), bool)
+        click[rows[clicked], pos[clicked]] = True
+        item = slate[rows, pos]
+        aff_c = affinity[rows, pos]
+        q_c = cat.quality[item]
+        z = rng.standard_normal(b, dtype=np.float32)
+        dwell_c = np.exp(DWELL_LOG_BASE + 0.8 * aff_c + q_c + 0.4 * z).astype(np.float32)
+        like_c = rng.random(b, dtype=np.float32) < sigmoid(-2.0 + 2.0 * aff_c + 2.0 * q_c)
+        dwell = np.zeros((b, k), np.float32)
+        dwell[rows[clicked], pos[clicked]] = dwell_c[clicked]
+        like = np.zeros((b, k), bool)
+        like[rows[clicked], pos[clicked]] = like_c[clicked]
+        violation = cat.violating[slate] & shown
+        n_viol = violation.sum(axis=1)
+        experience = np.where(clicked, 0.5 + q_c + like_c, -0.3) - tab.risk_sensitivity[seg] * n_viol
+        experience = experience.astype(np.float32)
+        sat = 0.7 * pop.satisfaction[users] + 0.3 * experience
+        pop.satisfaction[users] = sat
+        pop.session_steps[users] += 1
+        pop.session_clicks[users] += clicked
+        pop.session_experience[users] += experience
+        exit_ = rng.random(b, dtype=np.float32) >= sigmoid(tab.patience[seg] + 2.0 * sat)
+        self._learn(users[clicked], item[clicked], seg[clicked])
+        return Response(click, dwell, like, violation, exit_, probs, experience, sat.astype(np.float32))
+
+    def _learn(self, users: np.ndarray, item: np.ndarray, seg: np.ndarray) -> None:
+        """Consumption changes users: interest drift, observable profile, history, topic fatigue, graduation."""
+        cat, pop, tab = self.catalog, self.users, self.users.table
+        if len(users) == 0:
+            return
+        emb = cat.embedding[item]
+        eta = tab.drift_rate[seg, None]
+        pop.interest[users] = unit_rows((1.0 - eta) * pop.interest[users] + eta * emb)
+        pop.profile[users] = 0.9 * pop.profile[users] + 0.1 * emb
+        pop.history[users] += 1
+        fat = pop.fatigue[users] * tab.fatigue_decay[seg, None]
+        fat[np.arange(len(users)), cat.topic[item]] += tab.fatigue_increment[seg]
+        pop.fatigue[users] = fat
+        grad = self.cfg.graduate_after
+        if grad > 0:
+            done = (seg == pop.new_segment) & (pop.history[users] >= grad)
+            pop.segment[users[done]] = pop.latent_segment[users[done]]
+
+    def end_sessions(self, users: np.ndarray) -> SessionEnd:
+        """End the sessions of ``users``: draw next-day return and churn; churned users are replaced."""
+        pop, tab, rng = self.users, self.users.table, self.choice_rng
+        seg = pop.segment[users]
+        steps = pop.session_steps[users].copy()
+        clicks = pop.session_clicks[users].copy()
+        mean_x = pop.session_experience[users] / np.maximum(steps, 1)
+        returned = rng.random(len(users)) < sigmoid(tab.return_bias[seg] + mean_x)
+        churned = ~returned & (rng.random(len(users)) < tab.churn_probability[seg])
+        pop.in_session[users] = False
+        pop.replace_with_new(users[churned])
+        return SessionEnd(returned, churned, steps, clicks)
+
+
+def _first_occurrence(slate: np.ndarray) -> np.ndarray:
+    """(B, K) mask, True where the item has not appeared earlier in its row."""
+    shown = np.ones(slate.shape, bool)
+    if slate.shape[1] < 2:
+        return shown
+    order = np.argsort(slate, axis=1, kind="stable")  # equal ids keep their left-to-right order
+    srt = np.take_along_axis(slate, order, axis=1)
+    repeat = srt[:, 1:] == srt[:, :-1]
+    if repeat.any():
+        rows, cols = np.nonzero(repeat)
+        shown[rows, order[rows, cols + 1]] = False
+    return shown

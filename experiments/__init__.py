@@ -1,0 +1,1 @@
+"""Experiments: entry points, baselines, plots and reports."""
