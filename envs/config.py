@@ -157,7 +157,7 @@ class ShiftConfig:
         check_probability("shifts.fraction", self.fraction)
         check_int("shifts.topic", self.topic, 0)
         if self.kind == "segment_mix" and not self.request_mix:
-            raise ConfigError("`shifts.request_mix` is required for kind 'segment_mix' (got None)")
+            raise ConfigError(f"`shifts.request_mix` is required for kind 'segment_mix' (got {self.request_mix!r})")
 
 
 @dataclass
@@ -183,10 +183,7 @@ class WorldConfig:
         # accept plain mappings (from YAML / Hydra / kwargs) for the nested parts
         if isinstance(self.items, dict):
             self.items = ItemConfig(**known_keys("items", self.items, ItemConfig))
-        self.segments = {
-            name: seg if isinstance(seg, SegmentConfig) else SegmentConfig(**known_keys(f"segments.{name}", seg, SegmentConfig))
-            for name, seg in dict(self.segments).items()
-        }
+        self.segments = {name: _segment(name, seg) for name, seg in dict(self.segments).items()}
         self.shifts = [
             s if isinstance(s, ShiftConfig) else ShiftConfig(**known_keys("shifts", s, ShiftConfig)) for s in self.shifts
         ]
@@ -219,6 +216,16 @@ class WorldConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _segment(name: str, seg: SegmentConfig | dict[str, Any]) -> SegmentConfig:
+    """A segment from a config or a mapping; errors name the segment."""
+    if isinstance(seg, SegmentConfig):
+        return seg
+    try:
+        return SegmentConfig(**known_keys(f"segments.{name}", seg, SegmentConfig))
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("segments.<segment>", f"segments.{name}")) from None
 
 
 def known_keys(key: str, values: Any, cls: type) -> dict[str, Any]:

@@ -18,7 +18,51 @@ from envs.validation import ConfigError, check_int
 from envs.world import Response, SessionEnd, World
 from rewards.response import ResponseReward
 
-__all__ = ["SessionBatch", "StepResult", "observation_space"]
+__all__ = ["ObservationLayout", "SessionBatch", "StepResult", "observation_space"]
+
+IDLE, OPEN, CLOSED = 0, 1, 2  # slot states
+
+
+@dataclass(frozen=True)
+class ObservationLayout:
+    """Where each observable feature sits in ``obs["user"]`` and in the last axis of ``obs["candidates"]``."""
+
+    num_segments: int
+    embedding_dim: int
+
+    @classmethod
+    def of(cls, cfg: WorldConfig) -> ObservationLayout:
+        return cls(len(cfg.segments), cfg.embedding_dim)
+
+    # obs["user"]: segment one-hot | log1p(history) / 7 | profile (D) | session steps / 100 | session CTR
+    @property
+    def user_segment(self) -> slice:
+        return slice(0, self.num_segments)
+
+    @property
+    def user_history(self) -> int:
+        return self.num_segments
+
+    @property
+    def user_profile(self) -> slice:
+        return slice(self.num_segments + 1, self.num_segments + 1 + self.embedding_dim)
+
+    @property
+    def user_session_steps(self) -> int:
+        return self.num_segments + 1 + self.embedding_dim
+
+    @property
+    def user_session_ctr(self) -> int:
+        return self.num_segments + 2 + self.embedding_dim
+
+    # obs["candidates"][..., f]: embedding (D) | quality | freshness | popularity | risk
+    @property
+    def item_embedding(self) -> slice:
+        return slice(0, self.embedding_dim)
+
+    def item(self, name: str) -> int:
+        """Column of an item feature by name (one of ``envs.items.ITEM_FEATURES``)."""
+        return self.embedding_dim + ITEM_FEATURES.index(name)
 
 
 def observation_space(cfg: WorldConfig, num_candidates: int) -> spaces.Dict:
@@ -84,28 +128,43 @@ class SessionBatch:
         self.reward = reward
         self.max_session_steps = max_session_steps
         self.users = np.full(n, -1, np.int64)
+        self.state = np.zeros(n, np.int8)  # IDLE, OPEN (in session) or CLOSED (ended, awaiting release)
+        self.churned = np.zeros(n, bool)  # for CLOSED slots: the user churns on release
         self.steps = np.zeros(n, np.int32)
         self.candidate_ids = np.zeros((n, num_candidates), np.int64)
         self.candidate_features = np.zeros((n, num_candidates, world.catalog.features.shape[1]), np.float32)
 
     def start(self, slots: np.ndarray) -> None:
-        """Give each slot in ``slots`` a new request: end any session still open there, draw new users."""
+        """Give each slot in ``slots`` a new request.
+
+        A session this slot left open (cut by an outside time limit) is closed first; closed sessions
+        are released (their users freed, churned users replaced); then new users are drawn.
+        """
         slots = np.asarray(slots)
         if len(slots) == 0:
             return
-        open_ = self.users[slots] >= 0
-        if open_.any():
-            still = slots[open_][self.world.users.in_session[self.users[slots[open_]]]]
-            if len(still):
-                self.world.end_sessions(self.users[still])
+        still_open = slots[self.state[slots] == OPEN]
+        if len(still_open):
+            self.churned[still_open] = self.world.close_sessions(self.users[still_open]).churned
+            self.state[still_open] = CLOSED
+        closed = slots[self.state[slots] == CLOSED]
+        if len(closed):
+            self.world.release(self.users[closed], self.churned[closed])
         self.users[slots] = self.world.new_requests(len(slots))
+        self.state[slots] = OPEN
+        self.churned[slots] = False
         self.steps[slots] = 0
 
     def serve(self, slots: np.ndarray, actions: np.ndarray) -> StepResult:
         """Show the slates chosen by ``actions`` (candidate indices, (m, K)) to the users in ``slots``."""
         slots = np.asarray(slots)
-        users = self.users[slots]
         slate = np.take_along_axis(self.candidate_ids[slots], actions.astype(np.int64), axis=1)
+        return self.serve_items(slots, slate)
+
+    def serve_items(self, slots: np.ndarray, slate: np.ndarray) -> StepResult:
+        """Show slates of item ids ``(m, K)`` (chosen by any recommender) to the users in ``slots``."""
+        slots = np.asarray(slots)
+        users = self.users[slots]
         response = self.world.respond(users, slate)
         self.steps[slots] += 1
         pop = self.world.users
@@ -128,7 +187,9 @@ class SessionBatch:
         else:
             truncated = np.zeros_like(terminated)
         done = terminated | truncated
-        ended = self.world.end_sessions(users[done])
+        ended = self.world.close_sessions(users[done])
+        self.state[slots[done]] = CLOSED
+        self.churned[slots[done]] = ended.churned
         returned = np.zeros(len(slots), bool)
         returned[done] = ended.returned
         reward = self.reward(response, returned)

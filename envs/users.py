@@ -7,12 +7,16 @@ segment id so that a batch of users is handled without a Python loop over users.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from envs.config import SegmentConfig, WorldConfig
 from envs.items import unit_rows
 
 __all__ = ["Population", "SegmentTable"]
+
+log = logging.getLogger(__name__)
 
 
 class SegmentTable:
@@ -112,7 +116,11 @@ class Population:
             out[want[:take]] = rng.choice(pool, size=take, replace=False) if take else []
             free[out[want[:take]]] = False
             leftover.extend(want[take:])
-        if leftover:  # a segment ran dry: fall back to any free user
+        if leftover:  # a segment ran dry: fall back to any free user, and say so
+            log.warning(
+                "%d requests found no free user in their segment; served by users of other segments "
+                "(the request mix is not met: raise `world.num_users` or lower the concurrency)", len(leftover)
+            )
             pool = np.flatnonzero(free)
             if len(pool) < len(leftover):
                 raise RuntimeError(

@@ -7,6 +7,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "ConfigError",
     "check_choice",
@@ -35,7 +37,7 @@ def check_range(
     high_inclusive: bool = True,
 ) -> float:
     """Check ``low <= value <= high`` (bounds optional, inclusivity per side) and return the value."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ConfigError(f"`{key}` must be a number (got {type(value).__name__} {_fmt(value)})")
     if math.isnan(value):
         raise ConfigError(f"`{key}` must be a number (got nan)")
@@ -50,7 +52,7 @@ def check_range(
 
 def check_int(key: str, value: int, low: int | None = None, high: int | None = None) -> int:
     """Check that ``value`` is an integer within ``[low, high]`` and return it."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ConfigError(f"`{key}` must be an integer (got {type(value).__name__} {_fmt(value)})")
     check_range(key, value, low, high)
     return value

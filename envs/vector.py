@@ -86,6 +86,7 @@ class SlateVectorEnv(VectorEnv):
         info = {
             "user_id": users.copy(),
             "segment": self.world.users.segment[users].astype(np.int64),
+            "day": np.full(self.num_envs, self.world.now),
         }
         info.update({f"_{k}": np.ones(self.num_envs, bool) for k in list(info)})
         return obs, info

@@ -208,6 +208,7 @@ class World:
         pop.session_steps[users] += 1
         pop.session_clicks[users] += clicked
         pop.session_experience[users] += experience
+        pop.fatigue[users] *= tab.fatigue_decay[seg, None]  # fatigue fades every step, grows on clicks
         exit_ = rng.random(b, dtype=np.float32) >= sigmoid(tab.patience[seg] + 2.0 * sat)
         self._learn(users[clicked], item[clicked], seg[clicked])
         return Response(click, dwell, like, violation, exit_, probs, experience, sat.astype(np.float32))
@@ -222,16 +223,18 @@ class World:
         pop.interest[users] = unit_rows((1.0 - eta) * pop.interest[users] + eta * emb)
         pop.profile[users] = 0.9 * pop.profile[users] + 0.1 * emb
         pop.history[users] += 1
-        fat = pop.fatigue[users] * tab.fatigue_decay[seg, None]
-        fat[np.arange(len(users)), cat.topic[item]] += tab.fatigue_increment[seg]
-        pop.fatigue[users] = fat
+        pop.fatigue[users, cat.topic[item]] += tab.fatigue_increment[seg]
         grad = self.cfg.graduate_after
         if grad > 0:
             done = (seg == pop.new_segment) & (pop.history[users] >= grad)
             pop.segment[users[done]] = pop.latent_segment[users[done]]
 
-    def end_sessions(self, users: np.ndarray) -> SessionEnd:
-        """End the sessions of ``users``: draw next-day return and churn; churned users are replaced."""
+    def close_sessions(self, users: np.ndarray) -> SessionEnd:
+        """Draw the outcome of ending the sessions of ``users`` (next-day return, churn).
+
+        The users stay reserved (not drawn for new requests, not yet replaced if they churn) until
+        :meth:`release`, so the ended session can still be observed as it was.
+        """
         pop, tab, rng = self.users, self.users.table, self.choice_rng
         seg = pop.segment[users]
         steps = pop.session_steps[users].copy()
@@ -239,9 +242,18 @@ class World:
         mean_x = pop.session_experience[users] / np.maximum(steps, 1)
         returned = rng.random(len(users)) < sigmoid(tab.return_bias[seg] + mean_x)
         churned = ~returned & (rng.random(len(users)) < tab.churn_probability[seg])
-        pop.in_session[users] = False
-        pop.replace_with_new(users[churned])
         return SessionEnd(returned, churned, steps, clicks)
+
+    def release(self, users: np.ndarray, churned: np.ndarray) -> None:
+        """Free users whose sessions were closed; churned ones leave and new users take their slots."""
+        self.users.in_session[users] = False
+        self.users.replace_with_new(users[churned])
+
+    def end_sessions(self, users: np.ndarray) -> SessionEnd:
+        """Close and release at once: draw return and churn, free the users, replace the churned."""
+        ended = self.close_sessions(users)
+        self.release(users, ended.churned)
+        return ended
 
 
 def _first_occurrence(slate: np.ndarray) -> np.ndarray:
