@@ -1,0 +1,130 @@
+"""Fusion agents: merge recall routes into one candidate set by quotas, and combine multi-task scores.
+
+``QuotaFusion`` takes each route's best ``quota_r * size`` candidates, removes duplicates (keeping the
+first route that found an item as its provenance) and learns, if ``adapt_rate > 0``, to shift quota
+toward routes whose items get clicked. ``MultiTaskFusion`` mixes the ranker's click, like and dwell
+heads with weights and learns a calibration of the click head from logged outcomes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.decision.context import Candidates
+from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
+from agents.infra.log import InteractionLog
+
+__all__ = ["MultiTaskFusion", "QuotaFusion", "dedupe"]
+
+
+def dedupe(items: np.ndarray) -> np.ndarray:
+    """(B, C) mask: True at the first occurrence of each non-negative item id in its row."""
+    keep = items >= 0
+    if items.shape[1] < 2:
+        return keep
+    order = np.argsort(items, axis=1, kind="stable")
+    srt = np.take_along_axis(items, order, axis=1)
+    repeat = (srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)
+    rows, cols = np.nonzero(repeat)
+    keep[rows, order[rows, cols + 1]] = False
+    return keep
+
+
+class QuotaFusion(DecisionAgent):
+    """Merge routes by quota shares into ``size`` candidates (deduplicated, padded with -1)."""
+
+    role = "fusion"
+
+    def __init__(self, routes: list[str], name: str = "fusion", config: dict | None = None) -> None:
+        self.route_names = list(routes)
+        self.params = ParamSpace(
+            [Choice("size", (100, 200, 300, 500), 500), Range("adapt_rate", 0.0, 0.5, 0.0)]
+            + [Range(f"quota_{r}", 0.0, 1.0, 1.0) for r in self.route_names]
+        )
+        super().__init__(name, config)
+        self.learned = np.ones(len(self.route_names))  # multiplicative quota adjustment, learned
+
+    def quotas(self) -> np.ndarray:
+        q = np.array([self.config[f"quota_{r}"] for r in self.route_names]) * self.learned
+        return q / q.sum() if q.sum() > 0 else np.full(len(q), 1.0 / len(q))
+
+    def act(self, routes: list[Candidates]) -> Candidates:
+        size = int(self.config["size"])
+        share = self.quotas()
+        take = np.floor(share * size).astype(int)
+        take[np.argmax(share)] += size - take.sum()  # rounding remainder to the largest quota
+        parts = [(c.items[:, :t], c.scores[:, :t], c.route[:, :t]) for c, t in zip(routes, take) if t > 0]
+        items = np.concatenate([p[0] for p in parts], axis=1)
+        scores = np.concatenate([p[1] for p in parts], axis=1)
+        route = np.concatenate([p[2] for p in parts], axis=1)
+        keep = dedupe(items)
+        # compact kept entries to the left, preserving order, then pad/cut to ``size``
+        order = np.argsort(~keep, axis=1, kind="stable")
+        items = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(items, order, 1), -1)
+        scores = np.take_along_axis(scores, order, 1)
+        route = np.take_along_axis(route, order, 1)
+        b, c = items.shape
+        if c < size:
+            pad = size - c
+            items = np.concatenate([items, np.full((b, pad), -1, np.int64)], axis=1)
+            scores = np.concatenate([scores, np.zeros((b, pad), np.float32)], axis=1)
+            route = np.concatenate([route, np.zeros((b, pad), np.int16)], axis=1)
+        return Candidates(items[:, :size], scores[:, :size], route[:, :size])
+
+    def observe(self, log: InteractionLog) -> None:
+        rate = self.config["adapt_rate"]
+        imp = log.impressions
+        if rate <= 0 or not len(imp["route"]):
+            return
+        r = len(self.route_names)
+        shown = np.bincount(imp["route"], minlength=r)[:r]
+        clicks = np.bincount(imp["route"], weights=imp["click"].astype(float), minlength=r)[:r]
+        ctr = (clicks + 1.0) / (shown + 10.0)
+        self.learned = (1 - rate) * self.learned + rate * self.learned * ctr / ctr.mean()
+
+    def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
+        imp = log.impressions
+        r = len(self.route_names)
+        shown = np.bincount(imp["route"], minlength=r)[:r].astype(float)
+        clicks = np.bincount(imp["route"], weights=imp["click"].astype(float), minlength=r)[:r]
+        out = {f"inner/fusion/{self.name}/ctr": float(clicks.sum() / max(shown.sum(), 1.0))}
+        for i, name in enumerate(self.route_names):
+            out[f"inner/fusion/{self.name}/share/{name}"] = float(shown[i] / max(shown.sum(), 1.0))
+        return out
+
+
+class MultiTaskFusion(DecisionAgent):
+    """Combine multi-task predictions: ``w_click * p_click + w_like * p_like + w_dwell * dwell_norm``."""
+
+    role = "fusion"
+    params = ParamSpace([
+        Range("w_click", 0.0, 1.0, 1.0),
+        Range("w_like", 0.0, 1.0, 0.3),
+        Range("w_dwell", 0.0, 1.0, 0.2),
+    ])
+
+    def __init__(self, name: str = "multitask", config: dict | None = None) -> None:
+        super().__init__(name, config)
+        self.calibration = 1.0  # observed / predicted click rate, learned from logs
+
+    def act(self, heads: dict[str, np.ndarray]) -> np.ndarray:
+        c = self.config
+        dwell = np.clip(heads["dwell"] / 6.0, 0.0, 1.0)  # log-seconds, ~[0, 6] -> [0, 1]
+        p_click = np.clip(heads["click"] * self.calibration, 0.0, 1.0)
+        return (c["w_click"] * p_click + c["w_like"] * heads["like"] + c["w_dwell"] * dwell * p_click).astype(np.float32)
+
+    def observe(self, log: InteractionLog) -> None:
+        imp = log.impressions
+        if not len(imp["click"]):
+            return
+        pred = float(imp["score"].mean())
+        if pred > 0:
+            self.calibration = 0.7 * self.calibration + 0.3 * float(imp["click"].mean()) / pred * self.calibration
+
+    def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
+        imp = log.impressions
+        mean_score = float(imp["score"].mean()) if len(imp["score"]) else 0.0
+        return {
+            f"inner/fusion/{self.name}/calibration": self.calibration,
+            f"inner/fusion/{self.name}/mean_score": mean_score,
+        }

@@ -1,0 +1,127 @@
+"""Decision spaces of agents: named parameters (choices or ranges) and the gymnasium Space they form.
+
+An agent declares its evolvable configuration as a :class:`ParamSpace`; ``space`` is the
+``gymnasium.spaces.Dict`` evolution searches (a ``Discrete`` index per choice, a ``Box`` per range),
+``validate`` checks a human-readable config ``{"k": 100, "half_life": 2.0}`` with clear errors, and
+``to_point`` / ``from_point`` convert between the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from envs.validation import ConfigError, check_choice, check_range
+
+__all__ = ["Choice", "DecisionAgent", "ParamSpace", "Range"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A categorical parameter: one of ``options``."""
+
+    name: str
+    options: tuple[Any, ...]
+    default: Any
+
+    def validate(self, key: str, value: Any) -> Any:
+        if value not in self.options:
+            raise ConfigError(f"`{key}` must be one of {list(self.options)} (got {value!r})")
+        return value
+
+
+@dataclass(frozen=True)
+class Range:
+    """A continuous parameter in ``[low, high]``."""
+
+    name: str
+    low: float
+    high: float
+    default: float
+
+    def validate(self, key: str, value: Any) -> float:
+        return float(check_range(key, value, self.low, self.high))
+
+
+@dataclass
+class ParamSpace:
+    """The decision space of one agent."""
+
+    params: Sequence[Choice | Range] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        self.params = tuple(self.params)
+        self.by_name = {p.name: p for p in self.params}
+
+    @property
+    def space(self) -> spaces.Dict:
+        out: dict[str, spaces.Space] = {}
+        for p in self.params:
+            if isinstance(p, Choice):
+                out[p.name] = spaces.Discrete(len(p.options))
+            else:
+                out[p.name] = spaces.Box(p.low, p.high, shape=(1,), dtype=np.float32)
+        return spaces.Dict(out)
+
+    def default(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def validate(self, config: dict[str, Any], agent: str = "agent") -> dict[str, Any]:
+        """A complete, checked config: unknown keys rejected (with did-you-mean), missing keys defaulted."""
+        out = self.default()
+        for key, value in config.items():
+            check_choice(f"{agent} config key", key, list(self.by_name))
+            out[key] = self.by_name[key].validate(f"{agent}.{key}", value)
+        return out
+
+    def to_point(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Config -> a point of ``space``."""
+        point: dict[str, Any] = {}
+        for p in self.params:
+            v = config[p.name]
+            point[p.name] = p.options.index(v) if isinstance(p, Choice) else np.array([v], np.float32)
+        return point
+
+    def from_point(self, point: dict[str, Any], agent: str = "agent") -> dict[str, Any]:
+        """A point of ``space`` -> config; raises ConfigError if the point is outside the space."""
+        if set(point) != set(self.by_name):
+            raise ConfigError(f"`{agent}` decision must have the keys {list(self.by_name)} (got {sorted(point)})")
+        if not self.space.contains({k: _as_space_value(self.by_name[k], v) for k, v in point.items()}):
+            raise ConfigError(f"`{agent}` decision must be a point of {self.space} (got {point})")
+        config = {}
+        for p in self.params:
+            v = point[p.name]
+            config[p.name] = p.options[int(v)] if isinstance(p, Choice) else float(np.asarray(v).reshape(-1)[0])
+        return config
+
+
+def _as_space_value(p: Choice | Range, v: Any) -> Any:
+    if isinstance(p, Choice):
+        return np.int64(v)
+    return np.asarray(v, np.float32).reshape(1)
+
+
+class DecisionAgent:
+    """Shared bookkeeping of decision agents: name, role, decision space, current config."""
+
+    role: str = ""
+    params: ParamSpace = ParamSpace()
+
+    def __init__(self, name: str, config: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.config = self.params.validate(config or {}, agent=name)
+
+    @property
+    def decision_space(self) -> spaces.Dict:
+        return self.params.space
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """Deploy a new configuration (merged over the current one, validated)."""
+        self.config = self.params.validate({**self.config, **config}, agent=self.name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, config={self.config})"

@@ -1,0 +1,105 @@
+"""Re-ranking policy: risk filtering, freshness boost, per-item exposure caps and MMR diversity.
+
+Picks the slate greedily, position by position, vectorised over requests:
+``mmr_k = (1 - lambda) * (score + freshness_boost * freshness) - lambda * max cosine to items already
+chosen``. Items whose estimated risk exceeds ``risk_threshold``, that were seen violating policy in the
+log, or that reached ``exposure_cap`` impressions this window are pushed below every admissible item
+(and used only if a slate cannot be filled otherwise).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.decision.context import CatalogView, Candidates
+from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
+from agents.infra.log import InteractionLog
+
+__all__ = ["Reranker"]
+
+PENALTY = 1e6  # pushes filtered items below every admissible one
+
+
+class Reranker(DecisionAgent):
+    """The re-ranking stage; learns from the log which items were seen violating policy."""
+
+    role = "rerank"
+    params = ParamSpace([
+        Range("mmr_lambda", 0.0, 1.0, 0.0),
+        Range("freshness_boost", 0.0, 1.0, 0.0),
+        Range("risk_threshold", 0.0, 1.0, 1.0),
+        Choice("exposure_cap", (0, 100, 300, 1000), 0),  # impressions per item per window; 0 = no cap
+        Choice("learn_violations", (True, False), True),
+    ])
+
+    def __init__(self, name: str = "rerank", config: dict | None = None) -> None:
+        super().__init__(name, config)
+        self.exposure: np.ndarray | None = None  # impressions this window, per item
+        self.flagged: np.ndarray | None = None  # seen violating in the log
+        self._birth: np.ndarray | None = None
+        self._embedding: np.ndarray | None = None  # the catalog's embeddings at the last act (for metrics)
+
+    def _ensure(self, catalog: CatalogView) -> None:
+        n = catalog.num_items
+        if self.exposure is None or len(self.exposure) != n:
+            self.exposure = np.zeros(n, np.int64)
+            self.flagged = np.zeros(n, bool)
+            self._birth = catalog.birth.copy()
+        reborn = catalog.birth != self._birth
+        if reborn.any():
+            self.flagged[reborn] = False
+            self.exposure[reborn] = 0
+            self._birth = catalog.birth.copy()
+
+    def act(self, scores: np.ndarray, candidates: Candidates, catalog: CatalogView, slate_size: int) -> np.ndarray:
+        """(B, K) indices into the candidate axis, in slate order."""
+        self._ensure(catalog)
+        self._embedding = catalog.embedding
+        c = self.config
+        items = candidates.items
+        safe = np.maximum(items, 0)
+        base = scores.astype(np.float32) + c["freshness_boost"] * catalog.column("freshness")[safe]
+        blocked = catalog.column("risk")[safe] > c["risk_threshold"]
+        if c["learn_violations"]:
+            blocked |= self.flagged[safe]
+        if c["exposure_cap"] > 0:
+            blocked |= self.exposure[safe] >= c["exposure_cap"]
+        base = np.where(blocked, base - PENALTY, base)
+        base = np.where(items >= 0, base, -np.inf)
+        b = len(items)
+        rows = np.arange(b)
+        lam = c["mmr_lambda"]
+        if lam <= 0:
+            from agents.decision.recall import top_k
+
+            chosen, _ = top_k(base, slate_size)
+        else:
+            emb = catalog.embedding[safe]  # (B, C, D)
+            max_sim = np.full(items.shape, -1.0, np.float32)
+            chosen = np.zeros((b, slate_size), np.int64)
+            avail = np.isfinite(base)
+            for k in range(slate_size):  # a loop over slate positions (K), vectorised over requests
+                mmr = np.where(avail, (1 - lam) * base - lam * np.maximum(max_sim, 0.0), -np.inf)
+                j = mmr.argmax(axis=1)
+                chosen[:, k] = j
+                avail[rows, j] = False
+                sim = np.einsum("bcd,bd->bc", emb, emb[rows, j])
+                np.maximum(max_sim, sim, out=max_sim)
+        if c["exposure_cap"] > 0:
+            np.add.at(self.exposure, items[rows[:, None], chosen].ravel(), 1)
+        return chosen
+
+    def observe(self, log: InteractionLog) -> None:
+        imp = log.impressions
+        if self.flagged is not None and len(imp["item"]):
+            self.flagged[imp["item"][imp["violation"]]] = True
+        if self.exposure is not None:
+            self.exposure[:] = 0  # caps are per window
+
+    def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
+        """Diversity (with the embeddings of the catalog last served), freshness, risk and tail share."""
+        from rewards.inner import rerank_metrics
+
+        if self._embedding is None:
+            raise RuntimeError(f"re-ranker `{self.name}` has not served yet: no item embeddings to measure diversity")
+        return {f"inner/rerank/{self.name}/{k}": v for k, v in rerank_metrics(log, self._embedding).items()}

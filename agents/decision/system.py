@@ -1,0 +1,287 @@
+"""The system graph: router -> per-route pipeline (recall routes -> fusion -> ranking -> re-ranking) -> slate.
+
+``Simulation(world, system).window(n)`` serves ``n`` requests of concurrent user sessions through the
+system and returns the columnar :class:`InteractionLog` (request, user, segment, pipeline, item,
+position, route provenance, scores, response); then every agent observes that log and learns.
+``static_baseline`` is the usual hand-tuned fixed pipeline with one model for everyone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from agents.decision.context import CatalogView, Candidates, RequestBatch
+from agents.decision.functional import SegmentRouter
+from agents.decision.fusion import MultiTaskFusion, QuotaFusion
+from agents.decision.ranking import TorchRanker, pair_features
+from agents.decision.recall import RecallAgent, make_recall
+from agents.decision.rerank import Reranker
+from agents.infra.log import CANDIDATE_COLUMNS, IMPRESSION_COLUMNS, REQUEST_COLUMNS, InteractionLog
+from envs.config import WorldConfig
+from envs.items import ITEM_FEATURES
+from envs.sessions import SessionBatch
+from envs.validation import ConfigError, check_int, check_probability
+from envs.world import World
+from rewards.response import ResponseReward
+
+__all__ = ["Pipeline", "Served", "Simulation", "System", "cold_start_pipeline", "feature_dim", "static_baseline"]
+
+log = logging.getLogger(__name__)
+
+
+def feature_dim(cfg: WorldConfig, num_routes: int) -> int:
+    """Width of the ranker's (request, candidate) features for a world and a number of routes."""
+    user = len(cfg.segments) + cfg.embedding_dim + 3
+    item = cfg.embedding_dim + len(ITEM_FEATURES)
+    return user + item + cfg.embedding_dim + num_routes
+
+
+@dataclass
+class Served:
+    """What a pipeline served to a batch: slates and their provenance."""
+
+    items: np.ndarray  # (B, K)
+    route: np.ndarray  # (B, K)
+    score: np.ndarray  # (B, K) predicted click probability of each shown item
+    features: np.ndarray  # (B, K, Fin) ranker features of the shown items (for learning)
+    candidates: Candidates  # the fused candidate set, (B, C)
+    routes: list[Candidates]  # each route's own output
+
+
+class Pipeline:
+    """Recall routes -> quota fusion -> multi-task ranker -> score fusion -> re-ranker."""
+
+    def __init__(
+        self,
+        name: str,
+        recalls: list[RecallAgent],
+        fusion: QuotaFusion,
+        ranker: TorchRanker,
+        scorer: MultiTaskFusion,
+        reranker: Reranker,
+    ) -> None:
+        if not recalls:
+            raise ConfigError(f"pipeline `{name}` must have at least one recall route (got none)")
+        self.name, self.recalls, self.fusion, self.ranker, self.scorer, self.reranker = name, recalls, fusion, ranker, scorer, reranker
+
+    @property
+    def agents(self) -> list:
+        return [*self.recalls, self.fusion, self.ranker, self.scorer, self.reranker]
+
+    def serve(self, batch: RequestBatch, catalog: CatalogView, rng: np.random.Generator, slate_size: int) -> Served:
+        routes = [r.act(batch, catalog, rng) for r in self.recalls]
+        cands = self.fusion.act(routes)
+        heads = self.ranker.act(batch, cands, catalog)
+        score = self.scorer.act(heads)
+        chosen = self.reranker.act(score, cands, catalog, slate_size)
+        items = np.take_along_axis(cands.items, chosen, axis=1)
+        if (items < 0).any():
+            raise RuntimeError(
+                f"pipeline `{self.name}` could not fill slates of {slate_size}: too few candidates "
+                f"(fusion size {self.fusion.config['size']}); raise recall k or fusion size"
+            )
+        route = np.take_along_axis(cands.route, chosen, axis=1)
+        p_click = np.take_along_axis(heads["click"], chosen, axis=1)
+        feats = pair_features(batch, items, route, catalog, self.ranker.num_routes)
+        return Served(items, route, p_click, feats, cands, routes)
+
+
+class System:
+    """A router over pipelines; route names are shared so provenance is comparable across pipelines."""
+
+    def __init__(self, pipelines: list[Pipeline], router: SegmentRouter, route_names: list[str]) -> None:
+        names = [p.name for p in pipelines]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"pipeline names must be unique (got {names})")
+        if router.pipeline_names != names:
+            raise ConfigError(f"router pipelines {router.pipeline_names} must match the system's {names}")
+        self.pipelines, self.router, self.route_names = pipelines, router, list(route_names)
+        for p in pipelines:
+            for r in p.recalls:
+                if r.name not in self.route_names:
+                    raise ConfigError(f"recall route `{r.name}` must be one of the system's routes {self.route_names}")
+                r.route_id = self.route_names.index(r.name)
+
+    @property
+    def agents(self) -> list:
+        seen, out = set(), []
+        for a in [self.router, *(a for p in self.pipelines for a in p.agents)]:
+            if id(a) not in seen:
+                seen.add(id(a))
+                out.append(a)
+        return out
+
+    def observe(self, log: InteractionLog) -> None:
+        """Every agent learns once per window, from the requests of the pipelines it serves in."""
+        self.router.observe(log)
+        members: dict[int, tuple[object, list[int]]] = {}
+        for i, p in enumerate(self.pipelines):
+            for agent in p.agents:
+                members.setdefault(id(agent), (agent, []))[1].append(i)
+        for agent, pipes in members.values():
+            whole = len(pipes) == len(self.pipelines)
+            agent.observe(log if whole else log.where(np.isin(log.requests["pipeline"], pipes)))
+
+
+class Simulation:
+    """Concurrent sessions of the world's users served by a system, window after window."""
+
+    def __init__(
+        self,
+        world: World,
+        system: System,
+        concurrency: int = 1000,
+        slate_size: int = 10,
+        candidate_log_rate: float = 0.05,
+        seed: int = 0,
+        max_session_steps: int = 200,
+    ) -> None:
+        check_int("concurrency", concurrency, 1)
+        check_int("slate_size", slate_size, 1)
+        check_probability("candidate_log_rate", candidate_log_rate)
+        self.world, self.system, self.slate_size = world, system, slate_size
+        self.candidate_log_rate = candidate_log_rate
+        self.rng = np.random.default_rng(seed)
+        self.sessions = SessionBatch(world, concurrency, slate_size, slate_size, ResponseReward(), max_session_steps)
+        self.sessions.start(np.arange(concurrency))
+        self.next_request = 0
+        self.windows = 0
+
+    def window(self, num_requests: int, learn: bool = True) -> InteractionLog:
+        """Serve ``num_requests`` requests (whole steps of all sessions), then let the agents learn."""
+        check_int("num_requests", num_requests, 1)
+        world, system, sessions = self.world, self.system, self.sessions
+        n = sessions.n
+        imp, req, cand = [], [], []
+        served_requests = 0
+        while served_requests < num_requests:
+            slots = np.arange(n)
+            request = self.next_request + slots
+            self.next_request += n
+            batch = RequestBatch.of(world, sessions.users, request)
+            catalog = CatalogView.of(world)
+            pipe = system.router.act(batch)
+            items = np.zeros((n, self.slate_size), np.int64)
+            route = np.zeros((n, self.slate_size), np.int16)
+            score = np.zeros((n, self.slate_size), np.float32)
+            scored = np.zeros(n, np.int32)
+            feats = [None] * len(system.pipelines)
+            rows_of = [np.flatnonzero(pipe == i) for i in range(len(system.pipelines))]
+            for i, p in enumerate(system.pipelines):  # a loop over pipelines (a handful)
+                rows = rows_of[i]
+                if not len(rows):
+                    continue
+                out = p.serve(batch.subset(rows), catalog, self.rng, self.slate_size)
+                items[rows], route[rows], score[rows] = out.items, out.route, out.score
+                scored[rows] = out.candidates.valid.sum(axis=1)
+                feats[i] = out.features
+                if self.candidate_log_rate > 0:
+                    keep = self.rng.random(len(rows)) < self.candidate_log_rate
+                    for r in out.routes:
+                        sel = r.items[keep]
+                        valid = sel >= 0
+                        cand.append({
+                            "request": np.repeat(request[rows][keep], sel.shape[1])[valid.ravel()],
+                            "user": np.repeat(batch.users[rows][keep], sel.shape[1])[valid.ravel()],
+                            "item": sel[valid], "route": r.route[keep][valid], "score": r.scores[keep][valid],
+                        })
+            segment = batch.segment.copy()
+            result = sessions.serve_items(slots, items)
+            resp = result.response
+            for i, p in enumerate(system.pipelines):  # ranker feedback, per pipeline
+                rows = rows_of[i]
+                if len(rows):
+                    k = self.slate_size
+                    p.ranker.remember(
+                        feats[i].reshape(len(rows) * k, -1), np.repeat(segment[rows], k),
+                        resp.click[rows].ravel(), resp.like[rows].ravel(), resp.dwell[rows].ravel(),
+                    )
+            done = result.terminated | result.truncated
+            returned = np.zeros(n, bool)
+            churned = np.zeros(n, bool)
+            returned[done], churned[done] = result.ended.returned, result.ended.churned
+            k = self.slate_size
+            imp.append({
+                "request": np.repeat(request, k), "step": np.full(n * k, world.steps), "user": np.repeat(batch.users, k),
+                "segment": np.repeat(segment, k), "pipeline": np.repeat(pipe, k), "item": items.ravel(),
+                "position": np.tile(np.arange(k), n), "route": route.ravel(), "score": score.ravel(),
+                "creator": catalog.creator[items].ravel(), "topic": catalog.topic[items].ravel(),
+                "tier": catalog.tier[items].ravel(), "freshness": catalog.column("freshness")[items].ravel(),
+                "risk": catalog.column("risk")[items].ravel(), "click": resp.click.ravel(), "dwell": resp.dwell.ravel(),
+                "like": resp.like.ravel(), "violation": resp.violation.ravel(),
+            })
+            req.append({
+                "request": request, "step": np.full(n, world.steps), "user": batch.users.copy(), "segment": segment,
+                "pipeline": pipe, "candidates_scored": scored, "clicks": resp.click.sum(axis=1),
+                "dwell": resp.dwell.sum(axis=1), "violations": resp.violation.sum(axis=1),
+                "session_end": done, "returned": returned, "churned": churned,
+            })
+            sessions.start(slots[done])
+            world.tick()
+            served_requests += n
+        log = InteractionLog(
+            _stack(imp, IMPRESSION_COLUMNS), _stack(req, REQUEST_COLUMNS), _stack(cand, CANDIDATE_COLUMNS),
+            list(system.route_names), list(world.cfg.segment_names), world.cfg.num_items, world.cfg.num_creators,
+        )
+        if learn:
+            system.observe(log)
+        self.windows += 1
+        return log
+
+
+def _stack(rows: list[dict[str, np.ndarray]], columns: dict[str, type]) -> dict[str, np.ndarray]:
+    if not rows:
+        return {c: np.zeros(0, t) for c, t in columns.items()}
+    return {c: np.concatenate([r[c] for r in rows]).astype(t, copy=False) for c, t in columns.items()}
+
+
+ROUTES = ("popularity", "collaborative", "content", "fresh", "exploration")
+
+
+def make_pipeline(
+    name: str,
+    world: WorldConfig,
+    routes: dict[str, dict],
+    quotas: dict[str, float],
+    arch: str = "mlp",
+    per_segment: bool = False,
+    fusion_size: int = 500,
+    rerank: dict | None = None,
+    seed: int = 0,
+    route_names: tuple[str, ...] = ROUTES,
+) -> Pipeline:
+    """A pipeline from plain settings: route kind -> config, route kind -> quota, ranker arch, re-rank config."""
+    recalls = [make_recall(kind, kind, cfg) for kind, cfg in routes.items()]
+    fusion = QuotaFusion(list(routes), name=f"{name}/fusion",
+                         config={"size": fusion_size, **{f"quota_{r}": q for r, q in quotas.items()}})
+    ranker = TorchRanker(feature_dim(world, len(route_names)), len(world.segments), len(route_names), arch=arch,
+                         per_segment=per_segment, name=f"{name}/{arch}", seed=seed)
+    return Pipeline(name, recalls, fusion, ranker, MultiTaskFusion(f"{name}/multitask"), Reranker(f"{name}/rerank", rerank))
+
+
+def static_baseline(world: WorldConfig, seed: int = 0, arch: str = "mlp") -> System:
+    """The usual hand-tuned fixed pipeline: every route with fixed quotas, one ranker for everyone."""
+    routes = {r: {} for r in ROUTES}
+    quotas = {"popularity": 0.3, "collaborative": 0.2, "content": 0.3, "fresh": 0.1, "exploration": 0.1}
+    pipe = make_pipeline("baseline", world, routes, quotas, arch=arch, rerank={"risk_threshold": 0.5}, seed=seed)
+    router = SegmentRouter(world.segment_names, ["baseline"])
+    return System([pipe], router, list(ROUTES))
+
+
+def cold_start_pipeline(world: WorldConfig, seed: int = 0, ranker: TorchRanker | None = None) -> Pipeline:
+    """A pipeline specialised for cold-start users: popularity, fresh and exploration routes, popularity-led.
+
+    Without a shared ``ranker`` it trains its own on the small share of traffic it serves.
+    """
+    routes = {"popularity": {"k": 400}, "exploration": {"k": 100}, "fresh": {"k": 100}}
+    quotas = {"popularity": 0.7, "exploration": 0.1, "fresh": 0.2}
+    pipe = make_pipeline("cold_start", world, routes, quotas, arch="mlp", fusion_size=300,
+                         rerank={"risk_threshold": 0.5}, seed=seed + 1)
+    if ranker is not None:
+        pipe.ranker = ranker
+    else:  # it sees a small share of traffic: smaller batches and more epochs per window
+        pipe.ranker.configure({"lr": 1e-2, "epochs": 4, "batch_size": 256})
+    return pipe
