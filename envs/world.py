@@ -32,6 +32,7 @@ from envs.users import Population
 
 __all__ = ["Response", "SessionEnd", "World"]
 
+SMALL_BATCH = 8  # candidate draws for at most this many rows skip the full-catalog permutation
 DWELL_LOG_BASE = 3.4  # log seconds: median dwell ~30 s on a neutral item
 
 
@@ -146,6 +147,9 @@ class World:
         """
         cat = self.catalog
         num = cat.num_items
+        if n <= SMALL_BATCH:  # a few rows: draw each set directly (O(size), not O(num_items))
+            ids = np.stack([self.candidate_rng.choice(num, size, replace=False) for _ in range(n)])
+            return ids, cat.features[ids]
         perm = self.candidate_rng.permutation(num)
         ring = np.concatenate([perm, perm[: size - 1]])
         feats = cat.features[ring]
