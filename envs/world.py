@@ -265,6 +265,9 @@ def _first_occurrence(slate: np.ndarray) -> np.ndarray:
     shown = np.ones(slate.shape, bool)
     if slate.shape[1] < 2:
         return shown
+    srt = np.sort(slate, axis=1)  # cheaper than argsort: the usual slate has no repeats
+    if not (srt[:, 1:] == srt[:, :-1]).any():
+        return shown
     order = np.argsort(slate, axis=1, kind="stable")  # equal ids keep their left-to-right order
     srt = np.take_along_axis(slate, order, axis=1)
     repeat = srt[:, 1:] == srt[:, :-1]

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
+from agents.decision.recall import top_k
 from envs.config import WorldConfig
 from envs.sessions import ObservationLayout
 from envs.validation import check_choice
@@ -25,11 +26,8 @@ class SlatePolicy(Protocol):
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest scores per row, highest first (argpartition, then a sort of k)."""
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    return top_k(scores, k)[0]
 
 
 class RandomPolicy:
@@ -43,7 +41,7 @@ class RandomPolicy:
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         n, c = obs["candidates"].shape[:2]
-        return top_k(self.rng.random((n, c), dtype=np.float32), self.slate_size)
+        return _top(self.rng.random((n, c), dtype=np.float32), self.slate_size)
 
 
 class PopularityPolicy:
@@ -56,7 +54,7 @@ class PopularityPolicy:
         self.column = layout.item("popularity")
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        return top_k(obs["candidates"][..., self.column], self.slate_size)
+        return _top(obs["candidates"][..., self.column], self.slate_size)
 
 
 class ProfilePolicy:
@@ -84,7 +82,7 @@ class ProfilePolicy:
         score += wq * cand[..., lay.item("quality")]
         score += wp * cand[..., lay.item("popularity")]
         score -= wr * cand[..., lay.item("risk")]
-        return top_k(score, self.slate_size)
+        return _top(score, self.slate_size)
 
 
 POLICIES = ("random", "popularity", "profile")

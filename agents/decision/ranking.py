@@ -95,8 +95,9 @@ class TorchRanker(DecisionAgent):
         self.arch, self.hidden, self.per_segment = arch, hidden, per_segment
         self.in_dim, self.num_segments, self.num_routes = in_dim, num_segments, num_routes
         self.generator = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)  # parameter init; the entry point seeds torch for the whole run too
-        self.model = MultiTaskNet(in_dim, arch, hidden, num_segments, per_segment)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global torch RNG
+            torch.manual_seed(seed)
+            self.model = MultiTaskNet(in_dim, arch, hidden, num_segments, per_segment)
         self._opt = self._optimizer()
         self._buf_x = np.zeros((0, in_dim), np.float32)
         self._buf_y = np.zeros((0, 3), np.float32)
