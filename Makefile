@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/pipeline.py
 
 # refresh the exact pins from the current venv (after changing setup.cfg deliberately)
 lock:
