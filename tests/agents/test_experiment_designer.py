@@ -1,0 +1,69 @@
+"""The A/B decision rule: accepts a truly better candidate, rejects a worse or equal one, at stated error rates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.decision.functional import ExperimentDesigner, welch_interval
+from agents.decision.params import ConfigError
+from agents.infra.log import REQUEST_COLUMNS, InteractionLog
+
+
+def request_log(rng: np.random.Generator, n: int, rate_a: float, rate_b: float, share: float) -> InteractionLog:
+    """Requests split by ``share`` into arm 1 (candidate); clicks per request ~ Poisson(rate of the arm)."""
+    arm = (rng.random(n) < share).astype(np.int16)
+    clicks = rng.poisson(np.where(arm == 1, rate_b, rate_a)).astype(np.int16)
+    req = {c: np.zeros(n, t) for c, t in REQUEST_COLUMNS.items()}
+    req["request"] = np.arange(n)
+    req["pipeline"] = arm
+    req["clicks"] = clicks
+    return InteractionLog(requests=req)
+
+
+def verdicts(rate_b: float, trials: int = 200, n: int = 4000, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(trials):
+        designer = ExperimentDesigner(config={"share": 0.5, "alpha": 0.05, "min_requests": 1000})
+        designer.observe(request_log(rng, n, 0.60, rate_b, 0.5), guardrail=None)
+        out.append(designer.decide().accepted)
+    return np.array(out)
+
+
+def test_accepts_a_better_candidate_and_rejects_worse_or_equal_ones():
+    # Clicks ~ Poisson(0.60) vs Poisson(0.70), 2000 requests per arm: s.e. of the difference
+    # sqrt(0.6/2000 + 0.7/2000) = 0.0255, so the effect 0.10 is 3.9 s.e.; the lower end of the 95% interval
+    # (effect - 1.96 s.e.) is above 0 with probability Phi(3.9 - 1.96) = 0.974.
+    assert verdicts(0.70).mean() >= 0.93  # measured 0.965 over 200 trials
+    # Equal arms: accepted only when the lower end is > 0, i.e. one tail of a 95% interval: 2.5%.
+    assert verdicts(0.60).mean() <= 0.06  # measured 0.035
+    # A worse candidate (0.55): essentially never.
+    assert verdicts(0.55).mean() <= 0.01  # measured 0.0
+
+
+def test_interval_and_too_little_data():
+    a, b = np.array([0.0, 1.0, 0.0, 1.0]), np.array([1.0, 1.0, 2.0, 2.0])
+    effect, lo, hi, p = welch_interval(a, b, 0.05)
+    # means 0.5 and 1.5 -> effect 1.0; variances (ddof 1) 1/3 and 1/3 -> s.e. sqrt(1/12 + 1/12) = 0.408248
+    assert effect == pytest.approx(1.0)
+    assert (hi - lo) / 2 == pytest.approx(1.959964 * 0.408248, rel=1e-5)
+    designer = ExperimentDesigner(config={"min_requests": 100})
+    designer.observe(request_log(np.random.default_rng(1), 50, 0.1, 5.0, 0.5), guardrail=None)
+    decision = designer.decide()
+    assert not decision.accepted and "too few requests per arm" in decision.reasons[0]
+
+
+def test_designer_config_is_validated():
+    with pytest.raises(ConfigError, match=r"`experiment.share` must be in \[0.05, 0.5\] \(got 0.9\)"):
+        ExperimentDesigner(config={"share": 0.9})
+    with pytest.raises(ConfigError, match=r"`experiment.alpha` must be one of \[0.01, 0.05, 0.1\] \(got 0.2\)"):
+        ExperimentDesigner(config={"alpha": 0.2})
+
+
+def test_users_keep_their_arm_and_the_share_holds():
+    designer = ExperimentDesigner(config={"share": 0.2})
+    users = np.arange(100_000)
+    arm = designer.arm(users)
+    np.testing.assert_array_equal(arm, designer.arm(users))  # deterministic per user
+    assert abs(arm.mean() - 0.2) < 0.01
