@@ -165,9 +165,10 @@ class SessionBatch:
         """Show slates of item ids ``(m, K)`` (chosen by any recommender) to the users in ``slots``."""
         slots = np.asarray(slots)
         users = self.users[slots]
+        pop = self.world.users
+        segment = pop.segment[users].astype(np.int64)  # at request time (a new user may graduate in the step)
         response = self.world.respond(users, slate)
         self.steps[slots] += 1
-        pop = self.world.users
         diagnostics = {
             "item_ids": slate,
             "click": response.click,
@@ -176,7 +177,7 @@ class SessionBatch:
             "violation": response.violation,
             "choice_prob": response.choice_prob,
             "user_id": users,
-            "segment": pop.segment[users].astype(np.int64),
+            "segment": segment,
             "satisfaction": response.satisfaction,
             "interest": pop.interest[users].copy(),
             "day": np.full(len(users), self.world.now),

@@ -13,7 +13,7 @@ import numpy as np
 from envs.items import ITEM_FEATURES
 from envs.world import World
 
-__all__ = ["CatalogView", "Candidates", "RequestBatch"]
+__all__ = ["CatalogView", "Candidates", "RequestBatch", "SlotTracker"]
 
 
 @dataclass
@@ -92,3 +92,20 @@ class Candidates:
     @property
     def valid(self) -> np.ndarray:
         return self.items >= 0
+
+
+class SlotTracker:
+    """Detects catalog slots whose item was replaced (by birth time), so per-item state can be reset."""
+
+    def __init__(self) -> None:
+        self._birth: np.ndarray | None = None
+
+    def reborn(self, catalog: CatalogView) -> np.ndarray:
+        """(N,) mask of slots replaced since the last call; all True on the first call or a new catalog size."""
+        if self._birth is None or len(self._birth) != catalog.num_items:
+            changed = np.ones(catalog.num_items, bool)
+        else:
+            changed = catalog.birth != self._birth
+        if changed.any():
+            self._birth = catalog.birth.copy()
+        return changed

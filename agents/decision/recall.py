@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.decision.context import CatalogView, Candidates, RequestBatch
+from agents.decision.context import CatalogView, Candidates, RequestBatch, SlotTracker
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from agents.infra.log import InteractionLog
 from envs.items import TAIL, TORSO
@@ -48,7 +48,6 @@ class RecallAgent(DecisionAgent):
     def __init__(self, name: str, config: dict | None = None) -> None:
         super().__init__(name, config)
         self.route_id = 0
-        self._birth: np.ndarray | None = None  # catalog birth times seen, to reset per-slot state
 
     def act(self, batch: RequestBatch, catalog: CatalogView, rng: np.random.Generator) -> Candidates:
         raise NotImplementedError
@@ -71,15 +70,6 @@ class RecallAgent(DecisionAgent):
             np.full((b, len(idx)), self.route_id, np.int16),
         )
 
-    def _reborn(self, catalog: CatalogView) -> np.ndarray:
-        """Slots whose item was replaced since the last call (their per-item state must reset)."""
-        if self._birth is None or len(self._birth) != catalog.num_items:
-            self._birth = catalog.birth.copy()
-            return np.ones(catalog.num_items, bool)
-        changed = catalog.birth != self._birth
-        self._birth = catalog.birth.copy()
-        return changed
-
 
 class _ItemStats:
     """Per-item impression and click counts from logs, decayed per window, reset when a slot is reborn."""
@@ -87,6 +77,12 @@ class _ItemStats:
     def __init__(self) -> None:
         self.impressions: np.ndarray | None = None
         self.clicks: np.ndarray | None = None
+        self.slots = SlotTracker()
+
+    def sync(self, catalog: CatalogView) -> None:
+        """Size the counts to the catalog and forget the slots whose item was replaced."""
+        self.ensure(catalog.num_items)
+        self.reset(np.flatnonzero(self.slots.reborn(catalog)))
 
     def ensure(self, n: int) -> None:
         if self.impressions is None or len(self.impressions) != n:
@@ -120,8 +116,7 @@ class PopularityRecall(RecallAgent):
         self.stats = _ItemStats()
 
     def act(self, batch: RequestBatch, catalog: CatalogView, rng: np.random.Generator) -> Candidates:
-        self.stats.ensure(catalog.num_items)
-        self.stats.reset(np.flatnonzero(self._reborn(catalog)))
+        self.stats.sync(catalog)
         score = np.log1p(self.stats.clicks) + self.config["prior_weight"] * catalog.column("popularity")
         return self._global(score, batch)
 
@@ -143,8 +138,7 @@ class FreshRecall(RecallAgent):
         self.stats = _ItemStats()
 
     def act(self, batch: RequestBatch, catalog: CatalogView, rng: np.random.Generator) -> Candidates:
-        self.stats.ensure(catalog.num_items)
-        self.stats.reset(np.flatnonzero(self._reborn(catalog)))
+        self.stats.sync(catalog)
         ctr = (self.stats.clicks + 0.1) / (self.stats.impressions + 1.0)
         score = catalog.column("freshness") + self.config["quality_weight"] * catalog.column("quality")
         score = score + self.config["ctr_weight"] * ctr
@@ -168,8 +162,7 @@ class ExplorationRecall(RecallAgent):
         self.stats = _ItemStats()
 
     def act(self, batch: RequestBatch, catalog: CatalogView, rng: np.random.Generator) -> Candidates:
-        self.stats.ensure(catalog.num_items)
-        self.stats.reset(np.flatnonzero(self._reborn(catalog)))
+        self.stats.sync(catalog)
         pool = np.flatnonzero(catalog.tier >= (TAIL if self.config["pool"] == "tail" else TORSO))
         k, b = min(int(self.config["k"]), len(pool)), len(batch)
         # Beta posterior over each pool item's click rate, prior mean 0.05

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.decision.context import CatalogView, Candidates
+from agents.decision.context import CatalogView, Candidates, SlotTracker
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from agents.infra.log import InteractionLog
 
@@ -36,7 +36,7 @@ class Reranker(DecisionAgent):
         super().__init__(name, config)
         self.exposure: np.ndarray | None = None  # impressions this window, per item
         self.flagged: np.ndarray | None = None  # seen violating in the log
-        self._birth: np.ndarray | None = None
+        self.slots = SlotTracker()
         self._embedding: np.ndarray | None = None  # the catalog's embeddings at the last act (for metrics)
 
     def _ensure(self, catalog: CatalogView) -> None:
@@ -44,12 +44,9 @@ class Reranker(DecisionAgent):
         if self.exposure is None or len(self.exposure) != n:
             self.exposure = np.zeros(n, np.int64)
             self.flagged = np.zeros(n, bool)
-            self._birth = catalog.birth.copy()
-        reborn = catalog.birth != self._birth
-        if reborn.any():
-            self.flagged[reborn] = False
-            self.exposure[reborn] = 0
-            self._birth = catalog.birth.copy()
+        reborn = self.slots.reborn(catalog)
+        self.flagged[reborn] = False
+        self.exposure[reborn] = 0
 
     def act(self, scores: np.ndarray, candidates: Candidates, catalog: CatalogView, slate_size: int) -> np.ndarray:
         """(B, K) indices into the candidate axis, in slate order."""
