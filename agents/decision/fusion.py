@@ -1,14 +1,16 @@
 """Fusion agents: merge recall routes into one candidate set by quotas, and combine multi-task scores.
 
-``QuotaFusion`` takes each route's best ``quota_r * size`` candidates, removes duplicates (keeping the
-first route that found an item as its provenance) and learns, if ``adapt_rate > 0``, to shift quota
+``QuotaFusion`` takes each route's best ``quota_r * size`` candidates, empties repeats (keeping the
+first route that found an item as its provenance; empty entries are -1) and learns, if ``adapt_rate > 0``, to shift quota
 toward routes whose items get clicked. ``MultiTaskFusion`` mixes the ranker's click, like and dwell
-heads with weights and learns a calibration of the click head from logged outcomes.
+heads with weights (like and dwell are predicted given a click, so they are weighted by the click
+probability) and learns a calibration of the click head from logged outcomes.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from agents.decision.context import Candidates
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
@@ -22,16 +24,16 @@ def dedupe(items: np.ndarray) -> np.ndarray:
     keep = items >= 0
     if items.shape[1] < 2:
         return keep
-    order = np.argsort(items, axis=1, kind="stable")
-    srt = np.take_along_axis(items, order, axis=1)
+    # a stable sort keeps equal ids in left-to-right order; torch's row sort is ~2x numpy's argsort here
+    srt, order = torch.sort(torch.from_numpy(items), dim=1, stable=True)
     repeat = (srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)
-    rows, cols = np.nonzero(repeat)
-    keep[rows, order[rows, cols + 1]] = False
+    rows, cols = torch.nonzero(repeat, as_tuple=True)
+    keep[rows.numpy(), order[rows, cols + 1].numpy()] = False
     return keep
 
 
 class QuotaFusion(DecisionAgent):
-    """Merge routes by quota shares into ``size`` candidates (deduplicated, padded with -1)."""
+    """Merge routes by quota shares into ``size`` candidates (repeats and missing entries are -1)."""
 
     role = "fusion"
 
@@ -57,12 +59,7 @@ class QuotaFusion(DecisionAgent):
         items = np.concatenate([p[0] for p in parts], axis=1)
         scores = np.concatenate([p[1] for p in parts], axis=1)
         route = np.concatenate([p[2] for p in parts], axis=1)
-        keep = dedupe(items)
-        # compact kept entries to the left, preserving order, then pad/cut to ``size``
-        order = np.argsort(~keep, axis=1, kind="stable")
-        items = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(items, order, 1), -1)
-        scores = np.take_along_axis(scores, order, 1)
-        route = np.take_along_axis(route, order, 1)
+        items = np.where(dedupe(items), items, -1)  # repeats become empty entries, in place
         b, c = items.shape
         if c < size:
             pad = size - c
@@ -94,7 +91,7 @@ class QuotaFusion(DecisionAgent):
 
 
 class MultiTaskFusion(DecisionAgent):
-    """Combine multi-task predictions: ``w_click * p_click + w_like * p_like + w_dwell * dwell_norm``."""
+    """Combine multi-task predictions: ``p_click * (w_click + w_like * p_like|click + w_dwell * dwell_norm|click)``."""
 
     role = "fusion"
     params = ParamSpace([
@@ -111,7 +108,8 @@ class MultiTaskFusion(DecisionAgent):
         c = self.config
         dwell = np.clip(heads["dwell"] / 6.0, 0.0, 1.0)  # log-seconds, ~[0, 6] -> [0, 1]
         p_click = np.clip(heads["click"] * self.calibration, 0.0, 1.0)
-        return (c["w_click"] * p_click + c["w_like"] * heads["like"] + c["w_dwell"] * dwell * p_click).astype(np.float32)
+        # the like and dwell heads are learnt on clicked impressions: they are conditional on a click
+        return (p_click * (c["w_click"] + c["w_like"] * heads["like"] + c["w_dwell"] * dwell)).astype(np.float32)
 
     def observe(self, log: InteractionLog) -> None:
         imp = log.impressions

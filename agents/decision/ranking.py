@@ -24,8 +24,20 @@ ARCHITECTURES = ("linear", "mlp")
 HEADS = ("click", "like", "dwell")
 
 
-def pair_features(batch: RequestBatch, items: np.ndarray, route: np.ndarray, catalog: CatalogView, num_routes: int) -> np.ndarray:
-    """(B, C, Fin) float32 features of each (request, candidate) pair; ``items`` may hold -1 (zeros)."""
+def pair_features(
+    batch: RequestBatch,
+    items: np.ndarray,
+    route: np.ndarray,
+    catalog: CatalogView,
+    num_routes: int,
+    position: np.ndarray | None = None,
+) -> np.ndarray:
+    """(B, C, Fin) float32 features of each (request, candidate) pair; ``items`` may hold -1 (zeros).
+
+    The last column is ``log1p(position)`` of a shown item (training), 0 when scoring candidates: the
+    model learns the position bias of its logged clicks apart from the item's appeal, and serves as if
+    every candidate were in the top position.
+    """
     b, c = items.shape
     safe = np.maximum(items, 0)
     item = catalog.features[safe]  # (B, C, F)
@@ -34,9 +46,49 @@ def pair_features(batch: RequestBatch, items: np.ndarray, route: np.ndarray, cat
     user = np.broadcast_to(batch.user_features[:, None, :], (b, c, batch.user_features.shape[1]))
     onehot = np.zeros((b, c, num_routes), np.float32)
     np.put_along_axis(onehot, route[..., None].astype(np.int64), 1.0, axis=2)
-    out = np.concatenate([user, item, cross, onehot], axis=2)
+    pos = np.zeros((b, c, 1), np.float32) if position is None else np.log1p(position, dtype=np.float32)[..., None]
+    out = np.concatenate([user, item, cross, onehot, pos], axis=2)
     out[items < 0] = 0.0
     return out
+
+
+class _InputParts:
+    """The input layer ``W x + b`` over pair features ``x = [user | item | profile * embedding | route | 0]``, by parts.
+
+    Per pair, one batched matmul of ``[embedding | 1 | route one-hot]`` (D + 1 + R numbers) with a
+    per-request matrix ``[W_cross * profile | W_user u + b | W_route]`` adds the cross, user and route
+    parts onto the item part ``W_item f_item``, which is computed once per catalog item.
+    """
+
+    @torch.no_grad()
+    def __init__(self, layer: nn.Linear, catalog: CatalogView, user_dim: int, num_routes: int) -> None:
+        d = catalog.embedding_dim
+        item_dim = catalog.features.shape[1]
+        # the position column (last) is 0 when serving, so its weights drop out
+        self.w_user, w_item, self.w_cross, w_route, _ = torch.split(layer.weight, [user_dim, item_dim, d, num_routes, 1], dim=1)
+        self.bias = layer.bias
+        feats = torch.from_numpy(catalog.features)
+        self.item_part = feats @ w_item.T  # (N, H): once per call, shared by all requests
+        self.embedding = feats[:, :d]
+        self.route_part = w_route  # (H, R)
+        self.num_routes = num_routes
+
+    @torch.no_grad()
+    def pre_activation(self, batch: RequestBatch, items: np.ndarray, route: np.ndarray) -> torch.Tensor:
+        """(B, C, H) = item part + cross part + user part (with bias) + route part."""
+        b, c = items.shape
+        safe = torch.from_numpy(np.maximum(items, 0)).reshape(-1)
+        d, r = self.embedding.shape[1], self.num_routes
+        x = torch.zeros(b, c, d + 1 + r)
+        x[..., :d] = torch.index_select(self.embedding, 0, safe).view(b, c, d)
+        x[..., d] = 1.0
+        x.view(-1, d + 1 + r)[torch.arange(b * c), d + 1 + torch.from_numpy(route.astype(np.int64)).reshape(-1)] = 1.0
+        profile = torch.from_numpy(np.ascontiguousarray(batch.profile))
+        user = torch.from_numpy(np.ascontiguousarray(batch.user_features)) @ self.w_user.T + self.bias  # (B, H)
+        m = torch.cat([self.w_cross[None] * profile[:, None, :], user[:, :, None],
+                       self.route_part[None].expand(b, -1, -1)], dim=2)  # (B, H, D + 1 + R)
+        items_h = torch.index_select(self.item_part, 0, safe).view(b, c, -1)
+        return torch.baddbmm(items_h, x, m.transpose(1, 2))
 
 
 class MultiTaskNet(nn.Module):
@@ -46,19 +98,35 @@ class MultiTaskNet(nn.Module):
         super().__init__()
         self.per_segment = per_segment
         if arch == "linear":
-            self.bottom: nn.Module = nn.Identity()
+            self.first: nn.Linear | None = None
+            self.rest: nn.Module = nn.Identity()
             out_dim = in_dim
         else:
-            self.bottom = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU())
+            self.first = nn.Linear(in_dim, hidden)
+            self.rest = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(hidden, hidden // 2), nn.ReLU(inplace=True))
             out_dim = hidden // 2
         towers = num_segments if per_segment else 1
         self.heads = nn.ModuleList([nn.Linear(out_dim, len(HEADS)) for _ in range(towers)])
 
     def forward(self, x: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
-        h = self.bottom(x)
+        layer = self.input_layer
+        return self.from_first(x if layer is None else layer(x), segment)
+
+    @property
+    def input_layer(self) -> nn.Linear | None:
+        """The linear map applied to the raw features, if one is shared by all rows (else None)."""
+        if self.first is not None:
+            return self.first
+        return None if self.per_segment else self.heads[0]
+
+    def from_first(self, h: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
+        """The rest of the network after ``input_layer`` (for linear arch without towers: nothing)."""
+        if self.first is None and not self.per_segment:
+            return h
+        h = self.rest(h)
         if not self.per_segment:
             return self.heads[0](h)
-        out = torch.zeros(x.shape[0], len(HEADS), dtype=x.dtype)
+        out = torch.zeros(h.shape[0], len(HEADS), dtype=h.dtype)
         for s, head in enumerate(self.heads):  # a loop over segment towers (a handful), not rows
             m = segment == s
             if bool(m.any()):
@@ -76,6 +144,7 @@ class TorchRanker(DecisionAgent):
         Choice("batch_size", (256, 1024, 4096), 1024),
         Range("weight_decay", 0.0, 1e-2, 1e-5),
         Choice("memory", (50_000, 200_000, 500_000), 200_000),  # impressions kept for training
+        Choice("min_updates", (0, 100, 300), 300),  # at least this many gradient steps per window
     ])
 
     def __init__(
@@ -124,22 +193,42 @@ class TorchRanker(DecisionAgent):
             "dwell": out[:, 2],
         }
 
-    def act(self, batch: RequestBatch, candidates: Candidates, catalog: CatalogView, chunk: int = 256) -> dict[str, np.ndarray]:
-        """Heads (B, C) for every candidate; invalid candidates get click and like 0."""
+    def act(
+        self, batch: RequestBatch, candidates: Candidates, catalog: CatalogView, chunk: int = 32, factorized: bool = True
+    ) -> dict[str, np.ndarray]:
+        """Heads (B, C) for every candidate; invalid candidates get click and like 0.
+
+        ``factorized`` computes the input layer by parts instead of materialising (B, C, Fin) features:
+        the user part once per request, the item part once per catalog item, and per pair only the
+        profile x embedding part and the route; the same numbers as ``predict`` on ``pair_features``.
+        """
         b, c = candidates.items.shape
         out = {h: np.zeros((b, c), np.float32) for h in HEADS}
+        layer = self.model.input_layer if factorized else None
+        parts = _InputParts(layer, catalog, batch.user_features.shape[1], self.num_routes) if layer is not None else None
         for lo in range(0, b, chunk):  # chunks of requests bound memory; not a loop over users
             rows = np.arange(lo, min(lo + chunk, b))
             sub = batch.subset(rows)
-            x = pair_features(sub, candidates.items[rows], candidates.route[rows], catalog, self.num_routes)
             seg = np.repeat(sub.segment, c)
-            heads = self.predict(x.reshape(-1, self.in_dim), seg)
+            if parts is not None:
+                heads = self._predict_parts(parts, sub, candidates.items[rows], candidates.route[rows], seg)
+            else:
+                x = pair_features(sub, candidates.items[rows], candidates.route[rows], catalog, self.num_routes)
+                heads = self.predict(x.reshape(-1, self.in_dim), seg)
             for h in HEADS:
                 out[h][rows] = heads[h].reshape(len(rows), c)
         valid = candidates.valid
         out["click"][~valid] = 0.0
         out["like"][~valid] = 0.0
         return out
+
+    @torch.no_grad()
+    def _predict_parts(
+        self, parts: _InputParts, batch: RequestBatch, items: np.ndarray, route: np.ndarray, segment: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        h = parts.pre_activation(batch, items, route)
+        out = self.model.from_first(h.reshape(-1, h.shape[-1]), torch.from_numpy(segment.astype(np.int64))).numpy()
+        return {"click": 1.0 / (1.0 + np.exp(-out[:, 0])), "like": 1.0 / (1.0 + np.exp(-out[:, 1])), "dwell": out[:, 2]}
 
     # ------------------------------------------------------------------ learning
     def remember(self, x: np.ndarray, segment: np.ndarray, click: np.ndarray, like: np.ndarray, dwell: np.ndarray) -> None:
@@ -162,10 +251,13 @@ class TorchRanker(DecisionAgent):
         x, y, s = torch.from_numpy(self._buf_x), torch.from_numpy(self._buf_y), torch.from_numpy(self._buf_s)
         bce = nn.BCEWithLogitsLoss()
         self.model.train()
-        for _ in range(int(self.config["epochs"])):
+        bs = int(self.config["batch_size"])
+        batches = -(-n // bs)
+        epochs = max(int(self.config["epochs"]), -(-int(self.config["min_updates"]) // batches))
+        for _ in range(epochs):  # small buffers (early windows) get more passes: min_updates steps in all
             perm = torch.randperm(n, generator=self.generator)
-            for lo in range(0, n, int(self.config["batch_size"])):
-                idx = perm[lo : lo + int(self.config["batch_size"])]
+            for lo in range(0, n, bs):
+                idx = perm[lo : lo + bs]
                 out = self.model(x[idx], s[idx])
                 yb = y[idx]
                 clicked = yb[:, 0] > 0

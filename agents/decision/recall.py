@@ -165,14 +165,14 @@ class ExplorationRecall(RecallAgent):
         self.stats.sync(catalog)
         pool = np.flatnonzero(catalog.tier >= (TAIL if self.config["pool"] == "tail" else TORSO))
         k, b = min(int(self.config["k"]), len(pool)), len(batch)
-        # Beta posterior over each pool item's click rate, prior mean 0.05
+        # one Thompson sample per pool item and call, from each item's Beta posterior (prior mean 0.05)
         s = self.config["prior_strength"]
         alpha = 0.05 * s + self.stats.clicks[pool]
         beta = 0.95 * s + self.stats.impressions[pool] - self.stats.clicks[pool]
-        # draw a shortlist per request (4k uniform picks), then keep the k best Thompson samples
+        theta = rng.beta(alpha, np.maximum(beta, 1e-3)).astype(np.float32)
+        # per request a shortlist of 4k uniform picks, of which the k best sampled rates
         pick = rng.integers(0, len(pool), (b, 4 * k))
-        theta = rng.beta(alpha[pick], np.maximum(beta[pick], 1e-3)).astype(np.float32)
-        idx, val = top_k(theta, k)
+        idx, val = top_k(theta[pick], k)
         items = pool[np.take_along_axis(pick, idx, axis=1)]
         return Candidates(items.astype(np.int64), val, np.full(items.shape, self.route_id, np.int16))
 

@@ -1,8 +1,8 @@
 """Re-ranking policy: risk filtering, freshness boost, per-item exposure caps and MMR diversity.
 
-Picks the slate greedily, position by position, vectorised over requests:
-``mmr_k = (1 - lambda) * (score + freshness_boost * freshness) - lambda * max cosine to items already
-chosen``. Items whose estimated risk exceeds ``risk_threshold``, that were seen violating policy in the
+Picks the slate greedily, position by position, vectorised over requests, among the ``mmr_pool``
+best candidates by score: ``mmr_k = (1 - lambda) * (score + freshness_boost * freshness) - lambda *
+max(0, max cosine to items already chosen)``. Items whose estimated risk exceeds ``risk_threshold``, that were seen violating policy in the
 log, or that reached ``exposure_cap`` impressions this window are pushed below every admissible item
 (and used only if a slate cannot be filled otherwise).
 """
@@ -30,6 +30,7 @@ class Reranker(DecisionAgent):
         Range("risk_threshold", 0.0, 1.0, 1.0),
         Choice("exposure_cap", (0, 100, 300, 1000), 0),  # impressions per item per window; 0 = no cap
         Choice("learn_violations", (True, False), True),
+        Choice("mmr_pool", (20, 50, 100, 500), 100),  # MMR re-orders the best this-many by score
     ])
 
     def __init__(self, name: str = "rerank", config: dict | None = None) -> None:
@@ -71,17 +72,21 @@ class Reranker(DecisionAgent):
 
             chosen, _ = top_k(base, slate_size)
         else:
-            emb = catalog.embedding[safe]  # (B, C, D)
-            max_sim = np.full(items.shape, -1.0, np.float32)
-            chosen = np.zeros((b, slate_size), np.int64)
-            avail = np.isfinite(base)
+            from agents.decision.recall import top_k
+
+            pool, pool_base = top_k(base, max(int(c["mmr_pool"]), slate_size))  # (B, P) shortlist by score
+            emb = catalog.embedding[np.take_along_axis(safe, pool, axis=1)]  # (B, P, D)
+            max_sim = np.zeros(pool.shape, np.float32)
+            picked = np.zeros((b, slate_size), np.int64)
+            avail = np.isfinite(pool_base)
             for k in range(slate_size):  # a loop over slate positions (K), vectorised over requests
-                mmr = np.where(avail, (1 - lam) * base - lam * np.maximum(max_sim, 0.0), -np.inf)
+                mmr = np.where(avail, (1 - lam) * pool_base - lam * max_sim, -np.inf)
                 j = mmr.argmax(axis=1)
-                chosen[:, k] = j
+                picked[:, k] = j
                 avail[rows, j] = False
                 sim = np.einsum("bcd,bd->bc", emb, emb[rows, j])
                 np.maximum(max_sim, sim, out=max_sim)
+            chosen = np.take_along_axis(pool, picked, axis=1)
         if c["exposure_cap"] > 0:
             np.add.at(self.exposure, items[rows[:, None], chosen].ravel(), 1)
         return chosen

@@ -36,7 +36,7 @@ def feature_dim(cfg: WorldConfig, num_routes: int) -> int:
     """Width of the ranker's (request, candidate) features for a world and a number of routes."""
     user = len(cfg.segments) + cfg.embedding_dim + 3
     item = cfg.embedding_dim + len(ITEM_FEATURES)
-    return user + item + cfg.embedding_dim + num_routes
+    return user + item + cfg.embedding_dim + num_routes + 1  # + 1: the position column
 
 
 @dataclass
@@ -85,7 +85,8 @@ class Pipeline:
             )
         route = np.take_along_axis(cands.route, chosen, axis=1)
         p_click = np.take_along_axis(heads["click"], chosen, axis=1)
-        feats = pair_features(batch, items, route, catalog, self.ranker.num_routes)
+        position = np.broadcast_to(np.arange(slate_size), items.shape)
+        feats = pair_features(batch, items, route, catalog, self.ranker.num_routes, position)
         return Served(items, route, p_click, feats, cands, routes)
 
 

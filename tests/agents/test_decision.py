@@ -10,7 +10,11 @@ from gymnasium import spaces
 import envs
 from agents.decision.functional import ExperimentDesigner, SegmentRouter
 from agents.decision.params import ConfigError
+from agents.decision.context import CatalogView, RequestBatch
+from agents.decision.recall import top_k
 from agents.decision.system import Simulation, static_baseline
+from envs.sessions import SessionBatch
+from rewards.response import ResponseReward
 from agents.protocol import promote
 from rewards.inner import auc
 
@@ -126,8 +130,8 @@ def test_window_log_has_provenance_for_every_shown_item(trained):
 
 def test_learned_pipeline_beats_its_first_window(trained):
     _, first, held_out, _ = trained
-    # measured: 0.69 clicks per request in the first (untrained) window, 0.75 after 3 windows of learning
-    assert held_out.requests["clicks"].mean() > first.requests["clicks"].mean() + 0.03
+    # measured: 0.61 clicks per request in the first (untrained) window, 0.86 after 3 windows of learning
+    assert held_out.requests["clicks"].mean() > first.requests["clicks"].mean() + 0.12
 
 
 def test_mlp_ranker_beats_popularity_on_held_out_auc(trained):
@@ -136,8 +140,35 @@ def test_mlp_ranker_beats_popularity_on_held_out_auc(trained):
     ranker_auc = auc(imp["score"], imp["click"])
     pop = world.catalog.features[imp["item"], SMALL.embedding_dim + 2]  # popularity feature of shown items
     pop_auc = auc(pop, imp["click"])
-    # measured: ranker 0.89, popularity 0.79 on these seeds
-    assert ranker_auc > pop_auc + 0.05, (ranker_auc, pop_auc)
+    # measured: ranker 0.84, popularity 0.72 on these seeds
+    assert ranker_auc > pop_auc + 0.06, (ranker_auc, pop_auc)
+
+
+def test_mlp_ranker_beats_popularity_on_random_slates(trained):
+    """Unbiased held-out: slates of 10 uniformly random fused candidates, not the ones the ranker chose."""
+    system, _, _, world = trained
+    pipe = system.pipelines[0]
+    sessions = SessionBatch(world, 400, 10, 10, ResponseReward())
+    sessions.start(np.arange(400))
+    rng = np.random.default_rng(5)
+    scores, pops, clicks = [], [], []
+    for _ in range(10):
+        batch = RequestBatch.of(world, sessions.users, np.arange(400))
+        catalog = CatalogView.of(world)
+        cands = pipe.fusion.act([r.act(batch, catalog, rng) for r in pipe.recalls])
+        p_click = pipe.ranker.act(batch, cands, catalog)["click"]
+        idx, _ = top_k(np.where(cands.valid, rng.random(cands.items.shape), -1.0), 10)
+        items = np.take_along_axis(cands.items, idx, axis=1)
+        result = sessions.serve_items(np.arange(400), items)
+        scores.append(np.take_along_axis(p_click, idx, axis=1).ravel())
+        pops.append(catalog.column("popularity")[items].ravel())
+        clicks.append(result.response.click.ravel())
+        sessions.start(np.flatnonzero(result.terminated | result.truncated))
+        world.tick()
+    y = np.concatenate(clicks)
+    ranker_auc, pop_auc = auc(np.concatenate(scores), y), auc(np.concatenate(pops), y)
+    # measured: ranker 0.76, popularity 0.67 (the world's own hidden utility reaches ~0.77 on such slates)
+    assert ranker_auc > pop_auc + 0.045, (ranker_auc, pop_auc)
 
 
 def test_agent_configs_are_validated():
