@@ -80,7 +80,7 @@ class SegmentConfig:
     affinity_scale: float = 3.0  # weight of interest-item cosine affinity
     quality_sensitivity: float = 1.0
     novelty_sensitivity: float = 0.5  # weight of item freshness
-    popularity_sensitivity: float = 0.5  # weight of the item's (normalised log) popularity prior
+    popularity_sensitivity: float = 0.5  # weight of the item's popularity prior (log-rank scaled to [0, 1])
     risk_appeal: float = 0.5  # clickbait: attraction added per unit of item risk
     risk_sensitivity: float = 1.0  # satisfaction lost per violating item shown
     fatigue_sensitivity: float = 1.0  # utility lost per unit of topic fatigue
@@ -113,20 +113,20 @@ def default_segments() -> dict[str, SegmentConfig]:
     """Cold-start, casual and heavy users that really differ (ordered new < casual < heavy in engagement)."""
     return {
         "new": SegmentConfig(
-            history_mean=1.0, interest_concentration=1.0, no_click_utility=5.0, affinity_scale=2.0,
-            quality_sensitivity=0.5, novelty_sensitivity=0.3, popularity_sensitivity=1.5, risk_appeal=1.0,
+            history_mean=1.0, interest_concentration=1.0, no_click_utility=3.9, affinity_scale=2.0,
+            quality_sensitivity=0.5, novelty_sensitivity=0.3, popularity_sensitivity=3.0, risk_appeal=1.0,
             risk_sensitivity=0.5, fatigue_sensitivity=0.5, drift_rate=0.10, patience=1.0, return_bias=-0.3,
             churn_probability=0.3,
         ),
         "casual": SegmentConfig(
             history_mean=40.0, interest_concentration=0.5, no_click_utility=3.8, affinity_scale=3.0,
-            quality_sensitivity=1.0, novelty_sensitivity=0.5, popularity_sensitivity=0.7, risk_appeal=0.5,
+            quality_sensitivity=1.0, novelty_sensitivity=0.5, popularity_sensitivity=1.5, risk_appeal=0.5,
             risk_sensitivity=1.0, fatigue_sensitivity=1.0, drift_rate=0.05, patience=2.0, return_bias=0.6,
             churn_probability=0.1,
         ),
         "heavy": SegmentConfig(
-            history_mean=400.0, interest_concentration=0.15, no_click_utility=3.9, affinity_scale=4.0,
-            quality_sensitivity=2.0, novelty_sensitivity=1.0, popularity_sensitivity=0.2, risk_appeal=0.2,
+            history_mean=400.0, interest_concentration=0.15, no_click_utility=4.3, affinity_scale=4.0,
+            quality_sensitivity=2.0, novelty_sensitivity=1.0, popularity_sensitivity=0.5, risk_appeal=0.2,
             risk_sensitivity=1.5, fatigue_sensitivity=1.5, drift_rate=0.02, patience=3.2, return_bias=2.0,
             churn_probability=0.02,
         ),

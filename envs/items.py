@@ -52,7 +52,7 @@ class Catalog:
         self.risk = np.zeros(n, np.float32)
         self.violating = np.zeros(n, bool)  # latent: the item does violate policy (drawn with prob. risk)
         self.cost = np.zeros(n, np.float32)
-        self.log_popularity = np.zeros(n, np.float32)  # normalised log prior, mean 0 over a fresh catalog
+        self.log_popularity = np.zeros(n, np.float32)  # log prior rescaled to [0, zipf_exponent]
         self.topic_boost = np.zeros(num_topics, np.float32)  # popularity shocks per topic
         # creator popularity is Zipf too: a few creators own much of the catalog
         creator_w = 1.0 / np.arange(1, num_creators + 1) ** 1.0
@@ -89,11 +89,13 @@ class Catalog:
         self.log_popularity[slots] = self._log_pop(rank)
 
     def _log_pop(self, rank: np.ndarray) -> np.ndarray:
+        """Log prior ``-a log(rank)`` rescaled to ``[0, a]``: ``a * (1 - log(rank) / log(N))``.
+
+        The head is bounded (the top item scores ``a``, rank 100 of 10k ``a / 2``), so a few head items
+        cannot dominate every user's utility.
+        """
         a = self.cfg.zipf_exponent
-        ranks = np.arange(1, self.num_items + 1)
-        logp = -a * np.log(ranks)
-        mu, sd = logp.mean(), max(logp.std(), 1e-6)
-        return ((-a * np.log(rank) - mu) / sd).astype(np.float32)
+        return (a * (1.0 - np.log(rank) / np.log(max(self.num_items, 2)))).astype(np.float32)
 
     # ------------------------------------------------------------------ time
     def age(self, now: float) -> np.ndarray:

@@ -130,8 +130,8 @@ def test_window_log_has_provenance_for_every_shown_item(trained):
 
 def test_learned_pipeline_beats_its_first_window(trained):
     _, first, held_out, _ = trained
-    # measured: 0.61 clicks per request in the first (untrained) window, 0.86 after 3 windows of learning
-    assert held_out.requests["clicks"].mean() > first.requests["clicks"].mean() + 0.12
+    # measured: 0.27 clicks per request in the first (untrained) window, 0.60 after 3 windows of learning
+    assert held_out.requests["clicks"].mean() > first.requests["clicks"].mean() + 0.15
 
 
 def test_mlp_ranker_beats_popularity_on_held_out_auc(trained):
@@ -140,7 +140,7 @@ def test_mlp_ranker_beats_popularity_on_held_out_auc(trained):
     ranker_auc = auc(imp["score"], imp["click"])
     pop = world.catalog.features[imp["item"], SMALL.embedding_dim + 2]  # popularity feature of shown items
     pop_auc = auc(pop, imp["click"])
-    # measured: ranker 0.84, popularity 0.72 on these seeds
+    # measured: ranker 0.67, popularity 0.56 on these seeds
     assert ranker_auc > pop_auc + 0.06, (ranker_auc, pop_auc)
 
 
@@ -167,8 +167,8 @@ def test_mlp_ranker_beats_popularity_on_random_slates(trained):
         world.tick()
     y = np.concatenate(clicks)
     ranker_auc, pop_auc = auc(np.concatenate(scores), y), auc(np.concatenate(pops), y)
-    # measured: ranker 0.76, popularity 0.67 (the world's own hidden utility reaches ~0.77 on such slates)
-    assert ranker_auc > pop_auc + 0.045, (ranker_auc, pop_auc)
+    # measured: ranker 0.67, popularity 0.54
+    assert ranker_auc > pop_auc + 0.06, (ranker_auc, pop_auc)
 
 
 def test_agent_configs_are_validated():

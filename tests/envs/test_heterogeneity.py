@@ -86,17 +86,17 @@ def _assert_increasing(values: np.ndarray, margins: tuple[float, float]) -> None
 
 
 def test_click_through_rate_increases_new_casual_heavy(stats: dict[str, SegmentStats]) -> None:
-    # observed (random policy, seed 0): new 0.158, casual 0.213, heavy 0.325 -> gaps 0.054, 0.112
-    _assert_increasing(stats["random"].ctr, (0.025, 0.05))
+    # observed (random policy, seed 0): new 0.141, casual 0.197, heavy 0.267 -> gaps 0.056, 0.070
+    _assert_increasing(stats["random"].ctr, (0.025, 0.035))
 
 
 def test_session_length_increases_new_casual_heavy(stats: dict[str, SegmentStats]) -> None:
-    # observed: new 3.37, casual 6.57, heavy 17.56 steps -> gaps 3.2, 11.0
-    _assert_increasing(stats["random"].session_length, (1.5, 5.0))
+    # observed: new 3.30, casual 6.33, heavy 15.53 steps -> gaps 3.0, 9.2
+    _assert_increasing(stats["random"].session_length, (1.5, 4.5))
 
 
 def test_return_rate_increases_new_casual_heavy(stats: dict[str, SegmentStats]) -> None:
-    # observed: new 0.372, casual 0.580, heavy 0.833 -> gaps 0.208, 0.253
+    # observed: new 0.376, casual 0.575, heavy 0.831 -> gaps 0.199, 0.256
     _assert_increasing(stats["random"].return_rate, (0.10, 0.12))
 
 
@@ -104,10 +104,10 @@ def test_popularity_serves_new_users_profile_serves_heavy_users(stats: dict[str,
     new, heavy = SEGMENTS.index("new"), SEGMENTS.index("heavy")
     pop, prof = stats["popularity"].ctr, stats["profile"].ctr
     # new users: a near-empty profile says little and they follow popularity
-    # observed CTR: popularity 0.792, profile 0.174 -> gap 0.618
-    assert pop[new] - prof[new] >= 0.3
+    # observed CTR: popularity 0.291, profile 0.173 -> gap 0.118
+    assert pop[new] - prof[new] >= 0.06
     # heavy users: a sharp profile and low popularity sensitivity
-    # observed CTR: profile 0.598, popularity 0.442 -> gap 0.156
-    assert prof[heavy] - pop[heavy] >= 0.08
-    # both greedy policies beat random for the segment they suit (random: new 0.158, heavy 0.325)
+    # observed CTR: profile 0.558, popularity 0.294 -> gap 0.264
+    assert prof[heavy] - pop[heavy] >= 0.13
+    # both greedy policies beat random for the segment they suit (random: new 0.141, heavy 0.267)
     assert pop[new] > stats["random"].ctr[new] and prof[heavy] > stats["random"].ctr[heavy]

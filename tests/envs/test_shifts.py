@@ -90,10 +90,10 @@ def test_segment_mix(runs: dict) -> None:
 def test_topic_shock(runs: dict) -> None:
     run = runs["topic_shock"]
     clicks, interest = run["click_share_topic0"], run["interest_topic0"]
-    # observed click share on topic 0: day 0 0.131, day 2 0.129 | days 3-5 0.307, 0.312, 0.294
+    # observed click share on topic 0: day 0 0.133, day 2 0.136 | days 3-5 0.479, 0.507, 0.460
     assert abs(clicks[SHIFT_DAY - 1] - clicks[0]) <= 0.04
-    assert clicks[SHIFT_DAY:].min() - clicks[SHIFT_DAY - 1] >= 0.09
-    # observed mean interest . centre 0: day 0 0.315, day 2 0.319 | days 3-5 0.809, 0.776, 0.752
+    assert clicks[SHIFT_DAY:].min() - clicks[SHIFT_DAY - 1] >= 0.15
+    # observed mean interest . centre 0: day 0 0.315, day 2 0.317 | days 3-5 0.809, 0.785, 0.764
     assert abs(interest[SHIFT_DAY - 1] - interest[0]) <= 0.02
     assert interest[SHIFT_DAY:].min() - interest[SHIFT_DAY - 1] >= 0.2
 
@@ -116,7 +116,7 @@ def test_cold_start_influx(runs: dict) -> None:
     assert abs(share[SHIFT_DAY - 1] - share[0]) <= 0.03
     np.testing.assert_allclose(share[SHIFT_DAY:], 1.0 / 3.0, atol=0.03)
     # half of the (all free) users replaced by new ones: s -> s + 0.5 (1 - s), with s the share just before
-    # the shift (= the twin's, 0.275 observed) -> 0.6375; observed 0.633
+    # the shift (= the twin's, 0.276 observed) -> 0.638; observed 0.637
     s = twin["new_users"][SHIFT_DAY]
     assert abs(run["new_users"][SHIFT_DAY] - (s + 0.5 * (1.0 - s))) <= 0.03
 

@@ -27,7 +27,7 @@ def test_demo_writes_metrics_plots_and_summary(tmp_path):
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["shifts"] == [{"day": 2, "kind": "segment_mix"}]  # the day-4 and day-6 shifts lie beyond 3 days
     p = summary["policies"]
-    # measured (this seed): random 0.27, profile 0.65 clicks per request; violations random 0.22, profile 0.03
+    # measured (this seed): random 0.23, profile 0.52 clicks per request; violations random 0.22, profile 0.03
     assert p["profile"]["outer/ctr"] > p["random"]["outer/ctr"] + 0.2
     assert p["profile"]["outer/violations_per_request"] < 0.5 * p["random"]["outer/violations_per_request"]
 
