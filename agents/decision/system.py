@@ -27,7 +27,16 @@ from envs.validation import ConfigError, check_int, check_probability
 from envs.world import World
 from rewards.response import ResponseReward
 
-__all__ = ["Pipeline", "Served", "Simulation", "System", "cold_start_pipeline", "feature_dim", "static_baseline"]
+__all__ = [
+    "Pipeline",
+    "Served",
+    "Simulation",
+    "System",
+    "cold_start_pipeline",
+    "feature_dim",
+    "segment_routed",
+    "static_baseline",
+]
 
 log = logging.getLogger(__name__)
 
@@ -272,17 +281,25 @@ def static_baseline(world: WorldConfig, seed: int = 0, arch: str = "mlp") -> Sys
     return System([pipe], router, list(ROUTES))
 
 
-def cold_start_pipeline(world: WorldConfig, seed: int = 0, ranker: TorchRanker | None = None) -> Pipeline:
+def cold_start_pipeline(world: WorldConfig, seed: int = 0, arch: str = "mlp", ranker: TorchRanker | None = None) -> Pipeline:
     """A pipeline specialised for cold-start users: popularity, fresh and exploration routes, popularity-led.
 
-    Without a shared ``ranker`` it trains its own on the small share of traffic it serves.
+    Without a shared ``ranker`` it trains its own (``arch``) on the small share of traffic it serves.
     """
     routes = {"popularity": {"k": 400}, "exploration": {"k": 100}, "fresh": {"k": 100}}
     quotas = {"popularity": 0.7, "exploration": 0.1, "fresh": 0.2}
-    pipe = make_pipeline("cold_start", world, routes, quotas, arch="mlp", fusion_size=300,
+    pipe = make_pipeline("cold_start", world, routes, quotas, arch=arch, fusion_size=300,
                          rerank={"risk_threshold": 0.5}, seed=seed + 1)
     if ranker is not None:
         pipe.ranker = ranker
     else:  # it sees a small share of traffic: smaller batches and more epochs per window
         pipe.ranker.configure({"lr": 1e-2, "epochs": 4, "batch_size": 256})
     return pipe
+
+
+def segment_routed(world: WorldConfig, seed: int = 0, arch: str = "mlp", segment: str = "new") -> System:
+    """The static baseline for everyone but ``segment``, whose requests go to a cold-start specialist."""
+    base = static_baseline(world, seed=seed, arch=arch)
+    special = cold_start_pipeline(world, seed=seed, arch=arch)
+    router = SegmentRouter(world.segment_names, ["baseline", "cold_start"], config={f"route_{segment}": "cold_start"})
+    return System([base.pipelines[0], special], router, base.route_names)
