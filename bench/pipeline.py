@@ -19,7 +19,8 @@ import torch
 
 import envs
 from agents.decision.context import CatalogView, RequestBatch
-from agents.decision.system import Simulation, feature_dim, static_baseline
+from agents.decision.configs import static_baseline
+from agents.decision.system import Simulation, feature_dim
 
 
 def timed(fn, repeats: int) -> float:

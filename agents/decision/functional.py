@@ -151,8 +151,13 @@ class ExperimentDesigner(DecisionAgent):
         self.outcomes, self.guardrails = [[], []], [[], []]
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
+        """The role's allocation metrics (``rewards.inner`` for 'experiment') and the current test's effect."""
+        from rewards.inner import inner_metrics
+
         d = self.decide()
-        return {
+        out = {k.replace("inner/experiment/", f"inner/experiment/{self.name}/"): v
+               for k, v in inner_metrics("experiment", log).items()}
+        return out | {
             f"inner/experiment/{self.name}/effect": d.effect,
             f"inner/experiment/{self.name}/ci_width": d.ci_high - d.ci_low,
             f"inner/experiment/{self.name}/accepted": float(d.accepted),

@@ -120,9 +120,9 @@ class MultiTaskFusion(DecisionAgent):
             self.calibration = 0.7 * self.calibration + 0.3 * float(imp["click"].mean()) / pred * self.calibration
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
-        imp = log.impressions
-        mean_score = float(imp["score"].mean()) if len(imp["score"]) else 0.0
-        return {
-            f"inner/fusion/{self.name}/calibration": self.calibration,
-            f"inner/fusion/{self.name}/mean_score": mean_score,
-        }
+        """The score metrics of the role (``rewards.inner`` for 'fusion': AUC, NDCG, log-loss, ECE...) and its calibration."""
+        from rewards.inner import inner_metrics
+
+        out = {k.replace("inner/fusion/", f"inner/fusion/{self.name}/"): v for k, v in inner_metrics("fusion", log).items()}
+        out[f"inner/fusion/{self.name}/calibration_factor"] = self.calibration
+        return out

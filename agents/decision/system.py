@@ -3,7 +3,8 @@
 ``Simulation(world, system).window(n)`` serves ``n`` requests of concurrent user sessions through the
 system and returns the columnar :class:`InteractionLog` (request, user, segment, pipeline, item,
 position, route provenance, scores, response); then every agent observes that log and learns.
-``static_baseline`` is the usual hand-tuned fixed pipeline with one model for everyone.
+Systems are built from configs in ``agents.decision.configs`` (``static_baseline``: the usual
+hand-tuned fixed pipeline with one model for everyone).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from agents.decision.context import CatalogView, Candidates, RequestBatch
 from agents.decision.functional import SegmentRouter
 from agents.decision.fusion import MultiTaskFusion, QuotaFusion
 from agents.decision.ranking import TorchRanker, pair_features
-from agents.decision.recall import RecallAgent, make_recall
+from agents.decision.recall import RecallAgent
 from agents.decision.rerank import Reranker
 from agents.infra.log import CANDIDATE_COLUMNS, IMPRESSION_COLUMNS, REQUEST_COLUMNS, InteractionLog
 from envs.config import WorldConfig
@@ -27,16 +28,7 @@ from envs.validation import ConfigError, check_int, check_probability
 from envs.world import World
 from rewards.response import ResponseReward
 
-__all__ = [
-    "Pipeline",
-    "Served",
-    "Simulation",
-    "System",
-    "cold_start_pipeline",
-    "feature_dim",
-    "segment_routed",
-    "static_baseline",
-]
+__all__ = ["Pipeline", "Served", "Simulation", "System", "feature_dim"]
 
 log = logging.getLogger(__name__)
 
@@ -246,60 +238,3 @@ def _stack(rows: list[dict[str, np.ndarray]], columns: dict[str, type]) -> dict[
     if not rows:
         return {c: np.zeros(0, t) for c, t in columns.items()}
     return {c: np.concatenate([r[c] for r in rows]).astype(t, copy=False) for c, t in columns.items()}
-
-
-ROUTES = ("popularity", "collaborative", "content", "fresh", "exploration")
-
-
-def make_pipeline(
-    name: str,
-    world: WorldConfig,
-    routes: dict[str, dict],
-    quotas: dict[str, float],
-    arch: str = "mlp",
-    per_segment: bool = False,
-    fusion_size: int = 500,
-    rerank: dict | None = None,
-    seed: int = 0,
-    route_names: tuple[str, ...] = ROUTES,
-) -> Pipeline:
-    """A pipeline from plain settings: route kind -> config, route kind -> quota, ranker arch, re-rank config."""
-    recalls = [make_recall(kind, kind, cfg) for kind, cfg in routes.items()]
-    fusion = QuotaFusion(list(routes), name=f"{name}/fusion",
-                         config={"size": fusion_size, **{f"quota_{r}": q for r, q in quotas.items()}})
-    ranker = TorchRanker(feature_dim(world, len(route_names)), len(world.segments), len(route_names), arch=arch,
-                         per_segment=per_segment, name=f"{name}/{arch}", seed=seed)
-    return Pipeline(name, recalls, fusion, ranker, MultiTaskFusion(f"{name}/multitask"), Reranker(f"{name}/rerank", rerank))
-
-
-def static_baseline(world: WorldConfig, seed: int = 0, arch: str = "mlp") -> System:
-    """The usual hand-tuned fixed pipeline: every route with fixed quotas, one ranker for everyone."""
-    routes = {r: {} for r in ROUTES}
-    quotas = {"popularity": 0.3, "collaborative": 0.2, "content": 0.3, "fresh": 0.1, "exploration": 0.1}
-    pipe = make_pipeline("baseline", world, routes, quotas, arch=arch, rerank={"risk_threshold": 0.5}, seed=seed)
-    router = SegmentRouter(world.segment_names, ["baseline"])
-    return System([pipe], router, list(ROUTES))
-
-
-def cold_start_pipeline(world: WorldConfig, seed: int = 0, arch: str = "mlp", ranker: TorchRanker | None = None) -> Pipeline:
-    """A pipeline specialised for cold-start users: popularity, fresh and exploration routes, popularity-led.
-
-    Without a shared ``ranker`` it trains its own (``arch``) on the small share of traffic it serves.
-    """
-    routes = {"popularity": {"k": 400}, "exploration": {"k": 100}, "fresh": {"k": 100}}
-    quotas = {"popularity": 0.7, "exploration": 0.1, "fresh": 0.2}
-    pipe = make_pipeline("cold_start", world, routes, quotas, arch=arch, fusion_size=300,
-                         rerank={"risk_threshold": 0.5}, seed=seed + 1)
-    if ranker is not None:
-        pipe.ranker = ranker
-    else:  # it sees a small share of traffic: smaller batches and more epochs per window
-        pipe.ranker.configure({"lr": 1e-2, "epochs": 4, "batch_size": 256})
-    return pipe
-
-
-def segment_routed(world: WorldConfig, seed: int = 0, arch: str = "mlp", segment: str = "new") -> System:
-    """The static baseline for everyone but ``segment``, whose requests go to a cold-start specialist."""
-    base = static_baseline(world, seed=seed, arch=arch)
-    special = cold_start_pipeline(world, seed=seed, arch=arch)
-    router = SegmentRouter(world.segment_names, ["baseline", "cold_start"], config={f"route_{segment}": "cold_start"})
-    return System([base.pipelines[0], special], router, base.route_names)

@@ -12,7 +12,8 @@ from agents.decision.functional import ExperimentDesigner, SegmentRouter
 from agents.decision.params import ConfigError
 from agents.decision.context import CatalogView, RequestBatch
 from agents.decision.recall import top_k
-from agents.decision.system import Simulation, static_baseline
+from agents.decision.configs import static_baseline
+from agents.decision.system import Simulation
 from envs.sessions import SessionBatch
 from rewards.response import ResponseReward
 from agents.protocol import promote

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 import envs
-from agents.decision.system import Simulation, segment_routed, static_baseline
+from agents.decision.configs import segment_routed, static_baseline
+from agents.decision.system import Simulation
 
 CFG = envs.WorldConfig(num_items=3000, num_users=6000)
 NEW, HEAVY = 0, 2

@@ -1,0 +1,182 @@
+"""Structured configs of the decision system (Hydra ConfigStore-ready dataclasses) and their builders.
+
+A :class:`SystemConfig` lists pipelines (recall routes with quotas and parameters, fusion size,
+ranker, score fusion and re-rank parameters) and the routing of segments to pipelines. Everything
+is validated in ``__post_init__`` (route kinds and agent parameters against each agent's decision
+space), so a bad config fails before any simulation; ``build_system`` turns it into agents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.decision.functional import SegmentRouter
+from agents.decision.fusion import MultiTaskFusion, QuotaFusion
+from agents.decision.ranking import ARCHITECTURES, TorchRanker
+from agents.decision.recall import RECALL_ROUTES, make_recall
+from agents.decision.rerank import Reranker
+from agents.decision.system import Pipeline, System, feature_dim
+from envs.config import WorldConfig
+from envs.validation import ConfigError, check_choice, check_int, check_range
+
+__all__ = [
+    "ROUTES",
+    "PipelineConfig",
+    "RankerConfig",
+    "RouteConfig",
+    "SystemConfig",
+    "baseline_config",
+    "build_pipeline",
+    "build_system",
+    "cold_start_config",
+    "segment_routed",
+    "segment_routed_config",
+    "static_baseline",
+]
+
+ROUTES = tuple(RECALL_ROUTES)  # route ids are positions in this tuple, shared by all pipelines
+
+
+@dataclass
+class RouteConfig:
+    """One recall route of a pipeline: its kind, its quota share in fusion, its own parameters."""
+
+    kind: str = "popularity"
+    quota: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_choice("routes.kind", self.kind, ROUTES)
+        check_range(f"routes[{self.kind}].quota", self.quota, 0.0, 1.0)
+        RECALL_ROUTES[self.kind].params.validate(dict(self.params), agent=f"routes[{self.kind}].params")
+
+
+@dataclass
+class RankerConfig:
+    """The ranking agent: architecture, width, per-segment towers, training parameters."""
+
+    arch: str = "mlp"
+    hidden: int = 64
+    per_segment: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_choice("ranker.arch", self.arch, ARCHITECTURES)
+        check_int("ranker.hidden", self.hidden, 2, 4096)
+        TorchRanker.params.validate(dict(self.params), agent="ranker.params")
+
+
+@dataclass
+class PipelineConfig:
+    """Recall routes -> quota fusion -> ranker -> multi-task score -> re-rank."""
+
+    name: str = "baseline"
+    routes: list[RouteConfig] = field(default_factory=lambda: [RouteConfig()])
+    fusion_size: int = 500
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    scorer: dict[str, Any] = field(default_factory=dict)  # MultiTaskFusion parameters
+    rerank: dict[str, Any] = field(default_factory=dict)  # Reranker parameters
+
+    def __post_init__(self) -> None:
+        self.routes = [r if isinstance(r, RouteConfig) else RouteConfig(**dict(r)) for r in self.routes]
+        if isinstance(self.ranker, dict):
+            self.ranker = RankerConfig(**self.ranker)
+        p = f"pipelines[{self.name}]"
+        if not self.routes:
+            raise ConfigError(f"`{p}.routes` must hold at least one route (got none)")
+        kinds = [r.kind for r in self.routes]
+        if len(set(kinds)) != len(kinds):
+            raise ConfigError(f"`{p}.routes` must use each route kind once (got {kinds})")
+        if sum(r.quota for r in self.routes) <= 0:
+            raise ConfigError(f"`{p}.routes` quotas must not all be 0 (got {[r.quota for r in self.routes]})")
+        if self.fusion_size not in _FUSION_SIZES:
+            raise ConfigError(f"`{p}.fusion_size` must be one of {list(_FUSION_SIZES)} (got {self.fusion_size})")
+        MultiTaskFusion.params.validate(dict(self.scorer), agent=f"{p}.scorer")
+        Reranker.params.validate(dict(self.rerank), agent=f"{p}.rerank")
+
+
+_FUSION_SIZES = (100, 200, 300, 500)
+
+
+@dataclass
+class SystemConfig:
+    """Pipelines and the routing of segments to them (segments not listed go to the first pipeline)."""
+
+    pipelines: list[PipelineConfig] = field(default_factory=lambda: [PipelineConfig()])
+    routing: dict[str, str] = field(default_factory=dict)  # segment name -> pipeline name
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.pipelines = [p if isinstance(p, PipelineConfig) else PipelineConfig(**dict(p)) for p in self.pipelines]
+        if not self.pipelines:
+            raise ConfigError("`system.pipelines` must hold at least one pipeline (got none)")
+        names = [p.name for p in self.pipelines]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"`system.pipelines` names must be unique (got {names})")
+        for segment, pipe in self.routing.items():
+            check_choice(f"system.routing[{segment}]", pipe, names)
+        check_int("system.seed", self.seed, 0)
+
+    def check_segments(self, world: WorldConfig) -> None:
+        for segment in self.routing:
+            check_choice("system.routing key", segment, world.segment_names)
+
+
+def build_pipeline(cfg: PipelineConfig, world: WorldConfig, seed: int = 0) -> Pipeline:
+    """Agents of one pipeline from its config."""
+    recalls = [make_recall(r.kind, r.kind, dict(r.params)) for r in cfg.routes]
+    fusion = QuotaFusion(
+        [r.kind for r in cfg.routes], name=f"{cfg.name}/fusion",
+        config={"size": cfg.fusion_size, **{f"quota_{r.kind}": r.quota for r in cfg.routes}},
+    )
+    rk = cfg.ranker
+    ranker = TorchRanker(
+        feature_dim(world, len(ROUTES)), len(world.segments), len(ROUTES), arch=rk.arch, hidden=rk.hidden,
+        per_segment=rk.per_segment, name=f"{cfg.name}/{rk.arch}", config=dict(rk.params), seed=seed,
+    )
+    return Pipeline(cfg.name, recalls, fusion, ranker, MultiTaskFusion(f"{cfg.name}/multitask", dict(cfg.scorer)),
+                    Reranker(f"{cfg.name}/rerank", dict(cfg.rerank)))
+
+
+def build_system(cfg: SystemConfig, world: WorldConfig) -> System:
+    """The system graph of a config: pipelines (seeded ``seed + i``) and the segment router."""
+    cfg.check_segments(world)
+    pipelines = [build_pipeline(p, world, seed=cfg.seed + i) for i, p in enumerate(cfg.pipelines)]
+    names = [p.name for p in pipelines]
+    routing = {f"route_{s}": cfg.routing.get(s, names[0]) for s in world.segment_names}
+    return System(pipelines, SegmentRouter(world.segment_names, names, config=routing), list(ROUTES))
+
+
+# ---------------------------------------------------------------------- presets
+
+
+def baseline_config(arch: str = "mlp") -> PipelineConfig:
+    """The usual hand-tuned fixed pipeline: every route with fixed quotas, one ranker for everyone."""
+    quotas = {"popularity": 0.3, "collaborative": 0.2, "content": 0.3, "fresh": 0.1, "exploration": 0.1}
+    return PipelineConfig(
+        "baseline", [RouteConfig(k, q) for k, q in quotas.items()], 500, RankerConfig(arch), rerank={"risk_threshold": 0.5}
+    )
+
+
+def cold_start_config(arch: str = "mlp") -> PipelineConfig:
+    """Popularity-led recall for users without a profile; its ranker learns fast from a small traffic share."""
+    routes = [RouteConfig("popularity", 0.7, {"k": 400}), RouteConfig("exploration", 0.1, {"k": 100}),
+              RouteConfig("fresh", 0.2, {"k": 100})]
+    ranker = RankerConfig(arch, params={"lr": 1e-2, "epochs": 4, "batch_size": 256})
+    return PipelineConfig("cold_start", routes, 300, ranker, rerank={"risk_threshold": 0.5})
+
+
+def segment_routed_config(arch: str = "mlp", segment: str = "new", seed: int = 0) -> SystemConfig:
+    """The baseline for everyone but ``segment``, whose requests go to the cold-start specialist."""
+    return SystemConfig([baseline_config(arch), cold_start_config(arch)], {segment: "cold_start"}, seed)
+
+
+def static_baseline(world: WorldConfig, seed: int = 0, arch: str = "mlp") -> System:
+    """The static baseline system: one pipeline, one model for everyone."""
+    return build_system(SystemConfig([baseline_config(arch)], seed=seed), world)
+
+
+def segment_routed(world: WorldConfig, seed: int = 0, arch: str = "mlp", segment: str = "new") -> System:
+    """The segment-routed system of :func:`segment_routed_config`."""
+    return build_system(segment_routed_config(arch, segment, seed), world)
