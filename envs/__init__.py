@@ -1,7 +1,7 @@
 """The simulated world (items, users, choice, shifts) and the Gymnasium environments over it."""
 
 from envs.config import ItemConfig, SegmentConfig, ShiftConfig, WorldConfig
-from envs.registration import ENV_IDS, register_envs
+from envs.registration import ENV_IDS, EVOLUTION_ENV_IDS, register_envs
 from envs.slate import SlateEnv
 from envs.validation import ConfigError
 from envs.vector import SlateVectorEnv
@@ -11,6 +11,7 @@ register_envs()
 
 __all__ = [
     "ENV_IDS",
+    "EVOLUTION_ENV_IDS",
     "ConfigError",
     "ItemConfig",
     "Response",

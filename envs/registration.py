@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["ENV_IDS", "register_envs"]
+__all__ = ["ENV_IDS", "EVOLUTION_ENV_IDS", "register_envs"]
 
 NAMESPACE = "agentic-rs"
 SMALL_WORLD = {"num_items": 1_000, "num_users": 2_000, "num_topics": 8, "num_creators": 50}
@@ -29,7 +29,13 @@ _SPECS: dict[str, tuple[dict, int]] = {
         200,
     ),
 }
-ENV_IDS = tuple(_SPECS)
+ENV_IDS = tuple(_SPECS)  # the slate envs (single and native vector entry points)
+
+# the evolution env: a step deploys a config of one agent and runs a window through the whole system
+_EVOLUTION_SPECS: dict[str, tuple[dict, int]] = {
+    f"{NAMESPACE}/Evolution-v0": ({}, 50),
+}
+EVOLUTION_ENV_IDS = tuple(_EVOLUTION_SPECS)
 
 
 def register_envs() -> None:
@@ -44,3 +50,6 @@ def register_envs() -> None:
             max_episode_steps=max_steps,
             kwargs=kwargs,
         )
+    for env_id, (kwargs, max_steps) in _EVOLUTION_SPECS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point="agents.evolution.env:EvolutionEnv", max_episode_steps=max_steps, kwargs=kwargs)

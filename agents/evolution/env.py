@@ -1,0 +1,169 @@
+"""The evolution environment (individual evolution): choose one agent's configuration, window by window.
+
+One step deploys the action (a point of the target agent's decision space, flattened by
+:class:`~agents.evolution.codec.SpaceCodec`) into the running system, serves a window of simulated
+traffic through the whole pipeline (every agent keeps learning), and returns the target agent's
+layered reward. The observation summarises the data regime: segment mix of requests, engagement and
+its trend, return and churn, risk and its slack to a bound, freshness, time, and the current config.
+The world's shift schedule plays out across an episode, so a policy must adapt to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from agents.decision.configs import RankerConfig, SystemConfig, baseline_config, build_system
+from agents.decision.system import Simulation, System
+from agents.evolution.codec import SpaceCodec
+from agents.infra.log import InteractionLog
+from envs.config import WorldConfig, known_keys
+from envs.validation import check_choice, check_int, check_range
+from envs.world import World
+from rewards.layered import LayeredRewardConfig, layered_reward
+
+__all__ = ["EvolutionEnv", "SMALL_EVOLUTION_WORLD", "fast_baseline", "regime_features"]
+
+SMALL_EVOLUTION_WORLD = {"num_items": 2000, "num_users": 4000, "num_topics": 10, "num_creators": 100, "steps_per_day": 20}
+REGIME_SCALARS = ("clicks_per_request", "clicks_trend", "return_rate", "churn_rate", "violations_per_request",
+                  "risk_slack", "freshness", "day")
+BOUND = 10.0
+
+
+def fast_baseline(arch: str = "mlp") -> SystemConfig:
+    """The static baseline with a ranker that trains briefly per window (evolution runs many windows)."""
+    pipe = baseline_config(arch)
+    pipe.ranker = RankerConfig(arch, params={"epochs": 1, "min_updates": 100})
+    return SystemConfig([pipe])
+
+
+def regime_features(log: InteractionLog, previous_ctr: float | None, risk_bound: float, now: float) -> np.ndarray:
+    """Segment request shares, then ``REGIME_SCALARS``, from one window's log."""
+    req, imp = log.requests, log.impressions
+    n = max(len(req["request"]), 1)
+    shares = np.bincount(req["segment"].astype(np.int64), minlength=len(log.segment_names))[: len(log.segment_names)] / n
+    ctr = float(req["clicks"].mean()) if len(req["clicks"]) else 0.0
+    ended = req["session_end"]
+    ret = float(req["returned"][ended].mean()) if ended.any() else 0.0
+    churn = float(req["churned"][ended].mean()) if ended.any() else 0.0
+    viol = float(req["violations"].mean()) if len(req["violations"]) else 0.0
+    fresh = float(imp["freshness"].mean()) if len(imp["freshness"]) else 0.0
+    trend = 0.0 if previous_ctr is None else ctr - previous_ctr
+    scalars = [ctr, trend, ret, churn, viol, risk_bound - viol, fresh, now / 30.0]
+    return np.concatenate([shares, scalars]).astype(np.float32)
+
+
+class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Evolve one decision agent of a running system; a step is a window of traffic."""
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+
+    def __init__(
+        self,
+        world: WorldConfig | dict[str, Any] | None = None,
+        system: SystemConfig | dict[str, Any] | None = None,
+        agent: str = "baseline/rerank",
+        window: int = 2000,
+        concurrency: int = 400,
+        warmup: int = 1,
+        codec: str = "box",
+        bins: int = 11,
+        reward: LayeredRewardConfig | dict[str, Any] | None = None,
+        risk_bound: float = 0.1,
+        render_mode: str | None = None,
+    ) -> None:
+        if world is None:
+            world = dict(SMALL_EVOLUTION_WORLD)
+        self.world_cfg = world if isinstance(world, WorldConfig) else WorldConfig(**known_keys("world", world, WorldConfig))
+        if system is None:
+            system = fast_baseline()
+        self.system_cfg = system if isinstance(system, SystemConfig) else SystemConfig(**known_keys("system", system, SystemConfig))
+        if reward is None or isinstance(reward, LayeredRewardConfig):
+            self.reward_cfg = reward or LayeredRewardConfig()
+        else:
+            self.reward_cfg = LayeredRewardConfig(**known_keys("reward", reward, LayeredRewardConfig))
+        self.window, self.concurrency, self.warmup = check_int("window", window, 1), check_int("concurrency", concurrency, 1), check_int("warmup", warmup, 0)
+        self.risk_bound = check_range("risk_bound", risk_bound, 0.0)
+        if render_mode is not None:
+            check_choice("render_mode", render_mode, self.metadata["render_modes"])
+        self.render_mode = render_mode
+        probe = build_system(self.system_cfg, self.world_cfg)  # validates the agent name before any simulation
+        names = {a.name: a for a in probe.agents}
+        check_choice("agent", agent, list(names))
+        self.agent_name = agent
+        self.role = names[agent].role
+        self.codec = SpaceCodec(names[agent].params, codec, bins)
+        self.action_space = self.codec.space
+        dim = len(self.world_cfg.segments) + len(REGIME_SCALARS) + self.codec.size
+        self.observation_space = spaces.Box(-BOUND, BOUND, shape=(dim,), dtype=np.float32)
+        self._sim: Simulation | None = None
+        self._last: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def system(self) -> System:
+        if self._sim is None:
+            raise gym.error.ResetNeeded("call reset() before using the environment")
+        return self._sim.system
+
+    @property
+    def target(self) -> Any:
+        return next(a for a in self.system.agents if a.name == self.agent_name)
+
+    def _observe(self, log: InteractionLog) -> np.ndarray:
+        regime = regime_features(log, self._prev_ctr, self.risk_bound, self._sim.world.now)
+        self._prev_ctr = float(log.requests["clicks"].mean()) if log.num_requests else None
+        config = self.codec.encode(self.target.config).astype(np.float32)
+        if self.codec.kind == "multidiscrete":  # scale indices to [0, 1]
+            config = config / np.maximum(self.codec.space.nvec - 1, 1)
+        return np.clip(np.concatenate([regime, config]), -BOUND, BOUND).astype(np.float32)
+
+    def _reward(self, log: InteractionLog) -> tuple[float, dict[str, float]]:
+        kw: dict[str, Any] = {}
+        if self.role == "recall":
+            kw["route"] = self.target.route_id
+        if self.role == "rerank":
+            kw["embedding"] = self._sim.world.catalog.embedding
+        lr = layered_reward(self.role, log, self.reward_cfg, **kw)
+        value = lr.value if np.isfinite(lr.value) else 0.0
+        return float(value), lr.terms
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        world_seed, sim_seed = (int(x) for x in self.np_random.integers(2**31, size=2))
+        world = World(self.world_cfg, seed=world_seed)
+        system = build_system(self.system_cfg, self.world_cfg)
+        self._sim = Simulation(world, system, concurrency=self.concurrency, seed=sim_seed)
+        self._prev_ctr = None
+        log = None
+        for _ in range(self.warmup):
+            log = self._sim.window(self.window)
+        if log is None:  # no warm-up: an empty regime
+            log = InteractionLog(route_names=list(system.route_names), segment_names=self.world_cfg.segment_names)
+        obs = self._observe(log)
+        self._last = {"config": dict(self.target.config)}
+        return obs, {"day": world.now, "config": dict(self.target.config)}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._sim is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        config = self.codec.decode(action)
+        self.target.configure(config)
+        log = self._sim.window(self.window)
+        reward, terms = self._reward(log)
+        obs = self._observe(log)
+        info = {**terms, "config": dict(self.target.config), "day": self._sim.world.now}
+        self._last = info
+        return obs, reward, False, False, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        cfg = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in self._last.get("config", {}).items())
+        total = self._last.get(f"layered/{self.role}/total", float("nan"))
+        ctr = self._last.get("outer/engagement/clicks_per_request", float("nan"))
+        return f"agent {self.agent_name} ({self.role}) | {cfg} | reward {total:.4f} | clicks/request {ctr:.3f}"

@@ -1,0 +1,77 @@
+"""The evolution env: both env checkers, PPO builds and trains, the codec, and bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+from agents.decision.recall import ContentRecall
+from agents.decision.rerank import Reranker
+from agents.evolution.codec import SpaceCodec
+from agents.evolution.env import EvolutionEnv
+from envs.validation import ConfigError
+
+TINY = {"num_items": 600, "num_users": 1200, "num_topics": 5, "num_creators": 30, "steps_per_day": 20}
+
+
+def tiny_env(**kw) -> EvolutionEnv:
+    return EvolutionEnv(**{"world": TINY, "window": 200, "concurrency": 100, **kw})
+
+
+def test_registered_and_checkers_pass():
+    torch.set_num_threads(1)
+    assert "agentic-rs/Evolution-v0" in envs.EVOLUTION_ENV_IDS
+    env = gym.make("agentic-rs/Evolution-v0", world=TINY, window=200, concurrency=100)
+    check_env(env.unwrapped, skip_render_check=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        sb3_check_env(tiny_env())
+
+
+@pytest.mark.parametrize("algo,codec", [(PPO, "box"), (A2C, "multidiscrete")])
+def test_sb3_builds_and_trains(algo, codec):
+    torch.set_num_threads(1)
+    env = tiny_env(codec=codec)
+    model = algo("MlpPolicy", env, n_steps=8, seed=0, device="cpu", **({"batch_size": 8} if algo is PPO else {}))
+    model.learn(total_timesteps=16)
+    assert model.num_timesteps >= 16
+    obs, _ = env.reset(seed=1)
+    action, _ = model.predict(obs, deterministic=True)
+    assert env.action_space.contains(action)
+    _, reward, _, _, info = env.step(action)
+    assert np.isfinite(reward) and info["config"] == env.target.config
+
+
+@pytest.mark.parametrize("kind", ["box", "multidiscrete"])
+def test_codec_round_trips_every_grid_point(kind):
+    codec = SpaceCodec(Reranker.params, kind, bins=3)
+    grid = codec.grid()
+    assert len(grid) == 3 * 3 * 3 * 4 * 2 * 4  # ranges x3 bins, exposure_cap 4, learn_violations 2, mmr_pool 4
+    for config in grid[:: max(len(grid) // 50, 1)]:
+        decoded = codec.decode(codec.encode(config))
+        for key, value in config.items():
+            assert decoded[key] == pytest.approx(value), (key, config, decoded)
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ConfigError, match=r"`agent` must be one of .* \(got 'baseline/rerenk'\); did you mean 'baseline/rerank'\?"):
+        tiny_env(agent="baseline/rerenk")
+    with pytest.raises(ConfigError, match=r"`codec` must be one of \['box', 'multidiscrete'\] \(got 'grid'\)"):
+        tiny_env(codec="grid")
+    with pytest.raises(ConfigError, match=r"`window` must be in \[1, inf\) \(got 0\)"):
+        tiny_env(window=0)
+    env = tiny_env()
+    env.reset(seed=0)
+    with pytest.raises(ConfigError, match=r"`action` must lie in Box\(-1.0, 1.0, \(6,\), float32\) \(got \[2.0"):
+        env.step(np.full(6, 2.0, np.float32))
+    codec = SpaceCodec(ContentRecall.params, "multidiscrete")
+    with pytest.raises(ConfigError, match=r"`action` must lie in MultiDiscrete"):
+        codec.decode(np.array([9, 0, 0, 0]))
