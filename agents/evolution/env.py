@@ -109,6 +109,10 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
             raise gym.error.ResetNeeded("call reset() before using the environment")
         return self._sim.system
 
+    def target_params(self) -> Any:
+        """The target agent's decision space (a ``ParamSpace``), for controllers."""
+        return self.codec.params
+
     @property
     def target(self) -> Any:
         return next(a for a in self.system.agents if a.name == self.agent_name)

@@ -1,0 +1,75 @@
+"""Controllers: valid proposals, Optuna finds a known optimum faster than random search, the evolve loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents.decision.params import Choice, ParamSpace, Range
+from agents.evolution.controllers import OptunaSearch, RandomSearch, evolve
+from agents.evolution.env import EvolutionEnv
+from envs.validation import ConfigError
+
+SPACE = ParamSpace([Range("x", 0.0, 1.0, 0.5), Range("y", -2.0, 2.0, 0.0), Choice("mode", ("a", "b", "c"), "a")])
+
+
+def objective(config: dict) -> float:
+    """Known optimum 1.0 at x = 0.3, y = -1.2, mode 'b'."""
+    bonus = {"a": 0.0, "b": 0.2, "c": 0.1}[config["mode"]]
+    return 0.8 + bonus - (config["x"] - 0.3) ** 2 - 0.25 * (config["y"] + 1.2) ** 2
+
+
+def best_of(controller, budget: int) -> float:
+    best = -np.inf
+    obs = np.zeros(1)
+    for _ in range(budget):
+        config = controller.propose(obs)
+        assert SPACE.validate(config) == config  # every proposal is a point of the space
+        reward = objective(config)
+        controller.tell(config, reward, obs)
+        best = max(best, reward)
+    return best
+
+
+def test_optuna_reaches_the_known_optimum_and_beats_random_search():
+    # budget 60: measured TPE best 0.9995 (seed 0); random search best 0.947-0.991 over seeds 0-4
+    optuna_best = best_of(OptunaSearch(SPACE, seed=0), 60)
+    random_best = [best_of(RandomSearch(SPACE, seed=s), 60) for s in range(5)]
+    assert optuna_best >= 0.995
+    assert optuna_best > max(random_best)
+
+
+def test_random_search_is_seeded():
+    a, b = RandomSearch(SPACE, seed=3), RandomSearch(SPACE, seed=3)
+    assert [a.propose(np.zeros(1)) for _ in range(5)] == [b.propose(np.zeros(1)) for _ in range(5)]
+
+
+def test_optuna_warm_start_and_unknown_tell():
+    search = OptunaSearch(SPACE, seed=0)
+    search.warm_start([{"x": 0.3, "y": -1.2, "mode": "b"}], [1.0])
+    assert search.study.best_value == 1.0 and len(search.study.trials) == 1
+    with pytest.raises(ConfigError, match="`tell` must receive a config returned by this controller"):
+        search.tell({"x": 0.1, "y": 0.0, "mode": "a"}, 0.5, np.zeros(1))
+    with pytest.raises(ConfigError, match=r"`directions` must be one of \['maximize', 'minimize'\] \(got 'up'\)"):
+        OptunaSearch(SPACE, directions=["up"])
+
+
+def test_multi_objective_optuna_uses_nsga2():
+    search = OptunaSearch(SPACE, seed=0, directions=["maximize", "minimize"])
+    for _ in range(12):
+        config = search.propose(np.zeros(1))
+        search.tell(config, [objective(config), config["x"]], np.zeros(1))
+    assert len(search.study.best_trials) >= 1  # a Pareto front
+
+
+def test_evolve_runs_the_loop_on_the_env():
+    torch.set_num_threads(1)
+    env = EvolutionEnv(world={"num_items": 600, "num_users": 1200, "num_topics": 5, "num_creators": 30},
+                       window=200, concurrency=100)
+    seen = []
+    history = evolve(env, OptunaSearch(env.target_params(), seed=0), windows=3, seed=0,
+                     on_window=lambda step, config, reward, info: seen.append((step, reward)))
+    assert len(history.rewards) == 3 and [s for s, _ in seen] == [0, 1, 2]
+    assert all(np.isfinite(history.rewards))
+    assert history.best[1] == max(history.rewards)
