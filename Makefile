@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/evolution.py
 
 # refresh the exact pins from the current venv (after changing setup.cfg deliberately)
 lock:

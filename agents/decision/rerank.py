@@ -30,7 +30,7 @@ class Reranker(DecisionAgent):
         Range("risk_threshold", 0.0, 1.0, 1.0),
         Choice("exposure_cap", (0, 100, 300, 1000), 0),  # impressions per item per window; 0 = no cap
         Choice("learn_violations", (True, False), True),
-        Choice("mmr_pool", (20, 50, 100, 500), 100),  # MMR re-orders the best this-many by score
+        Choice("mmr_pool", (20, 50, 100, 200), 100),  # MMR re-orders the best this-many by score
     ])
 
     def __init__(self, name: str = "rerank", config: dict | None = None) -> None:

@@ -36,7 +36,7 @@ BOUND = 10.0
 def fast_baseline(arch: str = "mlp") -> SystemConfig:
     """The static baseline with a ranker that trains briefly per window (evolution runs many windows)."""
     pipe = baseline_config(arch)
-    pipe.ranker = RankerConfig(arch, params={"epochs": 1, "min_updates": 100})
+    pipe.ranker = RankerConfig(arch, params={"epochs": 1, "min_updates": 100, "memory": 50_000})
     return SystemConfig([pipe])
 
 
