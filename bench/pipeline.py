@@ -20,7 +20,7 @@ import torch
 import envs
 from agents.decision.context import CatalogView, RequestBatch
 from agents.decision.configs import static_baseline
-from agents.decision.system import Simulation, feature_dim
+from agents.decision.system import Simulation
 
 
 def timed(fn, repeats: int) -> float:
@@ -72,7 +72,7 @@ def main() -> None:
 
     # roofline: the same scoring shapes, bare torch: candidate ids, the factorised input layer (item part
     # once per catalog item, per pair the embedding x per-request matrix product), the MLP, a top-10
-    n_items, c, fin = cfg.num_items, 500, feature_dim(cfg, len(system.route_names))
+    n_items, c = cfg.num_items, 500
     h = pipe.ranker.hidden
     d = cfg.embedding_dim
     feats = torch.from_numpy(catalog.features)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-import envs
+import envs  # noqa: F401  (registers the env ids)
 from agents.decision.baselines import POLICIES, make_policy
 from envs.validation import ConfigError, check_choice, check_int
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.decision.functional import SegmentRouter
-from agents.decision.fusion import MultiTaskFusion, QuotaFusion
+from agents.decision.fusion import FUSION_SIZES, MultiTaskFusion, QuotaFusion
 from agents.decision.ranking import ARCHITECTURES, TorchRanker
 from agents.decision.recall import RECALL_ROUTES, make_recall
 from agents.decision.rerank import Reranker
@@ -90,13 +90,11 @@ class PipelineConfig:
             raise ConfigError(f"`{p}.routes` must use each route kind once (got {kinds})")
         if sum(r.quota for r in self.routes) <= 0:
             raise ConfigError(f"`{p}.routes` quotas must not all be 0 (got {[r.quota for r in self.routes]})")
-        if self.fusion_size not in _FUSION_SIZES:
-            raise ConfigError(f"`{p}.fusion_size` must be one of {list(_FUSION_SIZES)} (got {self.fusion_size})")
+        if self.fusion_size not in FUSION_SIZES:
+            raise ConfigError(f"`{p}.fusion_size` must be one of {list(FUSION_SIZES)} (got {self.fusion_size})")
         MultiTaskFusion.params.validate(dict(self.scorer), agent=f"{p}.scorer")
         Reranker.params.validate(dict(self.rerank), agent=f"{p}.rerank")
 
-
-_FUSION_SIZES = (100, 200, 300, 500)
 
 
 @dataclass

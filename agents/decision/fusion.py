@@ -16,7 +16,9 @@ from agents.decision.context import Candidates
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from agents.infra.log import InteractionLog
 
-__all__ = ["MultiTaskFusion", "QuotaFusion", "dedupe"]
+__all__ = ["FUSION_SIZES", "MultiTaskFusion", "QuotaFusion", "dedupe"]
+
+FUSION_SIZES = (100, 200, 300, 500)  # candidate set sizes fusion may produce
 
 
 def dedupe(items: np.ndarray) -> np.ndarray:
@@ -40,7 +42,7 @@ class QuotaFusion(DecisionAgent):
     def __init__(self, routes: list[str], name: str = "fusion", config: dict | None = None) -> None:
         self.route_names = list(routes)
         self.params = ParamSpace(
-            [Choice("size", (100, 200, 300, 500), 500), Range("adapt_rate", 0.0, 0.5, 0.0)]
+            [Choice("size", FUSION_SIZES, 500), Range("adapt_rate", 0.0, 0.5, 0.0)]
             + [Range(f"quota_{r}", 0.0, 1.0, 1.0) for r in self.route_names]
         )
         super().__init__(name, config)

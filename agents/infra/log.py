@@ -12,8 +12,12 @@ Logs from successive windows are joined with :meth:`InteractionLog.concat`; ``to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas
 
 __all__ = ["CANDIDATE_COLUMNS", "IMPRESSION_COLUMNS", "REQUEST_COLUMNS", "InteractionLog"]
 
@@ -130,7 +134,7 @@ class InteractionLog:
             sel(self.candidates), list(self.route_names), list(self.segment_names), self.num_items, self.num_creators,
         )
 
-    def to_frames(self) -> dict[str, "pandas.DataFrame"]:  # noqa: F821
+    def to_frames(self) -> dict[str, pandas.DataFrame]:
         import pandas as pd
 
         return {
