@@ -1,9 +1,12 @@
-"""The demo job: baseline recommenders served to a shifting simulated population; metrics table and plots.
+"""The demo job: baseline recommenders, then an evolved re-ranker, on shifting simulated populations.
 
-``python -m experiments.demo --out outputs/demo`` runs each baseline policy (random, popularity,
+``python -m experiments.demo --out outputs/demo`` first runs each baseline policy (random, popularity,
 profile) on the same seeded, non-stationary world (a segment-mix change, a topic shock and a catalog
 refresh) through the native vector env, and writes ``metrics.csv`` (one row per policy and window),
-``segments.csv``, ``summary.json``, ``engagement.png`` and ``segments.png`` into the output folder.
+``segments.csv``, ``engagement.png`` and ``segments.png``. Then the agentic part
+(``experiments.evolution_demo``) evolves the re-ranker of a learning pipeline with random search and
+Optuna against the static config, writing ``evolution.csv``, ``evolution.png`` and the trials to the
+knowledge store ``store.db``. ``summary.json`` has the config, the shifts and every arm's means.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class DemoConfig:
     days: int = 8
     window: int = 25  # steps per metrics row
     seed: int = 0
+    evolution_windows: int = 24  # windows of the agentic part (0 skips it)
 
     def __post_init__(self) -> None:
         if not self.policies:
@@ -47,6 +51,7 @@ class DemoConfig:
         check_int("num_envs", self.num_envs, 1)
         check_int("days", self.days, 1)
         check_int("window", self.window, 1)
+        check_int("evolution_windows", self.evolution_windows, 0)
 
 
 def simulate(policy_name: str, cfg: DemoConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[int, str]]]:
@@ -173,6 +178,18 @@ def run(cfg: DemoConfig) -> dict:
     metrics.to_csv(out / "metrics.csv", index=False)
     segments.to_csv(out / "segments.csv", index=False)
     figures = plot(metrics, segments, events, out)
+    files = ["metrics.csv", "segments.csv", *[p.name for p in figures]]
+    evolution: dict[str, dict[str, float]] = {}
+    if cfg.evolution_windows:
+        from experiments.evolution_demo import EvolutionDemoConfig, run_evolution
+
+        frame = run_evolution(EvolutionDemoConfig(out=cfg.out, windows=cfg.evolution_windows, seed=cfg.seed))
+        evolution = {
+            arm: {"reward": float(g["reward"].mean()),
+                  "clicks_per_request": float(g["outer/engagement/clicks_per_request"].mean())}
+            for arm, g in frame.groupby("arm", sort=False)
+        }
+        files += ["evolution.csv", "evolution.png", "store.db"]
     summary = {
         "config": asdict(cfg),
         "env_id": ENV_ID,
@@ -181,7 +198,8 @@ def run(cfg: DemoConfig) -> dict:
             name: {k: float(v) for k, v in g.drop(columns=["policy", "seed", "step", "day"]).mean().items()}
             for name, g in metrics.groupby("policy", sort=False)
         },
-        "files": ["metrics.csv", "segments.csv", *[p.name for p in figures]],
+        "evolution": evolution,
+        "files": files,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -194,14 +212,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-envs", type=int, default=DemoConfig.num_envs)
     parser.add_argument("--days", type=int, default=DemoConfig.days)
     parser.add_argument("--seed", type=int, default=DemoConfig.seed)
+    parser.add_argument("--evolution-windows", type=int, default=DemoConfig.evolution_windows,
+                        help="windows of the re-ranker evolution part (0 skips it)")
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = DemoConfig(out=a.out, policies=a.policies.split(","), num_envs=a.num_envs, days=a.days, seed=a.seed)
+    cfg = DemoConfig(out=a.out, policies=a.policies.split(","), num_envs=a.num_envs, days=a.days, seed=a.seed,
+                     evolution_windows=a.evolution_windows)
     summary = run(cfg)
     print(f"wrote {', '.join(summary['files'])} to {cfg.out}")
     print(f"{'policy':<12}{'ctr':>8}{'return':>8}{'violations':>12}")
     for name, m in summary["policies"].items():
         print(f"{name:<12}{m['outer/ctr']:>8.3f}{m['outer/return_rate']:>8.3f}{m['outer/violations_per_request']:>12.3f}")
+    if summary["evolution"]:
+        print(f"\nre-ranker evolution ({cfg.evolution_windows} windows)\n{'arm':<12}{'reward':>8}{'clicks':>8}")
+        for arm, m in summary["evolution"].items():
+            print(f"{arm:<12}{m['reward']:>8.3f}{m['clicks_per_request']:>8.3f}")
 
 
 if __name__ == "__main__":

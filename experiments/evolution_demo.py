@@ -1,0 +1,125 @@
+"""The agentic part of the demo: evolve the re-ranker of a learning pipeline on a shifting world.
+
+Three arms run the same seeded world and system for ``windows`` windows of traffic: ``static`` keeps
+the hand-tuned re-rank config, ``random`` and ``optuna`` propose a new config every window through the
+evolution env. Every window is committed to the knowledge store (``store.db``) as a trial; the table
+``evolution.csv`` holds one row per arm and window (reward, its inner/outer terms, config), and
+``evolution.png`` plots the reward curves with the world's shifts marked.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from agents.evolution.controllers import OptunaSearch, RandomSearch, evolve
+from agents.evolution.env import SMALL_EVOLUTION_WORLD, EvolutionEnv
+from agents.infra.store import KnowledgeStore
+from envs.validation import check_int
+
+__all__ = ["ARMS", "EvolutionDemoConfig", "run_evolution"]
+
+log = logging.getLogger(__name__)
+
+ARMS = ("static", "random", "optuna")
+SHIFTING_WORLD = {
+    **SMALL_EVOLUTION_WORLD,
+    "shifts": [
+        {"kind": "segment_mix", "day": 2, "request_mix": {"new": 0.5, "casual": 0.3, "heavy": 0.2}},
+        {"kind": "topic_shock", "day": 4, "topic": 0, "strength": 1.0},
+    ],
+}
+
+
+class StaticController:
+    """Keeps the agent's current (hand-tuned) config: the baseline arm."""
+
+    name = "static"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = dict(config)
+
+    def propose(self, obs: np.ndarray) -> dict[str, Any]:
+        return dict(self.config)
+
+    def tell(self, config: dict[str, Any], reward: float, obs: np.ndarray) -> None:
+        pass
+
+
+@dataclass
+class EvolutionDemoConfig:
+    out: str = "outputs/demo"
+    windows: int = 24
+    window: int = 2000
+    agent: str = "baseline/rerank"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("windows", self.windows, 1)
+        check_int("window", self.window, 1)
+
+
+def run_evolution(cfg: EvolutionDemoConfig) -> pd.DataFrame:
+    """Run the three arms; write ``evolution.csv``, ``evolution.png`` and the trials to ``store.db``."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with KnowledgeStore(out / "store.db") as store:
+        for arm in ARMS:
+            env = EvolutionEnv(world=SHIFTING_WORLD, agent=cfg.agent, window=cfg.window)
+            env.reset(seed=cfg.seed)
+            controller = {
+                "static": lambda: StaticController(env.target.config),
+                "random": lambda: RandomSearch(env.target_params(), seed=cfg.seed),
+                "optuna": lambda: OptunaSearch(env.target_params(), seed=cfg.seed),
+            }[arm]()
+            exp = store.start_experiment(f"demo/{arm}", {"agent": cfg.agent, "window": cfg.window}, cfg.seed)
+            done = store.completed_steps(exp)
+            bar = tqdm(total=cfg.windows, desc=f"evolution/{arm}", leave=False, mininterval=1.0)
+
+            def commit(step: int, config: dict, reward: float, info: dict) -> None:
+                inner = {k: v for k, v in info.items() if k.startswith("inner/")}
+                outer = {k: v for k, v in info.items() if k.startswith("outer/")}
+                if step not in done:
+                    store.add_trial(exp, step, cfg.agent, arm, config, [float(info["day"])], inner, outer, reward)
+                rows.append({"arm": arm, "window": step, "day": info["day"], "reward": reward,
+                             **{k: v for k, v in info.items() if k.startswith(("layered/", "outer/"))},
+                             **{f"config/{k}": v for k, v in config.items()}})
+                bar.update(1)
+
+            evolve(env, controller, cfg.windows, seed=cfg.seed, on_window=commit)
+            bar.close()
+            store.finish_experiment(exp)
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out / "evolution.csv", index=False)
+    plot_evolution(frame, [(s["day"], s["kind"]) for s in SHIFTING_WORLD["shifts"]], out / "evolution.png")
+    return frame
+
+
+def plot_evolution(frame: pd.DataFrame, shifts: list[tuple[int, str]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, col, label in zip(axes, ["reward", "outer/engagement/clicks_per_request"],
+                              ["layered reward of the re-ranker", "clicks per request"]):
+        for arm, g in frame.groupby("arm", sort=False):
+            ax.plot(g["day"], g[col], label=arm, marker=".")
+        for day, kind in shifts:
+            ax.axvline(day, color="grey", ls="--", lw=0.8)
+            ax.text(day, ax.get_ylim()[1], kind, rotation=90, va="top", ha="right", fontsize=7, color="grey")
+        ax.set_xlabel("simulated day")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
