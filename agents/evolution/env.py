@@ -18,10 +18,11 @@ from gymnasium import spaces
 
 from agents.decision.configs import RankerConfig, SystemConfig, baseline_config, build_system
 from agents.decision.system import Simulation, System
+from agents.decision.params import ParamSpace
 from agents.evolution.codec import SpaceCodec
 from agents.infra.log import InteractionLog
 from envs.config import WorldConfig, known_keys
-from envs.validation import check_choice, check_int, check_range
+from envs.validation import ConfigError, check_choice, check_int, check_range
 from envs.world import World
 from rewards.layered import LayeredRewardConfig, layered_reward
 
@@ -73,6 +74,8 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
         bins: int = 11,
         reward: LayeredRewardConfig | dict[str, Any] | None = None,
         risk_bound: float = 0.1,
+        fixed: dict[str, Any] | None = None,
+        learn: bool = True,
         render_mode: str | None = None,
     ) -> None:
         if world is None:
@@ -95,7 +98,15 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
         check_choice("agent", agent, list(names))
         self.agent_name = agent
         self.role = names[agent].role
-        self.codec = SpaceCodec(names[agent].params, codec, bins)
+        space = names[agent].params
+        # parameters held fixed are set once at reset and left out of the action
+        checked = space.validate(dict(fixed or {}), agent=agent)
+        self.fixed = {k: checked[k] for k in (fixed or {})}
+        free = ParamSpace([p for p in space.params if p.name not in self.fixed])
+        if not free.params:
+            raise ConfigError(f"`fixed` leaves no parameter of `{agent}` to evolve (fixed {sorted(self.fixed)})")
+        self.codec = SpaceCodec(free, codec, bins)
+        self.learn = bool(learn)
         self.action_space = self.codec.space
         dim = len(self.world_cfg.segments) + len(REGIME_SCALARS) + self.codec.size
         self.observation_space = spaces.Box(-BOUND, BOUND, shape=(dim,), dtype=np.float32)
@@ -120,7 +131,8 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
     def _observe(self, log: InteractionLog) -> np.ndarray:
         regime = regime_features(log, self._prev_ctr, self.risk_bound, self._sim.world.now)
         self._prev_ctr = float(log.requests["clicks"].mean()) if log.num_requests else None
-        config = self.codec.encode(self.target.config).astype(np.float32)
+        free = {k: v for k, v in self.target.config.items() if k not in self.fixed}
+        config = self.codec.encode(free).astype(np.float32)
         if self.codec.kind == "multidiscrete":  # scale indices to [0, 1]
             config = config / np.maximum(self.codec.space.nvec - 1, 1)
         return np.clip(np.concatenate([regime, config]), -BOUND, BOUND).astype(np.float32)
@@ -144,6 +156,7 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
         self._sim = Simulation(world, system, concurrency=self.concurrency, seed=sim_seed)
         self._prev_ctr = None
         log = None
+        self.target.configure(self.fixed)
         for _ in range(self.warmup):
             log = self._sim.window(self.window)
         if log is None:  # no warm-up: an empty regime
@@ -157,7 +170,7 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
             raise gym.error.ResetNeeded("call reset() before step()")
         config = self.codec.decode(action)
         self.target.configure(config)
-        log = self._sim.window(self.window)
+        log = self._sim.window(self.window, learn=self.learn)
         reward, terms = self._reward(log)
         obs = self._observe(log)
         info = {**terms, "config": dict(self.target.config), "day": self._sim.world.now}

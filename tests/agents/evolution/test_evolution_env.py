@@ -75,3 +75,21 @@ def test_bad_input_is_named():
     codec = SpaceCodec(ContentRecall.params, "multidiscrete")
     with pytest.raises(ConfigError, match=r"`action` must lie in MultiDiscrete"):
         codec.decode(np.array([9, 0, 0, 0]))
+
+
+def test_fixed_parameters_and_frozen_learning():
+    torch.set_num_threads(1)
+    fixed = {"freshness_boost": 0.0, "exposure_cap": 0, "learn_violations": True, "mmr_pool": 50}
+    env = tiny_env(fixed=fixed, learn=False, codec="multidiscrete", bins=5)
+    assert [p.name for p in env.codec.params.params] == ["mmr_lambda", "risk_threshold"]
+    assert env.action_space.nvec.tolist() == [5, 5]
+    env.reset(seed=0)
+    ranker = next(a for a in env.system.agents if a.role == "ranking")
+    trained = ranker.trained_on
+    _, _, _, _, info = env.step(np.array([4, 0]))
+    assert info["config"] == {**fixed, "mmr_lambda": 1.0, "risk_threshold": 0.0}
+    assert ranker.trained_on == trained  # learn=False: the system serves but does not learn
+    with pytest.raises(ConfigError, match=r"`baseline/rerank config key` must be one of .* \(got 'mmr_lamda'\); did you mean 'mmr_lambda'\?"):
+        tiny_env(fixed={"mmr_lamda": 0.5})
+    with pytest.raises(ConfigError, match=r"`fixed` leaves no parameter of `baseline/rerank` to evolve"):
+        tiny_env(fixed={**fixed, "mmr_lambda": 0.0, "risk_threshold": 1.0})
