@@ -25,6 +25,7 @@ from tqdm import tqdm
 import envs  # noqa: F401  (registers the env ids)
 from agents.decision.baselines import POLICIES, make_policy
 from envs.validation import ConfigError, check_choice, check_int
+from experiments.plot import day_curves
 
 __all__ = ["DemoConfig", "run"]
 
@@ -137,16 +138,7 @@ def plot(metrics: pd.DataFrame, segments: pd.DataFrame, events: list[tuple[int, 
         [("outer/ctr", "clicks per request"), ("outer/return_rate", "next-day return rate"),
          ("outer/violations_per_request", "policy violations per request")],
     ):
-        for name, g in metrics.groupby("policy", sort=False):
-            ax.plot(g["day"], g[col], label=name)
-        for day, kind in events:
-            if day > 0:
-                ax.axvline(day, color="grey", ls="--", lw=0.8)
-                ax.text(day, ax.get_ylim()[1], kind, rotation=90, va="top", ha="right", fontsize=7, color="grey")
-        ax.set_xlabel("simulated day")
-        ax.set_ylabel(label)
-        ax.set_title(label)
-        ax.legend()
+        day_curves(ax, metrics, "policy", col, label, events)
     fig.tight_layout()
     paths.append(out / "engagement.png")
     fig.savefig(paths[-1], dpi=110)

@@ -22,6 +22,7 @@ from agents.evolution.controllers import OptunaSearch, RandomSearch, evolve
 from agents.evolution.env import SMALL_EVOLUTION_WORLD, EvolutionEnv
 from agents.infra.store import KnowledgeStore
 from envs.validation import check_int
+from experiments.plot import day_curves
 
 __all__ = ["ARMS", "EvolutionDemoConfig", "run_evolution"]
 
@@ -111,15 +112,7 @@ def plot_evolution(frame: pd.DataFrame, shifts: list[tuple[int, str]], path: Pat
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, col, label in zip(axes, ["reward", "outer/engagement/clicks_per_request"],
                               ["layered reward of the re-ranker", "clicks per request"]):
-        for arm, g in frame.groupby("arm", sort=False):
-            ax.plot(g["day"], g[col], label=arm, marker=".")
-        for day, kind in shifts:
-            ax.axvline(day, color="grey", ls="--", lw=0.8)
-            ax.text(day, ax.get_ylim()[1], kind, rotation=90, va="top", ha="right", fontsize=7, color="grey")
-        ax.set_xlabel("simulated day")
-        ax.set_ylabel(label)
-        ax.set_title(label)
-        ax.legend()
+        day_curves(ax, frame, "arm", col, label, shifts, marker=".")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
