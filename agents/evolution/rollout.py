@@ -18,11 +18,11 @@ import numpy as np
 
 from agents.decision.context import RequestBatch
 from agents.decision.functional import ABDecision, ExperimentDesigner
-from agents.decision.system import Simulation, System
+from agents.decision.system import Pipeline, Simulation, System
 from agents.infra.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int
 
-__all__ = ["ABRouter", "ab_rollout"]
+__all__ = ["ABRouter", "ab_rollout", "ab_rollout_pipeline"]
 
 
 class ABRouter:
@@ -52,16 +52,39 @@ def ab_rollout(
     guardrail_tolerance: float | None = 0.05,
 ) -> ABDecision:
     """A/B-test ``candidate`` (a config of ``agent``) against the running config; deploy it only if it wins."""
-    check_int("windows", windows, 1)
     system = sim.system
     if len(system.pipelines) != 1:
         raise ConfigError(f"ab_rollout runs on a single-pipeline system (got {len(system.pipelines)} pipelines)")
     incumbent = system.pipelines[0]
-    names = [a.name for a in incumbent.agents]
-    check_choice("agent", agent, names)
+    check_choice("agent", agent, [a.name for a in incumbent.agents])
     challenger = copy.deepcopy(incumbent)
-    challenger.name = f"{incumbent.name}/candidate"
     next(a for a in challenger.agents if a.name == agent).configure(candidate)
+    return ab_rollout_pipeline(sim, challenger, designer, windows, window, metric, guardrail_tolerance)
+
+
+def ab_rollout_pipeline(
+    sim: Simulation,
+    challenger: Pipeline,
+    designer: ExperimentDesigner | None = None,
+    windows: int = 2,
+    window: int = 2000,
+    metric: str = "clicks",
+    guardrail_tolerance: float | None = 0.05,
+) -> ABDecision:
+    """A/B-test a whole candidate pipeline (e.g. a new structure) against the running single pipeline.
+
+    The challenger may differ in anything (routes, ranker, stages); its recall routes must be among the
+    system's route names. On acceptance it replaces the incumbent under the incumbent's name.
+    """
+    check_int("windows", windows, 1)
+    system = sim.system
+    if len(system.pipelines) != 1:
+        raise ConfigError(f"ab_rollout runs on a single-pipeline system (got {len(system.pipelines)} pipelines)")
+    for r in challenger.recalls:
+        check_choice("challenger route", r.name, list(system.route_names))
+    incumbent = system.pipelines[0]
+    name = incumbent.name
+    challenger.name = f"{name}/candidate"
     designer = designer or ExperimentDesigner()
     designer.reset()
     sim.system = System([incumbent, challenger], ABRouter(designer, [incumbent.name, challenger.name]),
@@ -73,8 +96,8 @@ def ab_rollout(
         decision = designer.decide(metric, guardrail_tolerance)
     finally:
         sim.system = system
+    challenger.name = name
     if decision.accepted:
-        challenger.name = incumbent.name
         system.pipelines[0] = challenger
         for r in challenger.recalls:  # route ids are positions in the system's route names
             r.route_id = system.route_names.index(r.name)
