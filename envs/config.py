@@ -28,7 +28,7 @@ __all__ = [
     "known_keys",
 ]
 
-SHIFT_KINDS = ("segment_mix", "topic_shock", "catalog_refresh", "cold_start_influx")
+SHIFT_KINDS = ("segment_mix", "topic_shock", "catalog_refresh", "cold_start_influx", "risk_surge")
 
 
 @dataclass
@@ -140,7 +140,9 @@ class ShiftConfig:
     kinds: ``segment_mix`` (the request mix becomes ``request_mix``), ``topic_shock`` (interests of all
     users and popularity of items move toward ``topic`` by ``strength``), ``catalog_refresh`` (``fraction``
     of the catalog is replaced by new items), ``cold_start_influx`` (``fraction`` of users are replaced
-    by new users and the new segment's request share is multiplied by ``1 + strength``).
+    by new users and the new segment's request share is multiplied by ``1 + strength``), ``risk_surge``
+    (``fraction`` of the catalog becomes riskier: risk multiplied by ``1 + strength``, capped at 1, e.g. a
+    wave of borderline creators or a stricter policy).
     """
 
     kind: str = "segment_mix"

@@ -88,6 +88,15 @@ class Catalog:
         rank = rng.integers(1, self.num_items + 1, k)
         self.log_popularity[slots] = self._log_pop(rank)
 
+    def surge_risk(self, mask: np.ndarray, factor: float, rng: np.random.Generator) -> None:
+        """Multiply the risk of the ``mask`` items by ``factor`` (capped at 1); whether each violates is redrawn
+        consistently: an item that violated still does, one that did not now does with the conditional probability."""
+        old = self.risk[mask].astype(np.float64)
+        new = np.minimum(old * factor, 1.0)
+        extra = (new - old) / np.maximum(1.0 - old, 1e-12)
+        self.violating[mask] |= rng.random(len(old)) < extra
+        self.risk[mask] = new.astype(np.float32)
+
     def _log_pop(self, rank: np.ndarray) -> np.ndarray:
         """Log prior ``-a log(rank)`` rescaled to ``[0, a]``: ``a * (1 - log(rank) / log(N))``.
 

@@ -129,6 +129,8 @@ class World:
                 mix = self.request_mix.copy()
                 mix[pop.new_segment] *= 1.0 + shift.strength
                 self.request_mix = mix / mix.sum()
+            elif shift.kind == "risk_surge":
+                cat.surge_risk(self.shift_rng.random(cat.num_items) < shift.fraction, 1.0 + shift.strength, self.shift_rng)
             self.events.append((day, shift.kind))
         cat.refresh_features(self.now)
 

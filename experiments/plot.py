@@ -1,13 +1,99 @@
-"""Plotting helpers shared by the experiments: curves over simulated days with the world's shifts marked."""
+"""Plots of experiment runs: curves over simulated days with the world's shifts marked, CI bands, decomposition, Pareto.
+
+``python -m experiments.plot <run or multirun dir>`` reads every ``metrics.parquet`` (or ``metrics.csv``) under
+the directory and writes PNGs to ``<dir>/figures``: ``reward.png`` (mean and 95% CI band across seeds per arm),
+``decomposition.png`` (the reward's inner and outer terms over time), ``pareto.png`` (clicks vs policy
+violations per request, one point per run, arm means with CIs and their Pareto front) and, when the metrics
+have per-segment columns (``segment/<name>/<metric>``), ``segments.png``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import yaml
 
-__all__ = ["day_curves"]
+__all__ = ["LABELS", "ci_curves", "day_curves", "decomposition_figure", "load_metrics", "load_shifts", "main",
+           "make_figures", "pareto_figure", "reward_figure", "run_dirs", "save_figures", "segment_figure"]
+
+CLICKS = "outer/engagement/clicks_per_request"
+VIOLATIONS = "outer/risk/violations_per_request"
+LABELS: dict[str, str] = {  # axis labels with units
+    "reward": "layered reward (per window)",
+    CLICKS: "clicks per request",
+    VIOLATIONS: "policy violations per request",
+    "outer/engagement/dwell_min_per_request": "dwell minutes per request",
+    "outer/long_term/return_rate": "next-day return rate",
+    "outer/long_term/churn_rate": "churn rate",
+    "outer/ecosystem/item_gini": "item exposure Gini",
+    "outer/ecosystem/tail_share": "long-tail share of impressions",
+    "evolution/best_reward": "best reward so far",
+}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    if "MPLBACKEND" not in os.environ:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def label_of(column: str) -> str:
+    return LABELS.get(column, column)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def run_dirs(path: str | os.PathLike[str]) -> list[Path]:
+    """The run directories under ``path`` (itself included): those holding ``metrics.parquet`` or ``metrics.csv``."""
+    root = Path(path)
+    found = {p.parent for pattern in ("metrics.parquet", "metrics.csv") for p in root.rglob(pattern)}
+    return sorted(d for d in found if "wandb" not in d.relative_to(root).parts)
+
+
+def load_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every run's metrics under ``path`` in one table (parquet preferred over CSV); a ``run`` column names the dir."""
+    frames = []
+    root = Path(path)
+    for d in run_dirs(root):
+        f = pd.read_parquet(d / "metrics.parquet") if (d / "metrics.parquet").exists() else pd.read_csv(d / "metrics.csv")
+        frames.append(f.assign(run=str(d.relative_to(root))))
+    if not frames:
+        raise FileNotFoundError(f"no metrics.parquet or metrics.csv under {root}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_shifts(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
+    """The world's shift schedule (day, kind) from the runs' ``config.yaml``, without duplicates."""
+    shifts: dict[tuple[int, str], None] = {}
+    for d in run_dirs(path):
+        cfg = d / "config.yaml"
+        if cfg.exists():
+            world = (yaml.safe_load(cfg.read_text()) or {}).get("world") or {}
+            for s in world.get("shifts") or []:
+                shifts[(int(s["day"]), str(s["kind"]))] = None
+    return sorted(shifts)
+
+
+# --------------------------------------------------------------------------- drawing helpers
+
+
+def _mark_shifts(ax: Any, shifts: Iterable[tuple[int, str]]) -> None:
+    for day, kind in shifts:
+        if day > 0:
+            ax.axvline(day, color="grey", ls="--", lw=0.8)
+            ax.text(day, 1.0, f" {kind}", rotation=90, va="top", ha="right", fontsize=7, color="grey",
+                    transform=ax.get_xaxis_transform())
 
 
 def day_curves(ax: Any, frame: pd.DataFrame, by: str, column: str, label: str,
@@ -15,11 +101,165 @@ def day_curves(ax: Any, frame: pd.DataFrame, by: str, column: str, label: str,
     """One line per ``by`` group of ``column`` against ``day``; dashed verticals at the shift days (after day 0)."""
     for name, g in frame.groupby(by, sort=False):
         ax.plot(g["day"], g[column], label=name, **style)
-    for day, kind in shifts:
-        if day > 0:
-            ax.axvline(day, color="grey", ls="--", lw=0.8)
-            ax.text(day, ax.get_ylim()[1], kind, rotation=90, va="top", ha="right", fontsize=7, color="grey")
+    _mark_shifts(ax, shifts)
     ax.set_xlabel("simulated day")
     ax.set_ylabel(label)
     ax.set_title(label)
     ax.legend()
+
+
+def ci_curves(ax: Any, frame: pd.DataFrame, column: str, shifts: Iterable[tuple[int, str]] = (), by: str = "arm",
+              label: str | None = None, title: str | None = None) -> None:
+    """Per ``by`` group: the mean of ``column`` across seeds against the simulated day, with its 95% t-band."""
+    from experiments.report import mean_ci
+
+    for name, g in frame.groupby(by, sort=False):
+        stats = g.groupby("step").agg(day=("day", "mean"), values=(column, list))
+        ci = np.array([mean_ci(v) for v in stats["values"]])
+        n = g["seed"].nunique()
+        (line,) = ax.plot(stats["day"], ci[:, 0], marker=".", label=f"{name} (n={n})")
+        if n > 1:
+            ax.fill_between(stats["day"], ci[:, 1], ci[:, 2], color=line.get_color(), alpha=0.2, lw=0)
+    _mark_shifts(ax, shifts)
+    ax.set_xlabel("simulated day")
+    ax.set_ylabel(label or label_of(column))
+    ax.set_title(title or label or label_of(column))
+    ax.legend(fontsize=8)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def reward_figure(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = (), metrics: tuple[str, ...] = ("reward", CLICKS)) -> Any:
+    """Reward (and clicks per request) over time: mean and 95% CI across seeds per arm, shifts marked."""
+    plt = _pyplot()
+    metrics = tuple(m for m in metrics if m in frame)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
+    for ax, column in zip(axes[0], metrics):
+        ci_curves(ax, frame, column, shifts)
+    fig.suptitle("mean and 95% CI across seeds per arm; dashed: world shifts", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def decomposition_figure(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = ()) -> Any:
+    """The layered reward's terms over time: the (signed) inner metric, the outer objective and the total."""
+    plt = _pyplot()
+    terms = [c for c in frame.columns if c.startswith("layered/") and c.rsplit("/", 1)[-1] in ("inner", "outer", "total")]
+    terms.sort(key=lambda c: ("inner", "outer", "total").index(c.rsplit("/", 1)[-1]))
+    fig, axes = plt.subplots(1, max(len(terms), 1), figsize=(5 * max(len(terms), 1), 4), squeeze=False)
+    for ax, column in zip(axes[0], terms):
+        role, part = column.split("/")[1], column.rsplit("/", 1)[-1]
+        label = {"inner": f"inner term of {role} (signed metric)", "outer": "outer term (platform objective)",
+                 "total": "total layered reward"}[part]
+        ci_curves(ax, frame, column, shifts, label=label)
+    weight = f"layered/{terms[0].split('/')[1]}/inner_weight" if terms else ""
+    if weight in frame:
+        w = float(frame[weight].iloc[0])
+        fig.suptitle(f"reward = {w:g} x inner + {1 - w:g} x outer - penalty; mean and 95% CI across seeds", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def segment_figure(frame: pd.DataFrame) -> Any | None:
+    """Bars per segment and arm of each ``segment/<name>/<metric>`` column (mean over windows and seeds); None if none."""
+    cols = [c for c in frame.columns if c.startswith("segment/") and c.count("/") >= 2]
+    if not cols:
+        return None
+    plt = _pyplot()
+    metrics = list(dict.fromkeys(c.split("/", 2)[2] for c in cols))
+    segments = list(dict.fromkeys(c.split("/")[1] for c in cols))
+    arms = list(dict.fromkeys(frame["arm"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    width = 0.8 / len(arms)
+    x = np.arange(len(segments))
+    for ax, metric in zip(axes[0], metrics):
+        for i, arm in enumerate(arms):
+            g = frame[frame["arm"] == arm]
+            vals = [g[f"segment/{s}/{metric}"].mean() if f"segment/{s}/{metric}" in g else np.nan for s in segments]
+            ax.bar(x + (i - (len(arms) - 1) / 2) * width, vals, width, label=arm)
+        ax.set_xticks(x, segments)
+        ax.set_xlabel("user segment")
+        ax.set_ylabel(label_of(metric))
+        ax.set_title(f"{label_of(metric)} by segment")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pareto_front(points: np.ndarray) -> np.ndarray:
+    """Indices of the points not dominated when minimising column 0 and maximising column 1, by column 0."""
+    keep = [i for i, (x, y) in enumerate(points)
+            if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for x2, y2 in points)]
+    return np.array(sorted(keep, key=lambda i: points[i, 0]), dtype=np.int64)
+
+
+def pareto_figure(frame: pd.DataFrame, x: str = VIOLATIONS, y: str = CLICKS) -> Any:
+    """Two outer objectives (x lower is better, y higher is better): one point per run, arm means with 95% CIs,
+    and the Pareto front of the arm means."""
+    from experiments.report import mean_ci
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    per_run = frame.groupby(["arm", "seed"], sort=False)[[x, y]].mean()
+    means = []
+    for arm in dict.fromkeys(frame["arm"]):
+        runs = per_run.loc[arm]
+        mx, lx, hx = mean_ci(runs[x].to_numpy())
+        my, ly, hy = mean_ci(runs[y].to_numpy())
+        pts = ax.scatter(runs[x], runs[y], alpha=0.35, s=18)
+        err = None if np.isnan(lx) else ([[mx - lx], [hx - mx]], [[my - ly], [hy - my]])
+        ax.errorbar(mx, my, xerr=None if err is None else err[0], yerr=None if err is None else err[1], fmt="o",
+                    ms=8, color=pts.get_facecolor()[0][:3], capsize=3, label=arm)
+        means.append((mx, my))
+    pts = np.array(means)
+    front = pareto_front(pts)
+    if len(front) > 1:
+        ax.plot(pts[front, 0], pts[front, 1], "k:", lw=1, label="Pareto front (arm means)")
+    ax.set_xlabel(f"{label_of(x)} (lower is better)")
+    ax.set_ylabel(f"{label_of(y)} (higher is better)")
+    ax.set_title("trade-off: engagement vs policy violations")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def make_figures(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = ()) -> dict[str, Any]:
+    """All figures that apply to the metrics (name -> matplotlib figure)."""
+    shifts = list(shifts)
+    figures: dict[str, Any] = {"reward": reward_figure(frame, shifts), "decomposition": decomposition_figure(frame, shifts)}
+    if VIOLATIONS in frame and CLICKS in frame:
+        figures["pareto"] = pareto_figure(frame)
+    seg = segment_figure(frame)
+    if seg is not None:
+        figures["segments"] = seg
+    return figures
+
+
+def save_figures(figures: dict[str, Any], out: str | os.PathLike[str], close: bool = True) -> dict[str, Path]:
+    """Save each figure as ``<out>/<name>.png``; returns the paths."""
+    plt = _pyplot()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, fig in figures.items():
+        paths[name] = out / f"{name}.png"
+        fig.savefig(paths[name], dpi=110)
+        if close:
+            plt.close(fig)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Plot the runs under a run or multirun directory.")
+    parser.add_argument("run_dir")
+    parser.add_argument("--out", default=None, help="where the PNGs go (default <run_dir>/figures)")
+    args = parser.parse_args(argv)
+    frame = load_metrics(args.run_dir)
+    paths = save_figures(make_figures(frame, load_shifts(args.run_dir)), args.out or Path(args.run_dir) / "figures")
+    for path in paths.values():
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -116,11 +116,13 @@ class ExperimentDesigner(DecisionAgent):
     def act(self, batch: RequestBatch) -> np.ndarray:
         return self.arm(batch.users)
 
-    def observe(self, log: InteractionLog, metric: str = "clicks", guardrail: str | None = "violations") -> None:
-        """Collect per-request outcomes by arm (arm = the request's pipeline index: 0 incumbent, 1 candidate)."""
+    def observe(self, log: InteractionLog, metric: str = "clicks", guardrail: str | None = "violations",
+                arms: tuple[int, int] = (0, 1)) -> None:
+        """Collect per-request outcomes by arm: requests served by pipeline ``arms[0]`` (the incumbent) and
+        ``arms[1]`` (the candidate); other pipelines' requests are not part of the test."""
         req = log.requests
-        for a in (0, 1):
-            m = req["pipeline"] == a
+        for a, index in enumerate(arms):
+            m = req["pipeline"] == index
             self.outcomes[a].append(req[metric][m].astype(np.float64))
             if guardrail is not None:
                 self.guardrails[a].append(req[guardrail][m].astype(np.float64))

@@ -17,7 +17,7 @@ from agents.infra.log import InteractionLog
 
 __all__ = ["Reranker"]
 
-PENALTY = 1e6  # pushes filtered items below every admissible one
+PENALTY = 1e3  # pushes filtered items below every admissible one (scores are O(1); 1e6 lost their order in float32)
 
 
 class Reranker(DecisionAgent):

@@ -6,10 +6,16 @@ traffic through the whole pipeline (every agent keeps learning), and returns the
 layered reward. The observation summarises the data regime: segment mix of requests, engagement and
 its trend, return and churn, risk and its slack to a bound, freshness, time, and the current config.
 The world's shift schedule plays out across an episode, so a policy must adapt to it.
+
+With ``stationary=True`` every step starts from the same snapshot of world and system (taken after the
+warm-up): the reward becomes a deterministic function of the config (common random numbers), which is
+what a known-optimum test or a fair comparison of controllers needs; ``advance(n)`` moves the snapshot
+on by ``n`` windows (e.g. past a scheduled shift) to change the regime.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -76,6 +82,7 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
         risk_bound: float = 0.1,
         fixed: dict[str, Any] | None = None,
         learn: bool = True,
+        stationary: bool = False,
         render_mode: str | None = None,
     ) -> None:
         if world is None:
@@ -107,6 +114,8 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ConfigError(f"`fixed` leaves no parameter of `{agent}` to evolve (fixed {sorted(self.fixed)})")
         self.codec = SpaceCodec(free, codec, bins)
         self.learn = bool(learn)
+        self.stationary = bool(stationary)
+        self._snapshot: Simulation | None = None
         self.action_space = self.codec.space
         dim = len(self.world_cfg.segments) + len(REGIME_SCALARS) + self.codec.size
         self.observation_space = spaces.Box(-BOUND, BOUND, shape=(dim,), dtype=np.float32)
@@ -162,6 +171,9 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
         if log is None:  # no warm-up: an empty regime
             log = InteractionLog(route_names=list(system.route_names), segment_names=self.world_cfg.segment_names)
         obs = self._observe(log)
+        self._regime_log = log
+        if self.stationary:
+            self._snapshot = copy.deepcopy(self._sim)
         self._last = {"config": dict(self.target.config)}
         return obs, {"day": world.now, "config": dict(self.target.config)}
 
@@ -169,6 +181,9 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._sim is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         config = self.codec.decode(action)
+        if self.stationary:  # every step starts from the same state: common random numbers across configs
+            self._sim = copy.deepcopy(self._snapshot)
+            self._prev_ctr = float(self._regime_log.requests["clicks"].mean()) if self._regime_log.num_requests else None
         self.target.configure(config)
         log = self._sim.window(self.window, learn=self.learn)
         reward, terms = self._reward(log)
@@ -176,6 +191,24 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
         info = {**terms, "config": dict(self.target.config), "day": self._sim.world.now}
         self._last = info
         return obs, reward, False, False, info
+
+    def advance(self, windows: int) -> InteractionLog:
+        """Serve ``windows`` windows with the current config (the world moves on: days pass, shifts fire).
+
+        In ``stationary`` mode this is how the regime changes: the state after the last window becomes
+        the new snapshot every later step starts from.
+        """
+        if self._sim is None:
+            raise gym.error.ResetNeeded("call reset() before advance()")
+        check_int("windows", windows, 1)
+        if self.stationary:
+            self._sim = copy.deepcopy(self._snapshot)
+        for _ in range(windows):
+            log = self._sim.window(self.window, learn=self.learn)
+        self._regime_log = log
+        if self.stationary:
+            self._snapshot = copy.deepcopy(self._sim)
+        return log
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":

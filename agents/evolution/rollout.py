@@ -1,8 +1,9 @@
 """Controlled rollout: a candidate config reaches production only through an A/B test with guardrails.
 
 ``ab_rollout`` copies the pipeline that holds the target agent, deploys the candidate config in the
-copy, and lets the experiment designer split users between the incumbent (arm 0) and the candidate
-(arm 1) for a few windows of traffic. Its decision rule (see ``ExperimentDesigner``) accepts the
+copy, and lets the experiment designer split that pipeline's users between the incumbent (arm 0) and
+the candidate (arm 1) for a few windows of traffic (``ab_rollout_pipeline`` does the same for any
+candidate pipeline, e.g. a new structure). Its decision rule (see ``ExperimentDesigner``) accepts the
 candidate only if the interval for the effect on the metric lies above ``min_effect`` and the
 guardrail (policy violations per request) does not worsen beyond its tolerance. On acceptance the
 candidate pipeline replaces the incumbent; otherwise the incumbent stays. The decision, the effect
@@ -26,16 +27,25 @@ __all__ = ["ABRouter", "ab_rollout", "ab_rollout_pipeline"]
 
 
 class ABRouter:
-    """Routes each user to arm 0 or 1 by the experiment designer's hash (not an evolvable agent)."""
+    """Sends the candidate's share of one pipeline's users to its challenger copy (not an evolvable agent).
+
+    The system's own router picks each request's pipeline; requests routed to pipeline ``target`` whose
+    user the experiment designer's hash puts in arm 1 go to the challenger, appended as pipeline
+    ``challenger`` (the last one).
+    """
 
     name = "ab_router"
     role = "router"
 
-    def __init__(self, designer: ExperimentDesigner, pipeline_names: list[str]) -> None:
-        self.designer, self.pipeline_names = designer, list(pipeline_names)
+    def __init__(self, designer: ExperimentDesigner, base: Any, target: int, pipeline_names: list[str]) -> None:
+        self.designer, self.base, self.target = designer, base, target
+        self.pipeline_names = list(pipeline_names)
+        self.challenger = len(self.pipeline_names) - 1
 
     def act(self, batch: RequestBatch) -> np.ndarray:
-        return self.designer.arm(batch.users)
+        pipe = np.asarray(self.base.act(batch)).copy()
+        pipe[(pipe == self.target) & (self.designer.arm(batch.users) == 1)] = self.challenger
+        return pipe
 
     def observe(self, log: InteractionLog) -> None:
         pass
@@ -53,13 +63,13 @@ def ab_rollout(
 ) -> ABDecision:
     """A/B-test ``candidate`` (a config of ``agent``) against the running config; deploy it only if it wins."""
     system = sim.system
-    if len(system.pipelines) != 1:
-        raise ConfigError(f"ab_rollout runs on a single-pipeline system (got {len(system.pipelines)} pipelines)")
-    incumbent = system.pipelines[0]
-    check_choice("agent", agent, [a.name for a in incumbent.agents])
+    owners = {a.name: p for p in system.pipelines for a in p.agents}
+    check_choice("agent", agent, list(owners))
+    incumbent = owners[agent]
     challenger = copy.deepcopy(incumbent)
     next(a for a in challenger.agents if a.name == agent).configure(candidate)
-    return ab_rollout_pipeline(sim, challenger, designer, windows, window, metric, guardrail_tolerance)
+    return ab_rollout_pipeline(sim, challenger, designer, windows, window, metric, guardrail_tolerance,
+                               target=incumbent.name)
 
 
 def ab_rollout_pipeline(
@@ -70,35 +80,39 @@ def ab_rollout_pipeline(
     window: int = 2000,
     metric: str = "clicks",
     guardrail_tolerance: float | None = 0.05,
+    target: str | None = None,
 ) -> ABDecision:
-    """A/B-test a whole candidate pipeline (e.g. a new structure) against the running single pipeline.
+    """A/B-test a whole candidate pipeline (e.g. a new structure) against the running pipeline ``target``.
 
-    The challenger may differ in anything (routes, ranker, stages); its recall routes must be among the
-    system's route names. On acceptance it replaces the incumbent under the incumbent's name.
+    ``target`` names the incumbent pipeline (default: the first). Only the traffic the system routes to
+    it is split; other pipelines serve as before. The challenger may differ in anything (routes, ranker,
+    stages); its recall routes must be among the system's route names. On acceptance it replaces the
+    incumbent under the incumbent's name.
     """
     check_int("windows", windows, 1)
     system = sim.system
-    if len(system.pipelines) != 1:
-        raise ConfigError(f"ab_rollout runs on a single-pipeline system (got {len(system.pipelines)} pipelines)")
+    names = [p.name for p in system.pipelines]
+    target = names[0] if target is None else check_choice("target", target, names)
     for r in challenger.recalls:
         check_choice("challenger route", r.name, list(system.route_names))
-    incumbent = system.pipelines[0]
-    name = incumbent.name
-    challenger.name = f"{name}/candidate"
+    index = names.index(target)
+    challenger.name = f"{target}/candidate"
     designer = designer or ExperimentDesigner()
     designer.reset()
-    sim.system = System([incumbent, challenger], ABRouter(designer, [incumbent.name, challenger.name]),
-                        system.route_names)
+    arms = (index, len(names))
+    sim.system = System([*system.pipelines, challenger],
+                        ABRouter(designer, system.router, index, [*names, challenger.name]), system.route_names)
     try:
         for _ in range(windows):
             log = sim.window(window)
-            designer.observe(log, metric=metric, guardrail="violations" if guardrail_tolerance is not None else None)
+            designer.observe(log, metric=metric, guardrail="violations" if guardrail_tolerance is not None else None,
+                             arms=arms)
         decision = designer.decide(metric, guardrail_tolerance)
     finally:
         sim.system = system
-    challenger.name = name
+    challenger.name = target
     if decision.accepted:
-        system.pipelines[0] = challenger
+        system.pipelines[index] = challenger
         for r in challenger.recalls:  # route ids are positions in the system's route names
             r.route_id = system.route_names.index(r.name)
     return decision

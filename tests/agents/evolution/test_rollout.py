@@ -60,3 +60,18 @@ def test_ab_rollout_rejects_unknown_agent():
     sim = running({})
     with pytest.raises(ConfigError, match=r"`agent` must be one of .* \(got 'baseline/rerenk'\); did you mean 'baseline/rerank'\?"):
         ab_rollout(sim, "baseline/rerenk", {"mmr_lambda": 0.5})
+
+
+def test_ab_rollout_on_a_routed_system_splits_only_the_target_pipeline():
+    torch.set_num_threads(1)
+    from agents.decision.configs import segment_routed
+
+    sim = Simulation(envs.World(TINY, seed=0), segment_routed(TINY), concurrency=400, seed=0)
+    sim.window(1000)
+    before = sim.system.pipelines[0]
+    decision = ab_rollout(sim, "cold_start/rerank", {"mmr_lambda": 0.0}, ExperimentDesigner(config={"min_requests": 100}),
+                          windows=1, window=1000)
+    # only new users reach the cold-start pipeline (~20% of requests), so each arm sees a share of those
+    assert 100 <= decision.n_incumbent + decision.n_candidate <= 600, decision
+    assert sim.system.pipelines[0] is before and [p.name for p in sim.system.pipelines] == ["baseline", "cold_start"]
+    sim.window(400)

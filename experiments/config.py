@@ -1,0 +1,309 @@
+"""Structured configs of one experiment run (Hydra ConfigStore dataclasses), validated before any simulation.
+
+An :class:`ExperimentConfig` is the schema of ``conf/config.yaml``: the world, the decision system, the
+reward, the controller (the *arm*, see :mod:`experiments.arms`), the evolution loop's settings, the
+loggers and the claims the report checks. Hydra rejects unknown keys, unknown group options and wrong
+types while composing; :func:`load_config` then builds the dataclasses, whose ``__post_init__`` check
+ranges and names (errors name the full key, the allowed values and the value, with a did-you-mean).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from agents.decision.configs import PipelineConfig, RankerConfig, RouteConfig, SystemConfig
+from envs.config import WorldConfig, known_keys
+from envs.validation import ConfigError, check_choice, check_int, check_range
+from rewards.constraints import SENSES, Constraint, LagrangianConstraints, WeightedScalarisation
+from rewards.inner import INNER_METRICS, ROLES
+from rewards.layered import LayeredRewardConfig
+from rewards.outer import OUTER_KEYS
+
+__all__ = [
+    "CLAIM_DIRECTIONS",
+    "TINY_WORLD",
+    "ClaimConfig",
+    "ConstraintConfig",
+    "ControllerConfig",
+    "EvolutionSettings",
+    "ExperimentConfig",
+    "LoggerConfig",
+    "RewardConfig",
+    "TensorBoardConfig",
+    "WandbConfig",
+    "claim_metrics",
+    "load_config",
+    "register_configs",
+]
+
+TINY_WORLD: dict[str, Any] = {"num_items": 600, "num_users": 1200, "num_topics": 5, "num_creators": 30, "steps_per_day": 10}
+CLAIM_DIRECTIONS = ("greater", "less")
+WANDB_MODES = ("offline", "online", "disabled")
+CONSTRAINT_HANDLERS = ("lagrangian", "weighted")
+FREE_PREFIXES = ("config/", "regime/", "constraint/", "segment/")  # data-dependent metric names
+
+
+def _fast_system() -> SystemConfig:
+    """The static baseline with a ranker that trains briefly per window (as ``agents.evolution.env.fast_baseline``)."""
+    quotas = {"popularity": 0.3, "collaborative": 0.2, "content": 0.3, "fresh": 0.1, "exploration": 0.1}
+    ranker = RankerConfig("mlp", params={"epochs": 1, "min_updates": 100, "memory": 50_000})
+    pipe = PipelineConfig("baseline", [RouteConfig(k, q) for k, q in quotas.items()], 500, ranker,
+                          rerank={"risk_threshold": 0.5})
+    return SystemConfig([pipe])
+
+
+@dataclass
+class EvolutionSettings:
+    """How the evolution loop runs: which agent evolves, how many windows of how many requests."""
+
+    agent: str = "baseline/rerank"  # the evolved agent (checked against the system when the env is built)
+    windows: int = 8  # decision steps of the run
+    window: int = 300  # requests served per window
+    concurrency: int = 100  # concurrent sessions (requests per simulation step)
+    warmup: int = 1  # windows served before the first decision
+    codec: str = "box"  # action encoding: box | multidiscrete
+    bins: int = 11  # grid points per range parameter (multidiscrete)
+    risk_bound: float = 0.1  # violations per request the regime's risk slack is measured against
+    fixed: dict[str, Any] = field(default_factory=dict)  # parameters held fixed (left out of the action)
+    learn: bool = True  # whether the system's learning agents keep learning
+
+    def __post_init__(self) -> None:
+        check_int("evolution.windows", self.windows, 1)
+        check_int("evolution.window", self.window, 1)
+        check_int("evolution.concurrency", self.concurrency, 1)
+        check_int("evolution.warmup", self.warmup, 0)
+        check_choice("evolution.codec", self.codec, ["box", "multidiscrete"])
+        check_int("evolution.bins", self.bins, 2)
+        check_range("evolution.risk_bound", self.risk_bound, 0.0)
+
+
+@dataclass
+class ControllerConfig:
+    """The arm: a name registered in :data:`experiments.arms.ARMS` and that arm's options."""
+
+    name: str = "static"
+    options: dict[str, Any] = field(default_factory=dict)  # validated by the arm's options dataclass
+
+    def __post_init__(self) -> None:
+        from experiments.arms import ARMS  # the registry imports this module for its types
+
+        check_choice("controller.name", self.name, sorted(ARMS))
+        self.typed_options()
+
+    def typed_options(self) -> Any:
+        """The options as the arm's options dataclass (unknown keys get a did-you-mean)."""
+        from experiments.arms import ARMS
+
+        schema = ARMS[self.name].options
+        values = dict(self.options)
+        if schema is None:
+            if values:
+                raise ConfigError(f"`controller.options` must be empty: arm {self.name!r} takes no options (got {values})")
+            return None
+        try:
+            return schema(**known_keys("controller.options", values, schema))
+        except ConfigError as exc:
+            raise ConfigError(_prefixed("controller.options", str(exc))) from None
+
+
+@dataclass
+class ConstraintConfig:
+    """``metric <= bound`` (or ``>=``) on an outer metric, e.g. violations per request <= 0.05."""
+
+    metric: str = "outer/risk/violations_per_request"
+    bound: float = 0.05
+    sense: str = "<="
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_choice("reward.constraints.metric", self.metric, OUTER_KEYS)
+        check_choice("reward.constraints.sense", self.sense, SENSES)
+
+    def build(self) -> Constraint:
+        return Constraint(self.metric, self.bound, self.sense, self.scale)
+
+
+@dataclass
+class RewardConfig(LayeredRewardConfig):
+    """The layered reward (inner/outer mix per role) and optional constraints on outer metrics.
+
+    With ``constraints`` the reward is penalised by ``sum_i m_i (g_i - b_i)``; ``handler: lagrangian`` adapts the
+    multipliers ``m_i`` by dual ascent once per window (step ``lr``, start ``init``); ``weighted`` keeps them at
+    ``init``.
+    """
+
+    constraints: list[ConstraintConfig] = field(default_factory=list)
+    handler: str = "lagrangian"
+    lr: float = 0.1
+    init: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.constraints = [c if isinstance(c, ConstraintConfig) else ConstraintConfig(**c) for c in self.constraints]
+        check_choice("reward.handler", self.handler, CONSTRAINT_HANDLERS)
+        check_range("reward.lr", self.lr, 0.0, low_inclusive=False)
+        check_range("reward.init", self.init, 0.0)
+        self.build_handler()  # validates the constraints together (e.g. one per metric)
+
+    def layered(self) -> LayeredRewardConfig:
+        """The plain layered-reward part, for the evolution env."""
+        return LayeredRewardConfig(dict(self.inner_weight), dict(self.inner_metric), dict(self.inner_sign), self.outer,
+                                   dict(self.outer_terms))
+
+    def build_handler(self) -> LagrangianConstraints | WeightedScalarisation | None:
+        """A fresh constraint handler (or None without constraints)."""
+        if not self.constraints:
+            return None
+        built = [c.build() for c in self.constraints]
+        if self.handler == "lagrangian":
+            return LagrangianConstraints(built, lr=self.lr, init=self.init)
+        return WeightedScalarisation(built, self.init)
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases: offline by default (synced later with ``wandb sync``), never prompts."""
+
+    enabled: bool = True
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "agentic-rs"
+    entity: str | None = None
+    group: str | None = None  # default: the experiment name
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_choice("logger.wandb.mode", self.mode, WANDB_MODES)
+
+
+@dataclass
+class TensorBoardConfig:
+    enabled: bool = True
+    subdir: str = "tb"  # event files go to <run dir>/<subdir>
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go. The table (``metrics.csv`` and ``metrics.parquet``) is always written."""
+
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
+    plots: bool = True  # PNG figures in the run dir (and to wandb / TensorBoard)
+    progress: bool = True  # a tqdm bar over the windows
+
+
+def claim_metrics() -> list[str]:
+    """Metric names a claim may compare (besides the data-dependent ``config/``, ``regime/``, ... columns)."""
+    names = ["reward", "evolution/best_reward", *OUTER_KEYS]
+    for role in ROLES:
+        names += [f"layered/{role}/{t}" for t in ("inner", "outer", "penalty", "total")]
+        names += [f"inner/{role}/{m}" for m in INNER_METRICS[role]]
+    return names
+
+
+@dataclass
+class ClaimConfig:
+    """A claim the report checks: ``metric`` of arm group ``a`` is ``direction`` than that of group ``b``.
+
+    Per seed, the metric is averaged over windows ``>= from_step`` and over the group's arms; the effect
+    ``a - b`` gets a 95% t-interval across seeds (paired by seed when both groups ran the same seeds). The claim
+    held when the whole interval lies beyond ``min_effect`` in ``direction``.
+    """
+
+    name: str = "C0"
+    description: str = ""
+    metric: str = "reward"
+    a: list[str] = field(default_factory=list)
+    b: list[str] = field(default_factory=list)
+    direction: str = "greater"  # greater: a - b > min_effect; less: a - b < -min_effect
+    min_effect: float = 0.0
+    from_step: int = 0
+
+    def __post_init__(self) -> None:
+        key = f"claims[{self.name}]"
+        if not self.name:
+            raise ConfigError("`claims.name` must be a non-empty string (got '')")
+        if not self.metric.startswith(FREE_PREFIXES):
+            check_choice(f"{key}.metric", self.metric, claim_metrics())
+        for side in ("a", "b"):
+            arms = getattr(self, side)
+            if isinstance(arms, str):
+                arms = [arms]
+                setattr(self, side, arms)
+            if not arms:
+                raise ConfigError(f"`{key}.{side}` must list at least one arm (got [])")
+        if set(self.a) & set(self.b):
+            raise ConfigError(f"`{key}.a` and `{key}.b` must not share arms (got {self.a} and {self.b})")
+        check_choice(f"{key}.direction", self.direction, CLAIM_DIRECTIONS)
+        check_range(f"{key}.min_effect", self.min_effect, 0.0)
+        check_int(f"{key}.from_step", self.from_step, 0)
+
+
+@dataclass
+class ExperimentConfig:
+    """One run: one arm on one seed of one world, system and reward. Multirun sweeps ``controller`` and ``seed``."""
+
+    name: str = "default"
+    seed: int = 0
+    arm: str = ""  # label of the arm in tables and plots; empty: the controller's name
+    threads: int = 1  # torch threads
+    out_dir: str | None = None  # None: Hydra's run dir (or the working directory outside Hydra)
+    store: str = "store.db"  # knowledge store: a path (relative to the run dir) or a SQLAlchemy URL
+    world: WorldConfig = field(default_factory=lambda: WorldConfig(**TINY_WORLD))
+    system: SystemConfig = field(default_factory=_fast_system)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    evolution: EvolutionSettings = field(default_factory=EvolutionSettings)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    claims: list[ClaimConfig] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_int("seed", self.seed, 0)
+        check_int("threads", self.threads, 1)
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"`name` must be a non-empty name without '/' (got {self.name!r})")
+        names = [c.name for c in self.claims]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"`claims` names must be unique (got {names})")
+        self.system.check_segments(self.world)
+
+    @property
+    def arm_label(self) -> str:
+        return self.arm or self.controller.name
+
+
+def _prefixed(group: str, message: str) -> str:
+    """Put ``group.`` in front of the first backticked key of an error message (unless it is there already)."""
+    return re.sub(r"`(?!" + re.escape(group) + r"[.\[`])", f"`{group}.", message, count=1)
+
+
+def load_config(cfg: DictConfig | ExperimentConfig | dict[str, Any]) -> ExperimentConfig:
+    """Validate a composed config and build the dataclasses (before any simulation); errors name the full key."""
+    if isinstance(cfg, ExperimentConfig):
+        return cfg
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), cfg)
+    values: dict[str, Any] = {}
+    for f in fields(ExperimentConfig):
+        if f.name not in cfg:
+            continue
+        try:
+            node = cfg[f.name]
+            values[f.name] = OmegaConf.to_object(node) if isinstance(node, (DictConfig, ListConfig)) else node
+        except ConfigError as exc:
+            group = "claims" if f.name == "claims" else f.name
+            message = str(exc) if group in ("controller", "claims") else _prefixed(group, str(exc))
+            raise ConfigError(message) from None
+    return ExperimentConfig(**values)
+
+
+def register_configs() -> None:
+    """Register the schema (``config_schema``) that ``conf/config.yaml`` starts from."""
+    ConfigStore.instance().store(name="config_schema", node=ExperimentConfig)
+
+
+register_configs()

@@ -1,0 +1,293 @@
+"""The claim-by-claim report of a (multi)run: effects across seeds with 95% t-intervals, verdicts and figures.
+
+``python -m experiments.report <run or multirun dir> --out report.md`` reads every run's ``metrics.parquet``
+(or ``metrics.csv``) and the claims of its ``config.yaml`` (declared in ``conf/experiment/*.yaml``, see
+:class:`~experiments.config.ClaimConfig`). Per claim: the metric is averaged per seed over windows
+``>= from_step`` and over each group's arms; the effect ``a - b`` gets a 95% t-interval across seeds,
+paired by seed when both groups ran the same seeds (else Welch's interval). The verdict is ``held`` when
+the interval lies beyond ``min_effect`` in the claimed direction, ``contradicted`` when it lies wholly on
+the other side of 0, ``inconclusive`` otherwise, and ``untestable`` when an arm, the metric or a second
+seed is missing. The figures of :mod:`experiments.plot` are written next to the report and embedded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from experiments.config import ClaimConfig
+from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, save_figures
+
+__all__ = ["ClaimResult", "evaluate_claim", "load_claims", "main", "mean_ci", "render_report", "t_quantile",
+           "write_report"]
+
+log = logging.getLogger(__name__)
+
+VERDICTS = ("held", "contradicted", "inconclusive", "untestable")
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df`` (> 0, possibly fractional) degrees of freedom."""
+    if not 0.0 < p < 1.0 or not df > 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0 (got p={p}, df={df})")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    tail = 1.0 - p  # P(T > t) = I_{df/(df+t^2)}(df/2, 1/2) / 2
+    lo, hi = 0.0, 1.0
+    while 0.5 * _betainc(df / 2, 0.5, df / (df + hi * hi)) > tail:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if 0.5 * _betainc(df / 2, 0.5, df / (df + mid * mid)) > tail:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and the ``level`` t-interval of the mean (nan bounds for fewer than 2 finite values)."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    m = float(x.mean())
+    if x.size < 2:
+        return m, math.nan, math.nan
+    half = t_quantile(0.5 + level / 2, x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return m, m - half, m + half
+
+
+def welch_ci(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
+    """``mean(a) - mean(b)`` with Welch's t-interval; returns (effect, low, high, df)."""
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    effect = float(a.mean() - b.mean())
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return effect, effect, effect, math.inf
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = t_quantile(0.5 + level / 2, df) * se
+    return effect, effect - half, effect + half, df
+
+
+# --------------------------------------------------------------------------- claims
+
+
+@dataclass
+class ClaimResult:
+    """A claim's effect ``a - b`` across seeds, its 95% interval and the verdict."""
+
+    claim: ClaimConfig
+    verdict: str
+    effect: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    a_mean: float = math.nan
+    b_mean: float = math.nan
+    n: int = 0
+    paired: bool = False
+    seeds: list[int] = field(default_factory=list)
+    note: str = ""
+
+    def line(self) -> str:
+        """One Markdown line stating the claim and whether it held."""
+        c = self.claim
+        a, b = " + ".join(c.a), " + ".join(c.b)
+        sign = ">" if c.direction == "greater" else "<"
+        bound = f"{'' if c.direction == 'greater' else '-'}{c.min_effect:g}"
+        head = f"**{c.name}: {self.verdict.upper()}**: {c.metric} of {a} {sign} {b} (effect a - b {sign} {bound})"
+        if self.verdict == "untestable":
+            return f"{head}; {self.note}"
+        test = "paired by seed" if self.paired else "Welch, unpaired"
+        return (f"{head}; effect {self.effect:+.4g}, 95% CI [{self.low:+.4g}, {self.high:+.4g}] "
+                f"({a} {self.a_mean:.4g} vs {b} {self.b_mean:.4g}; {test}, n={self.n} seeds)")
+
+
+def _group_means(frame: pd.DataFrame, arms: list[str], metric: str, from_step: int) -> pd.Series:
+    """Per seed: the metric averaged over windows ``>= from_step``, then over the group's arms (seeds with all arms)."""
+    sub = frame[frame["arm"].isin(arms) & (frame["step"] >= from_step)]
+    per_run = sub.groupby(["arm", "seed"])[metric].mean().unstack("arm")
+    return per_run.dropna().mean(axis=1) if set(arms) <= set(per_run.columns) else pd.Series(dtype=float)
+
+
+def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig) -> ClaimResult:
+    """The claim's effect and verdict on a metrics table with ``arm``, ``seed``, ``step`` and the metric."""
+    present = set(frame["arm"].unique()) if "arm" in frame else set()
+    missing = [arm for arm in [*claim.a, *claim.b] if arm not in present]
+    if missing:
+        return ClaimResult(claim, "untestable", note=f"no runs of arm(s) {missing} (arms present: {sorted(present)})")
+    if claim.metric not in frame:
+        return ClaimResult(claim, "untestable", note=f"the metrics have no column {claim.metric!r}")
+    a = _group_means(frame, claim.a, claim.metric, claim.from_step)
+    b = _group_means(frame, claim.b, claim.metric, claim.from_step)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2:
+        return ClaimResult(claim, "untestable", a_mean=float(a.mean()) if len(a) else math.nan,
+                           b_mean=float(b.mean()) if len(b) else math.nan,
+                           note=f"needs at least 2 seeds per group (got {len(a)} and {len(b)})")
+    paired = set(a.index) == set(b.index)
+    if paired:
+        seeds = sorted(a.index)
+        effect, low, high = mean_ci((a[seeds] - b[seeds]).to_numpy())
+        if math.isnan(low):  # identical differences: the interval is the point
+            low = high = effect
+        n = len(seeds)
+    else:
+        seeds = sorted(set(a.index) | set(b.index))
+        effect, low, high, _ = welch_ci(a.to_numpy(), b.to_numpy())
+        n = min(len(a), len(b))
+    sign = 1.0 if claim.direction == "greater" else -1.0
+    lo, hi = sorted((sign * low, sign * high))
+    verdict = "held" if lo > claim.min_effect else "contradicted" if hi < 0 else "inconclusive"
+    return ClaimResult(claim, verdict, effect, low, high, float(a.mean()), float(b.mean()), n, paired,
+                       [int(s) for s in seeds])
+
+
+# --------------------------------------------------------------------------- loading and rendering
+
+
+def _configs(run_dir: Path) -> list[dict]:
+    """The resolved configs (``config.yaml``) of the runs under ``run_dir``."""
+    return [yaml.safe_load((d / "config.yaml").read_text()) or {} for d in run_dirs(run_dir) if (d / "config.yaml").exists()]
+
+
+def load_claims(run_dir: str | os.PathLike[str]) -> list[ClaimConfig]:
+    """The claims declared in the runs' ``config.yaml`` (they must agree across runs)."""
+    declared = [c.get("claims") or [] for c in _configs(Path(run_dir))]
+    if not declared:
+        return []
+    if any(d != declared[0] for d in declared[1:]):
+        log.warning("runs under %s declare different claims; using the first run's", run_dir)
+    return [ClaimConfig(**c) for c in declared[0]]
+
+
+def _fmt_ci(values: Sequence[float]) -> str:
+    m, lo, hi = mean_ci(values)
+    if math.isnan(m):
+        return "n/a"
+    return f"{m:.4g}" if math.isnan(lo) else f"{m:.4g} [{lo:.4g}, {hi:.4g}]"
+
+
+SUMMARY_METRICS = ("reward", "outer/engagement/clicks_per_request", "outer/risk/violations_per_request",
+                   "outer/long_term/return_rate")
+
+
+def render_report(frame: pd.DataFrame, results: list[ClaimResult], figures: dict[str, Path], out: Path,
+                  title: str = "Experiment report", source: str = "") -> str:
+    """The Markdown report: the claims (one line each, then a table), a per-arm summary and the figures."""
+    arms = list(dict.fromkeys(frame["arm"])) if len(frame) else []
+    seeds = sorted(int(s) for s in frame["seed"].unique()) if len(frame) else []
+    lines = [f"# {title}", ""]
+    if source:
+        lines.append(f"Runs under `{source}`: {frame.groupby(['arm', 'seed']).ngroups if len(frame) else 0} "
+                     f"(arms {', '.join(arms)}; seeds {', '.join(map(str, seeds))}); "
+                     f"{int(frame['step'].max()) + 1 if len(frame) else 0} windows each.")
+        lines.append("")
+    lines += ["## Claims", ""]
+    if not results:
+        lines += ["No claims declared (add `claims:` to the experiment config).", ""]
+    for r in results:
+        lines.append(f"- {r.line()}" + (f"  \n  _{r.claim.description}_" if r.claim.description else ""))
+    if results:
+        lines += ["", "| claim | metric | a | b | effect (a - b) | 95% CI | n | test | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in results:
+            ci = "" if math.isnan(r.low) else f"[{r.low:+.4g}, {r.high:+.4g}]"
+            eff = "" if math.isnan(r.effect) else f"{r.effect:+.4g}"
+            test = "" if r.verdict == "untestable" else ("paired" if r.paired else "Welch")
+            lines.append(f"| {r.claim.name} | {r.claim.metric} | {' + '.join(r.claim.a)} | {' + '.join(r.claim.b)} "
+                         f"| {eff} | {ci} | {r.n} | {test} | {r.verdict} |")
+    lines += ["", "## Arms", "", "Mean over windows per run, then mean and 95% CI across seeds.", ""]
+    cols = [m for m in SUMMARY_METRICS if m in frame]
+    if cols:
+        lines += ["| arm | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+        per_run = frame.groupby(["arm", "seed"])[cols].mean()
+        for arm in arms:
+            runs = per_run.loc[arm]
+            lines.append(f"| {arm} | {len(runs)} | " + " | ".join(_fmt_ci(runs[c].to_numpy()) for c in cols) + " |")
+    if figures:
+        lines += ["", "## Figures", ""]
+        for name, path in figures.items():
+            lines += [f"![{name}]({os.path.relpath(path, out.parent)})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
+                 claims: list[ClaimConfig] | None = None, figures: bool = True) -> tuple[Path, list[ClaimResult]]:
+    """Evaluate the claims of the runs under ``run_dir``, draw the figures and write the report (default
+    ``<run_dir>/report.md``)."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "report.md"
+    frame = load_metrics(run_dir)
+    claims = load_claims(run_dir) if claims is None else claims
+    results = [evaluate_claim(frame, c) for c in claims]
+    paths: dict[str, Path] = {}
+    if figures:
+        paths = save_figures(make_figures(frame, load_shifts(run_dir)), out.parent / "figures")
+    names = {c.get("name") for c in _configs(run_dir)} - {None}
+    title = f"Report: {', '.join(sorted(names))}" if names else "Experiment report"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_report(frame, results, paths, out, title, str(run_dir)))
+    return out, results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="a run or multirun directory (searched recursively for metrics)")
+    parser.add_argument("--out", default=None, help="the report's path (default <run_dir>/report.md)")
+    parser.add_argument("--no-figures", action="store_true", help="leave the figures out")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    path, results = write_report(args.run_dir, args.out, figures=not args.no_figures)
+    for r in results:
+        print(r.line())
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    main()
