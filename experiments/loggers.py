@@ -61,6 +61,8 @@ class WandbLogger:
     def __init__(self, cfg: ExperimentConfig, out: Path, config: dict[str, Any]) -> None:
         import wandb
 
+        # our top-level package `agents` is not the LLM library wandb's Weave hint looks for
+        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
         w = cfg.logger.wandb
         self.wandb = wandb
         self.run = wandb.init(

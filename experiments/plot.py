@@ -88,9 +88,10 @@ def load_shifts(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
 # --------------------------------------------------------------------------- drawing helpers
 
 
-def _mark_shifts(ax: Any, shifts: Iterable[tuple[int, str]]) -> None:
+def _mark_shifts(ax: Any, shifts: Iterable[tuple[int, str]], last_day: float = np.inf) -> None:
+    """Dashed verticals at the shift days after day 0 and up to ``last_day`` (the data's range)."""
     for day, kind in shifts:
-        if day > 0:
+        if 0 < day <= last_day:
             ax.axvline(day, color="grey", ls="--", lw=0.8)
             ax.text(day, 1.0, f" {kind}", rotation=90, va="top", ha="right", fontsize=7, color="grey",
                     transform=ax.get_xaxis_transform())
@@ -101,7 +102,7 @@ def day_curves(ax: Any, frame: pd.DataFrame, by: str, column: str, label: str,
     """One line per ``by`` group of ``column`` against ``day``; dashed verticals at the shift days (after day 0)."""
     for name, g in frame.groupby(by, sort=False):
         ax.plot(g["day"], g[column], label=name, **style)
-    _mark_shifts(ax, shifts)
+    _mark_shifts(ax, shifts, float(frame["day"].max()))
     ax.set_xlabel("simulated day")
     ax.set_ylabel(label)
     ax.set_title(label)
@@ -120,7 +121,7 @@ def ci_curves(ax: Any, frame: pd.DataFrame, column: str, shifts: Iterable[tuple[
         (line,) = ax.plot(stats["day"], ci[:, 0], marker=".", label=f"{name} (n={n})")
         if n > 1:
             ax.fill_between(stats["day"], ci[:, 1], ci[:, 2], color=line.get_color(), alpha=0.2, lw=0)
-    _mark_shifts(ax, shifts)
+    _mark_shifts(ax, shifts, float(frame["day"].max()))
     ax.set_xlabel("simulated day")
     ax.set_ylabel(label or label_of(column))
     ax.set_title(title or label or label_of(column))

@@ -139,7 +139,7 @@ class ClaimResult:
         c = self.claim
         a, b = " + ".join(c.a), " + ".join(c.b)
         sign = ">" if c.direction == "greater" else "<"
-        bound = f"{'' if c.direction == 'greater' else '-'}{c.min_effect:g}"
+        bound = f"{c.min_effect if c.direction == 'greater' or c.min_effect == 0 else -c.min_effect:g}"
         head = f"**{c.name}: {self.verdict.upper()}**: {c.metric} of {a} {sign} {b} (effect a - b {sign} {bound})"
         if self.verdict == "untestable":
             return f"{head}; {self.note}"

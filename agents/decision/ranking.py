@@ -16,9 +16,9 @@ from torch import nn
 from agents.decision.context import CatalogView, Candidates, RequestBatch
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from agents.infra.log import InteractionLog
-from envs.validation import check_choice
+from envs.validation import ConfigError, check_choice
 
-__all__ = ["ARCHITECTURES", "MultiTaskNet", "TorchRanker", "pair_features"]
+__all__ = ["ARCHITECTURES", "EnsembleRanker", "MultiTaskNet", "TorchRanker", "pair_features"]
 
 ARCHITECTURES = ("linear", "mlp")
 HEADS = ("click", "like", "dwell")
@@ -270,6 +270,46 @@ class TorchRanker(DecisionAgent):
                 self._opt.step()
         self.model.eval()
         self.trained_on += n
+
+    def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
+        from rewards.inner import ranking_metrics
+
+        return {f"inner/ranking/{self.name}/{k}": v for k, v in ranking_metrics(log).items()}
+
+
+class EnsembleRanker(DecisionAgent):
+    """Rankers that score together: heads are a weighted mean of the members' (each keeps learning).
+
+    ``weight_first`` is the weight of the first member; the rest share the remainder equally. The members
+    remember and learn from every impression the ensemble served, so each stays a valid ranker alone.
+    """
+
+    role = "ranking"
+    params = ParamSpace([Range("weight_first", 0.0, 1.0, 0.5)])
+
+    def __init__(self, members: list[TorchRanker], name: str | None = None, config: dict | None = None) -> None:
+        if len(members) < 2:
+            raise ConfigError(f"an ensemble needs at least 2 rankers (got {len(members)})")
+        super().__init__(name or "+".join(m.name for m in members), config)
+        self.members = list(members)
+        self.num_routes = members[0].num_routes
+
+    def _weights(self) -> list[float]:
+        w = self.config["weight_first"]
+        rest = (1.0 - w) / (len(self.members) - 1)
+        return [w] + [rest] * (len(self.members) - 1)
+
+    def act(self, batch: RequestBatch, candidates: Candidates, catalog: CatalogView) -> dict[str, np.ndarray]:
+        outs = [m.act(batch, candidates, catalog) for m in self.members]
+        return {h: sum(w * o[h] for w, o in zip(self._weights(), outs)).astype(np.float32) for h in HEADS}
+
+    def remember(self, x: np.ndarray, segment: np.ndarray, click: np.ndarray, like: np.ndarray, dwell: np.ndarray) -> None:
+        for m in self.members:
+            m.remember(x, segment, click, like, dwell)
+
+    def observe(self, log: InteractionLog) -> None:
+        for m in self.members:
+            m.observe(log)
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
         from rewards.inner import ranking_metrics

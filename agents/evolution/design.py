@@ -1,13 +1,14 @@
 """The JSON design language of pipeline structure: its JSON Schema, validation, repair, and the round trip to configs.
 
 A design document describes what the numeric tuners cannot change: which recall routes a pipeline
-has and their quota shares (and optionally each route's ``k``), the fusion size, the ranker's
+has (a route type is a key of ``routes``, so each is used at most once) and their quota shares (and
+optionally each route's ``k``, among the values that route allows), the fusion size, the ranker's
 architecture (``arch``, ``hidden`` width, ``per_segment`` towers), the multi-task head weights and
 the re-rank stage parameters; with two pipelines, ``routing`` sends user segments to a pipeline by
 its index. Example::
 
     {"pipelines": [{"name": "baseline",
-                    "routes": [{"type": "popularity", "quota": 0.5, "k": 200}, {"type": "content", "quota": 0.5}],
+                    "routes": {"popularity": {"quota": 0.5, "k": 200}, "content": {"quota": 0.5}},
                     "fusion_size": 500,
                     "ranker": {"arch": "mlp", "hidden": 64, "per_segment": false},
                     "heads": {"w_click": 1.0, "w_like": 0.3, "w_dwell": 0.2},
@@ -16,9 +17,8 @@ its index. Example::
 
 The schema (JSON Schema draft 2020-12) is built from the agents' own decision spaces, so it stays in
 sync with them, and is kept small and flat enough for a 135M model under constrained decoding.
-:func:`validate_design` adds the rules a schema cannot say (each route kind once, ``k`` allowed for
-the route's kind, quotas not all 0, enough candidates to fill a slate, routing to an existing
-pipeline). Parameters the language does not express (e.g. a route's ``half_life``, the ranker's
+:func:`validate_design` adds the rules a schema cannot say (quotas not all 0, enough candidates to
+fill a slate, unique pipeline names, routing to an existing pipeline). Parameters the language does not express (e.g. a route's ``half_life``, the ranker's
 learning rate) are inherited from a ``base`` config in :func:`design_to_config`.
 """
 
@@ -38,7 +38,7 @@ from jsonschema import Draft202012Validator
 
 from agents.decision.configs import ROUTES, PipelineConfig, RankerConfig, RouteConfig, SystemConfig, baseline_config
 from agents.decision.fusion import FUSION_SIZES, MultiTaskFusion
-from agents.decision.params import Choice, ParamSpace, Range
+from agents.decision.params import ParamSpace, Range
 from agents.decision.ranking import ARCHITECTURES
 from agents.decision.recall import RECALL_ROUTES
 from agents.decision.rerank import Reranker
@@ -65,7 +65,6 @@ HIDDEN_WIDTHS = (16, 32, 64, 128, 256)  # ranker widths the language offers
 HEAD_KEYS = ("w_click", "w_like", "w_dwell")
 RERANK_KEYS = ("mmr_lambda", "freshness_boost", "risk_threshold", "exposure_cap")
 ROUTE_K = {kind: tuple(RECALL_ROUTES[kind].params.by_name["k"].options) for kind in ROUTES}
-K_OPTIONS = tuple(sorted({k for ks in ROUTE_K.values() for k in ks}))
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 RATIONALE_LENGTH = 200
 # Candidates that routes other than 'collaborative' (empty for users without clicks) must supply
@@ -93,19 +92,29 @@ def _param_schema(space: ParamSpace, keys: Sequence[str]) -> dict[str, Any]:
 
 
 def design_schema(
-    segments: Sequence[str] = SEGMENTS, max_pipelines: int = 2, require_rationale: bool = False
+    segments: Sequence[str] = SEGMENTS,
+    max_pipelines: int = 2,
+    require_rationale: bool = False,
+    rationale_length: int = RATIONALE_LENGTH,
 ) -> dict[str, Any]:
     """The JSON Schema of design documents; ``max_pipelines`` 1 drops ``routing`` (a single pipeline)."""
     if max_pipelines not in (1, 2):
         raise ConfigError(f"`max_pipelines` must be one of [1, 2] (got {max_pipelines})")
-    route = {
+    routes = {
         "type": "object",
         "additionalProperties": False,
-        "required": ["type", "quota"],
+        "minProperties": 1,
         "properties": {
-            "type": {"enum": list(ROUTES)},
-            "quota": {"type": "number", "minimum": 0.0, "maximum": 1.0},
-            "k": {"enum": list(K_OPTIONS)},
+            kind: {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["quota"],
+                "properties": {
+                    "quota": {"type": "number", "minimum": 0.0, "maximum": 1.0},
+                    "k": {"enum": list(ROUTE_K[kind])},
+                },
+            }
+            for kind in ROUTES
         },
     }
     pipeline = {
@@ -114,7 +123,7 @@ def design_schema(
         "required": ["name", "routes", "fusion_size", "ranker", "heads", "rerank"],
         "properties": {
             "name": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 32},
-            "routes": {"type": "array", "items": route, "minItems": 1, "maxItems": len(ROUTES)},
+            "routes": routes,
             "fusion_size": {"enum": list(FUSION_SIZES)},
             "ranker": {
                 "type": "object",
@@ -139,7 +148,7 @@ def design_schema(
             "additionalProperties": False,
             "properties": {s: {"type": "integer", "minimum": 0, "maximum": max_pipelines - 1} for s in segments},
         }
-    props["rationale"] = {"type": "string", "maxLength": RATIONALE_LENGTH}
+    props["rationale"] = {"type": "string", "maxLength": rationale_length}
     return {
         "$schema": SCHEMA_URI,
         "title": "agentic-rs pipeline design",
@@ -190,6 +199,8 @@ def _schema_message(err: Any) -> str:
     if kind == "required":
         missing = err.message.split(" is a required property")[0]
         return f"`{key}` is missing the required key {missing}"
+    if kind == "minProperties":
+        return f"`{key}` must have at least {err.validator_value} keys (got {len(value)})"
     if kind in ("minItems", "maxItems"):
         return f"`{key}` must have {'at least' if kind == 'minItems' else 'at most'} {err.validator_value} items (got {len(value)})"
     if kind == "maxLength":
@@ -199,18 +210,18 @@ def _schema_message(err: Any) -> str:
     return f"`{key}`: {err.message}"
 
 
-def _k_of(route: Mapping[str, Any]) -> int:
-    return int(route.get("k", RECALL_ROUTES[route["type"]].params.by_name["k"].default))
+def _k_of(kind: str, route: Mapping[str, Any]) -> int:
+    return int(route.get("k", RECALL_ROUTES[kind].params.by_name["k"].default))
 
 
 def _supply(pipe: Mapping[str, Any]) -> int:
     """Candidates the routes other than 'collaborative' supply to fusion (see :data:`MIN_SUPPLY`)."""
     routes = pipe["routes"]
-    total = sum(r["quota"] for r in routes)
+    total = sum(r["quota"] for r in routes.values())
     if total <= 0:
         return 0
-    return sum(min(_k_of(r), math.floor(r["quota"] / total * pipe["fusion_size"]))
-               for r in routes if r["type"] != "collaborative")
+    return sum(min(_k_of(kind, r), math.floor(r["quota"] / total * pipe["fusion_size"]))
+               for kind, r in routes.items() if kind != "collaborative")
 
 
 def _semantic_errors(doc: Mapping[str, Any]) -> list[str]:
@@ -220,17 +231,11 @@ def _semantic_errors(doc: Mapping[str, Any]) -> list[str]:
     if len(set(names)) != len(names):
         errors.append(f"`pipelines` names must be unique (got {names})")
     for i, pipe in enumerate(pipes):
-        p, before = f"pipelines[{i}]", len(errors)
-        kinds = [r["type"] for r in pipe["routes"]]
-        if len(set(kinds)) != len(kinds):
-            errors.append(f"`{p}.routes` must use each route type once (got {kinds})")
-        for j, r in enumerate(pipe["routes"]):
-            if "k" in r and r["k"] not in ROUTE_K[r["type"]]:
-                errors.append(f"`{p}.routes[{j}].k` must be one of {list(ROUTE_K[r['type']])} "
-                              f"for route {r['type']!r} (got {r['k']})")
-        if sum(r["quota"] for r in pipe["routes"]) <= 0:
-            errors.append(f"`{p}.routes` quotas must not all be 0 (got {[r['quota'] for r in pipe['routes']]})")
-        elif len(errors) == before and (s := _supply(pipe)) < MIN_SUPPLY:
+        p = f"pipelines[{i}]"
+        quotas = {kind: r["quota"] for kind, r in pipe["routes"].items()}
+        if sum(quotas.values()) <= 0:
+            errors.append(f"`{p}.routes` quotas must not all be 0 (got {quotas})")
+        elif (s := _supply(pipe)) < MIN_SUPPLY:
             errors.append(f"`{p}.routes` other than 'collaborative' must supply at least {MIN_SUPPLY} candidates "
                           f"(min(k, quota share x fusion_size) summed: got {s}); raise their quota, k or fusion_size")
     for segment, index in doc.get("routing", {}).items():
@@ -354,6 +359,13 @@ class _Repair:
             return value, False
         props, required = schema.get("properties", {}), schema.get("required", [])
         out: dict[str, Any] = {}
+        value = dict(value)
+        for key in [k for k in value if k not in props]:
+            close = difflib.get_close_matches(str(key).strip().lower(), [p for p in props if p not in value], n=1,
+                                              cutoff=0.75)
+            if close:
+                self.notes.append(f"`{path}`: key {key!r} read as {close[0]!r}")
+                value[close[0]] = value.pop(key)
         extra = [k for k in value if k not in props]
         if extra:
             self.notes.append(f"`{path}`: unknown keys {extra} dropped (allowed: {list(props)})")
@@ -375,6 +387,9 @@ class _Repair:
                 out[key] = copy.deepcopy(sub_base)
             elif key in value:
                 self.notes.append(f"`{sub_path}`: unusable value dropped")
+        if len(out) < schema.get("minProperties", 0):
+            self.notes.append(f"`{path}`: fewer than {schema['minProperties']} usable keys")
+            return out, False
         return out, True
 
     def array(self, value: Any, schema: Mapping[str, Any], base: Any, path: str) -> tuple[Any, bool]:
@@ -401,16 +416,44 @@ class _Repair:
 
 
 def _match(item: Any, base_items: list[Any], index: int) -> Any:
-    """The base item to fill a list item's missing parts from: same ``type`` (or ``name``), else same index."""
-    if isinstance(item, Mapping):
-        for key in ("type", "name"):
-            if key in item:
-                same = [b for b in base_items if isinstance(b, Mapping) and b.get(key) == item[key]]
-                if same:
-                    return same[0]
-                if key == "type":
-                    return None  # a route of another kind has nothing to lend
+    """The base item to fill a list item's missing parts from: the same ``name``, else the same index."""
+    if isinstance(item, Mapping) and "name" in item:
+        same = [b for b in base_items if isinstance(b, Mapping) and b.get("name") == item["name"]]
+        if same:
+            return same[0]
     return base_items[index] if index < len(base_items) else (base_items[0] if base_items else None)
+
+
+def _routes_as_map(doc: Any, notes: list[str]) -> Any:
+    """Routes given as a list ``[{"type": ..., "quota": ..., "k": ...}]`` -> the language's map, repeats dropped."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("pipelines"), list):
+        return doc
+    doc = dict(doc)
+    doc["pipelines"] = list(doc["pipelines"])
+    for i, pipe in enumerate(doc["pipelines"]):
+        if not isinstance(pipe, Mapping) or not isinstance(pipe.get("routes"), list):
+            continue
+        routes: dict[str, Any] = {}
+        for j, r in enumerate(pipe["routes"]):
+            where = f"pipelines[{i}].routes[{j}]"
+            if not isinstance(r, Mapping) or not isinstance(r.get("type"), str):
+                notes.append(f"`{where}`: {_got(r)} has no route type, dropped")
+                continue
+            kind = r["type"]
+            if kind not in ROUTES:
+                close = difflib.get_close_matches(kind.strip().lower(), ROUTES, n=1, cutoff=0.75)
+                if not close:
+                    notes.append(f"`{where}.type`: {kind!r} is not one of {list(ROUTES)}, route dropped")
+                    continue
+                notes.append(f"`{where}.type`: {kind!r} read as {close[0]!r}")
+                kind = close[0]
+            if kind in routes:
+                notes.append(f"`{where}`: repeated route type {kind!r} dropped")
+                continue
+            routes[kind] = {k: v for k, v in r.items() if k != "type"}
+        notes.append(f"`pipelines[{i}].routes`: a list read as a map by route type")
+        doc["pipelines"][i] = {**pipe, "routes": routes}
+    return doc
 
 
 def repair_design(
@@ -424,28 +467,15 @@ def repair_design(
     """
     notes: list[str] = []
     base = DEFAULT_DESIGN if base is None else base
-    repaired, ok = _Repair(notes).value(doc, schema, base, "design")
+    repaired, ok = _Repair(notes).value(_routes_as_map(doc, notes), schema, base, "design")
     if not ok or not isinstance(repaired, dict):
         return doc, notes
     pipes = repaired.get("pipelines", [])
     for i, pipe in enumerate(pipes):
-        seen: set[str] = set()
-        routes = []
-        for j, r in enumerate(pipe.get("routes", [])):
-            if r["type"] in seen:
-                notes.append(f"`pipelines[{i}].routes[{j}]`: repeated route type {r['type']!r} dropped")
-                continue
-            seen.add(r["type"])
-            if "k" in r and r["k"] not in ROUTE_K[r["type"]]:
-                near = _nearest(r["k"], ROUTE_K[r["type"]])
-                notes.append(f"`pipelines[{i}].routes[{j}].k`: {r['k']} set to {near} "
-                             f"(allowed for {r['type']!r}: {list(ROUTE_K[r['type']])})")
-                r = {**r, "k": near}
-            routes.append(r)
-        if routes and sum(r["quota"] for r in routes) <= 0:
+        routes = pipe["routes"]
+        if routes and sum(r["quota"] for r in routes.values()) <= 0:
             notes.append(f"`pipelines[{i}].routes`: all quotas 0, set to equal shares")
-            routes = [{**r, "quota": round(1.0 / len(routes), 3)} for r in routes]
-        pipe["routes"] = routes
+            pipe["routes"] = {kind: {**r, "quota": round(1.0 / len(routes), 3)} for kind, r in routes.items()}
     names = [p.get("name") for p in pipes]
     for i, name in enumerate(names):
         if name in names[:i]:
@@ -477,12 +507,11 @@ def config_to_design(cfg: PipelineConfig | SystemConfig) -> dict[str, Any]:
                               f"expressed as a design (got {p.ranker.hidden})")
         scorer = MultiTaskFusion.params.validate(dict(p.scorer), agent=f"{p.name}.scorer")
         rerank = Reranker.params.validate(dict(p.rerank), agent=f"{p.name}.rerank")
-        routes = []
+        routes: dict[str, Any] = {}
         for r in p.routes:
-            route: dict[str, Any] = {"type": r.kind, "quota": _round(r.quota)}
+            routes[r.kind] = {"quota": _round(r.quota)}
             if "k" in r.params:
-                route["k"] = int(r.params["k"])
-            routes.append(route)
+                routes[r.kind]["k"] = int(r.params["k"])
         out.append({
             "name": p.name,
             "routes": routes,
@@ -525,11 +554,11 @@ def design_to_config(
         b = _base_pipeline(base, d["name"], i)
         base_routes = {r.kind: r.params for r in b.routes} if b is not None else {}
         routes = []
-        for r in d["routes"]:
-            params = {k: v for k, v in base_routes.get(r["type"], {}).items() if k != "k"}
+        for kind, r in d["routes"].items():
+            params = {k: v for k, v in base_routes.get(kind, {}).items() if k != "k"}
             if "k" in r:
                 params["k"] = r["k"]
-            routes.append(RouteConfig(r["type"], float(r["quota"]), params))
+            routes.append(RouteConfig(kind, float(r["quota"]), params))
         rk = d["ranker"]
         ranker = RankerConfig(rk["arch"], int(rk["hidden"]), bool(rk["per_segment"]),
                               dict(b.ranker.params) if b is not None else {})
@@ -562,8 +591,8 @@ def _canonical(doc: Mapping[str, Any]) -> dict[str, Any]:
     with ``k`` defaulted, numbers rounded to 3 decimals."""
     pipes = []
     for p in doc["pipelines"]:
-        total = sum(float(r["quota"]) for r in p["routes"]) or 1.0
-        routes = sorted((r["type"], round(float(r["quota"]) / total, 3), _k_of(r)) for r in p["routes"])
+        total = sum(float(r["quota"]) for r in p["routes"].values()) or 1.0
+        routes = sorted((kind, round(float(r["quota"]) / total, 3), _k_of(kind, r)) for kind, r in p["routes"].items())
         pipes.append({
             "routes": routes,
             "fusion_size": int(p["fusion_size"]),
@@ -585,7 +614,8 @@ def summarize_design(doc: Mapping[str, Any]) -> str:
     """One short line per design (for prompts and logs)."""
     parts = []
     for p in doc["pipelines"]:
-        routes = ",".join(f"{r['type']}:{float(r['quota']):g}" + (f"/k{r['k']}" if "k" in r else "") for r in p["routes"])
+        routes = ",".join(f"{kind}:{float(r['quota']):g}" + (f"/k{r['k']}" if "k" in r else "")
+                          for kind, r in p["routes"].items())
         rk, h, rr = p["ranker"], p["heads"], p["rerank"]
         parts.append(
             f"{p['name']}: routes {routes}; fusion {p['fusion_size']}; ranker {rk['arch']}/{rk['hidden']}"

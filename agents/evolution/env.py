@@ -32,7 +32,7 @@ from envs.validation import ConfigError, check_choice, check_int, check_range
 from envs.world import World
 from rewards.layered import LayeredRewardConfig, layered_reward
 
-__all__ = ["EvolutionEnv", "SMALL_EVOLUTION_WORLD", "fast_baseline", "regime_features"]
+__all__ = ["EvolutionEnv", "SMALL_EVOLUTION_WORLD", "WindowEnv", "agent_reward", "fast_baseline", "regime_features"]
 
 SMALL_EVOLUTION_WORLD = {"num_items": 2000, "num_users": 4000, "num_topics": 10, "num_creators": 100, "steps_per_day": 20}
 REGIME_SCALARS = ("clicks_per_request", "clicks_trend", "return_rate", "churn_rate", "violations_per_request",
@@ -63,10 +63,151 @@ def regime_features(log: InteractionLog, previous_ctr: float | None, risk_bound:
     return np.concatenate([shares, scalars]).astype(np.float32)
 
 
-class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
-    """Evolve one decision agent of a running system; a step is a window of traffic."""
+class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
+    """What evolution envs share: a world and a running system, a step = one window of traffic.
+
+    Subclasses set the action and observation spaces and define ``_build_system``, ``_apply(action)``
+    (deploy a decision, return the config record for ``info``), ``_reward(log)`` and ``_config_features``.
+    """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
+
+    def __init__(
+        self,
+        world: WorldConfig | dict[str, Any] | None,
+        reward: LayeredRewardConfig | dict[str, Any] | None,
+        window: int,
+        concurrency: int,
+        warmup: int,
+        risk_bound: float,
+        learn: bool,
+        stationary: bool,
+        render_mode: str | None,
+    ) -> None:
+        if world is None:
+            world = dict(SMALL_EVOLUTION_WORLD)
+        self.world_cfg = world if isinstance(world, WorldConfig) else WorldConfig(**known_keys("world", world, WorldConfig))
+        if reward is None or isinstance(reward, LayeredRewardConfig):
+            self.reward_cfg = reward or LayeredRewardConfig()
+        else:
+            self.reward_cfg = LayeredRewardConfig(**known_keys("reward", reward, LayeredRewardConfig))
+        self.window, self.concurrency, self.warmup = check_int("window", window, 1), check_int("concurrency", concurrency, 1), check_int("warmup", warmup, 0)
+        self.risk_bound = check_range("risk_bound", risk_bound, 0.0)
+        if render_mode is not None:
+            check_choice("render_mode", render_mode, self.metadata["render_modes"])
+        self.render_mode = render_mode
+        self.learn, self.stationary = bool(learn), bool(stationary)
+        self._sim: Simulation | None = None
+        self._snapshot: Simulation | None = None
+        self._last: dict[str, Any] = {}
+        self.last_log: InteractionLog | None = None
+
+    # ------------------------------------------------------------------ for subclasses
+    def _build_system(self) -> System:
+        raise NotImplementedError
+
+    def _apply(self, action: np.ndarray) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _reward(self, log: InteractionLog) -> tuple[float, dict[str, float]]:
+        raise NotImplementedError
+
+    def _config_features(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _current(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    @property
+    def system(self) -> System:
+        if self._sim is None:
+            raise gym.error.ResetNeeded("call reset() before using the environment")
+        return self._sim.system
+
+    @property
+    def sim(self) -> Simulation:
+        if self._sim is None:
+            raise gym.error.ResetNeeded("call reset() before using the environment")
+        return self._sim
+
+    def _observe(self, log: InteractionLog) -> np.ndarray:
+        regime = regime_features(log, self._prev_ctr, self.risk_bound, self._sim.world.now)
+        self._prev_ctr = float(log.requests["clicks"].mean()) if log.num_requests else None
+        return np.clip(np.concatenate([regime, self._config_features()]), -BOUND, BOUND).astype(np.float32)
+
+    def _after_build(self) -> None:
+        """Hook run after the system is built at reset, before the warm-up."""
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        world_seed, sim_seed = (int(x) for x in self.np_random.integers(2**31, size=2))
+        world = World(self.world_cfg, seed=world_seed)
+        system = self._build_system()
+        self._sim = Simulation(world, system, concurrency=self.concurrency, seed=sim_seed)
+        self._prev_ctr = None
+        self._after_build()
+        log = None
+        for _ in range(self.warmup):
+            log = self._sim.window(self.window)
+        if log is None:  # no warm-up: an empty regime
+            log = InteractionLog(route_names=list(system.route_names), segment_names=self.world_cfg.segment_names)
+        obs = self._observe(log)
+        self._regime_log = log
+        if self.stationary:
+            self._snapshot = copy.deepcopy(self._sim)
+        self._last = {"config": self._current()}
+        return obs, {"day": world.now, "config": self._current()}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._sim is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        if self.stationary:  # every step starts from the same state: common random numbers across configs
+            self._sim = copy.deepcopy(self._snapshot)
+            self._prev_ctr = float(self._regime_log.requests["clicks"].mean()) if self._regime_log.num_requests else None
+            self._after_restore()
+        config = self._apply(action)
+        log = self._sim.window(self.window, learn=self.learn)
+        self.last_log = log
+        reward, terms = self._reward(log)
+        obs = self._observe(log)
+        info = {**terms, "config": config, "day": self._sim.world.now}
+        self._last = info
+        return obs, reward, False, False, info
+
+    def _after_restore(self) -> None:
+        """Hook run after a stationary step restored the snapshot (re-bind references into the copy)."""
+
+    def advance(self, windows: int) -> InteractionLog:
+        """Serve ``windows`` windows with the current decisions (the world moves on: days pass, shifts fire).
+
+        In ``stationary`` mode this is how the regime changes: the state after the last window becomes
+        the new snapshot every later step starts from.
+        """
+        if self._sim is None:
+            raise gym.error.ResetNeeded("call reset() before advance()")
+        check_int("windows", windows, 1)
+        if self.stationary:
+            self._sim = copy.deepcopy(self._snapshot)
+            self._after_restore()
+        for _ in range(windows):
+            log = self._sim.window(self.window, learn=self.learn)
+        self._regime_log = log
+        if self.stationary:
+            self._snapshot = copy.deepcopy(self._sim)
+        return log
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        cfg = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in self._last.get("config", {}).items())
+        total = next((v for k, v in self._last.items() if k.startswith("layered/") and k.endswith("/total")), float("nan"))
+        ctr = self._last.get("outer/engagement/clicks_per_request", float("nan"))
+        return f"{type(self).__name__} | {cfg} | reward {total:.4f} | clicks/request {ctr:.3f}"
+
+
+class EvolutionEnv(WindowEnv):
+    """Evolve one decision agent of a running system; a step is a window of traffic."""
 
     def __init__(
         self,
@@ -85,21 +226,10 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
         stationary: bool = False,
         render_mode: str | None = None,
     ) -> None:
-        if world is None:
-            world = dict(SMALL_EVOLUTION_WORLD)
-        self.world_cfg = world if isinstance(world, WorldConfig) else WorldConfig(**known_keys("world", world, WorldConfig))
+        super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode)
         if system is None:
             system = fast_baseline()
         self.system_cfg = system if isinstance(system, SystemConfig) else SystemConfig(**known_keys("system", system, SystemConfig))
-        if reward is None or isinstance(reward, LayeredRewardConfig):
-            self.reward_cfg = reward or LayeredRewardConfig()
-        else:
-            self.reward_cfg = LayeredRewardConfig(**known_keys("reward", reward, LayeredRewardConfig))
-        self.window, self.concurrency, self.warmup = check_int("window", window, 1), check_int("concurrency", concurrency, 1), check_int("warmup", warmup, 0)
-        self.risk_bound = check_range("risk_bound", risk_bound, 0.0)
-        if render_mode is not None:
-            check_choice("render_mode", render_mode, self.metadata["render_modes"])
-        self.render_mode = render_mode
         probe = build_system(self.system_cfg, self.world_cfg)  # validates the agent name before any simulation
         names = {a.name: a for a in probe.agents}
         check_choice("agent", agent, list(names))
@@ -113,21 +243,9 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
         if not free.params:
             raise ConfigError(f"`fixed` leaves no parameter of `{agent}` to evolve (fixed {sorted(self.fixed)})")
         self.codec = SpaceCodec(free, codec, bins)
-        self.learn = bool(learn)
-        self.stationary = bool(stationary)
-        self._snapshot: Simulation | None = None
         self.action_space = self.codec.space
         dim = len(self.world_cfg.segments) + len(REGIME_SCALARS) + self.codec.size
         self.observation_space = spaces.Box(-BOUND, BOUND, shape=(dim,), dtype=np.float32)
-        self._sim: Simulation | None = None
-        self._last: dict[str, Any] = {}
-
-    # ------------------------------------------------------------------ helpers
-    @property
-    def system(self) -> System:
-        if self._sim is None:
-            raise gym.error.ResetNeeded("call reset() before using the environment")
-        return self._sim.system
 
     def target_params(self) -> Any:
         """The target agent's decision space (a ``ParamSpace``), for controllers."""
@@ -137,83 +255,38 @@ class EvolutionEnv(gym.Env[np.ndarray, np.ndarray]):
     def target(self) -> Any:
         return next(a for a in self.system.agents if a.name == self.agent_name)
 
-    def _observe(self, log: InteractionLog) -> np.ndarray:
-        regime = regime_features(log, self._prev_ctr, self.risk_bound, self._sim.world.now)
-        self._prev_ctr = float(log.requests["clicks"].mean()) if log.num_requests else None
+    def _build_system(self) -> System:
+        return build_system(self.system_cfg, self.world_cfg)
+
+    def _after_build(self) -> None:
+        self.target.configure(self.fixed)
+
+    def _current(self) -> dict[str, Any]:
+        return dict(self.target.config)
+
+    def _config_features(self) -> np.ndarray:
         free = {k: v for k, v in self.target.config.items() if k not in self.fixed}
         config = self.codec.encode(free).astype(np.float32)
         if self.codec.kind == "multidiscrete":  # scale indices to [0, 1]
             config = config / np.maximum(self.codec.space.nvec - 1, 1)
-        return np.clip(np.concatenate([regime, config]), -BOUND, BOUND).astype(np.float32)
+        return config
+
+    def _apply(self, action: np.ndarray) -> dict[str, Any]:
+        self.target.configure(self.codec.decode(action))
+        return dict(self.target.config)
 
     def _reward(self, log: InteractionLog) -> tuple[float, dict[str, float]]:
-        kw: dict[str, Any] = {}
-        if self.role == "recall":
-            kw["route"] = self.target.route_id
-        if self.role == "rerank":
-            kw["embedding"] = self._sim.world.catalog.embedding
-        lr = layered_reward(self.role, log, self.reward_cfg, **kw)
-        value = lr.value if np.isfinite(lr.value) else 0.0
-        return float(value), lr.terms
+        return agent_reward(self.target, self.role, log, self.reward_cfg, self._sim.world.catalog.embedding)
 
-    # ------------------------------------------------------------------ gym API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        world_seed, sim_seed = (int(x) for x in self.np_random.integers(2**31, size=2))
-        world = World(self.world_cfg, seed=world_seed)
-        system = build_system(self.system_cfg, self.world_cfg)
-        self._sim = Simulation(world, system, concurrency=self.concurrency, seed=sim_seed)
-        self._prev_ctr = None
-        log = None
-        self.target.configure(self.fixed)
-        for _ in range(self.warmup):
-            log = self._sim.window(self.window)
-        if log is None:  # no warm-up: an empty regime
-            log = InteractionLog(route_names=list(system.route_names), segment_names=self.world_cfg.segment_names)
-        obs = self._observe(log)
-        self._regime_log = log
-        if self.stationary:
-            self._snapshot = copy.deepcopy(self._sim)
-        self._last = {"config": dict(self.target.config)}
-        return obs, {"day": world.now, "config": dict(self.target.config)}
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._sim is None:
-            raise gym.error.ResetNeeded("call reset() before step()")
-        config = self.codec.decode(action)
-        if self.stationary:  # every step starts from the same state: common random numbers across configs
-            self._sim = copy.deepcopy(self._snapshot)
-            self._prev_ctr = float(self._regime_log.requests["clicks"].mean()) if self._regime_log.num_requests else None
-        self.target.configure(config)
-        log = self._sim.window(self.window, learn=self.learn)
-        reward, terms = self._reward(log)
-        obs = self._observe(log)
-        info = {**terms, "config": dict(self.target.config), "day": self._sim.world.now}
-        self._last = info
-        return obs, reward, False, False, info
-
-    def advance(self, windows: int) -> InteractionLog:
-        """Serve ``windows`` windows with the current config (the world moves on: days pass, shifts fire).
-
-        In ``stationary`` mode this is how the regime changes: the state after the last window becomes
-        the new snapshot every later step starts from.
-        """
-        if self._sim is None:
-            raise gym.error.ResetNeeded("call reset() before advance()")
-        check_int("windows", windows, 1)
-        if self.stationary:
-            self._sim = copy.deepcopy(self._snapshot)
-        for _ in range(windows):
-            log = self._sim.window(self.window, learn=self.learn)
-        self._regime_log = log
-        if self.stationary:
-            self._snapshot = copy.deepcopy(self._sim)
-        return log
-
-    def render(self) -> str | None:
-        if self.render_mode != "ansi":
-            return None
-        cfg = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in self._last.get("config", {}).items())
-        total = self._last.get(f"layered/{self.role}/total", float("nan"))
-        ctr = self._last.get("outer/engagement/clicks_per_request", float("nan"))
-        return f"agent {self.agent_name} ({self.role}) | {cfg} | reward {total:.4f} | clicks/request {ctr:.3f}"
+def agent_reward(agent: Any, role: str, log: InteractionLog, cfg: LayeredRewardConfig,
+                 embedding: np.ndarray) -> tuple[float, dict[str, float]]:
+    """One agent's layered reward on a window's log (non-finite values count as 0) and all its terms."""
+    kw: dict[str, Any] = {}
+    if role == "recall":
+        kw["route"] = agent.route_id
+    if role == "rerank":
+        kw["embedding"] = embedding
+    lr = layered_reward(role, log, cfg, **kw)
+    value = lr.value if np.isfinite(lr.value) else 0.0
+    return float(value), lr.terms

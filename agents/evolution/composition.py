@@ -1,0 +1,264 @@
+"""Compositional evolution: choose which agents exist and how they are wired, window by window.
+
+A composition says, for each of two pipeline slots (``main`` and ``specialist``), which recall routes
+run and with what quota (a route at quota 0 does not run, so it costs nothing), which rankers score
+(linear, MLP, or both as an ensemble), and, for each user segment, which pipeline serves it. A
+pipeline whose routes are all off serves from the popularity route alone (stated in ``info``).
+
+Agents live in a :class:`ComponentPool` built once per episode: every route, both rankers and the
+score-fusion and re-rank stages of each slot persist across compositions and keep learning from the
+traffic they serve, so a step rewires trained agents instead of rebuilding untrained ones. The reward
+is the outer (system-level) layered reward; the action is a flat ``MultiDiscrete`` PPO accepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from agents.decision.configs import ROUTES, PipelineConfig, RankerConfig, SystemConfig, baseline_config, cold_start_config
+from agents.decision.functional import SegmentRouter
+from agents.decision.fusion import MultiTaskFusion, QuotaFusion
+from agents.decision.ranking import EnsembleRanker, TorchRanker
+from agents.decision.recall import make_recall
+from agents.decision.rerank import Reranker
+from agents.decision.system import Pipeline, System, feature_dim
+from agents.evolution.env import BOUND, REGIME_SCALARS, WindowEnv
+from agents.infra.log import InteractionLog
+from envs.config import WorldConfig
+from envs.validation import ConfigError, check_choice
+from rewards.layered import LayeredRewardConfig, layered_reward
+
+__all__ = ["QUOTA_LEVELS", "RANKER_SETS", "SLOTS", "ComponentPool", "Composition", "CompositionEnv"]
+
+SLOTS = ("main", "specialist")
+QUOTA_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.5)  # 0 = the route is off
+RANKER_SETS = ("linear", "mlp", "linear+mlp")
+
+
+@dataclass
+class Composition:
+    """Which routes (with quotas) and rankers each pipeline slot has, and which slot serves each segment."""
+
+    quotas: dict[str, dict[str, float]] = field(default_factory=dict)  # slot -> route kind -> quota
+    rankers: dict[str, str] = field(default_factory=dict)  # slot -> one of RANKER_SETS
+    routing: dict[str, str] = field(default_factory=dict)  # segment -> slot
+
+    def validate(self, segments: list[str]) -> Composition:
+        for slot in (*self.quotas, *self.rankers):
+            check_choice("composition slot", slot, SLOTS)
+        for slot, quotas in self.quotas.items():
+            for kind, q in quotas.items():
+                check_choice(f"composition.quotas[{slot}] route", kind, ROUTES)
+                if q not in QUOTA_LEVELS:
+                    raise ConfigError(f"`composition.quotas[{slot}][{kind}]` must be one of {list(QUOTA_LEVELS)} (got {q!r})")
+        for slot, rankers in self.rankers.items():
+            check_choice(f"composition.rankers[{slot}]", rankers, RANKER_SETS)
+        for segment, slot in self.routing.items():
+            check_choice("composition.routing segment", segment, segments)
+            check_choice(f"composition.routing[{segment}]", slot, SLOTS)
+        return self
+
+    def used_slots(self, segments: list[str]) -> list[str]:
+        return [s for s in SLOTS if any(self.routing.get(seg, SLOTS[0]) == s for seg in segments)]
+
+    def key(self) -> str:
+        parts = [f"{s}:{','.join(f'{k}={q:g}' for k, q in sorted(self.quotas.get(s, {}).items()) if q > 0)}"
+                 f"|{self.rankers.get(s, 'mlp')}" for s in SLOTS]
+        return " ; ".join(parts) + " ; " + ",".join(f"{g}->{s}" for g, s in sorted(self.routing.items()))
+
+
+def composition_of(cfg: SystemConfig, specialist: PipelineConfig | None = None) -> Composition:
+    """The composition a static system config corresponds to (quotas snapped to the nearest level)."""
+    snap = lambda q: min(QUOTA_LEVELS[1:], key=lambda level: abs(level - q))  # noqa: E731
+    pipes = {SLOTS[0]: cfg.pipelines[0], SLOTS[1]: specialist or (cfg.pipelines[1] if len(cfg.pipelines) > 1 else cfg.pipelines[0])}
+    quotas = {slot: {k: 0.0 for k in ROUTES} | {r.kind: snap(r.quota) for r in p.routes if r.quota > 0} for slot, p in pipes.items()}
+    rankers = {slot: p.ranker.arch for slot, p in pipes.items()}
+    names = {p.name: slot for slot, p in pipes.items()}
+    routing = {seg: names.get(pipe, SLOTS[0]) for seg, pipe in cfg.routing.items()}
+    return Composition(quotas, rankers, routing)
+
+
+class ComponentPool:
+    """Every agent a composition may use, built once: per slot, all routes, both rankers, score fusion, re-rank."""
+
+    def __init__(self, world: WorldConfig, templates: dict[str, PipelineConfig], ranker_params: dict[str, Any] | None = None,
+                 seed: int = 0) -> None:
+        self.world, self.segments = world, list(world.segment_names)
+        dim = feature_dim(world, len(ROUTES))
+        self.recalls: dict[str, dict[str, Any]] = {}
+        self.rankers: dict[str, dict[str, TorchRanker]] = {}
+        self.scorers: dict[str, MultiTaskFusion] = {}
+        self.rerankers: dict[str, Reranker] = {}
+        self.fusion_size: dict[str, int] = {}
+        self._ensembles: dict[tuple[str, str], EnsembleRanker] = {}
+        for i, slot in enumerate(SLOTS):
+            t = templates[slot]
+            params = {r.kind: dict(r.params) for r in t.routes}
+            self.recalls[slot] = {k: make_recall(k, k, params.get(k, {})) for k in ROUTES}
+            rp = dict(ranker_params if ranker_params is not None else t.ranker.params)
+            self.rankers[slot] = {
+                arch: TorchRanker(dim, len(self.segments), len(ROUTES), arch=arch, hidden=t.ranker.hidden,
+                                  per_segment=t.ranker.per_segment, name=f"{slot}/{arch}", config=rp, seed=seed + 10 * i + j)
+                for j, arch in enumerate(("linear", "mlp"))
+            }
+            self.scorers[slot] = MultiTaskFusion(f"{slot}/multitask", dict(t.scorer))
+            self.rerankers[slot] = Reranker(f"{slot}/rerank", dict(t.rerank))
+            self.fusion_size[slot] = t.fusion_size
+
+    def ranker(self, slot: str, which: str) -> Any:
+        if which != "linear+mlp":
+            return self.rankers[slot][which]
+        key = (slot, which)
+        if key not in self._ensembles:
+            self._ensembles[key] = EnsembleRanker([self.rankers[slot]["linear"], self.rankers[slot]["mlp"]], name=f"{slot}/{which}")
+        return self._ensembles[key]
+
+    def pipeline(self, slot: str, quotas: dict[str, float], rankers: str) -> tuple[Pipeline, list[str]]:
+        notes = []
+        on = {k: q for k, q in quotas.items() if q > 0}
+        if not on:
+            on = {"popularity": 1.0}
+            notes.append(f"{slot}: every route off, served by popularity alone")
+        kinds = [k for k in ROUTES if k in on]
+        fusion = QuotaFusion(kinds, name=f"{slot}/fusion",
+                             config={"size": self.fusion_size[slot], **{f"quota_{k}": on[k] for k in kinds}})
+        pipe = Pipeline(slot, [self.recalls[slot][k] for k in kinds], fusion, self.ranker(slot, rankers),
+                        self.scorers[slot], self.rerankers[slot])
+        return pipe, notes
+
+    def system(self, comp: Composition) -> tuple[System, list[str]]:
+        """The system graph of a composition: only the slots some segment is routed to are built."""
+        used = comp.used_slots(self.segments)
+        pipes, notes = [], []
+        for slot in used:
+            quotas = {k: 0.0 for k in ROUTES} | comp.quotas.get(slot, {})
+            p, n = self.pipeline(slot, quotas, comp.rankers.get(slot, "mlp"))
+            pipes.append(p)
+            notes += n
+        routing = {f"route_{seg}": comp.routing.get(seg, SLOTS[0]) for seg in self.segments}
+        return System(pipes, SegmentRouter(self.segments, used, config=routing), list(ROUTES)), notes
+
+    @property
+    def agents(self) -> dict[str, Any]:
+        """Every pooled agent by a unique name (``main/rerank``, ``specialist/popularity``...)."""
+        out: dict[str, Any] = {}
+        for slot in SLOTS:
+            out |= {f"{slot}/{k}": a for k, a in self.recalls[slot].items()}
+            out |= {a.name: a for a in (*self.rankers[slot].values(), self.scorers[slot], self.rerankers[slot])}
+        return out
+
+
+class CompositionEnv(WindowEnv):
+    """Evolve the wiring of the system: routes and quotas, ranker ensembles, segment -> pipeline routing.
+
+    Action (``MultiDiscrete``), per slot in ``SLOTS``: a quota level index (of ``QUOTA_LEVELS``) for each
+    route in ``ROUTES``, then a ranker-set index (of ``RANKER_SETS``); then, per segment, a slot index.
+    Reward: the system's layered reward (outer by default). Observation: the regime summary then the
+    composition's indices scaled to [0, 1].
+    """
+
+    def __init__(
+        self,
+        world: WorldConfig | dict[str, Any] | None = None,
+        templates: dict[str, PipelineConfig] | None = None,
+        window: int = 2000,
+        concurrency: int = 400,
+        warmup: int = 1,
+        reward: LayeredRewardConfig | dict[str, Any] | None = None,
+        risk_bound: float = 0.1,
+        initial: Composition | None = None,
+        ranker_params: dict[str, Any] | None = None,
+        learn: bool = True,
+        stationary: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode)
+        self.templates = templates or {SLOTS[0]: baseline_config(), SLOTS[1]: cold_start_config()}
+        for slot in self.templates:
+            check_choice("templates slot", slot, SLOTS)
+        for slot in SLOTS:
+            if slot not in self.templates:
+                raise ConfigError(f"`templates` must give a pipeline for every slot {list(SLOTS)} (missing {slot!r})")
+        self.ranker_params = ranker_params if ranker_params is not None else {"epochs": 1, "min_updates": 100, "memory": 50_000}
+        RankerConfig(params=self.ranker_params)  # validates before any simulation
+        self.segments = list(self.world_cfg.segment_names)
+        self.initial = (initial or composition_of(SystemConfig([self.templates[SLOTS[0]]]), self.templates[SLOTS[1]]))
+        self.initial.validate(self.segments)
+        r = len(ROUTES)
+        self.nvec = np.array(([len(QUOTA_LEVELS)] * r + [len(RANKER_SETS)]) * len(SLOTS) + [len(SLOTS)] * len(self.segments))
+        self.action_space = spaces.MultiDiscrete(self.nvec)
+        dim = len(self.segments) + len(REGIME_SCALARS) + len(self.nvec)
+        self.observation_space = spaces.Box(-BOUND, BOUND, shape=(dim,), dtype=np.float32)
+        self.composition = self.initial
+        self.pool: ComponentPool | None = None
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, comp: Composition) -> np.ndarray:
+        comp.validate(self.segments)
+        out = []
+        for slot in SLOTS:
+            q = {k: 0.0 for k in ROUTES} | comp.quotas.get(slot, {})
+            out += [QUOTA_LEVELS.index(q[k]) for k in ROUTES]
+            out.append(RANKER_SETS.index(comp.rankers.get(slot, "mlp")))
+        out += [SLOTS.index(comp.routing.get(seg, SLOTS[0])) for seg in self.segments]
+        return np.array(out, dtype=np.int64)
+
+    def decode(self, action: np.ndarray) -> Composition:
+        a = np.asarray(action)
+        if a.shape != self.nvec.shape or not self.action_space.contains(a.astype(np.int64)):
+            raise ConfigError(f"`action` must lie in {self.action_space} (got {a.tolist()})")
+        a = a.astype(np.int64)
+        r, i = len(ROUTES), 0
+        quotas, rankers = {}, {}
+        for slot in SLOTS:
+            quotas[slot] = {k: QUOTA_LEVELS[a[i + j]] for j, k in enumerate(ROUTES)}
+            rankers[slot] = RANKER_SETS[a[i + r]]
+            i += r + 1
+        routing = {seg: SLOTS[a[i + j]] for j, seg in enumerate(self.segments)}
+        return Composition(quotas, rankers, routing)
+
+    # ------------------------------------------------------------------ WindowEnv hooks
+    def _build_system(self) -> System:
+        self.pool = ComponentPool(self.world_cfg, self.templates, self.ranker_params, seed=int(self.np_random.integers(2**16)))
+        system, self.notes = self.pool.system(self.initial)
+        self.composition = self.initial
+        return system
+
+    def _after_restore(self) -> None:
+        # the snapshot holds its own copy of the pool's agents: rebind the pool to that copy
+        self.pool = self._sim.pool_ref  # type: ignore[attr-defined]
+
+    def _after_build(self) -> None:
+        self._sim.pool_ref = self.pool  # type: ignore[attr-defined]  # copied with the simulation
+
+    def _current(self) -> dict[str, Any]:
+        return {"composition": self.composition.key(), "notes": list(self.notes)}
+
+    def _config_features(self) -> np.ndarray:
+        return (self.encode(self.composition) / np.maximum(self.nvec - 1, 1)).astype(np.float32)
+
+    def deploy(self, comp: Composition) -> None:
+        """Wire ``comp`` into the running simulation (trained agents are reused from the pool)."""
+        comp.validate(self.segments)
+        self._sim.system, self.notes = self.pool.system(comp)
+        self.composition = comp
+
+    def _apply(self, action: np.ndarray) -> dict[str, Any]:
+        self.deploy(self.decode(action))
+        return self._current()
+
+    def _reward(self, log: InteractionLog) -> tuple[float, dict[str, float]]:
+        lr = layered_reward("system", log, self.reward_cfg)
+        value = lr.value if np.isfinite(lr.value) else 0.0
+        return float(value), lr.terms
+
+    def agent(self, name: str) -> Any:
+        """A pooled agent by name (e.g. ``main/rerank``), to evolve individually alongside compositions."""
+        agents = self.pool.agents
+        check_choice("agent", name, list(agents))
+        return agents[name]

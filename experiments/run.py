@@ -1,0 +1,219 @@
+"""The experiment entry point: one arm evolving one agent of a running system, from a composed Hydra config.
+
+``python -m experiments.run`` runs the default experiment; ``python -m experiments.run -m`` sweeps what the
+experiment preset declares (arms x seeds) on the joblib launcher; ``experiment=smoke`` picks a preset from
+``conf/experiment/``; any key can be overridden (``evolution.windows=20 controller=optuna seed=3``).
+
+A run validates its whole config (:func:`experiments.config.load_config`) and builds the env before any
+simulation, then lets the arm (:mod:`experiments.arms`) drive the evolution env window by window. Every
+window is committed to the knowledge store as a trial (a killed run started again on the same store and
+config replays deterministically and writes only the missing windows), logged to wandb and TensorBoard
+and added to the table. The run directory ends up with ``config.yaml`` (resolved), ``metrics.csv``,
+``metrics.parquet``, ``store.db``, ``summary.json``, ``figures/*.png``, ``wandb/`` and ``tb/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from agents.evolution.env import EvolutionEnv
+from agents.infra.store import KnowledgeStore
+from experiments.arms import ArmContext, WindowRecorder, run_arm
+from experiments.config import ExperimentConfig, load_config
+from experiments.loggers import RunLoggers
+from rewards.outer import OUTER_KEYS
+
+__all__ = ["ConstrainedEvolution", "build_env", "main", "run"]
+
+log = logging.getLogger(__name__)
+
+NOT_IN_STORE_CONFIG = ("logger", "out_dir", "store", "claims", "threads")  # settings that do not change results
+
+
+class ConstrainedEvolution(gym.Wrapper):
+    """Subtracts a constraint penalty from the evolution env's layered reward, stepping the handler once per window.
+
+    As :func:`rewards.layered.layered_reward` with a ``constraint``: the window's penalty uses the multipliers
+    before this window's dual step; ``layered/<role>/penalty`` (and ``/penalty/<metric>``) and ``/total`` are
+    updated in ``info`` and the handler's state (``constraint/<metric>/lambda``, ``/slack``, ``/violated``) added.
+    """
+
+    def __init__(self, env: EvolutionEnv, handler: Any) -> None:
+        super().__init__(env)
+        self.handler = handler
+
+    @property
+    def codec(self) -> Any:
+        return self.env.codec
+
+    def target_params(self) -> Any:
+        return self.env.target_params()
+
+    @property
+    def target(self) -> Any:
+        return self.env.target
+
+    @property
+    def role(self) -> str:
+        return self.env.role
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        outer = {k: info[k] for k in OUTER_KEYS if k in info}
+        parts = self.handler.terms(outer)
+        penalty = float(sum(parts.values()))
+        self.handler.update(outer)
+        prefix = f"layered/{self.env.role}"
+        reward = float(reward) - penalty
+        info = {**info, f"{prefix}/penalty": penalty, **{f"{prefix}/penalty/{k}": v for k, v in parts.items()},
+                f"{prefix}/total": reward, **self.handler.state()}
+        return obs, reward, terminated, truncated, info
+
+
+def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution:
+    """The evolution env of a config (checks the agent against the system; no simulation yet)."""
+    e = cfg.evolution
+    env = EvolutionEnv(world=cfg.world, system=cfg.system, agent=e.agent, window=e.window, concurrency=e.concurrency,
+                       warmup=e.warmup, codec=e.codec, bins=e.bins, reward=cfg.reward.layered(),
+                       risk_bound=e.risk_bound, fixed=dict(e.fixed) or None, learn=e.learn)
+    handler = cfg.reward.build_handler()
+    return env if handler is None else ConstrainedEvolution(env, handler)
+
+
+def _plain_config(cfg: DictConfig | ExperimentConfig) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+def _out_dir(cfg: ExperimentConfig, out_dir: str | os.PathLike[str] | None) -> Path:
+    if out_dir is None and cfg.out_dir:
+        out_dir = cfg.out_dir
+    if out_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        out_dir = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else os.getcwd()
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _regime_columns(env: Any, regime: np.ndarray | None) -> dict[str, float]:
+    """The observation the controller acted on, by name: segment request shares, then the regime scalars."""
+    from agents.evolution.env import REGIME_SCALARS
+
+    if regime is None:
+        return {}
+    names = [f"regime/share/{s}" for s in env.unwrapped.world_cfg.segment_names] + [f"regime/{k}" for k in REGIME_SCALARS]
+    return {name: float(v) for name, v in zip(names, regime)}
+
+
+def run(cfg: DictConfig | ExperimentConfig, out_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Run one experiment (one arm, one seed); returns the summary (also written to ``summary.json``)."""
+    exp = load_config(cfg)  # every value checked before anything runs
+    plain = _plain_config(cfg)
+    env = build_env(exp)
+    out = _out_dir(exp, out_dir)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+
+    import torch
+
+    torch.set_num_threads(exp.threads)
+    torch.manual_seed(exp.seed)
+    arm = exp.arm_label
+    store_url = exp.store if "://" in exp.store else str(out / exp.store)
+    loggers = RunLoggers(exp, out, plain)
+    started = time.perf_counter()
+    failed = True
+    best = -math.inf
+    with KnowledgeStore(store_url) as store:
+        exp_id = store.start_experiment(f"{exp.name}/{arm}", {k: v for k, v in plain.items() if k not in NOT_IN_STORE_CONFIG},
+                                        exp.seed)
+        stored = {t.step: t.reward for t in store.trials(exp_id)}
+        if stored:
+            log.info("resuming %s/%s seed %d: %d windows already in the store", exp.name, arm, exp.seed, len(stored))
+        bar = tqdm(total=exp.evolution.windows, desc=f"{exp.name}/{arm}/s{exp.seed}", disable=not exp.logger.progress,
+                   mininterval=1.0, dynamic_ncols=True)
+
+        def on_window(step: int, config: dict[str, Any], reward: float, info: dict[str, Any]) -> None:
+            nonlocal best
+            best = max(best, reward)
+            inner = {k: v for k, v in info.items() if k.startswith("inner/")}
+            outer = {k: v for k, v in info.items() if k.startswith(("outer/", "layered/", "constraint/"))}
+            regime = info.get("regime")
+            if step in stored:
+                if not math.isclose(stored[step], reward, rel_tol=1e-6, abs_tol=1e-9):
+                    log.warning("window %d replayed with reward %.6g but the store has %.6g (not deterministic?)",
+                                step, reward, stored[step])
+            else:
+                store.add_trial(exp_id, step, exp.evolution.agent, arm, config,
+                                [float(info["day"])] if regime is None else regime, inner, outer, reward)
+            loggers.window({
+                "experiment": exp.name, "arm": arm, "controller": exp.controller.name, "seed": exp.seed, "step": step,
+                "day": float(info["day"]), "reward": reward, "evolution/best_reward": best,
+                **{k: float(v) for k, v in info.items() if "/" in k and isinstance(v, (int, float, np.floating))},
+                **_regime_columns(env, regime),
+                **{f"config/{k}": v for k, v in config.items()},
+                "time_s": time.perf_counter() - started,
+            })
+            bar.update(1)
+            bar.set_postfix(reward=f"{reward:.4f}", refresh=False)
+
+        try:
+            recorder = WindowRecorder(env, on_window)
+            run_arm(ArmContext(exp, recorder, store, exp_id, on_window, exp.controller.typed_options()))
+            failed = False
+        except Exception:
+            store.finish_experiment(exp_id, "failed")
+            raise
+        finally:
+            bar.close()
+            if failed:
+                loggers.close(failed=True)
+        store.finish_experiment(exp_id)
+
+    frame = loggers.table.frame()
+    figures: dict[str, Any] = {}
+    if exp.logger.plots:
+        from experiments.plot import make_figures, save_figures
+
+        figures = make_figures(frame, [(s.day, s.kind) for s in exp.world.shifts])
+        loggers.figures(figures)
+        save_figures(figures, out / "figures")
+    rewards = frame["reward"].to_numpy()
+    half = max(len(rewards) // 2, 1)
+    summary = {
+        "experiment": exp.name, "arm": arm, "controller": exp.controller.name, "seed": exp.seed,
+        "windows": int(len(frame)), "seconds": round(time.perf_counter() - started, 2), "out_dir": str(out),
+        "final/reward_mean": float(rewards.mean()), "final/reward_second_half": float(rewards[-half:].mean()),
+        "final/best_reward": float(rewards.max()),
+        **{f"final/{k.removeprefix('outer/')}": float(frame[k].mean()) for k in OUTER_KEYS if k in frame},
+    }
+    loggers.close({k: v for k, v in summary.items() if isinstance(v, float)})
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    log.info("%s/%s seed %d: mean reward %.4f over %d windows in %.1f s -> %s", exp.name, arm, exp.seed,
+             summary["final/reward_mean"], summary["windows"], summary["seconds"], out)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Hydra's entry point; returns the mean reward (what a sweeper would optimise)."""
+    return run(cfg)["final/reward_mean"]
+
+
+if __name__ == "__main__":
+    main()
