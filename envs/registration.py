@@ -32,8 +32,10 @@ _SPECS: dict[str, tuple[dict, int]] = {
 ENV_IDS = tuple(_SPECS)  # the slate envs (single and native vector entry points)
 
 # the evolution env: a step deploys a config of one agent and runs a window through the whole system
-_EVOLUTION_SPECS: dict[str, tuple[dict, int]] = {
-    f"{NAMESPACE}/Evolution-v0": ({}, 50),
+# the composition env: a step wires routes, rankers and segment routing, and runs a window
+_EVOLUTION_SPECS: dict[str, tuple[str, int]] = {
+    f"{NAMESPACE}/Evolution-v0": ("agents.evolution.env:EvolutionEnv", 50),
+    f"{NAMESPACE}/Composition-v0": ("agents.evolution.composition:CompositionEnv", 50),
 }
 EVOLUTION_ENV_IDS = tuple(_EVOLUTION_SPECS)
 
@@ -50,6 +52,6 @@ def register_envs() -> None:
             max_episode_steps=max_steps,
             kwargs=kwargs,
         )
-    for env_id, (kwargs, max_steps) in _EVOLUTION_SPECS.items():
+    for env_id, (entry_point, max_steps) in _EVOLUTION_SPECS.items():
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point="agents.evolution.env:EvolutionEnv", max_episode_steps=max_steps, kwargs=kwargs)
+            gym.register(id=env_id, entry_point=entry_point, max_episode_steps=max_steps)

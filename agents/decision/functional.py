@@ -117,12 +117,12 @@ class ExperimentDesigner(DecisionAgent):
         return self.arm(batch.users)
 
     def observe(self, log: InteractionLog, metric: str = "clicks", guardrail: str | None = "violations",
-                arms: tuple[int, int] = (0, 1)) -> None:
-        """Collect per-request outcomes by arm: requests served by pipeline ``arms[0]`` (the incumbent) and
-        ``arms[1]`` (the candidate); other pipelines' requests are not part of the test."""
+                arms: tuple[int | tuple[int, ...], int | tuple[int, ...]] = (0, 1)) -> None:
+        """Collect per-request outcomes by arm: requests served by pipeline(s) ``arms[0]`` (the incumbent)
+        and ``arms[1]`` (the candidate); other pipelines' requests are not part of the test."""
         req = log.requests
         for a, index in enumerate(arms):
-            m = req["pipeline"] == index
+            m = np.isin(req["pipeline"], np.atleast_1d(index))
             self.outcomes[a].append(req[metric][m].astype(np.float64))
             if guardrail is not None:
                 self.guardrails[a].append(req[guardrail][m].astype(np.float64))

@@ -21,11 +21,13 @@ from gymnasium import spaces
 
 from agents.decision.configs import ROUTES, PipelineConfig, RankerConfig, SystemConfig, baseline_config, cold_start_config
 from agents.decision.functional import SegmentRouter
+from agents.decision.params import Choice, ParamSpace
 from agents.decision.fusion import MultiTaskFusion, QuotaFusion
 from agents.decision.ranking import EnsembleRanker, TorchRanker
 from agents.decision.recall import make_recall
 from agents.decision.rerank import Reranker
 from agents.decision.system import Pipeline, System, feature_dim
+from agents.evolution.codec import SpaceCodec
 from agents.evolution.env import BOUND, REGIME_SCALARS, WindowEnv
 from agents.infra.log import InteractionLog
 from envs.config import WorldConfig
@@ -188,45 +190,55 @@ class CompositionEnv(WindowEnv):
         self.segments = list(self.world_cfg.segment_names)
         self.initial = (initial or composition_of(SystemConfig([self.templates[SLOTS[0]]]), self.templates[SLOTS[1]]))
         self.initial.validate(self.segments)
-        r = len(ROUTES)
-        self.nvec = np.array(([len(QUOTA_LEVELS)] * r + [len(RANKER_SETS)]) * len(SLOTS) + [len(SLOTS)] * len(self.segments))
-        self.action_space = spaces.MultiDiscrete(self.nvec)
+        choices = []
+        for slot in SLOTS:
+            q = {k: 0.0 for k in ROUTES} | self.initial.quotas.get(slot, {})
+            choices += [Choice(f"{slot}/quota_{k}", QUOTA_LEVELS, q[k]) for k in ROUTES]
+            choices.append(Choice(f"{slot}/rankers", RANKER_SETS, self.initial.rankers.get(slot, "mlp")))
+        choices += [Choice(f"routing/{seg}", SLOTS, self.initial.routing.get(seg, SLOTS[0])) for seg in self.segments]
+        self.params = ParamSpace(choices)  # the composition as a decision space: controllers search it like any agent's
+        self.codec = SpaceCodec(self.params, "multidiscrete")
+        self.nvec = self.codec.space.nvec
+        self.action_space = self.codec.space
         dim = len(self.segments) + len(REGIME_SCALARS) + len(self.nvec)
         self.observation_space = spaces.Box(-BOUND, BOUND, shape=(dim,), dtype=np.float32)
         self.composition = self.initial
         self.pool: ComponentPool | None = None
         self.notes: list[str] = []
+        self.overrides: dict[str, dict[str, Any]] = {}  # pooled agent name -> config, applied at every step
 
     # ------------------------------------------------------------------ encoding
-    def encode(self, comp: Composition) -> np.ndarray:
+    def target_params(self) -> ParamSpace:
+        """The composition's decision space (a ``ParamSpace`` of choices), for controllers."""
+        return self.params
+
+    def to_config(self, comp: Composition) -> dict[str, Any]:
         comp.validate(self.segments)
-        out = []
+        out: dict[str, Any] = {}
         for slot in SLOTS:
             q = {k: 0.0 for k in ROUTES} | comp.quotas.get(slot, {})
-            out += [QUOTA_LEVELS.index(q[k]) for k in ROUTES]
-            out.append(RANKER_SETS.index(comp.rankers.get(slot, "mlp")))
-        out += [SLOTS.index(comp.routing.get(seg, SLOTS[0])) for seg in self.segments]
-        return np.array(out, dtype=np.int64)
+            out |= {f"{slot}/quota_{k}": q[k] for k in ROUTES}
+            out[f"{slot}/rankers"] = comp.rankers.get(slot, "mlp")
+        return out | {f"routing/{seg}": comp.routing.get(seg, SLOTS[0]) for seg in self.segments}
+
+    def from_config(self, config: dict[str, Any]) -> Composition:
+        c = self.params.validate(dict(config), agent="composition")
+        quotas = {slot: {k: c[f"{slot}/quota_{k}"] for k in ROUTES} for slot in SLOTS}
+        rankers = {slot: c[f"{slot}/rankers"] for slot in SLOTS}
+        return Composition(quotas, rankers, {seg: c[f"routing/{seg}"] for seg in self.segments})
+
+    def encode(self, comp: Composition) -> np.ndarray:
+        return self.codec.encode(self.to_config(comp))
 
     def decode(self, action: np.ndarray) -> Composition:
-        a = np.asarray(action)
-        if a.shape != self.nvec.shape or not self.action_space.contains(a.astype(np.int64)):
-            raise ConfigError(f"`action` must lie in {self.action_space} (got {a.tolist()})")
-        a = a.astype(np.int64)
-        r, i = len(ROUTES), 0
-        quotas, rankers = {}, {}
-        for slot in SLOTS:
-            quotas[slot] = {k: QUOTA_LEVELS[a[i + j]] for j, k in enumerate(ROUTES)}
-            rankers[slot] = RANKER_SETS[a[i + r]]
-            i += r + 1
-        routing = {seg: SLOTS[a[i + j]] for j, seg in enumerate(self.segments)}
-        return Composition(quotas, rankers, routing)
+        return self.from_config(self.codec.decode(action))
 
     # ------------------------------------------------------------------ WindowEnv hooks
     def _build_system(self) -> System:
         self.pool = ComponentPool(self.world_cfg, self.templates, self.ranker_params, seed=int(self.np_random.integers(2**16)))
         system, self.notes = self.pool.system(self.initial)
         self.composition = self.initial
+        self.overrides = {}
         return system
 
     def _after_restore(self) -> None:
@@ -248,7 +260,15 @@ class CompositionEnv(WindowEnv):
         self._sim.system, self.notes = self.pool.system(comp)
         self.composition = comp
 
+    def configure_agent(self, name: str, config: dict[str, Any]) -> None:
+        """Set a pooled agent's config for this and later steps (survives stationary restores)."""
+        agent = self.agent(name)
+        self.overrides[name] = agent.params.validate(dict(config), agent=name)
+        agent.configure(self.overrides[name])
+
     def _apply(self, action: np.ndarray) -> dict[str, Any]:
+        for name, config in self.overrides.items():
+            self.agent(name).configure(config)
         self.deploy(self.decode(action))
         return self._current()
 

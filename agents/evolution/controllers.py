@@ -113,28 +113,45 @@ CONTROLLERS = ("random", "optuna")
 
 @dataclass
 class EvolutionHistory:
-    """What an evolution run tried and got, window by window."""
+    """What an evolution run tried and got, window by window, and where it restarted after a shift."""
 
     configs: list[dict[str, Any]] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     infos: list[dict[str, Any]] = field(default_factory=list)
+    shifts: list[int] = field(default_factory=list)  # windows after which a shift was detected (and the controller restarted)
+    sentinels: list[tuple[int, float]] = field(default_factory=list)
+    reference: tuple[dict[str, Any], float] | None = None  # the incumbent and its last sentinel reward
 
     @property
     def best(self) -> tuple[dict[str, Any], float]:
-        i = int(np.argmax(self.rewards))
+        """The best config since the last detected shift (older ones belong to another regime)."""
+        start = self.shifts[-1] + 1 if self.shifts else 0
+        if start >= len(self.rewards):
+            raise ValueError("no window since the last shift: nothing to recommend yet")
+        i = start + int(np.argmax(self.rewards[start:]))
         return self.configs[i], self.rewards[i]
 
 
-def evolve(env: Any, controller: Controller, windows: int, seed: int | None = None, on_window: Any = None) -> EvolutionHistory:
+def evolve(env: Any, controller: Controller, windows: int, seed: int | None = None, on_window: Any = None,
+           reset: bool = True, shift: Any = None, restart: Any = None,
+           history: EvolutionHistory | None = None) -> EvolutionHistory:
     """Run ``controller`` on ``env`` for ``windows`` windows: propose -> deploy and serve -> tell.
 
     ``on_window(step, config, reward, info)`` (optional) is called after each window, e.g. to commit
-    the trial to the knowledge store.
+    the trial to the knowledge store. ``reset=False`` continues on the env as it is (e.g. after
+    ``env.advance``), appending to ``history``. With ``shift`` (a ``ShiftTest``), every
+    ``shift.check_every`` windows production (the best config at the previous check) serves a sentinel
+    window; when its reward moved beyond the test's tolerance from the reward it had then, a shift is
+    recorded, older windows stop counting for ``best`` and the controller is replaced by ``restart()``
+    (a fresh one; the same one if None). Then production becomes the best config since the last shift.
     """
     check_int("windows", windows, 1)
-    obs, _ = env.reset(seed=seed)
-    history = EvolutionHistory()
-    for step in range(windows):
+    if reset:
+        obs, _ = env.reset(seed=seed)
+    else:
+        obs = env._observe(env._regime_log)
+    history = history if history is not None else EvolutionHistory()
+    for step in range(len(history.rewards), len(history.rewards) + windows):
         config = controller.propose(obs)
         action = env.codec.encode(config)
         next_obs, reward, terminated, truncated, info = env.step(action)
@@ -147,4 +164,20 @@ def evolve(env: Any, controller: Controller, windows: int, seed: int | None = No
         obs = next_obs
         if terminated or truncated:
             obs, _ = env.reset()
+        if shift is not None and (step + 1) % shift.check_every == 0:
+            sentinel = None
+            if history.reference is not None:  # serve production (the incumbent of the last check) again
+                production, value = history.reference
+                free = {k: v for k, v in production.items() if k in env.codec.params.by_name}
+                obs, sentinel, *_ = env.step(env.codec.encode(free))
+                history.sentinels.append((step, float(sentinel)))
+                if shift(value, sentinel):
+                    log.info("shift detected after window %d: production's reward %.4f -> %.4f", step, value, sentinel)
+                    history.shifts.append(step)
+                    controller = restart() if restart is not None else controller
+                    history.reference = None
+                    continue
+            incumbent, value = history.best
+            same = history.reference is not None and history.reference[0] == incumbent
+            history.reference = (incumbent, float(sentinel) if same else value)
     return history

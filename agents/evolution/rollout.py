@@ -21,9 +21,9 @@ from agents.decision.context import RequestBatch
 from agents.decision.functional import ABDecision, ExperimentDesigner
 from agents.decision.system import Pipeline, Simulation, System
 from agents.infra.log import InteractionLog
-from envs.validation import ConfigError, check_choice, check_int
+from envs.validation import check_choice, check_int
 
-__all__ = ["ABRouter", "ab_rollout", "ab_rollout_pipeline"]
+__all__ = ["ABRouter", "ABSystemRouter", "ab_rollout", "ab_rollout_pipeline", "ab_test_systems"]
 
 
 class ABRouter:
@@ -60,8 +60,10 @@ def ab_rollout(
     window: int = 2000,
     metric: str = "clicks",
     guardrail_tolerance: float | None = 0.05,
+    deploy: bool = True,
 ) -> ABDecision:
-    """A/B-test ``candidate`` (a config of ``agent``) against the running config; deploy it only if it wins."""
+    """A/B-test ``candidate`` (a config of ``agent``) against the running config; deploy it only if it wins
+    (``deploy=False``: only decide, e.g. when the caller owns deployment)."""
     system = sim.system
     owners = {a.name: p for p in system.pipelines for a in p.agents}
     check_choice("agent", agent, list(owners))
@@ -69,7 +71,7 @@ def ab_rollout(
     challenger = copy.deepcopy(incumbent)
     next(a for a in challenger.agents if a.name == agent).configure(candidate)
     return ab_rollout_pipeline(sim, challenger, designer, windows, window, metric, guardrail_tolerance,
-                               target=incumbent.name)
+                               target=incumbent.name, deploy=deploy)
 
 
 def ab_rollout_pipeline(
@@ -81,6 +83,7 @@ def ab_rollout_pipeline(
     metric: str = "clicks",
     guardrail_tolerance: float | None = 0.05,
     target: str | None = None,
+    deploy: bool = True,
 ) -> ABDecision:
     """A/B-test a whole candidate pipeline (e.g. a new structure) against the running pipeline ``target``.
 
@@ -111,8 +114,66 @@ def ab_rollout_pipeline(
     finally:
         sim.system = system
     challenger.name = target
-    if decision.accepted:
+    if decision.accepted and deploy:
         system.pipelines[index] = challenger
         for r in challenger.recalls:  # route ids are positions in the system's route names
             r.route_id = system.route_names.index(r.name)
     return decision
+
+
+class ABSystemRouter:
+    """Arm 0 users are served by the incumbent system's pipelines, arm 1 users by the challenger's."""
+
+    name = "ab_system_router"
+    role = "router"
+
+    def __init__(self, designer: ExperimentDesigner, incumbent: System, challenger: System) -> None:
+        self.designer, self.incumbent, self.challenger = designer, incumbent, challenger
+        self.offset = len(incumbent.pipelines)
+        self.pipeline_names = [p.name for p in incumbent.pipelines] + [f"{p.name}/candidate" for p in challenger.pipelines]
+
+    def act(self, batch: RequestBatch) -> np.ndarray:
+        arm = self.designer.arm(batch.users)
+        return np.where(arm == 1, self.offset + np.asarray(self.challenger.router.act(batch)),
+                        np.asarray(self.incumbent.router.act(batch)))
+
+    def observe(self, log: InteractionLog) -> None:
+        pass
+
+
+def ab_test_systems(
+    sim: Simulation,
+    challenger: System,
+    designer: ExperimentDesigner | None = None,
+    windows: int = 2,
+    window: int = 2000,
+    metric: str = "clicks",
+    guardrail_tolerance: float | None = 0.05,
+) -> ABDecision:
+    """A/B-test a whole system (another composition: pipelines and routing) against the running one.
+
+    Users are split by the designer's hash; each arm's system routes its users to its own pipelines.
+    Nothing is deployed: the caller swaps systems on acceptance. Agents the two systems share (the same
+    objects) serve and learn in both arms.
+    """
+    check_int("windows", windows, 1)
+    system = sim.system
+    renamed = []
+    for p in challenger.pipelines:
+        q = copy.copy(p)
+        q.name = f"{p.name}/candidate"
+        renamed.append(q)
+    designer = designer or ExperimentDesigner()
+    designer.reset()
+    router = ABSystemRouter(designer, system, challenger)
+    n = len(system.pipelines)
+    arms = (tuple(range(n)), tuple(range(n, n + len(renamed))))
+    sim.system = System([*system.pipelines, *renamed], router, system.route_names)
+    try:
+        for _ in range(windows):
+            log = sim.window(window)
+            designer.observe(log, metric=metric, guardrail="violations" if guardrail_tolerance is not None else None,
+                             arms=arms)
+        return designer.decide(metric, guardrail_tolerance)
+    finally:
+        sim.system = system

@@ -1,0 +1,228 @@
+"""The alternation schedule: evolve one agent until gains saturate or a shift is detected, then explore
+compositions, then resume; every phase's winner reaches production only through an A/B gate.
+
+Tests used (stated, and configurable):
+
+* **saturation** (:class:`SaturationTest`): a phase has saturated when the best reward of its last
+  ``patience`` windows beats the best reward before them by less than ``min_gain`` (relative to the
+  magnitude of the earlier best), after at least ``min_windows`` windows.
+* **shift** (:class:`ShiftTest`): every ``check_every`` windows a sentinel window serves the incumbent
+  (production) decisions; a shift is declared when its outer reward differs from the previous
+  sentinel's (or from the first window after production last changed) by more than ``tolerance``
+  (relative). Comparing consecutive sentinels lets slow change (the agents' own learning) through and
+  catches abrupt change. A detected shift ends the phase and is recorded in the store.
+
+The loop (``alternate``) reads top to bottom: propose -> serve a window -> tell -> commit the trial;
+at a phase end, A/B the phase's best candidate against production (``ab_rollout`` for an agent config,
+``ab_test_systems`` for a composition), deploy only an accepted one, commit the decision; switch phase.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from agents.decision.functional import ExperimentDesigner
+from agents.evolution.composition import CompositionEnv
+from agents.evolution.env import agent_reward
+from agents.evolution.rollout import ab_rollout, ab_test_systems
+from envs.validation import check_choice, check_int, check_range
+
+__all__ = ["PHASES", "AlternationHistory", "SaturationTest", "ShiftTest", "alternate"]
+
+log = logging.getLogger(__name__)
+
+PHASES = ("individual", "compositional")
+
+
+@dataclass
+class SaturationTest:
+    """Gains saturate when the last ``patience`` windows improve the phase's best by < ``min_gain`` (relative)."""
+
+    patience: int = 6
+    min_gain: float = 0.01
+    min_windows: int = 8
+
+    def __post_init__(self) -> None:
+        check_int("saturation.patience", self.patience, 1)
+        check_range("saturation.min_gain", self.min_gain, 0.0)
+        check_int("saturation.min_windows", self.min_windows, self.patience + 1)
+
+    def __call__(self, rewards: list[float]) -> bool:
+        if len(rewards) < self.min_windows:
+            return False
+        before, recent = max(rewards[: -self.patience]), max(rewards[-self.patience :])
+        return recent - before < self.min_gain * max(abs(before), 1e-9)
+
+
+@dataclass
+class ShiftTest:
+    """A sentinel window of production every ``check_every`` windows; a shift if its outer reward moved by
+    more than ``tolerance`` (relative) from the previous sentinel's."""
+
+    check_every: int = 5
+    tolerance: float = 0.2
+
+    def __post_init__(self) -> None:
+        check_int("shift.check_every", self.check_every, 1)
+        check_range("shift.tolerance", self.tolerance, 0.0, low_inclusive=False)
+
+    def __call__(self, reference: float, sentinel: float) -> bool:
+        return abs(sentinel - reference) > self.tolerance * max(abs(reference), 1e-9)
+
+
+@dataclass
+class AlternationHistory:
+    """Per window: phase, what was served and its rewards; the phase switches, shifts and gate decisions."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    switches: list[tuple[int, str, str]] = field(default_factory=list)  # (window, new phase, why)
+    shifts: list[int] = field(default_factory=list)  # windows at which a shift was detected
+    gates: list[dict[str, Any]] = field(default_factory=list)
+
+
+def alternate(
+    env: CompositionEnv,
+    agent: str,
+    individual: Callable[[Any], Any],
+    compositional: Callable[[CompositionEnv], Any],
+    windows: int,
+    seed: int | None = None,
+    saturation: SaturationTest | None = None,
+    shift: ShiftTest | None = None,
+    designer: Callable[[], ExperimentDesigner] | None = None,
+    gate_windows: int = 2,
+    store: Any = None,
+    exp_id: int | None = None,
+    on_window: Callable[[dict[str, Any]], None] | None = None,
+) -> AlternationHistory:
+    """Alternate individual evolution of ``agent`` (a pooled agent of ``env``) and compositional evolution.
+
+    ``individual(params)`` and ``compositional(env)`` build fresh controllers (``propose``/``tell``) at
+    each phase start; the individual controller is told the agent's layered reward, the compositional
+    one the system's (outer) reward. ``windows`` counts exploration windows (sentinel and A/B windows
+    come on top and are recorded). With a ``store`` every window is committed as a trial of ``exp_id``.
+    """
+    check_int("windows", windows, 1)
+    check_int("gate_windows", gate_windows, 1)
+    saturation, shift = saturation or SaturationTest(), shift or ShiftTest()
+    designer = designer or (lambda: ExperimentDesigner(config={"min_requests": 1000}))
+    obs, _ = env.reset(seed=seed)
+    target = env.agent(agent)
+    check_choice("agent role", target.role, ["rerank", "fusion", "ranking"])  # agents with one instance per slot
+    history = AlternationHistory()
+    production = {"config": dict(target.config), "composition": env.composition}
+    reference = _serve(env, agent, production)
+    phase, ctrl = PHASES[0], individual(target.params)
+    phase_rewards: list[float] = []
+    phase_best: tuple[float, Any] | None = None
+    history.switches.append((0, phase, "start"))
+    done = set(store.completed_steps(exp_id)) if store is not None else set()
+
+    for step in range(windows):
+        # ---- propose and serve one exploration window
+        if phase == "individual":
+            candidate = ctrl.propose(obs)
+            env.configure_agent(agent, candidate)
+            next_obs, outer, _, _, info = env.step(env.encode(production["composition"]))
+            reward, terms = agent_reward(env.agent(agent), target.role, env.last_log, env.reward_cfg,
+                                         env.sim.world.catalog.embedding)
+            served = {"config": dict(env.agent(agent).config), "composition": production["composition"]}
+        else:
+            candidate = ctrl.propose(obs)
+            env.configure_agent(agent, production["config"])
+            next_obs, outer, _, _, info = env.step(env.codec.encode(candidate))
+            reward, terms = outer, {}
+            served = {"config": production["config"], "composition": env.from_config(candidate)}
+        ctrl.tell(candidate, reward, obs)
+        obs = next_obs
+        phase_rewards.append(float(reward))
+        if phase_best is None or reward > phase_best[0]:
+            phase_best = (float(reward), served)
+        row = {"window": step, "phase": phase, "reward": float(reward), "outer": float(outer), "day": info["day"],
+               "composition": served["composition"].key(), **{f"config/{k}": v for k, v in served["config"].items()},
+               **{k: v for k, v in {**info, **terms}.items() if k.startswith(("outer/", "layered/", "inner/"))}}
+        history.rows.append(row)
+        if store is not None and step not in done:
+            store.add_trial(exp_id, step, agent if phase == "individual" else "composition", f"{phase}/{getattr(ctrl, 'name', type(ctrl).__name__)}",
+                            {"config": served["config"], "composition": row["composition"]}, [float(x) for x in obs[:4]],
+                            {k: v for k, v in row.items() if k.startswith("inner/")},
+                            {k: v for k, v in row.items() if k.startswith("outer/")}, float(reward))
+        if on_window is not None:
+            on_window(row)
+
+        # ---- end of phase? saturation, or a shift seen by the sentinel
+        why = None
+        if saturation(phase_rewards):
+            why = "saturated"
+        elif (step + 1) % shift.check_every == 0:
+            sentinel = _serve(env, agent, production)
+            if shift(reference, sentinel):
+                why = "shift"
+                history.shifts.append(step)
+                if store is not None:
+                    store.add_shift(exp_id, int(env.sim.world.day), "detected", detected_at_step=step)
+                log.info("shift detected at window %d: sentinel %.4f vs previous %.4f", step, sentinel, reference)
+            reference = sentinel
+        if why is None:
+            continue
+
+        # ---- gate the phase's best candidate, then switch phase
+        if phase_best is not None and why == "saturated":
+            production, accepted = _gate(env, agent, phase, production, phase_best[1], designer(), gate_windows,
+                                         history, store, exp_id, step)
+            if accepted:
+                reference = _serve(env, agent, production)
+        # individual -> compositional on saturation or shift; compositional -> individual on saturation,
+        # and a fresh compositional phase after a shift
+        phase = PHASES[1] if phase == PHASES[0] or why == "shift" else PHASES[0]
+        ctrl = individual(target.params) if phase == "individual" else compositional(env)
+        phase_rewards, phase_best = [], None
+        history.switches.append((step + 1, phase, why))
+    env.configure_agent(agent, production["config"])
+    env.deploy(production["composition"])
+    return history
+
+
+def _serve(env: CompositionEnv, agent: str, production: dict[str, Any]) -> float:
+    """One window of the production decisions (a sentinel); returns its outer reward."""
+    env.configure_agent(agent, production["config"])
+    return float(env.step(env.encode(production["composition"]))[1])
+
+
+def _gate(env: CompositionEnv, agent: str, phase: str, production: dict[str, Any], best: dict[str, Any],
+          designer: ExperimentDesigner, windows: int, history: AlternationHistory, store: Any, exp_id: int | None,
+          step: int) -> tuple[dict[str, Any], bool]:
+    """A/B the phase's best against production on live traffic; return the (possibly new) production."""
+    env.configure_agent(agent, production["config"])
+    env.deploy(production["composition"])
+    if phase == "individual":
+        if best["config"] == production["config"]:
+            return production, False
+        decision = ab_rollout(env.sim, agent, best["config"], designer, windows=windows, window=env.window, deploy=False)
+        what, record = agent, best["config"]
+    else:
+        if best["composition"].key() == production["composition"].key():
+            return production, False
+        challenger, _ = env.pool.system(best["composition"])
+        decision = ab_test_systems(env.sim, challenger, designer, windows=windows, window=env.window)
+        env.deploy(production["composition"])
+        what, record = "composition", {"composition": best["composition"].key()}
+    history.gates.append({"window": step, "phase": phase, "candidate": record, "accepted": decision.accepted,
+                          "effect": decision.effect, "ci_low": decision.ci_low, "ci_high": decision.ci_high})
+    if store is not None:
+        store.add_rollout(exp_id, step, what, record, "accepted" if decision.accepted else "rejected",
+                          effect=decision.effect, ci_low=decision.ci_low, ci_high=decision.ci_high,
+                          p_value=decision.p_value, n_incumbent=decision.n_incumbent,
+                          n_candidate=decision.n_candidate, reasons=decision.reasons)
+    if not decision.accepted:
+        return production, False
+    new = dict(production)
+    if phase == "individual":
+        new["config"] = dict(best["config"])
+    else:
+        new["composition"] = best["composition"]
+    env.configure_agent(agent, new["config"])
+    env.deploy(new["composition"])
+    return new, True
