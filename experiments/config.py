@@ -9,6 +9,8 @@ ranges and names (errors name the full key, the allowed values and the value, wi
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -71,6 +73,7 @@ class EvolutionSettings:
     risk_bound: float = 0.1  # violations per request the regime's risk slack is measured against
     fixed: dict[str, Any] = field(default_factory=dict)  # parameters held fixed (left out of the action)
     learn: bool = True  # whether the system's learning agents keep learning
+    stationary: bool = False  # every window from the same snapshot (common random numbers; the shifts never come)
 
     def __post_init__(self) -> None:
         check_int("evolution.windows", self.windows, 1)
@@ -105,10 +108,7 @@ class ControllerConfig:
             if values:
                 raise ConfigError(f"`controller.options` must be empty: arm {self.name!r} takes no options (got {values})")
             return None
-        try:
-            return schema(**known_keys("controller.options", values, schema))
-        except ConfigError as exc:
-            raise ConfigError(_prefixed("controller.options", str(exc))) from None
+        return schema(**known_keys("controller.options", values, schema))
 
 
 @dataclass
@@ -278,15 +278,40 @@ class ExperimentConfig:
 
 def _prefixed(group: str, message: str) -> str:
     """Put ``group.`` in front of the first backticked key of an error message (unless it is there already)."""
-    return re.sub(r"`(?!" + re.escape(group) + r"[.\[`])", f"`{group}.", message, count=1)
+    m = re.search(r"`([^`]+)`", message)
+    if m is None or m.group(1).startswith((f"{group}.", f"{group}[", f"{group} ")) or m.group(1) == group:
+        return message
+    return f"{message[:m.start()]}`{group}.{m.group(1)}`{message[m.end():]}"
+
+
+def _check_keys(node: Any, path: str = "") -> None:
+    """Reject keys a dataclass node does not have (``+key=...`` adds them silently) with a did-you-mean."""
+    if isinstance(node, DictConfig):
+        cls = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(cls):
+            allowed = [f.name for f in fields(cls)]
+            for key in node.keys():
+                if key not in allowed and not (key == "hydra" and not path):  # compose(return_hydra_config=True)
+                    where = f"`{path}`" if path else "the config"
+                    close = difflib.get_close_matches(str(key), allowed, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise ConfigError(f"`{path + '.' if path else ''}{key}` is not a key of {where} "
+                                      f"(allowed: {allowed}){hint}")
+        for key in node.keys():
+            _check_keys(node._get_node(key), f"{path}.{key}" if path else str(key))
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            _check_keys(node._get_node(i), f"{path}.{i}")
 
 
 def load_config(cfg: DictConfig | ExperimentConfig | dict[str, Any]) -> ExperimentConfig:
     """Validate a composed config and build the dataclasses (before any simulation); errors name the full key."""
     if isinstance(cfg, ExperimentConfig):
         return cfg
-    if not isinstance(cfg, DictConfig):
+    if not isinstance(cfg, DictConfig) or OmegaConf.get_type(cfg) is not ExperimentConfig:  # e.g. a config.yaml read back
         cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), cfg)
+    _check_keys(cfg)
+    check_int("seed", cfg.get("seed", 0), 0)  # before the parts that interpolate it
     values: dict[str, Any] = {}
     for f in fields(ExperimentConfig):
         if f.name not in cfg:

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 __all__ = ["LABELS", "ci_curves", "day_curves", "decomposition_figure", "load_metrics", "load_shifts", "main",
-           "make_figures", "pareto_figure", "reward_figure", "run_dirs", "save_figures", "segment_figure"]
+           "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "save_figures", "segment_figure", "use_agg"]
 
 CLICKS = "outer/engagement/clicks_per_request"
 VIOLATIONS = "outer/risk/violations_per_request"
@@ -38,13 +38,17 @@ LABELS: dict[str, str] = {  # axis labels with units
 
 
 def _pyplot() -> Any:
-    import matplotlib
-
-    if "MPLBACKEND" not in os.environ:
-        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def use_agg() -> None:
+    """Draw off-screen (jobs, CLIs) unless ``MPLBACKEND`` says otherwise."""
+    if "MPLBACKEND" not in os.environ:
+        import matplotlib
+
+        matplotlib.use("Agg")
 
 
 def label_of(column: str) -> str:
@@ -114,15 +118,18 @@ def ci_curves(ax: Any, frame: pd.DataFrame, column: str, shifts: Iterable[tuple[
     """Per ``by`` group: the mean of ``column`` across seeds against the simulated day, with its 95% t-band."""
     from experiments.report import mean_ci
 
+    days = frame.groupby("step")["day"].mean()
+    x = "day" if days.nunique() > 1 and days.is_monotonic_increasing else "step"  # a stationary env stays on one day
     for name, g in frame.groupby(by, sort=False):
-        stats = g.groupby("step").agg(day=("day", "mean"), values=(column, list))
+        stats = g.groupby("step").agg(day=("day", "mean"), values=(column, list)).reset_index()
         ci = np.array([mean_ci(v) for v in stats["values"]])
         n = g["seed"].nunique()
-        (line,) = ax.plot(stats["day"], ci[:, 0], marker=".", label=f"{name} (n={n})")
+        (line,) = ax.plot(stats[x], ci[:, 0], marker=".", label=f"{name} (n={n})")
         if n > 1:
-            ax.fill_between(stats["day"], ci[:, 1], ci[:, 2], color=line.get_color(), alpha=0.2, lw=0)
-    _mark_shifts(ax, shifts, float(frame["day"].max()))
-    ax.set_xlabel("simulated day")
+            ax.fill_between(stats[x], ci[:, 1], ci[:, 2], color=line.get_color(), alpha=0.2, lw=0)
+    if x == "day":
+        _mark_shifts(ax, shifts, float(frame["day"].max()))
+    ax.set_xlabel("simulated day" if x == "day" else "window")
     ax.set_ylabel(label or label_of(column))
     ax.set_title(title or label or label_of(column))
     ax.legend(fontsize=8)
@@ -256,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir")
     parser.add_argument("--out", default=None, help="where the PNGs go (default <run_dir>/figures)")
     args = parser.parse_args(argv)
+    use_agg()
     frame = load_metrics(args.run_dir)
     paths = save_figures(make_figures(frame, load_shifts(args.run_dir)), args.out or Path(args.run_dir) / "figures")
     for path in paths.values():

@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from experiments.config import ClaimConfig
-from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, save_figures
+from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, save_figures, use_agg
 
 __all__ = ["ClaimResult", "evaluate_claim", "load_claims", "main", "mean_ci", "render_report", "t_quantile",
            "write_report"]
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-figures", action="store_true", help="leave the figures out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    use_agg()
     path, results = write_report(args.run_dir, args.out, figures=not args.no_figures)
     for r in results:
         print(r.line())

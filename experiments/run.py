@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from agents.evolution.env import EvolutionEnv
 from agents.infra.store import KnowledgeStore
+from envs.validation import ConfigError
 from experiments.arms import ArmContext, WindowRecorder, run_arm
 from experiments.config import ExperimentConfig, load_config
 from experiments.loggers import RunLoggers
@@ -86,9 +87,14 @@ class ConstrainedEvolution(gym.Wrapper):
 def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution:
     """The evolution env of a config (checks the agent against the system; no simulation yet)."""
     e = cfg.evolution
-    env = EvolutionEnv(world=cfg.world, system=cfg.system, agent=e.agent, window=e.window, concurrency=e.concurrency,
-                       warmup=e.warmup, codec=e.codec, bins=e.bins, reward=cfg.reward.layered(),
-                       risk_bound=e.risk_bound, fixed=dict(e.fixed) or None, learn=e.learn)
+    try:
+        env = EvolutionEnv(world=cfg.world, system=cfg.system, agent=e.agent, window=e.window,
+                           concurrency=e.concurrency, warmup=e.warmup, codec=e.codec, bins=e.bins,
+                           reward=cfg.reward.layered(), risk_bound=e.risk_bound, fixed=dict(e.fixed) or None,
+                           learn=e.learn, stationary=e.stationary)
+    except ConfigError as exc:  # the agent's name or its fixed parameters: say where they are set
+        message = str(exc).replace("`agent`", "`evolution.agent`", 1)
+        raise ConfigError(message if message != str(exc) else f"{exc} (in `evolution.fixed` = {dict(e.fixed)})") from None
     handler = cfg.reward.build_handler()
     return env if handler is None else ConstrainedEvolution(env, handler)
 
@@ -188,8 +194,9 @@ def run(cfg: DictConfig | ExperimentConfig, out_dir: str | os.PathLike[str] | No
     frame = loggers.table.frame()
     figures: dict[str, Any] = {}
     if exp.logger.plots:
-        from experiments.plot import make_figures, save_figures
+        from experiments.plot import make_figures, save_figures, use_agg
 
+        use_agg()
         figures = make_figures(frame, [(s.day, s.kind) for s in exp.world.shifts])
         loggers.figures(figures)
         save_figures(figures, out / "figures")

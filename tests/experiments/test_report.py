@@ -1,0 +1,128 @@
+"""The report: t quantiles and intervals checked against worked numbers, claim verdicts, the Markdown and the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from experiments.config import ClaimConfig
+from experiments.report import evaluate_claim, load_claims, main, mean_ci, t_quantile, welch_ci, write_report
+
+
+@pytest.mark.parametrize("df,q", [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (9, 2.2622), (30, 2.0423),
+                                  (1e6, 1.9600)])
+def test_t_quantile_matches_the_tables(df, q):
+    assert t_quantile(0.975, df) == pytest.approx(q, abs=1e-4)
+
+
+def test_t_quantile_other_levels_fractional_df_and_symmetry():
+    assert t_quantile(0.95, 10) == pytest.approx(1.8125, abs=1e-4)
+    assert t_quantile(0.995, 5) == pytest.approx(4.0321, abs=1e-4)
+    assert t_quantile(0.025, 4) == pytest.approx(-2.7764, abs=1e-4)
+    assert 2.5706 < t_quantile(0.975, 4.5) < 2.7764  # between df 5 and df 4
+    with pytest.raises(ValueError, match="0 < p < 1"):
+        t_quantile(1.0, 3)
+
+
+def test_mean_ci_worked_example():
+    # [1, 2, 3, 4]: mean 2.5, sd 1.290994, se 0.645497, t(0.975, 3) = 3.182446 -> half-width 2.054261
+    m, lo, hi = mean_ci([1, 2, 3, 4])
+    assert (m, lo, hi) == pytest.approx((2.5, 0.445739, 4.554261), abs=1e-6)
+    assert math.isnan(mean_ci([1.0])[1]) and math.isnan(mean_ci([])[0])
+
+
+def test_welch_worked_example():
+    # a = [1, 2, 3], b = [4, 5, 6]: each variance of the mean 1/3, se 0.816497, df = (2/3)^2 / (2 (1/3)^2 / 2) = 4
+    effect, lo, hi, df = welch_ci(np.array([1.0, 2, 3]), np.array([4.0, 5, 6]))
+    assert df == pytest.approx(4.0)
+    assert (effect, lo, hi) == pytest.approx((-3.0, -3 - 2.776445 * 0.816497, -3 + 2.776445 * 0.816497), abs=1e-5)
+
+
+def table(per_seed: dict[str, dict[int, float]], steps: int = 2, early: float = 0.0) -> pd.DataFrame:
+    """Each (arm, seed) run has ``steps`` windows of the given value; window 0 is shifted by ``early``."""
+    rows = []
+    for arm, seeds in per_seed.items():
+        for seed, value in seeds.items():
+            for step in range(steps):
+                rows.append({"arm": arm, "seed": seed, "step": step, "day": 0.3 * (step + 1),
+                             "reward": value + (early if step == 0 else 0.0)})
+    return pd.DataFrame(rows)
+
+
+A = {0: 1.0, 1: 1.2, 2: 1.1, 3: 1.3}
+B = {0: 0.5, 1: 0.6, 2: 0.4, 3: 0.7}  # paired differences 0.5, 0.6, 0.7, 0.6
+
+
+def test_paired_claim_held_contradicted_and_inconclusive():
+    frame = table({"optuna": A, "static": B})
+    # mean 0.6, sd 0.081650, se 0.040825, t(0.975, 3) = 3.182446 -> [0.470077, 0.729923]
+    held = evaluate_claim(frame, ClaimConfig("C1", metric="reward", a=["optuna"], b=["static"]))
+    assert held.verdict == "held" and held.paired and held.n == 4 and held.seeds == [0, 1, 2, 3]
+    assert (held.effect, held.low, held.high) == pytest.approx((0.6, 0.470077, 0.729923), abs=1e-6)
+    assert (held.a_mean, held.b_mean) == pytest.approx((1.15, 0.55))
+    assert "**C1: HELD**: reward of optuna > static" in held.line()
+    assert "effect +0.6, 95% CI [+0.4701, +0.7299]" in held.line() and "paired by seed, n=4 seeds" in held.line()
+    less = evaluate_claim(frame, ClaimConfig("C2", metric="reward", a=["optuna"], b=["static"], direction="less"))
+    assert less.verdict == "contradicted"
+    strict = evaluate_claim(frame, ClaimConfig("C3", metric="reward", a=["optuna"], b=["static"], min_effect=0.5))
+    assert strict.verdict == "inconclusive"  # 0.470 < 0.5: the interval reaches below the claimed effect
+
+
+def test_from_step_drops_early_windows_and_groups_average_their_arms():
+    frame = table({"optuna": A, "static": B}, steps=3, early=-10.0)
+    assert evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"])).effect == pytest.approx(0.6)
+    assert evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], from_step=1)).effect == pytest.approx(0.6)
+    frame = table({"optuna": A, "random": {s: v - 0.2 for s, v in A.items()}, "static": B})
+    both = evaluate_claim(frame, ClaimConfig("C1", a=["optuna", "random"], b=["static"]))
+    assert both.effect == pytest.approx(0.5) and both.a_mean == pytest.approx(1.05)
+
+
+def test_unpaired_claim_uses_welch():
+    frame = table({"optuna": {0: 1.0, 1: 2.0, 2: 3.0}, "static": {3: 4.0, 4: 5.0, 5: 6.0}})
+    r = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], direction="less"))
+    assert not r.paired and r.verdict == "held" and "Welch, unpaired" in r.line()
+    assert (r.low, r.high) == pytest.approx((-5.266958, -0.733042), abs=1e-5)
+
+
+def test_untestable_claims_say_why():
+    frame = table({"optuna": A, "static": B})
+    r = evaluate_claim(frame, ClaimConfig("C1", a=["ppo"], b=["static"]))
+    assert r.verdict == "untestable" and "no runs of arm(s) ['ppo']" in r.line()
+    r = evaluate_claim(frame, ClaimConfig("C1", metric="outer/long_term/return_rate", a=["optuna"], b=["static"]))
+    assert r.verdict == "untestable" and "no column 'outer/long_term/return_rate'" in r.note
+    r = evaluate_claim(table({"optuna": {0: 1.0}, "static": {0: 0.5}}), ClaimConfig("C1", a=["optuna"], b=["static"]))
+    assert r.verdict == "untestable" and "needs at least 2 seeds per group (got 1 and 1)" in r.note
+
+
+def test_write_report_reads_claims_from_the_runs_and_embeds_the_figures(tmp_path):
+    claims = [{"name": "C1", "description": "Search beats the static config.", "metric": "reward",
+               "a": ["optuna"], "b": ["static"], "direction": "greater", "min_effect": 0.0, "from_step": 0},
+              {"name": "C2", "description": "", "metric": "reward", "a": ["ppo"], "b": ["static"],
+               "direction": "greater", "min_effect": 0.0, "from_step": 0}]
+    frame = table({"optuna": A, "static": B})
+    frame["outer/engagement/clicks_per_request"] = 0.3
+    frame["outer/risk/violations_per_request"] = 0.01
+    frame["layered/rerank/inner"] = frame["layered/rerank/outer"] = frame["layered/rerank/total"] = frame["reward"]
+    for arm in ("optuna", "static"):
+        d = tmp_path / "multirun" / arm
+        d.mkdir(parents=True)
+        frame[frame["arm"] == arm].to_csv(d / "metrics.csv", index=False)
+        (d / "config.yaml").write_text(yaml.safe_dump({"name": "toy", "world": {"shifts": []}, "claims": claims}))
+    assert [c.name for c in load_claims(tmp_path / "multirun")] == ["C1", "C2"]
+
+    out = tmp_path / "reports" / "report.md"
+    main([str(tmp_path / "multirun"), "--out", str(out)])
+    text = out.read_text()
+    assert text.startswith("# Report: toy")
+    assert "- **C1: HELD**: reward of optuna > static" in text and "_Search beats the static config._" in text
+    assert "- **C2: UNTESTABLE**" in text
+    assert "| C1 | reward | optuna | static | +0.6 | [+0.4701, +0.7299] | 4 | paired | held |" in text
+    assert "| optuna | 4 | 1.15 [" in text  # per-arm summary: mean and CI across seeds
+    for name in ("reward", "decomposition", "pareto"):
+        assert f"![{name}](figures/{name}.png)" in text and (tmp_path / "reports" / "figures" / f"{name}.png").exists()
+    path, results = write_report(tmp_path / "multirun", figures=False)
+    assert path == tmp_path / "multirun" / "report.md" and [r.verdict for r in results] == ["held", "untestable"]
