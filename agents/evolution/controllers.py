@@ -89,7 +89,16 @@ class OptunaSearch:
         dists = {p.name: (optuna.distributions.CategoricalDistribution(list(p.options)) if isinstance(p, Choice)
                           else optuna.distributions.FloatDistribution(p.low, p.high)) for p in self.params.params}
         for config, reward in zip(configs, rewards):
-            self.study.add_trial(optuna.trial.create_trial(params=self.params.validate(config), distributions=dists, value=reward))
+            params = self.params.validate({k: v for k, v in config.items() if k in self.params.by_name})
+            self.study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=reward))
+
+    def warm_start_from(self, store: Any, agent: str, regime: Any, k: int = 10,
+                        exclude_experiment: int | None = None) -> int:
+        """Seed the study with the ``k`` best past trials of ``agent`` from the regimes nearest ``regime``
+        (``KnowledgeStore.similar_trials``); returns how many were added."""
+        near = store.similar_trials(agent, regime, k=k, exclude_experiment=exclude_experiment)
+        self.warm_start([n.trial.config for n in near], [n.trial.reward for n in near])
+        return len(near)
 
 
 class PolicyController:

@@ -118,3 +118,28 @@ def test_evolution_recovers_after_a_shift_that_moves_the_optimum():
     assert history.shifts == [24], history.shifts  # detected at the first sentinel after the shift
     config, reward = history.best
     assert reward >= 0.9 * optimum, (reward, optimum, config, before)
+
+
+def test_warm_start_from_the_store_finds_the_optimum_at_once(regime_a, tmp_path):
+    from agents.evolution.env import REGIME_SCALARS
+    from agents.infra.store import KnowledgeStore
+
+    _, best, _ = regime_a
+    n = len(make_env().world_cfg.segments) + len(REGIME_SCALARS)
+    with KnowledgeStore(tmp_path / "store.db") as store:
+        env = make_env()
+        past = store.start_experiment("past", {}, 0)
+        regime = env.reset(seed=0)[0][:n]
+
+        def commit(step, config, reward, info):
+            store.add_trial(past, step, env.agent_name, "optuna", config, regime, {}, {}, reward)
+
+        evolve(env, OptunaSearch(env.target_params(), seed=0), BUDGET, seed=0, on_window=commit)
+        # a new run in the same regime: seeded with the 10 best nearby trials, it starts where the last one ended
+        env = make_env()
+        query = env.reset(seed=0)[0][:n]
+        warm = OptunaSearch(env.target_params(), seed=5)
+        assert warm.warm_start_from(store, env.agent_name, query, k=10) == 10
+        warm_best = evolve(env, warm, 3, reset=False).best[1]
+        cold_best = evolve(make_env(), OptunaSearch(env.target_params(), seed=5), 3, seed=0).best[1]
+    assert warm_best >= 0.95 * best and warm_best > cold_best, (warm_best, cold_best, best)
