@@ -12,13 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from agents.evolution.controllers import OptunaSearch, RandomSearch, evolve
+from agents.evolution.controllers import OptunaSearch, RandomSearch, StaticController, evolve
 from agents.evolution.env import SMALL_EVOLUTION_WORLD, EvolutionEnv
 from agents.infra.store import KnowledgeStore
 from envs.validation import check_int
@@ -36,21 +34,6 @@ SHIFTING_WORLD = {
         {"kind": "topic_shock", "day": 4, "topic": 0, "strength": 1.0},
     ],
 }
-
-
-class StaticController:
-    """Keeps the agent's current (hand-tuned) config: the baseline arm."""
-
-    name = "static"
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = dict(config)
-
-    def propose(self, obs: np.ndarray) -> dict[str, Any]:
-        return dict(self.config)
-
-    def tell(self, config: dict[str, Any], reward: float, obs: np.ndarray) -> None:
-        pass
 
 
 @dataclass

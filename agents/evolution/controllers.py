@@ -18,7 +18,7 @@ from agents.decision.params import Choice, ParamSpace
 from agents.evolution.codec import SpaceCodec
 from envs.validation import ConfigError, check_choice, check_int
 
-__all__ = ["CONTROLLERS", "Controller", "EvolutionHistory", "OptunaSearch", "PolicyController", "RandomSearch", "evolve"]
+__all__ = ["CONTROLLERS", "Controller", "EvolutionHistory", "OptunaSearch", "PolicyController", "RandomSearch", "StaticController", "evolve"]
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -32,6 +32,21 @@ class Controller(Protocol):
     def propose(self, obs: np.ndarray) -> dict[str, Any]: ...
 
     def tell(self, config: dict[str, Any], reward: float | list[float], obs: np.ndarray) -> None: ...
+
+
+class StaticController:
+    """Keeps one config (typically the system's hand-tuned one): the baseline arm."""
+
+    name = "static"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = dict(config)
+
+    def propose(self, obs: np.ndarray) -> dict[str, Any]:
+        return dict(self.config)
+
+    def tell(self, config: dict[str, Any], reward: float | list[float], obs: np.ndarray) -> None:
+        pass
 
 
 class RandomSearch:
