@@ -6,7 +6,8 @@ refresh) through the native vector env, and writes ``metrics.csv`` (one row per 
 ``segments.csv``, ``engagement.png`` and ``segments.png``. Then the agentic part
 (``experiments.evolution_demo``) evolves the re-ranker of a learning pipeline with random search and
 Optuna against the static config, writing ``evolution.csv``, ``evolution.png`` and the trials to the
-knowledge store ``store.db``. ``summary.json`` has the config, the shifts and every arm's means.
+knowledge store ``store.db``; then the alternation schedule (re-ranker, then wiring, A/B-gated) against
+the static composition: ``alternation.csv``, ``alternation.png``. ``summary.json`` has the config, the shifts and every arm's means.
 """
 
 from __future__ import annotations
@@ -173,15 +174,21 @@ def run(cfg: DemoConfig) -> dict:
     files = ["metrics.csv", "segments.csv", *[p.name for p in figures]]
     evolution: dict[str, dict[str, float]] = {}
     if cfg.evolution_windows:
-        from experiments.evolution_demo import EvolutionDemoConfig, run_evolution
+        from experiments.evolution_demo import EvolutionDemoConfig, run_alternation, run_evolution
 
-        frame = run_evolution(EvolutionDemoConfig(out=cfg.out, windows=cfg.evolution_windows, seed=cfg.seed))
+        demo_cfg = EvolutionDemoConfig(out=cfg.out, windows=cfg.evolution_windows, seed=cfg.seed)
+        frame = run_evolution(demo_cfg)
         evolution = {
             arm: {"reward": float(g["reward"].mean()),
                   "clicks_per_request": float(g["outer/engagement/clicks_per_request"].mean())}
             for arm, g in frame.groupby("arm", sort=False)
         }
-        files += ["evolution.csv", "evolution.png", "store.db"]
+        alt = run_alternation(demo_cfg)
+        evolution |= {
+            f"composition/{arm}": {"reward": float(g["outer"].mean()), "clicks_per_request": float(g["outer"].mean())}
+            for arm, g in alt.groupby("arm", sort=False)
+        }
+        files += ["evolution.csv", "evolution.png", "alternation.csv", "alternation.png", "store.db"]
     summary = {
         "config": asdict(cfg),
         "env_id": ENV_ID,

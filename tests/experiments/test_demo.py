@@ -60,3 +60,19 @@ def test_evolution_part_writes_curves_and_commits_every_window(tmp_path):
             assert [t.step for t in trials] == [0, 1, 2]
             rewards = frame[frame["arm"] == e.name.split("/")[1]]["reward"].to_numpy()
             np.testing.assert_allclose([t.reward for t in trials], rewards)
+
+
+def test_alternation_part_runs_both_arms_and_commits_every_window(tmp_path):
+    from agents.infra.store import KnowledgeStore
+    from experiments.evolution_demo import EvolutionDemoConfig, run_alternation
+
+    frame = run_alternation(EvolutionDemoConfig(out=str(tmp_path), windows=8, window=400, seed=0))
+    assert frame.groupby("arm", sort=False).size().to_dict() == {"static": 8, "alternating": 8}
+    static = frame[frame["arm"] == "static"]
+    assert static["composition"].nunique() == 1 and set(static["phase"]) == {"individual"}
+    assert frame[frame["arm"] == "alternating"]["composition"].nunique() > 1  # it explored wirings
+    img = mpimg.imread(tmp_path / "alternation.png")
+    assert img.shape[0] > 200 and img.shape[1] > 400
+    with KnowledgeStore(tmp_path / "store.db") as store:
+        for e in store.experiments():
+            assert [t.step for t in store.trials(e.id)] == list(range(8)) and e.status == "finished"
