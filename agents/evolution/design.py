@@ -17,9 +17,13 @@ its index. Example::
 
 The schema (JSON Schema draft 2020-12) is built from the agents' own decision spaces, so it stays in
 sync with them, and is kept small and flat enough for a 135M model under constrained decoding.
-:func:`validate_design` adds the rules a schema cannot say (quotas not all 0, enough candidates to
-fill a slate, unique pipeline names, routing to an existing pipeline). Parameters the language does not express (e.g. a route's ``half_life``, the ranker's
-learning rate) are inherited from a ``base`` config in :func:`design_to_config`.
+:func:`validate_design` adds the rules a schema cannot say (quotas not all 0, one route that supplies
+enough candidates to fill a slate, unique pipeline names, routing to an existing pipeline).
+Parameters the language does not express (e.g. a route's ``half_life``, the ranker's learning rate)
+are inherited from a ``base`` config in :func:`design_to_config`. :func:`repair_design` fixes what
+can be fixed (numbers clamped, close names, unknown keys dropped, routes given as a list turned into
+the map with repeats dropped) and notes each change; :func:`design_key` is a canonical hash for
+deduplication.
 """
 
 from __future__ import annotations
@@ -67,8 +71,9 @@ RERANK_KEYS = ("mmr_lambda", "freshness_boost", "risk_threshold", "exposure_cap"
 ROUTE_K = {kind: tuple(RECALL_ROUTES[kind].params.by_name["k"].options) for kind in ROUTES}
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 RATIONALE_LENGTH = 200
-# Candidates that routes other than 'collaborative' (empty for users without clicks) must supply
-# (sum over them of min(k, quota share x fusion size)): two slates' worth, so a slate always fills.
+# Candidates that one route other than 'collaborative' (empty for users without clicks) must supply
+# (min(k, quota share x fusion size)): two slates of 10. A route's own candidates are distinct, and
+# fusion keeps the first route's candidates whole, so a slate always fills.
 MIN_SUPPLY = 20
 SEGMENTS = tuple(default_segments())
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
@@ -215,13 +220,13 @@ def _k_of(kind: str, route: Mapping[str, Any]) -> int:
 
 
 def _supply(pipe: Mapping[str, Any]) -> int:
-    """Candidates the routes other than 'collaborative' supply to fusion (see :data:`MIN_SUPPLY`)."""
+    """The most candidates one route other than 'collaborative' supplies to fusion (see :data:`MIN_SUPPLY`)."""
     routes = pipe["routes"]
     total = sum(r["quota"] for r in routes.values())
     if total <= 0:
         return 0
-    return sum(min(_k_of(kind, r), math.floor(r["quota"] / total * pipe["fusion_size"]))
-               for kind, r in routes.items() if kind != "collaborative")
+    return max((min(_k_of(kind, r), math.floor(r["quota"] / total * pipe["fusion_size"]))
+                for kind, r in routes.items() if kind != "collaborative"), default=0)
 
 
 def _semantic_errors(doc: Mapping[str, Any]) -> list[str]:
@@ -236,8 +241,9 @@ def _semantic_errors(doc: Mapping[str, Any]) -> list[str]:
         if sum(quotas.values()) <= 0:
             errors.append(f"`{p}.routes` quotas must not all be 0 (got {quotas})")
         elif (s := _supply(pipe)) < MIN_SUPPLY:
-            errors.append(f"`{p}.routes` other than 'collaborative' must supply at least {MIN_SUPPLY} candidates "
-                          f"(min(k, quota share x fusion_size) summed: got {s}); raise their quota, k or fusion_size")
+            errors.append(f"`{p}.routes`: one route other than 'collaborative' must supply at least {MIN_SUPPLY} "
+                          f"candidates (min(k, quota share x fusion_size): at most {s}); raise its quota, k or "
+                          f"fusion_size")
     for segment, index in doc.get("routing", {}).items():
         if index >= len(pipes):
             errors.append(f"`routing.{segment}` must be a pipeline index in [0, {len(pipes) - 1}] (got {index})")
@@ -492,10 +498,6 @@ def repair_design(
 # ------------------------------------------------------------------------------- configs <-> designs
 
 
-def _round(x: float) -> float:
-    return round(float(x), 6)
-
-
 def config_to_design(cfg: PipelineConfig | SystemConfig) -> dict[str, Any]:
     """The design document of a config (route parameters other than ``k`` and ranker training parameters
     are not part of the language; :func:`design_to_config` takes them from a base config)."""
@@ -509,7 +511,7 @@ def config_to_design(cfg: PipelineConfig | SystemConfig) -> dict[str, Any]:
         rerank = Reranker.params.validate(dict(p.rerank), agent=f"{p.name}.rerank")
         routes: dict[str, Any] = {}
         for r in p.routes:
-            routes[r.kind] = {"quota": _round(r.quota)}
+            routes[r.kind] = {"quota": float(r.quota)}
             if "k" in r.params:
                 routes[r.kind]["k"] = int(r.params["k"])
         out.append({
@@ -517,8 +519,8 @@ def config_to_design(cfg: PipelineConfig | SystemConfig) -> dict[str, Any]:
             "routes": routes,
             "fusion_size": int(p.fusion_size),
             "ranker": {"arch": p.ranker.arch, "hidden": int(p.ranker.hidden), "per_segment": bool(p.ranker.per_segment)},
-            "heads": {k: _round(scorer[k]) for k in HEAD_KEYS},
-            "rerank": {k: (int(rerank[k]) if k == "exposure_cap" else _round(rerank[k])) for k in RERANK_KEYS},
+            "heads": {k: float(scorer[k]) for k in HEAD_KEYS},
+            "rerank": {k: (int(rerank[k]) if k == "exposure_cap" else float(rerank[k])) for k in RERANK_KEYS},
         })
     doc: dict[str, Any] = {"pipelines": out}
     if isinstance(cfg, SystemConfig) and cfg.routing:

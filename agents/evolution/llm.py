@@ -223,6 +223,8 @@ def _number_feasible(p: str, lo: Fraction | None, hi: Fraction | None, integer: 
     """Can the prefix ``p`` still become a JSON number in [lo, hi] with at most ``decimals`` decimals?"""
     neg = p.startswith("-")
     body = p[1:] if neg else p
+    if (lo is not None and hi is not None and lo > hi) or (neg and lo is not None and lo >= 0):
+        return False
     if "-" in body or body.count(".") > 1 or len(p) > max_len:
         return False
     ip, dot, fp = body.partition(".")
@@ -246,9 +248,24 @@ def _number_feasible(p: str, lo: Fraction | None, hi: Fraction | None, integer: 
                 break
     for a, b in spans:
         v_lo, v_hi = (-b, -a) if neg else (a, b)
-        if (hi is None or v_lo <= hi) and (lo is None or v_hi >= lo) and (not neg or v_lo < 0 or a == 0):
+        if (hi is None or v_lo <= hi) and (lo is None or v_hi >= lo):
             return True
     return False
+
+
+def _compile_pattern(pattern: str | None) -> Any:
+    """A ``pattern`` compiled for prefix checks (the ``regex`` package's partial matching; it comes with
+    transformers); None when there is no pattern or no ``regex`` (then the pattern is only validated later)."""
+    if pattern is None:
+        return None
+    try:
+        import regex
+    except ImportError:
+        log.warning("the `regex` package is missing: string pattern %r is not enforced while decoding", pattern)
+        return None
+    core = pattern[1:] if pattern.startswith("^") else pattern
+    core = core[:-1] if core.endswith("$") and not core.endswith("\\$") else core
+    return regex.compile(core)
 
 
 _COMPLETE_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
@@ -261,7 +278,7 @@ class ConstrainedDecoder:
     keys are the model's choice; no other keys), array (``items``, ``minItems`` >= 1 is assumed, ``maxItems`` default 16), string
     (``maxLength`` default 200, ``minLength``), number and integer (``minimum``/``maximum``, at most
     ``decimals`` decimals), boolean, null; ``enum``, ``const``, local ``$ref``. Anything else
-    (``anyOf``, type lists, ...) is a ConfigError. ``pattern`` is not enforced (validate afterwards).
+    (``anyOf``, type lists, ...) is a ConfigError.
     """
 
     def __init__(self, vocab: TokenVocab, decimals: int = 3, max_items: int = 16, max_string: int = 200,
@@ -455,6 +472,7 @@ class ConstrainedDecoder:
 
         max_len = int(schema.get("maxLength", self.max_string))
         min_len = int(schema.get("minLength", 0))
+        pattern = _compile_pattern(schema.get("pattern"))
         self.forced('"')
         self.flush()
         text = ""
@@ -463,9 +481,22 @@ class ConstrainedDecoder:
             logits = self.logits()
             allowed = v.string_safe & (v.string_len <= max_len - len(text))
             scores = torch.where(allowed, logits, torch.tensor(-math.inf))
-            top = torch.topk(scores, min(self.string_top_k, int(allowed.sum())))
-            cand_ids, cand_scores = top.indices, top.values
-            can_end = len(text) >= min_len
+            if pattern is None:
+                top = torch.topk(scores, min(self.string_top_k, int(allowed.sum())))
+                cand_ids, cand_scores = top.indices, top.values
+            else:  # the best tokens that keep the text a possible prefix of a match
+                order = torch.argsort(scores, descending=True)[: int(allowed.sum())]
+                keep = []
+                for tok in order.tolist():
+                    if pattern.fullmatch(text + v.texts[tok], partial=True):
+                        keep.append(tok)
+                        if len(keep) == self.string_top_k:
+                            break
+                cand_ids = torch.tensor(keep, dtype=torch.long)
+                cand_scores = logits[cand_ids]
+            can_end = len(text) >= min_len and (pattern is None or pattern.fullmatch(text) is not None)
+            if not len(cand_ids) and not can_end:
+                raise LLMError(f"string decoding reached a dead end at {text!r} for pattern {schema.get('pattern')!r}")
             if can_end:
                 cand_scores = torch.cat([cand_scores, self.end_score(logits, v.quote_start).reshape(1)])
             k = self.sample(cand_scores)

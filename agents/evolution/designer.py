@@ -1,0 +1,433 @@
+"""The LLM designer: an LLM proposes pipeline structures in the design language; each is checked, A/B-tested, and kept only if it wins.
+
+One step reads top to bottom (:func:`design_step`):
+
+1. the running pipeline's design is read from its agents (:func:`~agents.evolution.design.pipeline_to_config`);
+2. :meth:`LLMDesigner.propose` builds a prompt (the agent, a compact form of the schema, the current
+   design, past designs with their effects and recent failures from the knowledge store, the
+   constraints), asks the backend for a schema-constrained reply, parses it, repairs what can be
+   repaired (numbers clamped, close names, unknown keys dropped; every change noted), validates it,
+   rejects a design already tried (:func:`~agents.evolution.design.design_key`), and retries a
+   bounded number of times, telling the model why the last reply was rejected;
+3. the design is built into a candidate pipeline, warm-started from the running one's learned state
+   where the structure allows (:func:`warm_start`), and A/B-tested against it with
+   :func:`~agents.evolution.rollout.ab_rollout_pipeline`, which deploys it only if accepted;
+4. the knowledge store gets every attempt: failed ones as they happen (``valid`` false, the raw
+   reply and the reason), the tested design with its rationale, route, and effect (``designs``), and
+   the decision with its interval (``rollouts``).
+
+The route of a proposal says how it was obtained: ``constrained`` (first reply, schema-constrained,
+valid as decoded), ``direct`` (the same from a backend that does not constrain), ``retried`` (valid as
+decoded, after failed attempts), ``repaired`` (valid after repair); a failed attempt is ``failed``. A
+failed attempt is never replaced silently: it stays in the store and in ``Proposal.attempts``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agents.decision.configs import PipelineConfig, build_pipeline
+from agents.decision.functional import ABDecision, ExperimentDesigner
+from agents.decision.ranking import TorchRanker
+from agents.decision.system import Pipeline, Simulation
+from agents.evolution.design import (
+    MIN_SUPPLY,
+    SEGMENTS,
+    config_to_design,
+    design_key,
+    design_schema,
+    design_to_config,
+    pipeline_to_config,
+    repair_design,
+    summarize_design,
+    validate_design,
+)
+from agents.evolution.llm import LLMBackend, LLMError, Reply
+from agents.evolution.rollout import ab_rollout_pipeline
+from agents.infra.log import InteractionLog
+from agents.infra.store import KnowledgeStore
+from envs.config import WorldConfig
+from envs.validation import ConfigError, check_choice, check_int, check_range
+
+__all__ = ["Attempt", "DesignStep", "LLMDesigner", "Proposal", "design_step", "schema_hint", "warm_start"]
+
+log = logging.getLogger(__name__)
+
+AGENT_DESCRIPTION = (
+    "Agent: a recommendation pipeline. Each recall route returns k candidates; quotas split fusion_size "
+    "candidates among the routes; a ranker (linear or mlp; per_segment: one tower per user segment) predicts "
+    "click, like and dwell; heads weight them into one score; rerank: MMR diversity (mmr_lambda), "
+    "freshness_boost, risk_threshold (riskier items blocked), exposure_cap per item."
+)
+GOAL = "Goal: more clicks per request without more policy violations."
+
+
+@dataclass
+class Attempt:
+    """One reply of the backend and what became of it."""
+
+    index: int
+    text: str
+    error: str | None  # None: the attempt gave the proposal
+    notes: list[str]  # repairs applied
+    seconds: float
+    seed: int | None
+
+
+@dataclass
+class Proposal:
+    """A checked, new design and how it was obtained."""
+
+    document: dict[str, Any]  # valid design (without the rationale)
+    rationale: str
+    route: str  # "constrained", "direct", "retried" or "repaired"
+    key: str
+    notes: list[str]
+    attempts: list[Attempt]
+    reply: Reply
+
+
+def schema_hint(schema: Mapping[str, Any]) -> str:
+    """A compact, human-readable form of a (flat) JSON Schema for prompts: optional keys end in '?'."""
+    if "enum" in schema:
+        return "|".join(json.dumps(v) for v in schema["enum"])
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        subs = list(props.values())
+        if len(subs) >= 3 and all(s.get("type") == "object" for s in subs) and len(
+                {tuple(s.get("properties", {})) for s in subs}) == 1:  # a map keyed by name, e.g. routes
+            merged = dict(subs[0])
+            merged["properties"] = {}
+            for key, first in subs[0].get("properties", {}).items():
+                enums = [s["properties"][key].get("enum") for s in subs]
+                if all(e is not None for e in enums):
+                    merged["properties"][key] = {"enum": sorted({v for e in enums for v in e})}
+                else:
+                    merged["properties"][key] = first
+            names = "|".join(props)
+            return f"{{{names}: {schema_hint(merged)}, ...}}"
+        parts = [f'"{k}"{"" if k in required else "?"}: {schema_hint(s)}' for k, s in props.items()]
+        return "{" + ", ".join(parts) + "}"
+    if kind == "array":
+        return f"[{schema_hint(schema.get('items', {}))}, ...]"
+    if kind in ("number", "integer"):
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        prefix = "int " if kind == "integer" else ""
+        return f"{prefix}{lo:g}..{hi:g}" if lo is not None and hi is not None else (prefix.strip() or "number")
+    if kind == "boolean":
+        return "true|false"
+    if kind == "string":
+        return f"text (at most {schema['maxLength']} chars)" if "maxLength" in schema else "text"
+    return "value"
+
+
+def _parse_json(text: str) -> tuple[Any, str | None]:
+    """The first JSON value in ``text`` (code fences and prose around it ignored), or an error."""
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        return None, f"no JSON object in the reply (starts {text[:80]!r})"
+    start = min(starts)
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[start:])
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON: {e.msg} at character {e.pos + start} of {len(text)}"
+    return value, None
+
+
+class LLMDesigner:
+    """Proposes new pipeline designs with an LLM backend, checked against the design language and the past.
+
+    ``store`` (with ``exp_id``, or a new experiment is started) supplies past designs and failures to the
+    prompt and receives every attempt. ``max_retries`` bounds the retries after a failed attempt.
+    ``max_pipelines`` 1 (what :func:`design_step` can A/B-test) or 2 (with segment routing).
+    """
+
+    def __init__(
+        self,
+        backend: LLMBackend,
+        store: KnowledgeStore | None = None,
+        exp_id: int | None = None,
+        agent: str = "designer/pipeline",
+        max_retries: int = 3,
+        max_pipelines: int = 1,
+        segments: Sequence[str] = SEGMENTS,
+        temperature: float = 0.7,
+        max_tokens: int = 768,
+        history: int = 4,
+        max_reply_chars: int = 20_000,
+        rationale_length: int = 100,
+        seed: int | None = 0,
+    ) -> None:
+        self.backend, self.store, self.agent = backend, store, agent
+        self.max_retries = check_int("max_retries", max_retries, 0, 20)
+        self.temperature = check_range("temperature", temperature, 0.0, 2.0)
+        self.max_tokens = check_int("max_tokens", max_tokens, 64)
+        self.history = check_int("history", history, 0, 20)
+        self.max_reply_chars = check_int("max_reply_chars", max_reply_chars, 1000)
+        self.schema = design_schema(segments, max_pipelines)
+        self.generation_schema = design_schema(segments, max_pipelines, require_rationale=True,
+                                               rationale_length=rationale_length)
+        self.rng = np.random.default_rng(seed)
+        if store is not None and exp_id is None:
+            exp_id = store.start_experiment("llm_designer", {"backend": backend.name, "agent": agent}, 0)
+        self.exp_id = exp_id
+        self.seen: set[str] = set()
+        for d in self._past(valid=True):
+            try:
+                self.seen.add(design_key(d.document))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                log.warning("design %d in the store is not a design document; ignored for deduplication", d.id)
+
+    # ------------------------------------------------------------------ store
+    def _past(self, valid: bool) -> list:
+        if self.store is None:
+            return []
+        return self.store.designs(agent=self.agent, valid=valid, exp_id=self.exp_id)
+
+    def _store_failure(self, text: str, parsed: Any, rationale: str, error: str) -> None:
+        if self.store is None:
+            return
+        doc: dict[str, Any] = {"raw": text[: self.max_reply_chars], "chars": len(text)}
+        if parsed is not None:
+            doc["parsed"] = parsed
+        self.store.add_design(self.exp_id, self.agent, doc, rationale, "failed", False, error)
+
+    def record(self, proposal: Proposal, reward: float | None = None, error: str | None = None) -> int | None:
+        """Store a proposal that was tested (its reward: the A/B effect) or could not be (``error``)."""
+        self.seen.add(proposal.key)
+        if self.store is None:
+            return None
+        return self.store.add_design(self.exp_id, self.agent, proposal.document, proposal.rationale, proposal.route,
+                                     True, error, reward)
+
+    # ------------------------------------------------------------------ prompt
+    def messages(self, current: Mapping[str, Any], feedback: str | None = None) -> list[dict[str, str]]:
+        """The prompt: agent, schema, constraints, current design, past designs and failures, feedback."""
+        lines = [
+            AGENT_DESCRIPTION,
+            GOAL,
+            f"JSON format: {schema_hint(self.generation_schema)}",
+            f"Constraints: quotas are shares (normalised); one route other than collaborative must supply at "
+            f"least {MIN_SUPPLY} candidates (k and quota share x fusion_size); a design tried before is rejected.",
+            f"Current design: {json.dumps(current, separators=(',', ':'))}",
+        ]
+        tried = [d for d in self._past(valid=True) if d.reward is not None or d.error][-self.history:]
+        if tried:
+            lines.append("Tried before (effect on clicks per request):")
+            for d in tried:
+                outcome = f"{d.reward:+.4f}" if d.reward is not None else f"failed: {d.error[:80]}"
+                try:
+                    lines.append(f"- {summarize_design(d.document)} -> {outcome}")
+                except (KeyError, TypeError, ValueError):
+                    continue
+        failures = self._past(valid=False)[-2:]
+        if failures:
+            lines.append("Recent rejected replies: " + "; ".join((f.error or "")[:100] for f in failures))
+        if feedback:
+            lines.append(f"Your last reply was rejected: {feedback[:300]}")
+        lines.append("Propose one new design, different from the current one. Reply with the JSON object only.")
+        return [
+            {"role": "system", "content": "You design recommender system pipelines. You answer with one JSON object."},
+            {"role": "user", "content": "\n".join(lines)},
+        ]
+
+    # ------------------------------------------------------------------ checks
+    def check(self, text: str, current: Mapping[str, Any], current_key: str | None
+              ) -> tuple[dict[str, Any] | None, str, list[str], Any, str | None]:
+        """(design, rationale, repair notes, parsed value, error) of one reply."""
+        if len(text) > self.max_reply_chars:
+            return None, "", [], None, f"reply too large ({len(text)} characters > {self.max_reply_chars})"
+        parsed, error = _parse_json(text)
+        if error:
+            return None, "", [], None, error
+        if not isinstance(parsed, dict):
+            return None, "", [], parsed, f"the reply must be a JSON object (got {type(parsed).__name__})"
+        doc = dict(parsed)
+        rationale = str(doc.pop("rationale", "") or "")[:300]
+        repaired, notes = repair_design(doc, base=current, schema=self.schema)
+        errors = validate_design(repaired, self.schema)
+        if errors:
+            return None, rationale, notes, parsed, "invalid design: " + "; ".join(errors)
+        key = design_key(repaired)
+        if key == current_key:
+            return None, rationale, notes, parsed, "the same as the current design"
+        if key in self.seen:
+            return None, rationale, notes, parsed, f"a design tried before (key {key})"
+        return repaired, rationale, notes, parsed, None
+
+    def propose(self, current: Mapping[str, Any]) -> Proposal | None:
+        """A new, valid design (see the module docstring), or None when every attempt failed."""
+        current = dict(current)
+        current_key = design_key(current) if not validate_design(current, self.schema) else None
+        attempts: list[Attempt] = []
+        feedback = None
+        for i in range(1 + self.max_retries):
+            seed = int(self.rng.integers(2**31))
+            t = time.perf_counter()
+            try:
+                reply = self.backend.complete(self.messages(current, feedback), schema=self.generation_schema,
+                                              max_tokens=self.max_tokens, temperature=self.temperature, seed=seed)
+            except LLMError as e:
+                error = f"backend error: {e}"
+                attempts.append(Attempt(i, "", error, [], time.perf_counter() - t, seed))
+                self._store_failure("", None, "", error)
+                log.warning("designer attempt %d: %s", i, error)
+                feedback = None
+                continue
+            doc, rationale, notes, parsed, error = self.check(reply.text, current, current_key)
+            if error is None and reply.finish_reason == "length":
+                notes = [*notes, "the reply was cut at max_tokens"]
+            seconds = time.perf_counter() - t
+            attempts.append(Attempt(i, reply.text, error, notes, seconds, seed))
+            if error is not None:
+                if reply.finish_reason == "length":
+                    error += f" (reply cut at max_tokens={self.max_tokens})"
+                attempts[-1].error = error
+                self._store_failure(reply.text, parsed, rationale, error)
+                log.info("designer attempt %d rejected: %s", i, error)
+                feedback = error
+                continue
+            assert doc is not None  # no error: check() returned a design
+            if notes:
+                route = "repaired"
+            elif i > 0:
+                route = "retried"
+            else:
+                route = "constrained" if reply.constrained else "direct"
+            log.info("designer attempt %d gave a %s design: %s", i, route, summarize_design(doc))
+            return Proposal(doc, rationale, route, design_key(doc), notes, attempts, reply)
+        log.warning("designer: no valid new design after %d attempts", len(attempts))
+        return None
+
+
+# ------------------------------------------------------------------------------------------- one step
+
+
+def warm_start(challenger: Pipeline, incumbent: Pipeline) -> list[str]:
+    """Carry the incumbent's learned state into a freshly built candidate, where the structure allows.
+
+    A new structure would otherwise start cold and lose the A/B test for that alone. Recall routes of a
+    kind the incumbent has, the score fusion and the re-ranker are copies of the incumbent's (their
+    learned statistics, calibration and flagged items) with the candidate's parameters; the ranker is a
+    copy when its architecture matches, else it is trained on the incumbent's replay memory (the
+    features do not depend on the pipeline). Returns what was carried over.
+    """
+    notes = []
+    running = {r.name: r for r in incumbent.recalls}
+    for i, r in enumerate(challenger.recalls):
+        if r.name in running:
+            warm = copy.deepcopy(running[r.name])
+            warm.configure(r.config)
+            challenger.recalls[i] = warm
+            notes.append(f"recall {r.name}: copied")
+    for attr in ("scorer", "reranker"):
+        fresh, warm = getattr(challenger, attr), copy.deepcopy(getattr(incumbent, attr))
+        warm.name = fresh.name
+        warm.configure(fresh.config)
+        setattr(challenger, attr, warm)
+        notes.append(f"{attr}: copied")
+    new, old = challenger.ranker, incumbent.ranker
+    if isinstance(old, TorchRanker) and (new.arch, new.hidden, new.per_segment, new.in_dim) == (
+            old.arch, old.hidden, old.per_segment, old.in_dim):
+        warm = copy.deepcopy(old)
+        warm.name = new.name
+        warm.configure(new.config)
+        challenger.ranker = warm
+        notes.append("ranker: copied")
+    elif isinstance(old, TorchRanker) and old.in_dim == new.in_dim and len(old._buf_x):
+        new._pending.append((old._buf_x, old._buf_y, old._buf_s))
+        new.observe(InteractionLog())  # trains on the remembered impressions
+        notes.append(f"ranker: trained on the incumbent's {len(old._buf_x)} remembered impressions")
+    return notes
+
+
+
+@dataclass
+class DesignStep:
+    """What one design step did: the proposal (None: every attempt failed), the A/B decision, the stored row."""
+
+    step: int
+    proposal: Proposal | None
+    decision: ABDecision | None = None
+    design_id: int | None = None
+    error: str | None = None  # the candidate could not be built or served
+    warm: list[str] = field(default_factory=list)  # what the candidate took over from the incumbent
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> bool:
+        return self.decision is not None and self.decision.accepted
+
+
+def design_step(
+    sim: Simulation,
+    designer: LLMDesigner,
+    world: WorldConfig,
+    step: int = 0,
+    experiment: ExperimentDesigner | None = None,
+    windows: int = 2,
+    window: int = 2000,
+    metric: str = "clicks",
+    guardrail_tolerance: float | None = 0.05,
+    seed: int = 0,
+    warm: bool = True,
+    target: str | None = None,
+) -> DesignStep:
+    """Propose a design for the running pipeline ``target`` (default: the first), A/B-test it on that
+    pipeline's traffic, keep it only if accepted, and store it all.
+
+    ``warm``: the candidate starts from the incumbent's learned state where the structure allows
+    (:func:`warm_start`); otherwise it starts cold.
+    """
+    check_int("step", step, 0)
+    names = [p.name for p in sim.system.pipelines]
+    target = names[0] if target is None else check_choice("target", target, names)
+    incumbent = sim.system.pipelines[names.index(target)]
+    base = pipeline_to_config(incumbent)
+    current = config_to_design(base)
+    t = time.perf_counter()
+    proposal = designer.propose(current)
+    out = DesignStep(step, proposal, seconds={"propose": time.perf_counter() - t})
+    if proposal is None:
+        return out
+    t = time.perf_counter()
+    try:
+        cfg = design_to_config(proposal.document, base=base, schema=designer.schema)
+        if not isinstance(cfg, PipelineConfig):
+            raise ConfigError(f"design_step A/B-tests single-pipeline designs (got {len(cfg.pipelines)} pipelines "
+                              f"and routing {cfg.routing}): use max_pipelines=1")
+        cfg = dataclasses.replace(cfg, name=incumbent.name)  # agents keep the running pipeline's names
+        challenger = build_pipeline(cfg, world, seed=seed)
+        if warm:
+            out.warm = warm_start(challenger, incumbent)
+        decision = ab_rollout_pipeline(sim, challenger, experiment, windows, window, metric, guardrail_tolerance,
+                                       target=target)
+    except (ConfigError, RuntimeError) as e:  # a design that cannot be built or cannot fill slates
+        out.error = f"{type(e).__name__}: {e}"
+        out.design_id = designer.record(proposal, None, out.error)
+        log.warning("design step %d: the candidate failed: %s", step, out.error)
+        return out
+    out.seconds["ab_test"] = time.perf_counter() - t
+    out.decision = decision
+    out.design_id = designer.record(proposal, decision.effect)
+    if designer.store is not None:
+        designer.store.add_rollout(
+            designer.exp_id, step, f"{designer.agent}/{target}", proposal.document, "accepted" if decision.accepted else "rejected",
+            effect=decision.effect, ci_low=decision.ci_low, ci_high=decision.ci_high, p_value=decision.p_value,
+            n_incumbent=decision.n_incumbent, n_candidate=decision.n_candidate,
+            reasons=[f"route: {proposal.route}", *decision.reasons],
+        )
+    log.info("design step %d: %s %+.4f [%.4f, %.4f] (%s)", step, "accepted" if decision.accepted else "rejected",
+             decision.effect, decision.ci_low, decision.ci_high, summarize_design(proposal.document))
+    return out
