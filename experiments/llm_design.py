@@ -1,7 +1,9 @@
-"""The LLM designer experiment: from the static baseline, can the designer find a structural change that wins?
+"""The LLM designer experiment: from a static pipeline, can the designer find a structural change that wins?
 
-``python -m experiments.llm_design --budget 8 --out outputs/llm_design`` runs a learning static-baseline
-pipeline on the small world, then up to ``budget`` design steps: the designer (the offline SmolLM2 model
+``python -m experiments.llm_design --budget 8 --out outputs/llm_design`` runs a learning static pipeline
+(``--start lean``: popularity and exploration recall only; ``--start baseline``: the hand-tuned
+five-route baseline) on the small world, then up to ``budget`` design steps (``--mode edit``: the model
+picks one edit per proposal; ``--mode design``: it writes a whole design): the designer (the offline SmolLM2 model
 by default, or any OpenAI-compatible endpoint with ``--backend openai --base-url ...``) proposes a new
 pipeline design, the candidate is A/B-tested against the running pipeline on live traffic and deployed
 only if accepted. Each step's structural changes against the design it started from are listed and
@@ -14,6 +16,7 @@ and ``summary.json`` (the accepted structural changes with their effect and 95% 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -23,21 +26,31 @@ from typing import Any
 import pandas as pd
 import torch
 
-from agents.decision.configs import SystemConfig, baseline_config, build_system
+from agents.decision.configs import PipelineConfig, RouteConfig, SystemConfig, baseline_config, build_system
 from agents.decision.functional import ExperimentDesigner
 from agents.decision.system import Simulation
 from agents.evolution.design import config_to_design, pipeline_to_config, summarize_design
-from agents.evolution.designer import LLMDesigner, design_step
+from agents.evolution.designer import MODES, LLMDesigner, design_step
 from agents.evolution.env import SMALL_EVOLUTION_WORLD
 from agents.evolution.llm import make_backend
 from agents.infra.store import KnowledgeStore
 from envs.config import WorldConfig
-from envs.validation import check_int
+from envs.validation import check_choice, check_int
 from envs.world import World
 
-__all__ = ["DesignExperimentConfig", "STRUCTURAL_KEYS", "run_design", "structural_changes"]
+__all__ = ["DesignExperimentConfig", "STARTS", "STRUCTURAL_KEYS", "lean_config", "run_design", "structural_changes"]
 
 log = logging.getLogger(__name__)
+
+def lean_config() -> PipelineConfig:
+    """A first-version pipeline: popularity and long-tail exploration recall only (no personalised route),
+    the MLP ranker, the usual re-rank. Every parameter an evolution env can tune is there; what it lacks is
+    structure (a route), which is the designer's job to find."""
+    cfg = baseline_config()
+    return dataclasses.replace(cfg, routes=[RouteConfig("popularity", 0.7), RouteConfig("exploration", 0.3, {"k": 200})])
+
+
+STARTS = {"lean": lean_config, "baseline": baseline_config}
 
 # parts of a design no evolution-env action reaches (the RL/search decision spaces are agents' parameters)
 STRUCTURAL_KEYS = ("routes", "ranker.arch", "ranker.hidden", "ranker.per_segment", "fusion_size")
@@ -74,9 +87,13 @@ class DesignExperimentConfig:
     backend: str = "smollm2"
     base_url: str | None = None  # for backend "openai"
     model: str | None = None
+    start: str = "lean"  # the pipeline the designer starts from (see STARTS)
+    mode: str = "edit"  # edit: the model picks one edit per proposal; design: it writes a whole design
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_choice("start", self.start, list(STARTS))
+        check_choice("mode", self.mode, list(MODES))
         check_int("budget", self.budget, 1)
         check_int("warmup", self.warmup, 0)
         check_int("window", self.window, 1)
@@ -92,15 +109,16 @@ def run_design(cfg: DesignExperimentConfig, backend: Any = None) -> dict[str, An
         kw = {k: v for k, v in (("base_url", cfg.base_url), ("model", cfg.model)) if v is not None}
         backend = make_backend(cfg.backend, **kw)
     world_cfg = WorldConfig(**SMALL_EVOLUTION_WORLD)
-    system = build_system(SystemConfig([baseline_config()], seed=cfg.seed), world_cfg)
+    start_cfg = STARTS[cfg.start]()
+    system = build_system(SystemConfig([start_cfg], seed=cfg.seed), world_cfg)
     sim = Simulation(World(world_cfg, seed=cfg.seed), system, concurrency=400, seed=cfg.seed)
     for _ in range(cfg.warmup):
         sim.window(cfg.window)
     rows = []
-    start = config_to_design(baseline_config())
+    start = config_to_design(start_cfg)
     with KnowledgeStore(out / "store.db") as store:
         exp = store.start_experiment("llm_design", asdict(cfg), cfg.seed)
-        designer = LLMDesigner(backend, store, exp_id=exp, seed=cfg.seed)
+        designer = LLMDesigner(backend, store, exp_id=exp, seed=cfg.seed, mode=cfg.mode)
         for step in range(cfg.budget):
             before = config_to_design(pipeline_to_config(sim.system.pipelines[0]))
             result = design_step(sim, designer, world_cfg, step=step, windows=cfg.ab_windows, window=cfg.window,

@@ -16,6 +16,12 @@ One step reads top to bottom (:func:`design_step`):
    reply and the reason), the tested design with its rationale, route, and effect (``designs``), and
    the decision with its interval (``rollouts``).
 
+In ``mode="edit"`` the model does not write a whole design but picks one edit (:data:`EDITS`: add or
+drop a route, a quota, the ranker's width, towers or architecture, the fusion size, a head weight) in a
+three-field schema; :func:`apply_edit` applies it to the current design, and the rest is the same. A
+small model that changes one thing at a time is far easier to make progress with than one that
+rewrites every field.
+
 The route of a proposal says how it was obtained: ``constrained`` (first reply, schema-constrained,
 valid as decoded), ``direct`` (the same from a backend that does not constrain), ``retried`` (valid as
 decoded, after failed attempts), ``repaired`` (valid after repair); a failed attempt is ``failed``. A
@@ -35,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.decision.configs import PipelineConfig, build_pipeline
+from agents.decision.configs import ROUTES, PipelineConfig, build_pipeline
+from agents.decision.fusion import FUSION_SIZES
 from agents.decision.functional import ABDecision, ExperimentDesigner
 from agents.decision.ranking import TorchRanker
 from agents.decision.system import Pipeline, Simulation
@@ -58,7 +65,10 @@ from agents.infra.store import KnowledgeStore
 from envs.config import WorldConfig
 from envs.validation import ConfigError, check_choice, check_int, check_range
 
-__all__ = ["Attempt", "DesignStep", "LLMDesigner", "Proposal", "design_step", "schema_hint", "warm_start"]
+__all__ = ["EDITS", "MODES", "Attempt", "DesignStep", "LLMDesigner", "Proposal", "apply_edit", "design_step", "edit_schema",
+           "schema_hint", "warm_start"]
+
+MODES = ("design", "edit")  # design: the model writes a whole design; edit: it picks one edit, the designer applies it
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,76 @@ AGENT_DESCRIPTION = (
     "freshness_boost, risk_threshold (riskier items blocked), exposure_cap per item."
 )
 GOAL = "Goal: more clicks per request without more policy violations."
+
+
+# the edit language: one structural or parametric change per reply (mode="edit"), applied by the designer
+EDITS = ("add_route", "drop_route", "set_quota", "ranker_hidden", "ranker_towers", "ranker_arch", "fusion_size",
+         "head_like", "head_dwell")
+HIDDEN_WIDTHS = (16, 32, 64, 128, 256)
+
+
+def edit_schema(rationale_length: int = 100) -> dict[str, Any]:
+    """JSON Schema of one edit: an operation, the route it concerns (if any) and a value."""
+    return {
+        "type": "object",
+        "properties": {
+            "edit": {"enum": list(EDITS)},
+            "route": {"enum": list(ROUTES)},
+            "value": {"type": "number", "minimum": 0, "maximum": 512},
+            "rationale": {"type": "string", "maxLength": rationale_length},
+        },
+        "required": ["edit", "route", "value", "rationale"],
+        "additionalProperties": False,
+    }
+
+
+def apply_edit(current: Mapping[str, Any], edit: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The current (single-pipeline) design with one edit applied, and a description; ConfigError if it does not apply.
+
+    ``add_route``/``set_quota``: the route at quota ``value`` (a share, clipped to [0.05, 1]); ``drop_route``;
+    ``ranker_hidden``: the nearest width of ``HIDDEN_WIDTHS``; ``ranker_towers``: segment towers on (value >= 0.5)
+    or off; ``ranker_arch``: mlp (value >= 0.5) or linear; ``fusion_size``: the nearest allowed size;
+    ``head_like``/``head_dwell``: that head's weight (clipped to [0, 1]).
+    """
+    op = check_choice("edit", str(edit.get("edit")), EDITS)
+    route = str(edit.get("route"))
+    value = float(edit.get("value", 0.0))
+    doc = copy.deepcopy(dict(current))
+    pipe = doc["pipelines"][0]
+    routes = pipe["routes"]
+    if op in ("add_route", "drop_route", "set_quota"):
+        check_choice("edit route", route, ROUTES)
+    if op == "add_route":
+        if route in routes:
+            raise ConfigError(f"add_route: route {route!r} is already in the design (routes {sorted(routes)})")
+        routes[route] = {"quota": min(max(value, 0.05), 1.0)}
+        return doc, f"add route {route} (quota {routes[route]['quota']:.2f})"
+    if op == "drop_route":
+        if route not in routes or len(routes) == 1:
+            raise ConfigError(f"drop_route: route {route!r} must be one of the design's routes and not the last "
+                              f"(routes {sorted(routes)})")
+        del routes[route]
+        return doc, f"drop route {route}"
+    if op == "set_quota":
+        if route not in routes:
+            raise ConfigError(f"set_quota: route {route!r} is not in the design (routes {sorted(routes)})")
+        routes[route]["quota"] = min(max(value, 0.05), 1.0)
+        return doc, f"quota of {route} -> {routes[route]['quota']:.2f}"
+    if op == "ranker_hidden":
+        pipe["ranker"]["hidden"] = min(HIDDEN_WIDTHS, key=lambda w: abs(w - value))
+        return doc, f"ranker width -> {pipe['ranker']['hidden']}"
+    if op == "ranker_towers":
+        pipe["ranker"]["per_segment"] = value >= 0.5
+        return doc, f"segment towers {'on' if value >= 0.5 else 'off'}"
+    if op == "ranker_arch":
+        pipe["ranker"]["arch"] = "mlp" if value >= 0.5 else "linear"
+        return doc, f"ranker -> {pipe['ranker']['arch']}"
+    if op == "fusion_size":
+        pipe["fusion_size"] = min(FUSION_SIZES, key=lambda f: abs(f - value))
+        return doc, f"fusion size -> {pipe['fusion_size']}"
+    head = {"head_like": "w_like", "head_dwell": "w_dwell"}[op]
+    pipe["heads"][head] = min(max(value, 0.0), 1.0)
+    return doc, f"{head} -> {pipe['heads'][head]:.2f}"
 
 
 @dataclass
@@ -168,16 +248,19 @@ class LLMDesigner:
         max_reply_chars: int = 20_000,
         rationale_length: int = 100,
         seed: int | None = 0,
+        mode: str = "design",
     ) -> None:
         self.backend, self.store, self.agent = backend, store, agent
+        self.mode = check_choice("mode", mode, MODES)
         self.max_retries = check_int("max_retries", max_retries, 0, 20)
         self.temperature = check_range("temperature", temperature, 0.0, 2.0)
         self.max_tokens = check_int("max_tokens", max_tokens, 64)
         self.history = check_int("history", history, 0, 20)
         self.max_reply_chars = check_int("max_reply_chars", max_reply_chars, 1000)
         self.schema = design_schema(segments, max_pipelines)
-        self.generation_schema = design_schema(segments, max_pipelines, require_rationale=True,
-                                               rationale_length=rationale_length)
+        self.generation_schema = (design_schema(segments, max_pipelines, require_rationale=True,
+                                                rationale_length=rationale_length)
+                                  if mode == "design" else edit_schema(rationale_length))
         self.rng = np.random.default_rng(seed)
         if store is not None and exp_id is None:
             exp_id = store.start_experiment("llm_designer", {"backend": backend.name, "agent": agent}, 0)
@@ -236,7 +319,12 @@ class LLMDesigner:
             lines.append("Recent rejected replies: " + "; ".join((f.error or "")[:100] for f in failures))
         if feedback:
             lines.append(f"Your last reply was rejected: {feedback[:300]}")
-        lines.append("Propose one new design, different from the current one. Reply with the JSON object only.")
+        if self.mode == "edit":
+            lines.append("Edits: " + "; ".join(f"{e}" for e in EDITS) + ". `route` names the route for route edits; "
+                         "`value` is a quota share, a width, 0/1 for on/off, a fusion size or a head weight.")
+            lines.append("Propose one edit of the current design that may raise clicks. Reply with the JSON object only.")
+        else:
+            lines.append("Propose one new design, different from the current one. Reply with the JSON object only.")
         return [
             {"role": "system", "content": "You design recommender system pipelines. You answer with one JSON object."},
             {"role": "user", "content": "\n".join(lines)},
@@ -255,6 +343,12 @@ class LLMDesigner:
             return None, "", [], parsed, f"the reply must be a JSON object (got {type(parsed).__name__})"
         doc = dict(parsed)
         rationale = str(doc.pop("rationale", "") or "")[:300]
+        if self.mode == "edit":
+            try:
+                doc, what = apply_edit(current, doc)
+            except (ConfigError, TypeError, ValueError, KeyError) as e:
+                return None, rationale, [], parsed, f"the edit does not apply: {e}"
+            rationale = f"{what}: {rationale}"[:300]
         repaired, notes = repair_design(doc, base=current, schema=self.schema)
         errors = validate_design(repaired, self.schema)
         if errors:

@@ -35,7 +35,7 @@ def test_run_design_writes_every_step_and_summarises_what_was_accepted(tmp_path)
     doc = copy.deepcopy(DEFAULT_DESIGN)
     doc["pipelines"][0]["ranker"] = {**doc["pipelines"][0]["ranker"], "per_segment": True}
     replies = [json.dumps({**doc, "rationale": "towers per segment"}), "not json at all", "{"]
-    cfg = DesignExperimentConfig(out=str(tmp_path), budget=2, warmup=1, window=400, ab_windows=1)
+    cfg = DesignExperimentConfig(out=str(tmp_path), budget=2, warmup=1, window=400, ab_windows=1, start="baseline", mode="design")
     summary = run_design(cfg, backend=ScriptedBackend(replies))
     frame = pd.read_csv(tmp_path / "designs.csv")
     assert list(frame["step"]) == [0, 1] and summary["steps"] == 2

@@ -222,3 +222,21 @@ def test_design_step_targets_one_pipeline_of_a_routed_system(store):
     assert store.rollouts()[0].agent == "designer/pipeline/cold_start"
     with pytest.raises(Exception, match=r"`target` must be one of \['baseline', 'cold_start'\]"):
         design_step(sim, designer, TINY, target="cold")
+
+
+def test_edit_mode_applies_one_edit_and_rejects_edits_that_do_not_apply(store):
+    from agents.evolution.designer import apply_edit
+
+    current = config_to_design(segment_routed_config().pipelines[1])  # cold start: popularity, exploration, fresh
+    doc, what = apply_edit(current, {"edit": "add_route", "route": "content", "value": 0.3})
+    assert doc["pipelines"][0]["routes"]["content"] == {"quota": 0.3} and what == "add route content (quota 0.30)"
+    doc, _ = apply_edit(current, {"edit": "ranker_hidden", "route": "content", "value": 100})
+    assert doc["pipelines"][0]["ranker"]["hidden"] == 128 and current["pipelines"][0]["ranker"]["hidden"] == 64
+    designer = LLMDesigner(ScriptedBackend([
+        json.dumps({"edit": "add_route", "route": "popularity", "value": 0.2, "rationale": "more head"}),  # already there
+        json.dumps({"edit": "drop_route", "route": "fresh", "value": 0, "rationale": "fewer"}),
+    ]), store, mode="edit")
+    proposal = designer.propose(current)
+    assert proposal.route == "retried"
+    assert "fresh" not in proposal.document["pipelines"][0]["routes"] and proposal.rationale.startswith("drop route fresh")
+    assert "already in the design" in proposal.attempts[0].error
