@@ -65,8 +65,8 @@ from agents.infra.store import KnowledgeStore
 from envs.config import WorldConfig
 from envs.validation import ConfigError, check_choice, check_int, check_range
 
-__all__ = ["EDITS", "MODES", "Attempt", "DesignStep", "LLMDesigner", "Proposal", "apply_edit", "design_step", "edit_schema",
-           "schema_hint", "warm_start"]
+__all__ = ["EDITS", "MODES", "Attempt", "DesignStep", "LLMDesigner", "Proposal", "applicable_edits", "apply_edit",
+           "design_step", "edit_schema", "parse_edit", "schema_hint", "warm_start"]
 
 MODES = ("design", "edit")  # design: the model writes a whole design; edit: it picks one edit, the designer applies it
 
@@ -87,19 +87,44 @@ EDITS = ("add_route", "drop_route", "set_quota", "ranker_hidden", "ranker_towers
 HIDDEN_WIDTHS = (16, 32, 64, 128, 256)
 
 
-def edit_schema(rationale_length: int = 100) -> dict[str, Any]:
-    """JSON Schema of one edit: an operation, the route it concerns (if any) and a value."""
+def applicable_edits(current: Mapping[str, Any]) -> list[str]:
+    """Every edit (``op:arg``) that changes the current single-pipeline design, in a fixed order."""
+    pipe = current["pipelines"][0]
+    routes, ranker = pipe["routes"], pipe["ranker"]
+    edits = [f"add_route:{r}" for r in ROUTES if r not in routes]
+    if len(routes) > 1:
+        edits += [f"drop_route:{r}" for r in ROUTES if r in routes]
+    edits += [f"set_quota:{r}" for r in ROUTES if r in routes]
+    edits += [f"ranker_hidden:{w}" for w in HIDDEN_WIDTHS if w != ranker["hidden"]]
+    edits.append(f"ranker_towers:{'off' if ranker['per_segment'] else 'on'}")
+    edits.append(f"ranker_arch:{'linear' if ranker['arch'] == 'mlp' else 'mlp'}")
+    edits += [f"fusion_size:{f}" for f in FUSION_SIZES if f != pipe["fusion_size"]]
+    return edits + ["head_like:value", "head_dwell:value"]
+
+
+def edit_schema(edits: Sequence[str], rationale_length: int = 100) -> dict[str, Any]:
+    """JSON Schema of one edit: one of ``edits`` (``op:arg``), a value (for quotas and head weights) and why."""
     return {
         "type": "object",
         "properties": {
-            "edit": {"enum": list(EDITS)},
-            "route": {"enum": list(ROUTES)},
-            "value": {"type": "number", "minimum": 0, "maximum": 512},
+            "edit": {"enum": list(edits)},
+            "value": {"type": "number", "minimum": 0, "maximum": 1},
             "rationale": {"type": "string", "maxLength": rationale_length},
         },
-        "required": ["edit", "route", "value", "rationale"],
+        "required": ["edit", "value", "rationale"],
         "additionalProperties": False,
     }
+
+
+def parse_edit(edit: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"edit": "op:arg", "value": v}`` -> the ``apply_edit`` form ``{"edit": op, "route": ..., "value": ...}``."""
+    op, _, arg = str(edit.get("edit", "")).partition(":")
+    value = edit.get("value", 0.0)
+    if op in ("ranker_hidden", "fusion_size"):
+        value = float(arg)
+    elif op in ("ranker_towers", "ranker_arch"):
+        value = 1.0 if arg in ("on", "mlp") else 0.0
+    return {"edit": op, "route": arg, "value": value}
 
 
 def apply_edit(current: Mapping[str, Any], edit: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
@@ -258,9 +283,9 @@ class LLMDesigner:
         self.history = check_int("history", history, 0, 20)
         self.max_reply_chars = check_int("max_reply_chars", max_reply_chars, 1000)
         self.schema = design_schema(segments, max_pipelines)
-        self.generation_schema = (design_schema(segments, max_pipelines, require_rationale=True,
-                                                rationale_length=rationale_length)
-                                  if mode == "design" else edit_schema(rationale_length))
+        self.rationale_length = rationale_length
+        self.generation_schema = design_schema(segments, max_pipelines, require_rationale=True,
+                                               rationale_length=rationale_length)
         self.rng = np.random.default_rng(seed)
         if store is not None and exp_id is None:
             exp_id = store.start_experiment("llm_designer", {"backend": backend.name, "agent": agent}, 0)
@@ -294,13 +319,29 @@ class LLMDesigner:
         return self.store.add_design(self.exp_id, self.agent, proposal.document, proposal.rationale, proposal.route,
                                      True, error, reward)
 
+    def schema_for(self, current: Mapping[str, Any]) -> dict[str, Any]:
+        """What the model must reply: a whole design, or (edit mode) one of the edits that apply to ``current``
+        and lead to a design not tried before."""
+        if self.mode == "design":
+            return self.generation_schema
+        fresh = []
+        for e in applicable_edits(current):
+            try:
+                doc, _ = apply_edit(current, parse_edit({"edit": e, "value": 0.5}))
+                key = design_key(repair_design(doc, base=current, schema=self.schema)[0])
+            except (ConfigError, TypeError, ValueError, KeyError):
+                continue
+            if key not in self.seen or e.endswith(":value") or e.startswith("set_quota"):
+                fresh.append(e)
+        return edit_schema(fresh or applicable_edits(current), self.rationale_length)
+
     # ------------------------------------------------------------------ prompt
     def messages(self, current: Mapping[str, Any], feedback: str | None = None) -> list[dict[str, str]]:
         """The prompt: agent, schema, constraints, current design, past designs and failures, feedback."""
         lines = [
             AGENT_DESCRIPTION,
             GOAL,
-            f"JSON format: {schema_hint(self.generation_schema)}",
+            f"JSON format: {schema_hint(self.schema_for(current))}",
             f"Constraints: quotas are shares (normalised); one route other than collaborative must supply at "
             f"least {MIN_SUPPLY} candidates (k and quota share x fusion_size); a design tried before is rejected.",
             f"Current design: {json.dumps(current, separators=(',', ':'))}",
@@ -320,8 +361,8 @@ class LLMDesigner:
         if feedback:
             lines.append(f"Your last reply was rejected: {feedback[:300]}")
         if self.mode == "edit":
-            lines.append("Edits: " + "; ".join(f"{e}" for e in EDITS) + ". `route` names the route for route edits; "
-                         "`value` is a quota share, a width, 0/1 for on/off, a fusion size or a head weight.")
+            lines.append("`edit` is an operation:argument; `value` is the quota share of set_quota/add_route or "
+                         "the weight of head_like/head_dwell (ignored otherwise).")
             lines.append("Propose one edit of the current design that may raise clicks. Reply with the JSON object only.")
         else:
             lines.append("Propose one new design, different from the current one. Reply with the JSON object only.")
@@ -345,7 +386,7 @@ class LLMDesigner:
         rationale = str(doc.pop("rationale", "") or "")[:300]
         if self.mode == "edit":
             try:
-                doc, what = apply_edit(current, doc)
+                doc, what = apply_edit(current, parse_edit(doc))
             except (ConfigError, TypeError, ValueError, KeyError) as e:
                 return None, rationale, [], parsed, f"the edit does not apply: {e}"
             rationale = f"{what}: {rationale}"[:300]
@@ -370,7 +411,7 @@ class LLMDesigner:
             seed = int(self.rng.integers(2**31))
             t = time.perf_counter()
             try:
-                reply = self.backend.complete(self.messages(current, feedback), schema=self.generation_schema,
+                reply = self.backend.complete(self.messages(current, feedback), schema=self.schema_for(current),
                                               max_tokens=self.max_tokens, temperature=self.temperature, seed=seed)
             except LLMError as e:
                 error = f"backend error: {e}"

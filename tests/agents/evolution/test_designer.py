@@ -224,19 +224,24 @@ def test_design_step_targets_one_pipeline_of_a_routed_system(store):
         design_step(sim, designer, TINY, target="cold")
 
 
-def test_edit_mode_applies_one_edit_and_rejects_edits_that_do_not_apply(store):
-    from agents.evolution.designer import apply_edit
+def test_edit_mode_offers_only_edits_that_apply_and_applies_the_one_chosen(store):
+    from agents.evolution.designer import applicable_edits, apply_edit, parse_edit
 
     current = config_to_design(segment_routed_config().pipelines[1])  # cold start: popularity, exploration, fresh
-    doc, what = apply_edit(current, {"edit": "add_route", "route": "content", "value": 0.3})
+    edits = applicable_edits(current)
+    assert "add_route:content" in edits and "add_route:popularity" not in edits and "drop_route:fresh" in edits
+    doc, what = apply_edit(current, parse_edit({"edit": "add_route:content", "value": 0.3}))
     assert doc["pipelines"][0]["routes"]["content"] == {"quota": 0.3} and what == "add route content (quota 0.30)"
-    doc, _ = apply_edit(current, {"edit": "ranker_hidden", "route": "content", "value": 100})
+    doc, _ = apply_edit(current, parse_edit({"edit": "ranker_hidden:128", "value": 0.0}))
     assert doc["pipelines"][0]["ranker"]["hidden"] == 128 and current["pipelines"][0]["ranker"]["hidden"] == 64
     designer = LLMDesigner(ScriptedBackend([
-        json.dumps({"edit": "add_route", "route": "popularity", "value": 0.2, "rationale": "more head"}),  # already there
-        json.dumps({"edit": "drop_route", "route": "fresh", "value": 0, "rationale": "fewer"}),
+        json.dumps({"edit": "add_route:popularity", "value": 0.2, "rationale": "more head"}),  # already there
+        json.dumps({"edit": "drop_route:fresh", "value": 0, "rationale": "fewer"}),
     ]), store, mode="edit")
+    assert designer.schema_for(current)["properties"]["edit"]["enum"] == edits  # nothing tried yet
     proposal = designer.propose(current)
-    assert proposal.route == "retried"
-    assert "fresh" not in proposal.document["pipelines"][0]["routes"] and proposal.rationale.startswith("drop route fresh")
+    assert proposal.route == "retried" and proposal.rationale.startswith("drop route fresh")
+    assert "fresh" not in proposal.document["pipelines"][0]["routes"]
     assert "already in the design" in proposal.attempts[0].error
+    designer.record(proposal, 0.0)
+    assert "drop_route:fresh" not in designer.schema_for(current)["properties"]["edit"]["enum"]  # tried: not offered again
