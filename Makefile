@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= dev,llm
+EXTRAS ?= dev,llm,slurm
 OUT ?= outputs/demo
 
 .PHONY: demo test bench install lock clean
@@ -22,7 +22,7 @@ demo: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m experiments.demo --out $(OUT)
 
 test: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python -m pytest -q
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py

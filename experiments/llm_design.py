@@ -43,11 +43,14 @@ __all__ = ["DesignExperimentConfig", "STARTS", "STRUCTURAL_KEYS", "lean_config",
 log = logging.getLogger(__name__)
 
 def lean_config() -> PipelineConfig:
-    """A first-version pipeline: popularity and long-tail exploration recall only (no personalised route),
-    the MLP ranker, the usual re-rank. Every parameter an evolution env can tune is there; what it lacks is
-    structure (a route), which is the designer's job to find."""
-    cfg = baseline_config()
-    return dataclasses.replace(cfg, routes=[RouteConfig("popularity", 0.7), RouteConfig("exploration", 0.3, {"k": 200})])
+    """A first-version pipeline: popularity and long-tail exploration recall only, a linear (logistic) ranker,
+    the usual re-rank. Every parameter an evolution env can tune is there; what differs from the hand-tuned
+    baseline is structure (routes, the ranker's architecture), which is the designer's job to find.
+    Measured on the small world (A/B, 3 windows of 2,000 requests): adding a content, collaborative or fresh
+    route to it changes clicks per request by -0.02 to +0.005 (not significant); the ranker's architecture
+    is what matters (linear vs MLP: about 0.3 clicks per request)."""
+    return dataclasses.replace(
+        baseline_config("linear"), routes=[RouteConfig("popularity", 0.7), RouteConfig("exploration", 0.3, {"k": 200})])
 
 
 STARTS = {"lean": lean_config, "baseline": baseline_config}

@@ -3,7 +3,9 @@
 A composition says, for each of two pipeline slots (``main`` and ``specialist``), which recall routes
 run and with what quota (a route at quota 0 does not run, so it costs nothing), which rankers score
 (linear, MLP, or both as an ensemble), and, for each user segment, which pipeline serves it. A
-pipeline whose routes are all off serves from the popularity route alone (stated in ``info``).
+pipeline whose routes are all off serves from the popularity route alone, and one whose only route is
+collaborative (empty for users without history) is topped up by popularity at the lowest quota level;
+both are stated in ``info["config"]["notes"]``, so every action of the space serves full slates.
 
 Agents live in a :class:`ComponentPool` built once per episode: every route, both rankers and the
 score-fusion and re-rank stages of each slot persist across compositions and keep learning from the
@@ -39,6 +41,7 @@ __all__ = ["QUOTA_LEVELS", "RANKER_SETS", "SLOTS", "ComponentPool", "Composition
 SLOTS = ("main", "specialist")
 QUOTA_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.5)  # 0 = the route is off
 RANKER_SETS = ("linear", "mlp", "linear+mlp")
+HISTORY_ROUTES = ("collaborative",)  # routes that may return fewer candidates than a slate (no history, no candidates)
 
 
 @dataclass
@@ -125,6 +128,9 @@ class ComponentPool:
         if not on:
             on = {"popularity": 1.0}
             notes.append(f"{slot}: every route off, served by popularity alone")
+        elif set(on) <= set(HISTORY_ROUTES):
+            on["popularity"] = QUOTA_LEVELS[1]  # history-based routes return nothing for users without history
+            notes.append(f"{slot}: only {sorted(on)[0]} on, topped up by popularity at quota {QUOTA_LEVELS[1]}")
         kinds = [k for k in ROUTES if k in on]
         fusion = QuotaFusion(kinds, name=f"{slot}/fusion",
                              config={"size": self.fusion_size[slot], **{f"quota_{k}": on[k] for k in kinds}})

@@ -56,9 +56,11 @@ def test_registered_checkers_pass_and_ppo_trains():
 def test_encoding_round_trips_and_builds_what_it_says():
     env = tiny_env()
     env.reset(seed=0)
+    env.action_space.seed(3)
     rng = np.random.default_rng(0)
+    collaborative_only = env.encode(only("collaborative", slot="specialist"))  # empty for users without history
     for _ in range(20):
-        action = env.action_space.sample() if _ else env.encode(env.initial)
+        action = (env.action_space.sample() if _ > 1 else [env.encode(env.initial), collaborative_only][_])
         comp = env.decode(action)
         np.testing.assert_array_equal(env.encode(comp), action)
         env.step(action)
@@ -66,6 +68,7 @@ def test_encoding_round_trips_and_builds_what_it_says():
         assert set(pipes) == set(comp.used_slots(env.segments))
         for slot, pipe in pipes.items():
             on = sorted(k for k, q in comp.quotas[slot].items() if q > 0) or ["popularity"]
+            on = sorted({*on, "popularity"}) if on == ["collaborative"] else on  # topped up (see info notes)
             assert sorted(r.name for r in pipe.recalls) == on  # a route at quota 0 does not run
             assert pipe.ranker.name == f"{slot}/{comp.rankers[slot]}"
         assert env.system.router.config == {f"route_{s}": comp.routing[s] for s in env.segments}
