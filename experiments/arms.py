@@ -20,11 +20,25 @@ from ``ctx.env.reset(seed=ctx.seed)``, and returns what it tried. To add an arm:
 and a ``conf/controller/greedy.yaml`` with ``name: greedy`` and its ``options``. An arm that runs windows
 outside ``ctx.env`` (several envs, a rollout loop) reports each one through ``ctx.on_window(step, config,
 reward, info)``; ``ctx.store`` / ``ctx.exp_id`` let it read and write the knowledge store (designs, rollouts).
+
+``register_arm(name, env="composition")`` makes the run build a
+:class:`~agents.evolution.composition.CompositionEnv` instead (the system config's first pipeline is the
+``main`` slot's template, its second, or the cold-start pipeline, the ``specialist``'s; its routing is the
+initial composition; ``evolution.agent`` names the pooled agent evolved individually, e.g. ``main/rerank``).
+The composition arms compare evolving one agent, the wiring, or both in alternation (ablation C4).
+
+Every recorded window also carries per-segment engagement (:func:`segment_metrics`), so claims can compare
+``segment/<name>/clicks_per_request`` across arms (ablation C1). With ``evolution.exploit = n`` every arm then
+serves ``n`` more windows with what it found (:func:`exploit`: the best config of its run, its trained policy, or
+the production its gates let through), recorded with phase ``exploit``: claims with ``stage: exploit`` compare
+what the arms found, net of the cost of exploring.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,15 +47,18 @@ import gymnasium as gym
 import numpy as np
 
 from agents.decision.configs import build_system
-from agents.evolution.controllers import EvolutionHistory, OptunaSearch, RandomSearch, evolve
-from envs.validation import ConfigError, check_int, check_range
+from agents.evolution.composition import CompositionEnv
+from agents.evolution.controllers import EvolutionHistory, OptunaSearch, RandomSearch, StaticController, evolve
+from agents.evolution.schedule import SaturationTest, ShiftTest, alternate
+from envs.validation import ConfigError, check_choice, check_int, check_range
 
 if TYPE_CHECKING:
+    from agents.infra.log import InteractionLog
     from agents.infra.store import KnowledgeStore
     from experiments.config import ExperimentConfig
 
-__all__ = ["ARMS", "Arm", "ArmContext", "OnWindow", "PPOOptions", "StaticController", "WindowRecorder",
-           "register_arm", "run_arm"]
+__all__ = ["ARMS", "ENV_KINDS", "AlternatingOptions", "Arm", "ArmContext", "OnWindow", "PPOOptions", "StaticController",
+           "WindowRecorder", "best_config", "exploit", "register_arm", "run_arm", "segment_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +88,31 @@ class ArmContext:
 ArmFn = Callable[[ArmContext], EvolutionHistory]
 
 
+ENV_KINDS = ("evolution", "composition")  # the env an arm drives: EvolutionEnv or CompositionEnv
+
+
 @dataclass(frozen=True)
 class Arm:
     name: str
     run: ArmFn
     options: type | None
     description: str
+    env: str = "evolution"  # one of ENV_KINDS
 
 
 ARMS: dict[str, Arm] = {}
 
 
-def register_arm(name: str, options: type | None = None) -> Callable[[ArmFn], ArmFn]:
-    """Register ``fn`` as the arm ``name`` (with an optional options dataclass, validated at start-up)."""
+def register_arm(name: str, options: type | None = None, env: str = "evolution") -> Callable[[ArmFn], ArmFn]:
+    """Register ``fn`` as the arm ``name`` (with an optional options dataclass, validated at start-up) that
+    drives an env of kind ``env`` (``"evolution"`` or ``"composition"``)."""
+    check_choice("env", env, ENV_KINDS)
 
     def add(fn: ArmFn) -> ArmFn:
         if name in ARMS:
             raise ConfigError(f"arm {name!r} is already registered (by {ARMS[name].run.__module__}.{ARMS[name].run.__name__})")
         doc = (fn.__doc__ or "").strip().splitlines()
-        ARMS[name] = Arm(name, fn, options, doc[0] if doc else "")
+        ARMS[name] = Arm(name, fn, options, doc[0] if doc else "", env)
         return fn
 
     return add
@@ -100,16 +123,39 @@ def run_arm(ctx: ArmContext) -> EvolutionHistory:
     return ARMS[ctx.cfg.controller.name].run(ctx)
 
 
+def segment_metrics(log: InteractionLog | None) -> dict[str, float]:
+    """Per user segment of one window's log: ``segment/<name>/clicks_per_request``, ``/violations_per_request``
+    (nan for a segment without requests) and ``/request_share``. The segment is the user's at request time."""
+    if log is None or not log.num_requests:
+        return {}
+    req, k = log.requests, len(log.segment_names)
+    seg = req["segment"].astype(np.int64)
+    n = np.bincount(seg, minlength=k)[:k].astype(np.float64)
+    clicks = np.bincount(seg, weights=req["clicks"].astype(np.float64), minlength=k)[:k]
+    violations = np.bincount(seg, weights=req["violations"].astype(np.float64), minlength=k)[:k]
+    out: dict[str, float] = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i, name in enumerate(log.segment_names):
+            out[f"segment/{name}/clicks_per_request"] = float(clicks[i] / n[i]) if n[i] else math.nan
+            out[f"segment/{name}/violations_per_request"] = float(violations[i] / n[i]) if n[i] else math.nan
+            out[f"segment/{name}/request_share"] = float(n[i] / n.sum())
+    return out
+
+
 class WindowRecorder(gym.Wrapper):
     """Calls ``on_window(step, config, reward, info)`` after each step; ``info['regime']`` is the observation acted on.
 
     Forwards what controllers use (``codec``, ``target_params()``, ``target``, ``role``) and keeps the history.
+    ``info`` gains the window's per-segment metrics (:func:`segment_metrics`) and, while ``phase`` is set, the
+    ``phase``. On a composition env the config recorded is the composition: its key (``composition``) and every
+    choice (``main/quota_popularity``, ...).
     """
 
     def __init__(self, env: gym.Env, on_window: OnWindow) -> None:
         super().__init__(env)
         self.on_window = on_window
         self.steps = 0
+        self.phase: str | None = None
         self.history = EvolutionHistory()
         self._obs: np.ndarray | None = None
 
@@ -135,7 +181,13 @@ class WindowRecorder(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        info = {**info, "regime": self._obs}
+        inner = self.env.unwrapped
+        info = {**info, "regime": self._obs, **segment_metrics(inner.last_log)}
+        if isinstance(inner, CompositionEnv):
+            info |= {"config": {"composition": inner.composition.key(), **inner.to_config(inner.composition)},
+                     "agent": "composition"}
+        if self.phase is not None:
+            info["phase"] = self.phase
         self._obs = obs
         self.history.configs.append(info["config"])
         self.history.rewards.append(float(reward))
@@ -145,22 +197,23 @@ class WindowRecorder(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+def exploit(ctx: ArmContext, propose: Callable[[np.ndarray | None], dict[str, Any]]) -> None:
+    """Serve ``evolution.exploit`` more windows (rows ``windows`` on, phase ``exploit``) with what the arm found:
+    ``propose(obs)`` gives each window's config (a point of ``ctx.env.target_params()``)."""
+    env = ctx.env
+    env.steps, env.phase = ctx.windows, "exploit"
+    obs = env._obs
+    for _ in range(ctx.cfg.evolution.exploit):
+        obs, *_ = env.step(env.codec.encode(propose(obs)))
+
+
+def best_config(history: EvolutionHistory, params: Any) -> dict[str, Any]:
+    """The config of the run's best window (since the last detected shift), restricted to ``params``' names."""
+    config, _ = history.best
+    return {k: v for k, v in config.items() if k in params.by_name}
+
+
 # --------------------------------------------------------------------------- the arms
-
-
-class StaticController:
-    """Keeps one config (by default the system's hand-tuned one): the baseline arm."""
-
-    name = "static"
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = dict(config)
-
-    def propose(self, obs: np.ndarray) -> dict[str, Any]:
-        return dict(self.config)
-
-    def tell(self, config: dict[str, Any], reward: float | list[float], obs: np.ndarray) -> None:
-        pass
 
 
 def initial_config(env: Any) -> dict[str, Any]:
@@ -171,25 +224,33 @@ def initial_config(env: Any) -> dict[str, Any]:
     return {k: v for k, v in agent.config.items() if k in names}
 
 
+def _search(ctx: ArmContext, controller: Any) -> EvolutionHistory:
+    """``evolve`` with ``controller``, then exploit the run's best config."""
+    evolve(ctx.env, controller, ctx.windows, seed=ctx.seed)
+    best = best_config(ctx.env.history, ctx.env.target_params())
+    exploit(ctx, lambda obs: best)
+    return ctx.env.history
+
+
 @register_arm("static")
 def static(ctx: ArmContext) -> EvolutionHistory:
     """The hand-tuned config of the system, never changed."""
-    evolve(ctx.env, StaticController(initial_config(ctx.env)), ctx.windows, seed=ctx.seed)
+    config = initial_config(ctx.env)
+    evolve(ctx.env, StaticController(config), ctx.windows, seed=ctx.seed)
+    exploit(ctx, lambda obs: config)
     return ctx.env.history
 
 
 @register_arm("random")
 def random_search(ctx: ArmContext) -> EvolutionHistory:
-    """A uniformly random config every window (the floor)."""
-    evolve(ctx.env, RandomSearch(ctx.env.target_params(), seed=ctx.seed), ctx.windows, seed=ctx.seed)
-    return ctx.env.history
+    """A uniformly random config every window (the floor); exploits the best one it tried."""
+    return _search(ctx, RandomSearch(ctx.env.target_params(), seed=ctx.seed))
 
 
 @register_arm("optuna")
 def optuna_search(ctx: ArmContext) -> EvolutionHistory:
-    """Optuna's TPE proposes a config every window and learns from its reward."""
-    evolve(ctx.env, OptunaSearch(ctx.env.target_params(), seed=ctx.seed), ctx.windows, seed=ctx.seed)
-    return ctx.env.history
+    """Optuna's TPE proposes a config every window and learns from its reward; exploits the best one it tried."""
+    return _search(ctx, OptunaSearch(ctx.env.target_params(), seed=ctx.seed))
 
 
 @dataclass
@@ -218,7 +279,8 @@ class PPOOptions:
 
 @register_arm("ppo", options=PPOOptions)
 def ppo(ctx: ArmContext) -> EvolutionHistory:
-    """SB3 PPO learns online over the run's windows; its (stochastic) policy picks every window's config."""
+    """SB3 PPO learns online over the run's windows; its (stochastic) policy picks every window's config; exploits
+    its policy's deterministic choice for the regime it observes."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -233,4 +295,116 @@ def ppo(ctx: ArmContext) -> EvolutionHistory:
                 learning_rate=opts.learning_rate, gamma=opts.gamma, gae_lambda=opts.gae_lambda, ent_coef=opts.ent_coef,
                 policy_kwargs={"net_arch": [opts.hidden, opts.hidden]}, seed=ctx.seed, device="cpu", verbose=0)
     model.learn(total_timesteps=windows, callback=StopAfter())  # the first reset uses `seed`, like the other arms
+    exploit(ctx, lambda obs: ctx.env.codec.decode(model.predict(obs, deterministic=True)[0]))
     return ctx.env.history
+
+
+# --------------------------------------------------------------------------- arms on the composition env (C4)
+
+
+@register_arm("static_composition", env="composition")
+def static_composition(ctx: ArmContext) -> EvolutionHistory:
+    """The system config's own wiring and agent configs, never changed (the baseline of the composition arms)."""
+    env = ctx.env.unwrapped
+    config = env.to_config(env.initial)
+    evolve(ctx.env, StaticController(config), ctx.windows, seed=ctx.seed)
+    exploit(ctx, lambda obs: config)
+    return ctx.env.history
+
+
+@register_arm("compositional", env="composition")
+def compositional(ctx: ArmContext) -> EvolutionHistory:
+    """Optuna's TPE rewires the system every window (routes and quotas, rankers, segment routing); told the
+    system's (outer) reward; exploits the best wiring it tried."""
+    return _search(ctx, OptunaSearch(ctx.env.target_params(), seed=ctx.seed))
+
+
+GATE_MIN_REQUESTS = (100, 1000, 5000)
+
+
+@dataclass
+class AlternatingOptions:
+    """The alternation schedule's tests and A/B gate (:mod:`agents.evolution.schedule`), sized for short runs."""
+
+    patience: int = 4  # saturation: the last `patience` windows improve the phase's best by < min_gain
+    min_gain: float = 0.05
+    min_windows: int = 6  # a phase lasts at least this many windows
+    check_every: int = 5  # a sentinel window of production every this many windows (shift test)
+    tolerance: float = 0.2  # a shift when the sentinel's outer reward moves by more than this (relative)
+    gate_windows: int = 2  # windows of the A/B gate at a saturated phase's end
+    gate_min_requests: int = 100  # requests per arm the gate needs to decide (100, 1000 or 5000)
+
+    def __post_init__(self) -> None:
+        check_int("controller.options.patience", self.patience, 1)
+        check_range("controller.options.min_gain", self.min_gain, 0.0)
+        check_int("controller.options.min_windows", self.min_windows, self.patience + 1)
+        check_int("controller.options.check_every", self.check_every, 1)
+        check_range("controller.options.tolerance", self.tolerance, 0.0, low_inclusive=False)
+        check_int("controller.options.gate_windows", self.gate_windows, 1)
+        if self.gate_min_requests not in GATE_MIN_REQUESTS:  # the experiment designer's choices
+            raise ConfigError(f"`controller.options.gate_min_requests` must be one of {list(GATE_MIN_REQUESTS)} "
+                              f"(got {self.gate_min_requests!r})")
+
+
+def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, gate_windows: int,
+               gate_min_requests: int) -> EvolutionHistory:
+    """Run :func:`~agents.evolution.schedule.alternate` on the composition env, recording its exploration windows.
+
+    Sentinel and A/B windows are served on the env itself (not through the recorder), so they are not rows of the
+    table (they do move the simulated day on); ``alternate`` commits each window's trial, the gates' decisions and
+    the detected shifts to the store itself. It ends with production (what passed the gates) deployed.
+    """
+    from agents.decision.functional import ExperimentDesigner
+
+    env: CompositionEnv = ctx.env.unwrapped
+    agent = ctx.cfg.evolution.agent
+    seeds = itertools.count(ctx.seed * 1000)  # a fresh study per phase, each with its own seed
+    history = EvolutionHistory()
+
+    def on_row(row: dict[str, Any]) -> None:
+        config = {"composition": row["composition"],
+                  **{k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/")}}
+        info = {k: v for k, v in row.items() if "/" in k and not k.startswith("config/")}
+        info |= {"day": row["day"], "phase": row["phase"], "config": config, "regime": None, "stored": True,
+                 "agent": agent if row["phase"] == "individual" else "composition", **segment_metrics(env.last_log)}
+        history.configs.append(config)
+        history.rewards.append(float(row["reward"]))
+        history.infos.append(info)
+        ctx.on_window(int(row["window"]), config, float(row["reward"]), info)
+
+    alt = alternate(env, agent, individual=lambda params: OptunaSearch(params, seed=next(seeds)),
+                    compositional=lambda e: OptunaSearch(e.target_params(), seed=next(seeds)), windows=ctx.windows,
+                    seed=ctx.seed, saturation=saturation, shift=shift,
+                    designer=lambda: ExperimentDesigner(config={"min_requests": gate_min_requests}),
+                    gate_windows=gate_windows, store=ctx.store, exp_id=ctx.exp_id, on_window=on_row)
+    history.shifts = list(alt.shifts)
+    log.info("alternation: switches %s; gates %s", alt.switches,
+             [(g["window"], g["phase"], g["accepted"]) for g in alt.gates])
+    return history
+
+
+@register_arm("individual", env="composition")
+def individual(ctx: ArmContext) -> EvolutionHistory:
+    """Optuna tunes one pooled agent (``evolution.agent``, e.g. ``main/rerank``) on its layered reward; the
+    wiring stays the system config's (the alternation schedule's individual phase, never ending); exploits the
+    best config it tried."""
+    never = ctx.windows + 1
+    history = _alternate(ctx, SaturationTest(patience=1, min_gain=0.0, min_windows=never), ShiftTest(check_every=never),
+                         gate_windows=1, gate_min_requests=100)
+    if ctx.cfg.evolution.exploit:  # no gate ever ran: exploit the best config it tried, on the unchanged wiring
+        env, agent = ctx.env.unwrapped, ctx.cfg.evolution.agent
+        env.configure_agent(agent, best_config(history, env.agent(agent).params))
+        exploit(ctx, lambda obs: env.to_config(env.composition))
+    return history
+
+
+@register_arm("alternating", env="composition", options=AlternatingOptions)
+def alternating(ctx: ArmContext) -> EvolutionHistory:
+    """Optuna on one agent until its gains saturate or a sentinel sees a shift, then Optuna on the wiring, and
+    back; a saturated phase's best reaches production only through an A/B gate; exploits production."""
+    o: AlternatingOptions = ctx.options
+    history = _alternate(ctx, SaturationTest(o.patience, o.min_gain, o.min_windows),
+                         ShiftTest(o.check_every, o.tolerance), o.gate_windows, o.gate_min_requests)
+    env = ctx.env.unwrapped  # production (the agent's config and the wiring that passed the gates) is deployed
+    exploit(ctx, lambda obs: env.to_config(env.composition))
+    return history

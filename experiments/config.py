@@ -28,6 +28,7 @@ from rewards.outer import OUTER_KEYS
 
 __all__ = [
     "CLAIM_DIRECTIONS",
+    "CLAIM_STAGES",
     "TINY_WORLD",
     "ClaimConfig",
     "ConstraintConfig",
@@ -45,6 +46,7 @@ __all__ = [
 
 TINY_WORLD: dict[str, Any] = {"num_items": 600, "num_users": 1200, "num_topics": 5, "num_creators": 30, "steps_per_day": 10}
 CLAIM_DIRECTIONS = ("greater", "less")
+CLAIM_STAGES = ("all", "evolution", "exploit")  # which windows: all, those of the evolution, or the exploit ones after it
 WANDB_MODES = ("offline", "online", "disabled")
 CONSTRAINT_HANDLERS = ("lagrangian", "weighted")
 FREE_PREFIXES = ("config/", "regime/", "constraint/", "segment/")  # data-dependent metric names
@@ -74,9 +76,11 @@ class EvolutionSettings:
     fixed: dict[str, Any] = field(default_factory=dict)  # parameters held fixed (left out of the action)
     learn: bool = True  # whether the system's learning agents keep learning
     stationary: bool = False  # every window from the same snapshot (common random numbers; the shifts never come)
+    exploit: int = 0  # windows served after the evolution by what it found (rows with phase "exploit")
 
     def __post_init__(self) -> None:
         check_int("evolution.windows", self.windows, 1)
+        check_int("evolution.exploit", self.exploit, 0)
         check_int("evolution.window", self.window, 1)
         check_int("evolution.concurrency", self.concurrency, 1)
         check_int("evolution.warmup", self.warmup, 0)
@@ -209,9 +213,12 @@ def claim_metrics() -> list[str]:
 class ClaimConfig:
     """A claim the report checks: ``metric`` of arm group ``a`` is ``direction`` than that of group ``b``.
 
-    Per seed, the metric is averaged over windows ``>= from_step`` and over the group's arms; the effect
-    ``a - b`` gets a 95% t-interval across seeds (paired by seed when both groups ran the same seeds). The claim
-    held when the whole interval lies beyond ``min_effect`` in ``direction``.
+    Per seed, the metric is averaged over the windows of ``stage`` (``evolution``: while the arm searches, its
+    exploration included; ``exploit``: the ``evolution.exploit`` windows after it, served by what it found; ``all``)
+    that are ``>= from_step`` and ended on or after simulated day ``from_day`` (e.g. the windows after the last
+    shift, whatever the window length), then over the group's arms;
+    the effect ``a - b`` gets a 95% t-interval across seeds (paired by seed when both groups ran the same seeds).
+    The claim held when the whole interval lies beyond ``min_effect`` in ``direction``.
     """
 
     name: str = "C0"
@@ -222,6 +229,8 @@ class ClaimConfig:
     direction: str = "greater"  # greater: a - b > min_effect; less: a - b < -min_effect
     min_effect: float = 0.0
     from_step: int = 0
+    from_day: float = 0.0  # only windows whose ``day`` (the simulated day at their end) is >= this
+    stage: str = "all"  # all | evolution | exploit
 
     def __post_init__(self) -> None:
         key = f"claims[{self.name}]"
@@ -241,6 +250,8 @@ class ClaimConfig:
         check_choice(f"{key}.direction", self.direction, CLAIM_DIRECTIONS)
         check_range(f"{key}.min_effect", self.min_effect, 0.0)
         check_int(f"{key}.from_step", self.from_step, 0)
+        check_range(f"{key}.from_day", self.from_day, 0.0)
+        check_choice(f"{key}.stage", self.stage, CLAIM_STAGES)
 
 
 @dataclass

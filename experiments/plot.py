@@ -4,7 +4,8 @@
 the directory and writes PNGs to ``<dir>/figures``: ``reward.png`` (mean and 95% CI band across seeds per arm),
 ``decomposition.png`` (the reward's inner and outer terms over time), ``pareto.png`` (clicks vs policy
 violations per request, one point per run, arm means with CIs and their Pareto front) and, when the metrics
-have per-segment columns (``segment/<name>/<metric>``), ``segments.png``.
+have per-segment columns (``segment/<name>/<metric>``), ``segments.png``; given the claims' metrics,
+``claims.png`` (each claim metric the reward figure does not show, over time per arm with its CI band).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-__all__ = ["LABELS", "ci_curves", "day_curves", "decomposition_figure", "load_metrics", "load_shifts", "main",
-           "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "save_figures", "segment_figure", "use_agg"]
+__all__ = ["LABELS", "ci_curves", "claims_figure", "day_curves", "decomposition_figure", "load_metrics", "load_shifts",
+           "main", "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "save_figures",
+           "segment_figure", "use_agg"]
 
 CLICKS = "outer/engagement/clicks_per_request"
 VIOLATIONS = "outer/risk/violations_per_request"
@@ -34,6 +36,11 @@ LABELS: dict[str, str] = {  # axis labels with units
     "outer/ecosystem/item_gini": "item exposure Gini",
     "outer/ecosystem/tail_share": "long-tail share of impressions",
     "evolution/best_reward": "best reward so far",
+    "inner/rerank/intra_list_diversity": "intra-list diversity (re-ranker's inner metric)",
+    # per-segment metrics (segment/<name>/<metric>) are labelled by their last part
+    "clicks_per_request": "clicks per request",
+    "violations_per_request": "policy violations per request",
+    "request_share": "share of requests",
 }
 
 
@@ -52,6 +59,9 @@ def use_agg() -> None:
 
 
 def label_of(column: str) -> str:
+    if column.startswith("segment/") and column.count("/") == 2 and column not in LABELS:
+        _, segment, metric = column.split("/")
+        return f"{LABELS.get(metric, metric)}, {segment} users"
     return LABELS.get(column, column)
 
 
@@ -129,6 +139,11 @@ def ci_curves(ax: Any, frame: pd.DataFrame, column: str, shifts: Iterable[tuple[
             ax.fill_between(stats[x], ci[:, 1], ci[:, 2], color=line.get_color(), alpha=0.2, lw=0)
     if x == "day":
         _mark_shifts(ax, shifts, float(frame["day"].max()))
+    if "phase" in frame and (frame["phase"] == "exploit").any():  # where the arms stop searching
+        first = int(frame.loc[frame["phase"] == "exploit", "step"].min())
+        start = first - 0.5 if x == "step" else float(frame.loc[frame["step"] == first - 1, "day"].median())
+        ax.axvline(start, color="black", ls=":", lw=0.9)
+        ax.text(start, 0.02, " exploit", va="bottom", ha="left", fontsize=7, transform=ax.get_xaxis_transform())
     ax.set_xlabel("simulated day" if x == "day" else "window")
     ax.set_ylabel(label or label_of(column))
     ax.set_title(title or label or label_of(column))
@@ -145,7 +160,7 @@ def reward_figure(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = (), m
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
     for ax, column in zip(axes[0], metrics):
         ci_curves(ax, frame, column, shifts)
-    fig.suptitle("mean and 95% CI across seeds per arm; dashed: world shifts", fontsize=9)
+    fig.suptitle("mean and 95% CI across seeds per arm; dashed: world shifts; dotted: the exploit windows start", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -232,8 +247,27 @@ def pareto_figure(frame: pd.DataFrame, x: str = VIOLATIONS, y: str = CLICKS) -> 
     return fig
 
 
-def make_figures(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = ()) -> dict[str, Any]:
-    """All figures that apply to the metrics (name -> matplotlib figure)."""
+def claims_figure(frame: pd.DataFrame, metrics: Iterable[str], shifts: Iterable[tuple[int, str]] = ()) -> Any | None:
+    """One panel per metric (mean and 95% CI across seeds per arm over time, shifts marked); None if none is in
+    ``frame``."""
+    metrics = [m for m in dict.fromkeys(metrics) if m in frame]
+    if not metrics:
+        return None
+    plt = _pyplot()
+    cols = min(len(metrics), 3)
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    for ax, column in zip(axes.flat, metrics):
+        ci_curves(ax, frame, column, shifts)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    fig.suptitle("the claims' metrics: mean and 95% CI across seeds per arm; dashed: world shifts", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def make_figures(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = (), claim_metrics: Iterable[str] = ()) -> dict[str, Any]:
+    """All figures that apply to the metrics (name -> matplotlib figure); ``claim_metrics`` adds ``claims``."""
     shifts = list(shifts)
     figures: dict[str, Any] = {"reward": reward_figure(frame, shifts), "decomposition": decomposition_figure(frame, shifts)}
     if VIOLATIONS in frame and CLICKS in frame:
@@ -241,6 +275,9 @@ def make_figures(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = ()) ->
     seg = segment_figure(frame)
     if seg is not None:
         figures["segments"] = seg
+    claims = claims_figure(frame, [m for m in claim_metrics if m not in ("reward", CLICKS)], shifts)
+    if claims is not None:
+        figures["claims"] = claims
     return figures
 
 

@@ -3,7 +3,8 @@
 ``python -m experiments.report <run or multirun dir> --out report.md`` reads every run's ``metrics.parquet``
 (or ``metrics.csv``) and the claims of its ``config.yaml`` (declared in ``conf/experiment/*.yaml``, see
 :class:`~experiments.config.ClaimConfig`). Per claim: the metric is averaged per seed over windows
-``>= from_step`` and over each group's arms; the effect ``a - b`` gets a 95% t-interval across seeds,
+of the claim's ``stage`` (the evolution's, the exploit ones after it, or all), ``>= from_step``, ending on or after day
+``from_day``, and over each group's arms; the effect ``a - b`` gets a 95% t-interval across seeds,
 paired by seed when both groups ran the same seeds (else Welch's interval). The verdict is ``held`` when
 the interval lies beyond ``min_effect`` in the claimed direction, ``contradicted`` when it lies wholly on
 the other side of 0, ``inconclusive`` otherwise, and ``untestable`` when an arm, the metric or a second
@@ -27,7 +28,7 @@ import yaml
 from experiments.config import ClaimConfig
 from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, save_figures, use_agg
 
-__all__ = ["ClaimResult", "evaluate_claim", "load_claims", "main", "mean_ci", "render_report", "t_quantile",
+__all__ = ["ClaimResult", "evaluate_claim", "load_claims", "main", "mean_ci", "render_report", "scope_of", "t_quantile",
            "write_report"]
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,9 @@ class ClaimResult:
         a, b = " + ".join(c.a), " + ".join(c.b)
         sign = ">" if c.direction == "greater" else "<"
         bound = f"{c.min_effect if c.direction == 'greater' or c.min_effect == 0 else -c.min_effect:g}"
-        head = f"**{c.name}: {self.verdict.upper()}**: {c.metric} of {a} {sign} {b} (effect a - b {sign} {bound})"
+        scope = scope_of(c)
+        head = (f"**{c.name}: {self.verdict.upper()}**: {c.metric} of {a} {sign} {b} (effect a - b {sign} {bound})"
+                + (f" over {scope}" if scope else ""))
         if self.verdict == "untestable":
             return f"{head}; {self.note}"
         test = "paired by seed" if self.paired else "Welch, unpaired"
@@ -148,9 +151,25 @@ class ClaimResult:
                 f"({a} {self.a_mean:.4g} vs {b} {self.b_mean:.4g}; {test}, n={self.n} seeds)")
 
 
-def _group_means(frame: pd.DataFrame, arms: list[str], metric: str, from_step: int) -> pd.Series:
-    """Per seed: the metric averaged over windows ``>= from_step``, then over the group's arms (seeds with all arms)."""
-    sub = frame[frame["arm"].isin(arms) & (frame["step"] >= from_step)]
+def scope_of(claim: ClaimConfig) -> str:
+    """Which windows a claim averages, in words ('' for all of them)."""
+    stage = {"all": [], "evolution": ["the evolution's windows"], "exploit": ["the exploit windows"]}[claim.stage]
+    parts = stage + ([f"windows >= {claim.from_step}"] if claim.from_step else []) + (
+        [f"windows ending on or after day {claim.from_day:g}"] if claim.from_day else [])
+    return " and ".join(parts)
+
+
+def _group_means(frame: pd.DataFrame, arms: list[str], metric: str, from_step: int, from_day: float = 0.0,
+                 stage: str = "all") -> pd.Series:
+    """Per seed: the metric averaged over the ``stage``'s windows ``>= from_step`` ending on or after day ``from_day``,
+    then over the group's arms (seeds with all arms)."""
+    keep = frame["arm"].isin(arms) & (frame["step"] >= from_step)
+    if from_day > 0:
+        keep &= frame["day"] >= from_day
+    if stage != "all":
+        exploit = frame["phase"] == "exploit" if "phase" in frame else pd.Series(False, index=frame.index)
+        keep &= exploit if stage == "exploit" else ~exploit
+    sub = frame[keep]
     per_run = sub.groupby(["arm", "seed"])[metric].mean().unstack("arm")
     return per_run.dropna().mean(axis=1) if set(arms) <= set(per_run.columns) else pd.Series(dtype=float)
 
@@ -163,8 +182,8 @@ def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig) -> ClaimResult:
         return ClaimResult(claim, "untestable", note=f"no runs of arm(s) {missing} (arms present: {sorted(present)})")
     if claim.metric not in frame:
         return ClaimResult(claim, "untestable", note=f"the metrics have no column {claim.metric!r}")
-    a = _group_means(frame, claim.a, claim.metric, claim.from_step)
-    b = _group_means(frame, claim.b, claim.metric, claim.from_step)
+    a = _group_means(frame, claim.a, claim.metric, claim.from_step, claim.from_day, claim.stage)
+    b = _group_means(frame, claim.b, claim.metric, claim.from_step, claim.from_day, claim.stage)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     if len(a) < 2 or len(b) < 2:
         return ClaimResult(claim, "untestable", a_mean=float(a.mean()) if len(a) else math.nan,
@@ -219,7 +238,8 @@ SUMMARY_METRICS = ("reward", "outer/engagement/clicks_per_request", "outer/risk/
 
 def render_report(frame: pd.DataFrame, results: list[ClaimResult], figures: dict[str, Path], out: Path,
                   title: str = "Experiment report", source: str = "") -> str:
-    """The Markdown report: the claims (one line each, then a table), a per-arm summary and the figures."""
+    """The Markdown report: the claims (one line each, then a table), a per-arm summary (the usual metrics and
+    every claim's) and the figures."""
     arms = list(dict.fromkeys(frame["arm"])) if len(frame) else []
     seeds = sorted(int(s) for s in frame["seed"].unique()) if len(frame) else []
     lines = [f"# {title}", ""]
@@ -243,7 +263,7 @@ def render_report(frame: pd.DataFrame, results: list[ClaimResult], figures: dict
             lines.append(f"| {r.claim.name} | {r.claim.metric} | {' + '.join(r.claim.a)} | {' + '.join(r.claim.b)} "
                          f"| {eff} | {ci} | {r.n} | {test} | {r.verdict} |")
     lines += ["", "## Arms", "", "Mean over windows per run, then mean and 95% CI across seeds.", ""]
-    cols = [m for m in SUMMARY_METRICS if m in frame]
+    cols = [m for m in dict.fromkeys([*SUMMARY_METRICS, *(r.claim.metric for r in results)]) if m in frame]
     if cols:
         lines += ["| arm | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
         per_run = frame.groupby(["arm", "seed"])[cols].mean()
@@ -268,7 +288,8 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     results = [evaluate_claim(frame, c) for c in claims]
     paths: dict[str, Path] = {}
     if figures:
-        paths = save_figures(make_figures(frame, load_shifts(run_dir)), out.parent / "figures")
+        metrics = list(dict.fromkeys(c.metric for c in claims))
+        paths = save_figures(make_figures(frame, load_shifts(run_dir), claim_metrics=metrics), out.parent / "figures")
     names = {c.get("name") for c in _configs(run_dir)} - {None}
     title = f"Report: {', '.join(sorted(names))}" if names else "Experiment report"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@ experiment preset declares (arms x seeds) on the joblib launcher; ``experiment=s
 ``conf/experiment/``; any key can be overridden (``evolution.windows=20 controller=optuna seed=3``).
 
 A run validates its whole config (:func:`experiments.config.load_config`) and builds the env before any
-simulation, then lets the arm (:mod:`experiments.arms`) drive the evolution env window by window. Every
+simulation (an evolution env, or a composition env for the arms registered with ``env="composition"``), then
+lets the arm (:mod:`experiments.arms`) drive it window by window. Every
 window is committed to the knowledge store as a trial (a killed run started again on the same store and
 config replays deterministically and writes only the missing windows), logged to wandb and TensorBoard
 and added to the table. The run directory ends up with ``config.yaml`` (resolved), ``metrics.csv``,
@@ -29,15 +30,17 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from agents.decision.configs import cold_start_config
+from agents.evolution.composition import ComponentPool, CompositionEnv, composition_of
 from agents.evolution.env import EvolutionEnv
 from agents.infra.store import KnowledgeStore
-from envs.validation import ConfigError
-from experiments.arms import ArmContext, WindowRecorder, run_arm
+from envs.validation import ConfigError, check_choice
+from experiments.arms import ARMS, ArmContext, WindowRecorder, run_arm
 from experiments.config import ExperimentConfig, load_config
 from experiments.loggers import RunLoggers
 from rewards.outer import OUTER_KEYS
 
-__all__ = ["ConstrainedEvolution", "build_env", "main", "run"]
+__all__ = ["ConstrainedEvolution", "build_composition_env", "build_env", "main", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +87,35 @@ class ConstrainedEvolution(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution:
-    """The evolution env of a config (checks the agent against the system; no simulation yet)."""
+def build_composition_env(cfg: ExperimentConfig) -> CompositionEnv:
+    """The composition env of a config: the system's first pipeline templates the ``main`` slot, its second (or
+    the cold-start pipeline) the ``specialist``; the system's routing is the initial composition; every pooled
+    ranker trains with the main pipeline's ranker parameters. Checks
+    ``evolution.agent`` against the pooled agents (no simulation yet)."""
+    e, arm = cfg.evolution, cfg.controller.name
+    if cfg.reward.constraints:
+        raise ConfigError(f"`reward.constraints` are not supported by arm {arm!r} (it runs on the composition env); "
+                          f"pick a reward without constraints, e.g. reward=outer_only (got {len(cfg.reward.constraints)})")
+    if e.fixed:
+        raise ConfigError(f"`evolution.fixed` is not supported by arm {arm!r} (it runs on the composition env); "
+                          f"leave it empty (got {dict(e.fixed)})")
+    pipes = cfg.system.pipelines
+    templates = {"main": pipes[0], "specialist": pipes[1] if len(pipes) > 1 else cold_start_config()}
+    initial = composition_of(cfg.system, templates["specialist"])
+    initial.routing = {seg: initial.routing.get(seg, "main") for seg in cfg.world.segment_names}  # every segment named
+    env = CompositionEnv(world=cfg.world, templates=templates, window=e.window, concurrency=e.concurrency,
+                         warmup=e.warmup, reward=cfg.reward.layered(), risk_bound=e.risk_bound, initial=initial,
+                         ranker_params=dict(templates["main"].ranker.params), learn=e.learn, stationary=e.stationary)
+    pooled = ComponentPool(env.world_cfg, templates, env.ranker_params).agents  # names only; rebuilt at reset
+    evolvable = sorted(n for n, a in pooled.items() if a.role in ("rerank", "fusion", "ranking"))
+    check_choice("evolution.agent", e.agent, evolvable)
+    return env
+
+
+def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution | CompositionEnv:
+    """The env of a config's arm (checks the agent against the system; no simulation yet)."""
+    if ARMS[cfg.controller.name].env == "composition":
+        return build_composition_env(cfg)
     e = cfg.evolution
     try:
         env = EvolutionEnv(world=cfg.world, system=cfg.system, agent=e.agent, window=e.window,
@@ -151,8 +181,8 @@ def run(cfg: DictConfig | ExperimentConfig, out_dir: str | os.PathLike[str] | No
         stored = {t.step: t.reward for t in store.trials(exp_id)}
         if stored:
             log.info("resuming %s/%s seed %d: %d windows already in the store", exp.name, arm, exp.seed, len(stored))
-        bar = tqdm(total=exp.evolution.windows, desc=f"{exp.name}/{arm}/s{exp.seed}", disable=not exp.logger.progress,
-                   mininterval=1.0, dynamic_ncols=True)
+        bar = tqdm(total=exp.evolution.windows + exp.evolution.exploit, desc=f"{exp.name}/{arm}/s{exp.seed}",
+                   disable=not exp.logger.progress, mininterval=1.0, dynamic_ncols=True)
 
         def on_window(step: int, config: dict[str, Any], reward: float, info: dict[str, Any]) -> None:
             nonlocal best
@@ -164,12 +194,13 @@ def run(cfg: DictConfig | ExperimentConfig, out_dir: str | os.PathLike[str] | No
                 if not math.isclose(stored[step], reward, rel_tol=1e-6, abs_tol=1e-9):
                     log.warning("window %d replayed with reward %.6g but the store has %.6g (not deterministic?)",
                                 step, reward, stored[step])
-            else:
-                store.add_trial(exp_id, step, exp.evolution.agent, arm, config,
+            elif not info.get("stored"):  # (an arm that commits its own trials marks them)
+                store.add_trial(exp_id, step, info.get("agent", exp.evolution.agent), arm, config,
                                 [float(info["day"])] if regime is None else regime, inner, outer, reward)
             loggers.window({
                 "experiment": exp.name, "arm": arm, "controller": exp.controller.name, "seed": exp.seed, "step": step,
-                "day": float(info["day"]), "reward": reward, "evolution/best_reward": best,
+                "day": float(info["day"]), **({"phase": info["phase"]} if "phase" in info else {}),
+                "reward": reward, "evolution/best_reward": best,
                 **{k: float(v) for k, v in info.items() if "/" in k and isinstance(v, (int, float, np.floating))},
                 **_regime_columns(env, regime),
                 **{f"config/{k}": v for k, v in config.items()},
@@ -207,6 +238,8 @@ def run(cfg: DictConfig | ExperimentConfig, out_dir: str | os.PathLike[str] | No
         "windows": int(len(frame)), "seconds": round(time.perf_counter() - started, 2), "out_dir": str(out),
         "final/reward_mean": float(rewards.mean()), "final/reward_second_half": float(rewards[-half:].mean()),
         "final/best_reward": float(rewards.max()),
+        **({"final/exploit_reward_mean": float(frame.loc[frame["phase"] == "exploit", "reward"].mean())}
+           if "phase" in frame and (frame["phase"] == "exploit").any() else {}),
         **{f"final/{k.removeprefix('outer/')}": float(frame[k].mean()) for k in OUTER_KEYS if k in frame},
     }
     loggers.close({k: v for k, v in summary.items() if isinstance(v, float)})

@@ -8,18 +8,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import itertools
+
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
+from agents.evolution.composition import CompositionEnv
 from agents.evolution.env import EvolutionEnv
 from envs.validation import ConfigError
 from experiments.config import ExperimentConfig, load_config
 from experiments.run import ConstrainedEvolution, build_env, run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-GROUPS = ("world", "system", "controller", "reward", "logger", "experiment")
+GROUPS = ("world", "system", "controller", "reward", "logger", "experiment", "variant")
+COMPOSITION_ARMS = ("static_composition", "compositional", "individual", "alternating")
 
 
 def compose_config(*overrides: str, hydra: bool = False):
@@ -41,27 +45,96 @@ def test_every_group_has_options_and_the_default_composes():
     assert cfg.system.seed == cfg.seed  # interpolated
 
 
+def sweep_values(value: str) -> list[str]:
+    """The values of one sweeper param: ``a,b,c`` or ``range(n)``."""
+    value = str(value)
+    if value.startswith("range("):
+        return [str(i) for i in range(*map(int, value[6:-1].split(",")))]
+    return value.split(",")
+
+
+def sweep_jobs(preset: str) -> list[list[str]]:
+    """The override list of every job the preset's multirun launches (besides seeds)."""
+    params = compose_config(f"experiment={preset}", hydra=True).hydra.sweeper.params
+    keys = [k for k in params if k != "seed"]
+    return [[f"{k}={v}" for k, v in zip(keys, combo)] for combo in itertools.product(*(sweep_values(params[k]) for k in keys))]
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_validates_and_builds(group, option):
     cfg = load_config(compose_config(f"{group}={option}"))
     if group == "controller":
         assert cfg.controller.name == option
         cfg.controller.typed_options()
-    if group in ("world", "system", "reward"):
+    if group in ("world", "system", "reward", "variant"):
         env = build_env(cfg)  # builds the system and checks the agent; no simulation
         inner = env.unwrapped
         assert isinstance(inner, EvolutionEnv)
         assert isinstance(env, ConstrainedEvolution) == bool(cfg.reward.constraints)
+    if group == "variant":
+        assert cfg.arm_label == option  # a variant labels its arm
     if group == "experiment":
         assert cfg.name == option
         assert cfg.claims, "an experiment preset declares its claims"
-        sweep = compose_config(f"experiment={option}", hydra=True).hydra.sweeper.params
-        assert {"controller", "seed"} <= set(sweep)
-        for arm in sweep["controller"].split(","):
-            load_config(compose_config(f"experiment={option}", f"controller={arm}"))
-        arms = set(sweep["controller"].split(","))
+        params = compose_config(f"experiment={option}", hydra=True).hydra.sweeper.params
+        assert "seed" in params and {"controller", "variant"} & set(params), "a preset sweeps seeds and arms"
+        arms = set()
+        for job in sweep_jobs(option):
+            job_cfg = load_config(compose_config(f"experiment={option}", *job))
+            build_env(job_cfg)  # every arm's env builds (its agent exists, its reward fits the env)
+            arms.add(job_cfg.arm_label)
+        assert len(arms) == len(sweep_jobs(option)) >= 2, "every job of a sweep is a distinct arm"
         for claim in cfg.claims:
             assert set(claim.a) | set(claim.b) <= arms, f"claim {claim.name} names an arm the sweep does not run"
+
+
+ABLATION_PRESETS = ("c1_heterogeneity", "c2_individual", "c4_composition", "c5_reward")
+
+
+@pytest.mark.parametrize("preset", ABLATION_PRESETS)
+def test_ablation_presets_sweep_five_seeds_or_more_and_are_in_the_suite(preset):
+    from experiments.ablations import ABLATIONS
+
+    params = compose_config(f"experiment={preset}", hydra=True).hydra.sweeper.params
+    assert len(set(sweep_values(params["seed"]))) >= 5
+    assert preset in [a.preset for a in ABLATIONS]
+    key = next(a.key for a in ABLATIONS if a.preset == preset)
+    assert all(c.name.startswith(f"{key}-") for c in load_config(compose_config(f"experiment={preset}")).claims)
+
+
+@pytest.mark.parametrize("arm", COMPOSITION_ARMS)
+def test_composition_arms_build_a_composition_env(arm):
+    cfg = load_config(compose_config(f"controller={arm}", "evolution.agent=main/rerank", "system=segment_routed"))
+    env = build_env(cfg)
+    assert isinstance(env, CompositionEnv)
+    assert set(env.templates) == {"main", "specialist"}
+    assert env.initial.routing == {"new": "specialist", "casual": "main", "heavy": "main"}  # the system routing
+    assert env.ranker_params == cfg.system.pipelines[0].ranker.params
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["controller=individual"], r"`evolution.agent` must be one of \[.*'main/rerank'.*\] \(got 'baseline/rerank'\)"),
+    (["controller=compositional", "evolution.agent=main/popularity"],
+     r"`evolution.agent` must be one of \[.*\] \(got 'main/popularity'\)"),  # a recall route has one per slot: not evolvable alone
+    (["controller=alternating", "evolution.agent=main/rerank", "reward=lagrangian"],
+     r"`reward.constraints` are not supported by arm 'alternating' \(it runs on the composition env\)"),
+    (["controller=individual", "evolution.agent=main/rerank", "+evolution.fixed.mmr_lambda=0.5"],
+     r"`evolution.fixed` is not supported by arm 'individual'"),
+])
+def test_composition_arms_reject_what_they_cannot_run(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build_env(load_config(compose_config(*overrides)))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["controller=alternating", "controller.options.min_windows=3"],
+     r"`controller.options.min_windows` must be in \[5, inf\) \(got 3\)"),
+    (["controller=alternating", "controller.options.gate_min_requests=200"],
+     r"`controller.options.gate_min_requests` must be one of \[100, 1000, 5000\] \(got 200\)"),
+])
+def test_alternating_options_are_validated(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(compose_config(*overrides))
 
 
 def test_static_baseline_yaml_matches_fast_baseline():
@@ -137,7 +210,8 @@ def test_wrong_type_or_unknown_key_fails_while_composing(override, cause):
                                                r"did you mean 'outer/engagement/clicks_per_request'\?"),
     (["world.shifts.0.kind=segment_mixx"], r"`world.shifts.kind` must be one of \[.*\] \(got 'segment_mixx'\); "
                                            r"did you mean 'segment_mix'\?"),
-    (["controller.name=optuan"], r"`controller.name` must be one of \['optuna', 'ppo', 'random', 'static'\] "
+    (["controller.name=optuan"], r"`controller.name` must be one of \['alternating', 'compositional', 'individual', "
+                                 r"'optuna', 'ppo', 'random', 'static', 'static_composition'\] "
                                  r"\(got 'optuan'\); did you mean 'optuna'\?"),
     (["controller=ppo", "controller.options.batch_size=8"],
      r"`controller.options.batch_size` must be in \[2, 4\] \(got 8\)"),
@@ -148,6 +222,7 @@ def test_wrong_type_or_unknown_key_fails_while_composing(override, cause):
                                   r"\(got 'onlin'\); did you mean 'online'\?"),
     (["claims.0.metric=rewrd"], r"`claims\[C0\].metric` must be one of \[.*\] \(got 'rewrd'\); did you mean 'reward'\?"),
     (["claims.0.direction=bigger"], r"`claims\[C0\].direction` must be one of \['greater', 'less'\] \(got 'bigger'\)"),
+    (["claims.0.from_day=-1"], r"`claims\[C0\].from_day` must be in \[0.0, inf\) \(got -1.0\)"),
     (["reward=lagrangian", "reward.lr=0"], r"`reward.lr` must be in \(0.0, inf\) \(got 0.0\)"),
     (["+evolution.windowz=3"], r"`evolution.windowz` is not a key of `evolution` \(allowed: \[.*\]\); did you mean 'window'\?"),
     (["+world.items.zipf_exponant=1"], r"`world.items.zipf_exponant` is not a key of `world.items` .*did you mean 'zipf_exponent'\?"),

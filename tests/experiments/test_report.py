@@ -81,6 +81,18 @@ def test_from_step_drops_early_windows_and_groups_average_their_arms():
     assert both.effect == pytest.approx(0.5) and both.a_mean == pytest.approx(1.05)
 
 
+def test_from_day_keeps_the_windows_ending_on_or_after_that_day():
+    frame = table({"optuna": A, "static": B}, steps=3)  # windows end on days 0.3, 0.6, 0.9
+    frame.loc[(frame["arm"] == "optuna") & (frame["step"] == 0), "reward"] = -10.0  # optuna's first window, before a shift
+    everything = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"]))
+    assert everything.verdict == "contradicted"
+    after = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], from_day=0.6))
+    assert after.verdict == "held" and after.effect == pytest.approx(0.6)
+    assert "over windows ending on or after day 0.6" in after.line()
+    both = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], from_step=2, from_day=0.6))
+    assert both.effect == pytest.approx(0.6) and "over windows >= 2 and windows ending on or after day 0.6" in both.line()
+
+
 def test_unpaired_claim_uses_welch():
     frame = table({"optuna": {0: 1.0, 1: 2.0, 2: 3.0}, "static": {3: 4.0, 4: 5.0, 5: 6.0}})
     r = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], direction="less"))

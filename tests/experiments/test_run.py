@@ -85,7 +85,7 @@ def test_smoke_run_writes_table_store_figures_wandb_and_tensorboard(tmp_path, qu
     assert [h["_step"] for h in rows] == [0, 1, 2, 3]
     np.testing.assert_allclose([h["reward"] for h in rows], frame["reward"])
     assert wb_summary["final/reward_mean"] == pytest.approx(frame["reward"].mean())
-    assert len(list((out / "wandb").glob("offline-run-*/files/media/images/figures/*.png"))) == 3
+    assert len(list((out / "wandb").glob("offline-run-*/files/media/images/figures/*.png"))) == 4  # + segments
 
     # TensorBoard: scalars per window and the figures
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -180,7 +180,7 @@ def test_multirun_with_joblib_then_plot_and_report(tmp_path, quiet_home, capsys)
     assert frame.groupby(["arm", "seed"]).size().to_dict() == {(a, s): 4 for a in ("random", "static") for s in (0, 1)}
     assert load_shifts(sweep) == [(1, "segment_mix"), (2, "topic_shock")]
     figures = make_figures(frame, load_shifts(sweep))
-    assert set(figures) == {"reward", "decomposition", "pareto"}
+    assert set(figures) == {"reward", "decomposition", "pareto", "segments"}
     ax = figures["reward"].axes[0]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("simulated day", "layered reward (per window)")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["static (n=2)", "random (n=2)"]
@@ -205,7 +205,7 @@ def test_multirun_with_joblib_then_plot_and_report(tmp_path, quiet_home, capsys)
         assert "95% CI [" in line and "paired by seed, n=2 seeds" in line
         assert line[2:].rstrip() in printed  # the CLI prints the claim lines too
     assert "| S1 | reward | random | static |" in text
-    for name in ("reward", "decomposition", "pareto"):  # the report draws the figures next to itself
+    for name in ("reward", "decomposition", "pareto", "segments", "claims"):  # the report draws the figures next to itself
         assert f"![{name}](figures/{name}.png)" in text
         assert mpimg.imread(tmp_path / "figures" / f"{name}.png").shape[0] > 300
 

@@ -1,0 +1,275 @@
+"""The ablation suite: one experiment preset per claim of the paradigm, each a Hydra multirun, then one report.
+
+``python -m experiments.ablations [--smoke] [--out DIR]`` runs, for every ablation in :data:`ABLATIONS`,
+``python -m experiments.run -m experiment=<preset>`` (arms x seeds on the joblib launcher, tables only: no
+wandb, TensorBoard or per-run plots), then evaluates the claims the preset declares (``conf/experiment/<preset>.yaml``)
+and writes ``<out>/report.md``: a table of every claim's effect, 95% CI and verdict, then per ablation the claim
+lines, the per-arm summary and the figures (curves with CI bands per arm, shifts marked), with the runtime of each
+multirun. ``<out>/<preset>/`` keeps the runs (``runs/``), that ablation's own ``report.md``, its figures and the
+multirun's log; ``<out>/summary.json`` has the verdicts and timings.
+
+``--smoke`` runs a reduced suite (2 seeds, 3 + 1 windows of 100 requests, 50 sessions, rankers without minimum
+updates; the four multiruns at once, one job each: about a minute on 2 cores) that checks the machinery end to
+end; its claims are evaluated over every window (``from_step`` and ``from_day`` dropped), so its verdicts say
+nothing about the paradigm. ``--only c1_heterogeneity,c5_reward`` runs a subset;
+``--report-only`` re-evaluates runs already under ``--out``; extra ``key=value`` arguments go to every multirun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.config import ClaimConfig
+from experiments.plot import load_metrics, load_shifts, make_figures, save_figures, use_agg
+from experiments.report import ClaimResult, evaluate_claim, load_claims, render_report
+
+__all__ = ["ABLATIONS", "SMOKE_OVERRIDES", "Ablation", "AblationResult", "evaluate_ablation", "main", "render_suite",
+           "run_ablation", "run_suite"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A claim of the paradigm and the experiment preset (``conf/experiment/<preset>.yaml``) that tests it."""
+
+    key: str  # C1, C2, ...
+    preset: str
+    title: str
+    question: str
+
+
+ABLATIONS: tuple[Ablation, ...] = (
+    Ablation("C1", "c1_heterogeneity", "Heterogeneity",
+             "Do pipelines specialised by user segment serve a heterogeneous population better than one model for all?"),
+    Ablation("C2", "c2_individual", "Individual evolution",
+             "Do agents whose configuration is evolved online (RL, black-box search) beat static configurations "
+             "under shifting distributions, and recover after a shift?"),
+    Ablation("C4", "c4_composition", "Compositional evolution",
+             "Does evolving how agents are wired (routes, rankers, segment routing), alone or alternating with "
+             "individual evolution, beat evolving one agent?"),
+    Ablation("C5", "c5_reward", "Reward design",
+             "Does the layered reward (inner + outer, with Lagrangian constraints) keep both the business metric and "
+             "the agent's local competence, within the risk bound?"),
+)
+C3_PLACEHOLDER = ("C3 (LLM designer vs parametric search) is not part of the suite yet: it will get its preset once "
+                  "the LLM designer lands.")
+
+# the reduced suite: 2 seeds, 3 windows of 100 requests (and 1 exploit window), 50 concurrent sessions, the main
+# ranker without a minimum of gradient steps per window
+SMOKE_OVERRIDES = ("seed=0,1", "evolution.windows=3", "evolution.exploit=1", "evolution.window=100",
+                   "evolution.concurrency=50", "system.pipelines.0.ranker.params.min_updates=0")
+QUIET = ("logger=csv", "logger.plots=false", "logger.progress=false")
+
+
+@dataclass
+class AblationResult:
+    """One ablation's runs, claim results and runtime."""
+
+    ablation: Ablation
+    run_dir: Path
+    results: list[ClaimResult]
+    seconds: float
+    runs: int
+    report: Path
+    section: str
+
+
+def _smoke_claims(claims: list[ClaimConfig]) -> list[ClaimConfig]:
+    """Smoke runs are a few windows long: evaluate every claim over all of them."""
+    return [dataclasses.replace(c, from_step=0, from_day=0.0) for c in claims]
+
+
+@dataclass
+class _Launched:
+    """A multirun in flight."""
+
+    ablation: Ablation
+    base: Path
+    proc: subprocess.Popen
+    logfile: object
+    started: float
+
+
+def _launch(ablation: Ablation, out: Path, smoke: bool, jobs: int, extra: Sequence[str]) -> _Launched:
+    """Start ``python -m experiments.run -m experiment=<preset>`` writing its log to ``<out>/<preset>/multirun.log``."""
+    base = out / ablation.preset
+    base.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "experiments.run", "-m", f"experiment={ablation.preset}", f"hydra.sweep.dir={base / 'runs'}",
+           f"hydra.launcher.n_jobs={jobs}", *QUIET, *(SMOKE_OVERRIDES if smoke else ()), *extra]
+    env = {**os.environ, "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg"), "WANDB_MODE": "disabled"}
+    log.info("%s: %s", ablation.key, " ".join(cmd[1:]))
+    logfile = open(base / "multirun.log", "w")  # noqa: SIM115  (closed in _wait)
+    proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=logfile, stderr=subprocess.STDOUT)
+    return _Launched(ablation, base, proc, logfile, time.perf_counter())
+
+
+def _wait(launched: _Launched, poll: float | None = None) -> float | None:
+    """Wait for a multirun (``poll``: at most that many seconds, None if still running then); its runtime in
+    seconds (also written to ``seconds.txt``). Raises if it failed."""
+    try:
+        code = launched.proc.wait(timeout=poll)
+    except subprocess.TimeoutExpired:
+        return None
+    seconds = time.perf_counter() - launched.started
+    launched.logfile.close()
+    a, logpath = launched.ablation, launched.base / "multirun.log"
+    if code != 0:
+        raise RuntimeError(f"the {a.key} multirun ({a.preset}) failed with exit code {code}; its log ({logpath}) "
+                           f"ends with:\n{logpath.read_text()[-3000:]}")
+    (launched.base / "seconds.txt").write_text(f"{seconds:.1f}\n")
+    return seconds
+
+
+def evaluate_ablation(ablation: Ablation, out: Path, smoke: bool = False) -> AblationResult:
+    """Evaluate the claims of the runs under ``<out>/<preset>/runs``, draw the figures, write that ablation's report."""
+    base = out / ablation.preset
+    runs = base / "runs"
+    seconds = float((base / "seconds.txt").read_text()) if (base / "seconds.txt").exists() else math.nan
+    frame = load_metrics(runs)
+    claims = load_claims(runs)
+    if smoke:
+        claims = _smoke_claims(claims)
+    results = [evaluate_claim(frame, c) for c in claims]
+    figures = make_figures(frame, load_shifts(runs), claim_metrics=[c.metric for c in claims])
+    paths = save_figures(figures, base / "figures")
+    title = f"{ablation.key} {ablation.title.lower()} (`experiment={ablation.preset}`)"
+    report = base / "report.md"
+    report.write_text(render_report(frame, results, paths, report, f"Report: {title}", str(runs)))
+    section = render_report(frame, results, paths, out / "report.md", title, str(runs.relative_to(out)))
+    n_runs = int(frame.groupby(["arm", "seed"]).ngroups)
+    return AblationResult(ablation, runs, results, seconds, n_runs, report, section)
+
+
+def run_ablation(ablation: Ablation, out: Path, smoke: bool = False, jobs: int = 2, extra: Sequence[str] = ()
+                 ) -> AblationResult:
+    """Run one ablation's multirun and evaluate its claims."""
+    _wait(_launch(ablation, out, smoke, jobs, extra))
+    return evaluate_ablation(ablation, out, smoke)
+
+
+def _demote(markdown: str) -> str:
+    """Headings one level down (a report becomes a section)."""
+    return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
+
+
+def _fmt(x: float) -> str:
+    return "" if math.isnan(x) else f"{x:+.4g}"
+
+
+def render_suite(done: list[AblationResult], smoke: bool, total: float, command: str) -> str:
+    """The combined Markdown report: every claim in one table, then one section per ablation."""
+    lines = ["# Ablation suite: the paradigm's claims, measured", ""]
+    lines.append(f"`{command}`: {'the SMOKE suite (2 seeds, 3 short windows: checks the machinery, not the claims)' if smoke else 'the full suite'}; "
+                 f"{sum(r.runs for r in done)} runs in {total:.0f} s on {platform.machine()} with {os.cpu_count()} cores "
+                 f"(Python {platform.python_version()}).")
+    lines += ["", "Each claim's effect is `a - b` of the metric averaged per seed over the claim's windows; the 95% "
+              "t-interval is across seeds (paired by seed: the arms of one seed share the world). A claim **held** "
+              "when the whole interval lies on the claimed side, is **contradicted** when it lies wholly on the "
+              "other side of 0, and is **inconclusive** otherwise.", ""]
+    lines += ["| claim | ablation | metric | a | b | claimed | effect (a - b) | 95% CI | n | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in done:
+        for c in r.results:
+            ci = "" if math.isnan(c.low) else f"[{c.low:+.4g}, {c.high:+.4g}]"
+            claimed = ">" if c.claim.direction == "greater" else "<"
+            lines.append(f"| {c.claim.name} | {r.ablation.key} {r.ablation.title.lower()} | {c.claim.metric} | "
+                         f"{' + '.join(c.claim.a)} | {' + '.join(c.claim.b)} | a {claimed} b | {_fmt(c.effect)} | {ci} | "
+                         f"{c.n} | **{c.verdict}** |")
+    lines += ["", "| ablation | preset | runs | runtime |", "|---|---|---|---|"]
+    for r in done:
+        runtime = "" if math.isnan(r.seconds) else f"{r.seconds:.0f} s"
+        lines.append(f"| {r.ablation.key} {r.ablation.title.lower()} | `{r.ablation.preset}` | {r.runs} | {runtime} |")
+    for r in done:
+        lines += ["", f"## {r.ablation.key}: {r.ablation.title}", "", f"_{r.ablation.question}_", ""]
+        runtime = "" if math.isnan(r.seconds) else f" in {r.seconds:.0f} s"
+        lines.append(f"`python -m experiments.run -m experiment={r.ablation.preset}`: {r.runs} runs{runtime}; "
+                     f"report alone: `python -m experiments.report {r.run_dir}`.")
+        lines += ["", _demote(r.section.split("\n", 1)[1] if r.section.startswith("# ") else r.section).strip()]
+    lines += ["", "## C3: LLM designer vs parametric search", "", C3_PLACEHOLDER]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[str] | None = None, jobs: int = 2,
+              extra: Sequence[str] = (), run: bool = True, command: str = "python -m experiments.ablations"
+              ) -> tuple[Path, list[AblationResult]]:
+    """Run the ablations (all, or the presets / keys in ``only``) and write ``<out>/report.md``."""
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = list(ABLATIONS)
+    if only:
+        known = {a.preset: a for a in ABLATIONS} | {a.key: a for a in ABLATIONS}
+        unknown = [o for o in only if o not in known]
+        if unknown:
+            raise ValueError(f"`--only` must name ablations among {sorted(known)} (got {unknown})")
+        chosen = [a for a in ABLATIONS if a.preset in only or a.key in only]
+    use_agg()
+    started = time.perf_counter()
+    if run and smoke:  # the reduced runs are short: overlap the multiruns (one job each) to hide their start-up
+        flight = [_launch(a, out, smoke, 1, extra) for a in chosen]
+        try:
+            running = list(flight)
+            while running:
+                running = [launched for launched in running if _wait(launched, poll=0.2) is None]
+        finally:
+            for launched in flight:  # after a failure, stop the multiruns this call started
+                if launched.proc.poll() is None:
+                    launched.proc.terminate()
+                    launched.proc.wait()
+                    launched.logfile.close()
+    elif run:  # one multirun at a time, each with `jobs` parallel jobs: the runtimes are comparable
+        for a in chosen:
+            _wait(_launch(a, out, smoke, jobs, extra))
+    done = []
+    for ablation in chosen:
+        result = evaluate_ablation(ablation, out, smoke)
+        log.info("%s: %d runs in %.0f s; %s", ablation.key, result.runs, result.seconds,
+                 ", ".join(f"{c.claim.name} {c.verdict}" for c in result.results))
+        done.append(result)
+    total = time.perf_counter() - started if run else sum(r.seconds for r in done if not math.isnan(r.seconds))
+    path = out / "report.md"
+    path.write_text(render_suite(done, smoke, total, command))
+    summary = {"smoke": smoke, "seconds": round(total, 1),
+               "ablations": {r.ablation.key: {"preset": r.ablation.preset, "runs": r.runs, "seconds": round(r.seconds, 1),
+                                              "claims": {c.claim.name: {"verdict": c.verdict, "effect": c.effect,
+                                                                        "ci": [c.low, c.high], "n": c.n}
+                                                         for c in r.results}} for r in done}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=lambda x: None))
+    return path, done
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="the reduced suite (2 seeds, 3 short windows; < 2 min)")
+    parser.add_argument("--out", default=None, help="where runs and the report go (default outputs/ablations/<time>, "
+                                                    "outputs/ablations-smoke/<time> with --smoke)")
+    parser.add_argument("--only", default=None, help="comma-separated presets or keys (e.g. C1,c5_reward)")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel jobs per multirun (joblib n_jobs)")
+    parser.add_argument("--report-only", action="store_true", help="re-evaluate the runs already under --out")
+    parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every multirun")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = args.out or f"outputs/{'ablations-smoke' if args.smoke else 'ablations'}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    command = "python -m experiments.ablations" + (" --smoke" if args.smoke else "")
+    path, done = run_suite(out, smoke=args.smoke, only=args.only.split(",") if args.only else None, jobs=args.jobs,
+                           extra=args.overrides, run=not args.report_only, command=command)
+    for r in done:
+        for c in r.results:
+            print(c.line())
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The arms: per-segment metrics of a window, and the composition arms (C4) end to end on the composition env."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from agents.infra.log import REQUEST_COLUMNS, InteractionLog
+from agents.infra.store import KnowledgeStore
+from experiments.arms import ARMS, segment_metrics
+from experiments.run import run
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+# a few short windows of a tiny world, the rankers without a minimum of gradient steps: seconds per run
+TINY_RUN = ("logger=csv", "logger.plots=false", "logger.progress=false", "evolution.window=100", "evolution.concurrency=50",
+            "system.pipelines.0.ranker.params.min_updates=0")
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_segment_metrics_of_a_hand_worked_log():
+    # 5 requests: new (segment 0) x2 with 1 and 0 clicks, heavy (2) x3 with 2, 1, 0 clicks and 1 violation; no casual
+    segment = np.array([0, 0, 2, 2, 2])
+    clicks = np.array([1, 0, 2, 1, 0])
+    violations = np.array([0, 0, 1, 0, 0])
+    n = len(segment)
+    requests = {c: np.zeros(n, dtype) for c, dtype in REQUEST_COLUMNS.items()}
+    requests |= {"request": np.arange(n), "segment": segment, "clicks": clicks, "violations": violations}
+    log = InteractionLog(requests=requests, segment_names=["new", "casual", "heavy"])
+    m = segment_metrics(log)
+    assert m["segment/new/clicks_per_request"] == pytest.approx(0.5)  # 1 click / 2 requests
+    assert m["segment/heavy/clicks_per_request"] == pytest.approx(1.0)  # 3 / 3
+    assert m["segment/heavy/violations_per_request"] == pytest.approx(1 / 3)
+    assert m["segment/new/request_share"] == pytest.approx(0.4) and m["segment/heavy/request_share"] == pytest.approx(0.6)
+    assert math.isnan(m["segment/casual/clicks_per_request"]) and m["segment/casual/request_share"] == 0.0
+    assert segment_metrics(None) == {} and segment_metrics(InteractionLog(segment_names=["new"])) == {}
+
+
+def test_every_window_has_per_segment_columns_that_add_up_to_the_overall_ones(tmp_path):
+    run(compose_config("experiment=c1_heterogeneity", "variant=segment_routed", "evolution.windows=2", *TINY_RUN),
+        out_dir=tmp_path)
+    f = pd.read_csv(tmp_path / "metrics.csv")
+    assert (f["arm"] == "segment_routed").all()
+    segments = ("new", "casual", "heavy")
+    shares = sum(f[f"segment/{s}/request_share"] for s in segments)
+    np.testing.assert_allclose(shares, 1.0)
+    overall = sum(f[f"segment/{s}/request_share"] * f[f"segment/{s}/clicks_per_request"].fillna(0.0) for s in segments)
+    np.testing.assert_allclose(overall, f["outer/engagement/clicks_per_request"])
+
+
+@pytest.mark.parametrize("arm", ["static", "random", "optuna", "ppo"])
+def test_evolution_arms_exploit_what_they_found_after_the_evolution(tmp_path, arm):
+    overrides = ["controller.options.n_steps=2", "controller.options.batch_size=2"] if arm == "ppo" else []
+    summary = run(compose_config("experiment=smoke", f"controller={arm}", "evolution.windows=3", "evolution.exploit=2",
+                                 *overrides, *TINY_RUN), out_dir=tmp_path)
+    f = pd.read_csv(tmp_path / "metrics.csv")
+    assert f["step"].tolist() == [0, 1, 2, 3, 4] and summary["windows"] == 5
+    assert f["phase"].fillna("").tolist() == ["", "", "", "exploit", "exploit"]
+    assert summary["final/exploit_reward_mean"] == pytest.approx(f["reward"][3:].mean())
+    config = [c for c in f.columns if c.startswith("config/")]
+    if arm in ("random", "optuna"):  # the best config of the evolution's windows, served again
+        best = f.loc[f["reward"][:3].idxmax(), config]
+        for step in (3, 4):
+            pd.testing.assert_series_equal(f.loc[step, config], best, check_names=False)
+    if arm == "static":
+        assert len(f[config].drop_duplicates()) == 1
+
+
+@pytest.mark.parametrize("arm", ["static_composition", "compositional", "individual", "alternating"])
+def test_composition_arms_run_on_the_composition_env(tmp_path, arm):
+    assert ARMS[arm].env == "composition"
+    summary = run(compose_config("experiment=c4_composition", f"controller={arm}", "evolution.windows=3",
+                                 "evolution.exploit=1", *TINY_RUN), out_dir=tmp_path)
+    f = pd.read_csv(tmp_path / "metrics.csv")
+    assert f["step"].tolist() == [0, 1, 2, 3] and summary["windows"] == 4
+    assert (f["arm"] == arm).all() and f["day"].is_monotonic_increasing and f["phase"][3] == "exploit"
+    assert {"outer/engagement/clicks_per_request", "segment/new/clicks_per_request", "config/composition"} <= set(f.columns)
+    with KnowledgeStore(tmp_path / "store.db") as store:
+        (exp,) = store.experiments()
+        trials = store.trials(exp.id)
+    assert exp.status == "finished" and [t.step for t in trials] == [0, 1, 2, 3]
+    np.testing.assert_allclose([t.reward for t in trials], f["reward"])
+    if arm == "static_composition":
+        assert f["config/composition"].nunique() == 1 and "new->main" in f["config/composition"][0]
+        assert {t.agent for t in trials} == {"composition"}
+    if arm == "compositional":
+        assert f["config/composition"][:3].nunique() == 3  # a new wiring every window
+        assert f["config/composition"][3] == f["config/composition"][f["reward"][:3].idxmax()]  # then the best one
+        assert {"config/main/rankers", "config/routing/new"} <= set(f.columns)
+        np.testing.assert_allclose(f["reward"], f["outer/engagement/clicks_per_request"])  # reward=outer_only
+    if arm in ("individual", "alternating"):  # the schedule's rows: the re-ranker's config changes, the wiring does not
+        assert (f["phase"][:3] == "individual").all() and f["config/composition"].nunique() == 1
+        assert f["config/mmr_lambda"][:3].nunique() == 3
+        assert [t.agent for t in trials] == ["main/rerank"] * 3 + ["composition"]
+        assert {t.controller for t in trials[:3]} == {"individual/optuna"}
+
+
+def test_alternating_arm_switches_phase_through_an_ab_gate(tmp_path):
+    # saturation after 2 windows whatever the gains (min_gain 10 = 1000%): a gate, then compositional evolution
+    run(compose_config("experiment=c4_composition", "controller=alternating", "evolution.windows=5", "evolution.exploit=0",
+                       "controller.options.patience=1", "controller.options.min_windows=2", "controller.options.min_gain=10",
+                       "controller.options.gate_windows=1", *TINY_RUN), out_dir=tmp_path)
+    f = pd.read_csv(tmp_path / "metrics.csv")
+    assert f["phase"].tolist() == ["individual", "individual", "compositional", "compositional", "individual"]
+    assert f.loc[f["phase"] == "compositional", "config/composition"].nunique() == 2
+    with KnowledgeStore(tmp_path / "store.db") as store:
+        rollouts = store.rollouts()
+        trials = store.trials()
+    assert [(r.step, r.agent) for r in rollouts] == [(1, "main/rerank"), (3, "composition")]  # one gate per phase end
+    assert [t.agent for t in trials] == ["main/rerank"] * 2 + ["composition"] * 2 + ["main/rerank"]
