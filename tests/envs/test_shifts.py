@@ -140,3 +140,20 @@ def test_topic_shock_moves_every_interest_and_topic_popularity_by_hand() -> None
         cat.features[on_topic, popularity_col], np.clip(before[on_topic] + 1.0, -10, 10), atol=1e-5
     )
     np.testing.assert_array_equal(cat.features[kept & ~on_topic, popularity_col], before[kept & ~on_topic])
+
+
+def test_risk_surge_raises_risk_and_keeps_every_violating_item_violating() -> None:
+    # fraction 1, strength 1: every item's risk doubles (capped at 1); items that violated still do, and the
+    # share of violating items rises toward the new mean risk (it is redrawn conditionally, never lowered)
+    shift = {"kind": "risk_surge", "day": 1, "fraction": 1.0, "strength": 1.0}
+    cfg = WorldConfig(**{**SMALL, "steps_per_day": 1}, shifts=[shift])
+    world = World(cfg, seed=2)
+    cat = world.catalog
+    risk, violating = cat.risk.copy(), cat.violating.copy()
+    born_before = cat.birth.copy()
+    world.tick()  # day 1: expiry refills some slots, then the surge
+    assert world.events == [(1, "risk_surge")]
+    kept = cat.birth == born_before
+    np.testing.assert_allclose(cat.risk[kept], np.minimum(2.0 * risk[kept], 1.0), rtol=1e-6)
+    assert (cat.violating[kept] >= violating[kept]).all()
+    assert abs(cat.violating[kept].mean() - cat.risk[kept].mean()) < 0.03  # observed: 0.043 vs 0.041
