@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/evolution.py
+	$(BIN)/python bench/llm.py
 
 # refresh the exact pins from the current venv (after changing setup.cfg deliberately)
 lock:
