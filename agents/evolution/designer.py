@@ -433,7 +433,8 @@ class LLMDesigner:
                 log.info("designer attempt %d rejected: %s", i, error)
                 feedback = error
                 continue
-            assert doc is not None  # no error: check() returned a design
+            if doc is None:  # check() returns a design whenever it returns no error
+                raise RuntimeError("designer check returned neither a design nor an error")
             if notes:
                 route = "repaired"
             elif i > 0:

@@ -687,7 +687,8 @@ class SmolLM2Backend:
         check_int("max_tokens", max_tokens, 1)
         check_range("temperature", temperature, 0.0, 5.0)
         self.load()
-        assert self.vocab is not None  # set by load()
+        if self.vocab is None:
+            raise RuntimeError("the model's vocabulary is not loaded (load() did not complete)")
         seed = int(self.rng.integers(2**31)) if seed is None else int(check_int("seed", seed, 0))
         generator = torch.Generator().manual_seed(seed)
         t = time.perf_counter()
@@ -706,7 +707,8 @@ class SmolLM2Backend:
     def _free(self, session: _TorchSession, generator: Any, temperature: float, max_tokens: int) -> tuple[str, str]:
         import torch
 
-        assert self.vocab is not None
+        if self.vocab is None:
+            raise RuntimeError("the model's vocabulary is not loaded (load() did not complete)")
         eos = set(self.vocab.eos_ids)
         start = len(session.ids)
         while len(session.ids) - start < max_tokens:
