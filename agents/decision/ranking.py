@@ -236,6 +236,29 @@ class TorchRanker(DecisionAgent):
         y = np.stack([click, like, np.where(click, np.log1p(dwell), 0.0)], axis=1).astype(np.float32)
         self._pending.append((x.astype(np.float32), y, segment.astype(np.int64)))
 
+    def memory(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The remembered impressions (features (n, Fin), targets (n, 3): click, like, log-dwell, segments (n,)),
+        oldest first, including those not yet trained on; copies."""
+        xs, ys, ss = [self._buf_x], [self._buf_y], [self._buf_s]
+        for x, y, s in self._pending:
+            xs.append(x), ys.append(y), ss.append(s)
+        return np.concatenate(xs), np.concatenate(ys), np.concatenate(ss)
+
+    def learn_from(self, memory: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
+        """Add another ranker's :meth:`memory` (same features) to this one's and train on it; returns its size.
+
+        How a new architecture starts warm: the features do not depend on the model, so the impressions
+        a running ranker remembered are valid training data for a candidate.
+        """
+        x, y, s = memory
+        if x.ndim != 2 or x.shape[1] != self.in_dim or y.shape != (len(x), 3) or s.shape != (len(x),):
+            raise ValueError(f"learn_from: memory must be features (n, {self.in_dim}), targets (n, 3) and segments "
+                             f"(n,) (got {x.shape}, {y.shape}, {s.shape})")
+        if len(x):
+            self._pending.append((x.astype(np.float32), y.astype(np.float32), s.astype(np.int64)))
+            self.observe(InteractionLog())
+        return len(x)
+
     def observe(self, log: InteractionLog) -> None:
         """Train on remembered impressions (this window's and older ones, up to ``memory``)."""
         if self._pending:

@@ -60,7 +60,6 @@ from agents.evolution.design import (
 )
 from agents.evolution.llm import LLMBackend, LLMError, Reply
 from agents.evolution.rollout import ab_rollout_pipeline
-from agents.infra.log import InteractionLog
 from agents.infra.store import KnowledgeStore
 from envs.config import WorldConfig
 from envs.validation import ConfigError, check_choice, check_int, check_range
@@ -481,10 +480,10 @@ def warm_start(challenger: Pipeline, incumbent: Pipeline) -> list[str]:
         warm.configure(new.config)
         challenger.ranker = warm
         notes.append("ranker: copied")
-    elif isinstance(old, TorchRanker) and old.in_dim == new.in_dim and len(old._buf_x):
-        new._pending.append((old._buf_x, old._buf_y, old._buf_s))
-        new.observe(InteractionLog())  # trains on the remembered impressions
-        notes.append(f"ranker: trained on the incumbent's {len(old._buf_x)} remembered impressions")
+    elif isinstance(old, TorchRanker) and isinstance(new, TorchRanker) and old.in_dim == new.in_dim:
+        n = new.learn_from(old.memory())
+        if n:
+            notes.append(f"ranker: trained on the incumbent's {n} remembered impressions")
     return notes
 
 

@@ -103,16 +103,9 @@ def ab_rollout_pipeline(
     designer = designer or ExperimentDesigner()
     designer.reset()
     arms = (index, len(names))
-    sim.system = System([*system.pipelines, challenger],
-                        ABRouter(designer, system.router, index, [*names, challenger.name]), system.route_names)
-    try:
-        for _ in range(windows):
-            log = sim.window(window)
-            designer.observe(log, metric=metric, guardrail="violations" if guardrail_tolerance is not None else None,
-                             arms=arms)
-        decision = designer.decide(metric, guardrail_tolerance)
-    finally:
-        sim.system = system
+    split = System([*system.pipelines, challenger],
+                   ABRouter(designer, system.router, index, [*names, challenger.name]), system.route_names)
+    decision = _run_split(sim, split, designer, arms, windows, window, metric, guardrail_tolerance)
     challenger.name = target
     if decision.accepted and deploy:
         system.pipelines[index] = challenger
@@ -168,7 +161,16 @@ def ab_test_systems(
     router = ABSystemRouter(designer, system, challenger)
     n = len(system.pipelines)
     arms = (tuple(range(n)), tuple(range(n, n + len(renamed))))
-    sim.system = System([*system.pipelines, *renamed], router, system.route_names)
+    split = System([*system.pipelines, *renamed], router, system.route_names)
+    return _run_split(sim, split, designer, arms, windows, window, metric, guardrail_tolerance)
+
+
+def _run_split(sim: Simulation, split: System, designer: ExperimentDesigner, arms: tuple, windows: int, window: int,
+               metric: str, guardrail_tolerance: float | None) -> ABDecision:
+    """Serve ``windows`` windows with the split system, feed each arm's outcomes to the designer, decide;
+    the running system is back in place afterwards (also on error)."""
+    system = sim.system
+    sim.system = split
     try:
         for _ in range(windows):
             log = sim.window(window)

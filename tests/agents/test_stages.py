@@ -117,3 +117,26 @@ def test_factorised_scoring_equals_materialised_features(arch, towers):
     x = pair_features(batch.subset(np.array([0])), items[:1], c.route[:1], cat, 5)
     ref = ranker.predict(x.reshape(-1, x.shape[-1]), np.repeat(batch.segment[:1], 40))
     np.testing.assert_allclose(fast["click"][0][valid[0]], ref["click"][valid[0]], rtol=1e-4, atol=1e-5)
+
+
+def test_ranker_memory_warm_starts_another_architecture():
+    # clicks happen exactly when the first feature is positive: a ranker trained on another's memory learns that
+    rng = np.random.default_rng(0)
+    old = TorchRanker(12, 3, 5, arch="mlp", seed=0)
+    x = rng.normal(size=(3000, 12)).astype(np.float32)
+    click = (x[:, 0] > 0).astype(np.float32)
+    old.remember(x[:2000], np.zeros(2000), click[:2000], click[:2000] * 0, click[:2000] * 10)
+    old.observe(InteractionLog())
+    old.remember(x[2000:], np.ones(1000), click[2000:], click[2000:] * 0, click[2000:] * 10)  # not yet trained on
+    mx, my, ms = old.memory()
+    assert mx.shape == (3000, 12) and my.shape == (3000, 3) and list(np.bincount(ms)) == [2000, 1000]
+    np.testing.assert_array_equal(mx[2000:], x[2000:])  # oldest first, pending rows included
+    new = TorchRanker(12, 3, 5, arch="linear", seed=1)
+    test = rng.normal(size=(500, 12)).astype(np.float32)
+    before = new.predict(test, np.zeros(500))["click"]
+    assert new.learn_from((mx, my, ms)) == 3000 and new.trained_on == 3000
+    after = new.predict(test, np.zeros(500))["click"]
+    truth = test[:, 0] > 0
+    assert np.mean((after > 0.5) == truth) > 0.95 > np.mean((before > 0.5) == truth) + 0.2
+    with pytest.raises(ValueError, match=r"features \(n, 12\).*got \(3000, 11\)"):
+        new.learn_from((mx[:, :11], my, ms))
