@@ -36,11 +36,18 @@ from envs.config import WorldConfig
 from envs.validation import ConfigError, check_choice
 from rewards.layered import LayeredRewardConfig, layered_reward
 
-__all__ = ["QUOTA_LEVELS", "RANKER_SETS", "SLOTS", "ComponentPool", "Composition", "CompositionEnv"]
+__all__ = ["DESCRIPTION", "QUOTA_LEVELS", "RANKER_SETS", "SLOTS", "ComponentPool", "Composition", "CompositionEnv"]
 
 SLOTS = ("main", "specialist")
 QUOTA_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.5)  # 0 = the route is off
 RANKER_SETS = ("linear", "mlp", "linear+mlp")
+DESCRIPTION = (  # what the composition's parameters mean, for an LLM controller's prompt
+    "Agent: the wiring of a recommender system with two pipelines, main and specialist. <slot>/quota_<route> is "
+    "the share of a pipeline's candidates taken from a recall route (0: the route is off): popularity, "
+    "collaborative (needs user history), content (similar to the user's interests), fresh (new items), "
+    "exploration. <slot>/rankers: the ranker that scores candidates (linear, mlp, or both averaged). "
+    "routing/<segment>: the pipeline that serves that user segment (new users have no history)."
+)
 HISTORY_ROUTES = ("collaborative",)  # routes that may return fewer candidates than a slate (no history, no candidates)
 
 

@@ -46,7 +46,8 @@ from agents.decision.params import ParamSpace, Range
 from agents.decision.ranking import ARCHITECTURES
 from agents.decision.recall import RECALL_ROUTES
 from agents.decision.rerank import Reranker
-from agents.decision.system import Pipeline
+from agents.decision.functional import SegmentRouter
+from agents.decision.system import Pipeline, System
 from envs.config import default_segments
 from envs.validation import ConfigError
 
@@ -62,6 +63,7 @@ __all__ = [
     "pipeline_to_config",
     "repair_design",
     "summarize_design",
+    "system_to_config",
     "validate_design",
 ]
 
@@ -583,6 +585,17 @@ def pipeline_to_config(pipeline: Pipeline) -> PipelineConfig:
         pipeline.name, routes, int(fusion["size"]), RankerConfig(rk.arch, int(rk.hidden), bool(rk.per_segment), dict(rk.config)),
         dict(pipeline.scorer.config), dict(pipeline.reranker.config),
     )
+
+
+def system_to_config(system: System, seed: int = 0) -> SystemConfig:
+    """The config of a running system: its pipelines' configs and, for a :class:`SegmentRouter`, its routing."""
+    if not isinstance(system.router, SegmentRouter):
+        raise ConfigError(f"system_to_config needs a system routed by segment (got router "
+                          f"{type(system.router).__name__})")
+    names = [p.name for p in system.pipelines]
+    routing = {s: system.router.config[f"route_{s}"] for s in system.router.segment_names}
+    routing = {s: name for s, name in routing.items() if name != names[0]}  # unlisted segments go to the first
+    return SystemConfig([pipeline_to_config(p) for p in system.pipelines], routing, seed)
 
 
 # ---------------------------------------------------------------------------------- keys, summaries

@@ -11,7 +11,9 @@ One step reads top to bottom (:func:`design_step`):
    bounded number of times, telling the model why the last reply was rejected;
 3. the design is built into a candidate pipeline, warm-started from the running one's learned state
    where the structure allows (:func:`warm_start`), and A/B-tested against it with
-   :func:`~agents.evolution.rollout.ab_rollout_pipeline`, which deploys it only if accepted;
+   :func:`~agents.evolution.rollout.ab_rollout_pipeline`, which deploys it only if accepted (a system
+   designer's two-pipeline design with segment routing is built into a whole system and tested against the
+   running one with :func:`~agents.evolution.rollout.ab_test_systems`);
 4. the knowledge store gets every attempt: failed ones as they happen (``valid`` false, the raw
    reply and the reason), the tested design with its rationale, route, and effect (``designs``), and
    the decision with its interval (``rollouts``).
@@ -35,13 +37,13 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from agents.decision.configs import ROUTES, PipelineConfig, build_pipeline
+from agents.decision.configs import ROUTES, PipelineConfig, SystemConfig, build_pipeline, build_system
 from agents.decision.fusion import FUSION_SIZES
 from agents.decision.functional import ABDecision, ExperimentDesigner
 from agents.decision.ranking import TorchRanker
@@ -56,10 +58,12 @@ from agents.evolution.design import (
     pipeline_to_config,
     repair_design,
     summarize_design,
+    system_to_config,
     validate_design,
 )
-from agents.evolution.llm import LLMBackend, LLMError, Reply
-from agents.evolution.rollout import ab_rollout_pipeline
+from agents.evolution.llm import LLMBackend, LLMError, Reply, parse_json_reply
+from agents.evolution.rollout import ab_rollout_pipeline, ab_test_systems
+from agents.infra.log import InteractionLog
 from agents.infra.store import KnowledgeStore
 from envs.config import WorldConfig
 from envs.validation import ConfigError, check_choice, check_int, check_range
@@ -236,25 +240,14 @@ def schema_hint(schema: Mapping[str, Any]) -> str:
     return "value"
 
 
-def _parse_json(text: str) -> tuple[Any, str | None]:
-    """The first JSON value in ``text`` (code fences and prose around it ignored), or an error."""
-    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    if not starts:
-        return None, f"no JSON object in the reply (starts {text[:80]!r})"
-    start = min(starts)
-    try:
-        value, _ = json.JSONDecoder().raw_decode(text[start:])
-    except json.JSONDecodeError as e:
-        return None, f"not valid JSON: {e.msg} at character {e.pos + start} of {len(text)}"
-    return value, None
-
-
 class LLMDesigner:
     """Proposes new pipeline designs with an LLM backend, checked against the design language and the past.
 
     ``store`` (with ``exp_id``, or a new experiment is started) supplies past designs and failures to the
     prompt and receives every attempt. ``max_retries`` bounds the retries after a failed attempt.
-    ``max_pipelines`` 1 (what :func:`design_step` can A/B-test) or 2 (with segment routing).
+    ``max_pipelines`` 1 (a pipeline's design) or 2 (a system's: pipelines and segment routing; ``mode="design"``
+    only). In edit mode the applicable edits are offered in a seeded random order (``shuffle``): a small model
+    tends to pick the first option it is shown.
     """
 
     def __init__(
@@ -273,6 +266,7 @@ class LLMDesigner:
         rationale_length: int = 100,
         seed: int | None = 0,
         mode: str = "design",
+        shuffle: bool = True,
     ) -> None:
         self.backend, self.store, self.agent = backend, store, agent
         self.mode = check_choice("mode", mode, MODES)
@@ -281,11 +275,17 @@ class LLMDesigner:
         self.max_tokens = check_int("max_tokens", max_tokens, 64)
         self.history = check_int("history", history, 0, 20)
         self.max_reply_chars = check_int("max_reply_chars", max_reply_chars, 1000)
+        self.max_pipelines = check_int("max_pipelines", max_pipelines, 1, 2)
+        if self.mode == "edit" and max_pipelines > 1:
+            raise ConfigError(f"`mode` 'edit' edits one pipeline: use max_pipelines=1 (got {max_pipelines}) or "
+                              f"mode='design'")
+        self.shuffle = bool(shuffle)
         self.schema = design_schema(segments, max_pipelines)
         self.rationale_length = rationale_length
         self.generation_schema = design_schema(segments, max_pipelines, require_rationale=True,
                                                rationale_length=rationale_length)
         self.rng = np.random.default_rng(seed)
+        self._edit_seed = 0 if seed is None else int(seed)
         if store is not None and exp_id is None:
             exp_id = store.start_experiment("llm_designer", {"backend": backend.name, "agent": agent}, 0)
         self.exp_id = exp_id
@@ -332,7 +332,11 @@ class LLMDesigner:
                 continue
             if key not in self.seen or e.endswith(":value") or e.startswith("set_quota"):
                 fresh.append(e)
-        return edit_schema(fresh or applicable_edits(current), self.rationale_length)
+        edits = fresh or applicable_edits(current)
+        if self.shuffle:  # a small model favours the first options: offer them in an order drawn from the seed
+            order = np.random.default_rng([self._edit_seed, len(self.seen)]).permutation(len(edits))
+            edits = [edits[i] for i in order]
+        return edit_schema(edits, self.rationale_length)
 
     # ------------------------------------------------------------------ prompt
     def messages(self, current: Mapping[str, Any], feedback: str | None = None) -> list[dict[str, str]]:
@@ -376,7 +380,7 @@ class LLMDesigner:
         """(design, rationale, repair notes, parsed value, error) of one reply."""
         if len(text) > self.max_reply_chars:
             return None, "", [], None, f"reply too large ({len(text)} characters > {self.max_reply_chars})"
-        parsed, error = _parse_json(text)
+        parsed, error = parse_json_reply(text)
         if error:
             return None, "", [], None, error
         if not isinstance(parsed, dict):
@@ -518,18 +522,29 @@ def design_step(
     seed: int = 0,
     warm: bool = True,
     target: str | None = None,
+    on_log: Callable[[InteractionLog], None] | None = None,
 ) -> DesignStep:
-    """Propose a design for the running pipeline ``target`` (default: the first), A/B-test it on that
-    pipeline's traffic, keep it only if accepted, and store it all.
+    """Propose a design, A/B-test it on live traffic, keep it only if accepted, and store it all.
 
-    ``warm``: the candidate starts from the incumbent's learned state where the structure allows
-    (:func:`warm_start`); otherwise it starts cold.
+    A one-pipeline designer (``max_pipelines=1``) redesigns the running pipeline ``target`` (default: the
+    first) and the test splits that pipeline's traffic (:func:`~agents.evolution.rollout.ab_rollout_pipeline`).
+    A system designer (``max_pipelines=2``) redesigns the whole system (its pipelines and the segment routing;
+    the running system must be routed by segment) and the test splits all users between the two systems
+    (:func:`~agents.evolution.rollout.ab_test_systems`); on acceptance the candidate system replaces the running one.
+    ``warm``: each candidate pipeline starts from the learned state of the running pipeline of the same name (or
+    the first) where the structure allows (:func:`warm_start`). ``on_log`` receives each A/B window's log.
     """
     check_int("step", step, 0)
     names = [p.name for p in sim.system.pipelines]
-    target = names[0] if target is None else check_choice("target", target, names)
-    incumbent = sim.system.pipelines[names.index(target)]
-    base = pipeline_to_config(incumbent)
+    whole = designer.max_pipelines > 1
+    if whole:
+        if target is not None:
+            raise ConfigError(f"`target` names a pipeline to redesign; a system designer (max_pipelines="
+                              f"{designer.max_pipelines}) redesigns the whole system (got target={target!r})")
+        base: PipelineConfig | SystemConfig = system_to_config(sim.system, seed)
+    else:
+        target = names[0] if target is None else check_choice("target", target, names)
+        base = pipeline_to_config(sim.system.pipelines[names.index(target)])
     current = config_to_design(base)
     t = time.perf_counter()
     proposal = designer.propose(current)
@@ -538,16 +553,25 @@ def design_step(
         return out
     t = time.perf_counter()
     try:
-        cfg = design_to_config(proposal.document, base=base, schema=designer.schema)
-        if not isinstance(cfg, PipelineConfig):
-            raise ConfigError(f"design_step A/B-tests single-pipeline designs (got {len(cfg.pipelines)} pipelines "
-                              f"and routing {cfg.routing}): use max_pipelines=1")
-        cfg = dataclasses.replace(cfg, name=incumbent.name)  # agents keep the running pipeline's names
-        challenger = build_pipeline(cfg, world, seed=seed)
-        if warm:
-            out.warm = warm_start(challenger, incumbent)
-        decision = ab_rollout_pipeline(sim, challenger, experiment, windows, window, metric, guardrail_tolerance,
-                                       target=target)
+        cfg = design_to_config(proposal.document, base=base, schema=designer.schema, system=whole, seed=seed)
+        if whole:
+            challenger = build_system(cfg, world)
+            running = {p.name: p for p in sim.system.pipelines}
+            if warm:
+                for p in challenger.pipelines:
+                    out.warm += [f"{p.name}: {n}" for n in warm_start(p, running.get(p.name, sim.system.pipelines[0]))]
+            decision = ab_test_systems(sim, challenger, experiment, windows, window, metric, guardrail_tolerance,
+                                       on_log=on_log)
+            if decision.accepted:
+                sim.system = challenger
+        else:
+            incumbent = sim.system.pipelines[names.index(target)]
+            cfg = dataclasses.replace(cfg, name=incumbent.name)  # agents keep the running pipeline's names
+            challenger = build_pipeline(cfg, world, seed=seed)
+            if warm:
+                out.warm = warm_start(challenger, incumbent)
+            decision = ab_rollout_pipeline(sim, challenger, experiment, windows, window, metric, guardrail_tolerance,
+                                           target=target, on_log=on_log)
     except (ConfigError, RuntimeError) as e:  # a design that cannot be built or cannot fill slates
         out.error = f"{type(e).__name__}: {e}"
         out.design_id = designer.record(proposal, None, out.error)
@@ -558,7 +582,8 @@ def design_step(
     out.design_id = designer.record(proposal, decision.effect)
     if designer.store is not None:
         designer.store.add_rollout(
-            designer.exp_id, step, f"{designer.agent}/{target}", proposal.document, "accepted" if decision.accepted else "rejected",
+            designer.exp_id, step, f"{designer.agent}/{'system' if whole else target}", proposal.document,
+            "accepted" if decision.accepted else "rejected",
             effect=decision.effect, ci_low=decision.ci_low, ci_high=decision.ci_high, p_value=decision.p_value,
             n_incumbent=decision.n_incumbent, n_candidate=decision.n_candidate,
             reasons=[f"route: {proposal.route}", *decision.reasons],

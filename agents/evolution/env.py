@@ -178,6 +178,12 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
     def _after_restore(self) -> None:
         """Hook run after a stationary step restored the snapshot (re-bind references into the copy)."""
 
+    def score(self, log: InteractionLog) -> tuple[float, dict[str, float]]:
+        """The env's reward and its terms for any window's log, e.g. a window served outside ``step`` (an A/B
+        test's); the log becomes ``last_log``."""
+        self.last_log = log
+        return self._reward(log)
+
     def advance(self, windows: int) -> InteractionLog:
         """Serve ``windows`` windows with the current decisions (the world moves on: days pass, shifts fire).
 

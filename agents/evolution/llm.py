@@ -41,6 +41,7 @@ import numpy as np
 from envs.validation import ConfigError, check_choice, check_int, check_range
 
 __all__ = [
+    "parse_json_reply",
     "BACKENDS",
     "ConstrainedDecoder",
     "LLMBackend",
@@ -825,6 +826,19 @@ class ScriptedBackend:
 
 
 BACKENDS: dict[str, type] = {"smollm2": SmolLM2Backend, "openai": OpenAIBackend}
+
+
+def parse_json_reply(text: str) -> tuple[Any, str | None]:
+    """The first JSON value in ``text`` (code fences and prose around it ignored), or an error."""
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        return None, f"no JSON object in the reply (starts {text[:80]!r})"
+    start = min(starts)
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[start:])
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON: {e.msg} at character {e.pos + start} of {len(text)}"
+    return value, None
 
 
 def make_backend(name: str, **kwargs: Any) -> LLMBackend:

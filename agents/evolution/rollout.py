@@ -13,6 +13,7 @@ and its interval are returned (and can be committed with ``KnowledgeStore.add_ro
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -61,9 +62,11 @@ def ab_rollout(
     metric: str = "clicks",
     guardrail_tolerance: float | None = 0.05,
     deploy: bool = True,
+    on_log: Callable[[InteractionLog], None] | None = None,
 ) -> ABDecision:
     """A/B-test ``candidate`` (a config of ``agent``) against the running config; deploy it only if it wins
-    (``deploy=False``: only decide, e.g. when the caller owns deployment)."""
+    (``deploy=False``: only decide, e.g. when the caller owns deployment). ``on_log`` receives each A/B
+    window's log (both arms' traffic)."""
     system = sim.system
     owners = {a.name: p for p in system.pipelines for a in p.agents}
     check_choice("agent", agent, list(owners))
@@ -71,7 +74,7 @@ def ab_rollout(
     challenger = copy.deepcopy(incumbent)
     next(a for a in challenger.agents if a.name == agent).configure(candidate)
     return ab_rollout_pipeline(sim, challenger, designer, windows, window, metric, guardrail_tolerance,
-                               target=incumbent.name, deploy=deploy)
+                               target=incumbent.name, deploy=deploy, on_log=on_log)
 
 
 def ab_rollout_pipeline(
@@ -84,6 +87,7 @@ def ab_rollout_pipeline(
     guardrail_tolerance: float | None = 0.05,
     target: str | None = None,
     deploy: bool = True,
+    on_log: Callable[[InteractionLog], None] | None = None,
 ) -> ABDecision:
     """A/B-test a whole candidate pipeline (e.g. a new structure) against the running pipeline ``target``.
 
@@ -105,7 +109,7 @@ def ab_rollout_pipeline(
     arms = (index, len(names))
     split = System([*system.pipelines, challenger],
                    ABRouter(designer, system.router, index, [*names, challenger.name]), system.route_names)
-    decision = _run_split(sim, split, designer, arms, windows, window, metric, guardrail_tolerance)
+    decision = _run_split(sim, split, designer, arms, windows, window, metric, guardrail_tolerance, on_log)
     challenger.name = target
     if decision.accepted and deploy:
         system.pipelines[index] = challenger
@@ -142,6 +146,7 @@ def ab_test_systems(
     window: int = 2000,
     metric: str = "clicks",
     guardrail_tolerance: float | None = 0.05,
+    on_log: Callable[[InteractionLog], None] | None = None,
 ) -> ABDecision:
     """A/B-test a whole system (another composition: pipelines and routing) against the running one.
 
@@ -162,11 +167,12 @@ def ab_test_systems(
     n = len(system.pipelines)
     arms = (tuple(range(n)), tuple(range(n, n + len(renamed))))
     split = System([*system.pipelines, *renamed], router, system.route_names)
-    return _run_split(sim, split, designer, arms, windows, window, metric, guardrail_tolerance)
+    return _run_split(sim, split, designer, arms, windows, window, metric, guardrail_tolerance, on_log)
 
 
 def _run_split(sim: Simulation, split: System, designer: ExperimentDesigner, arms: tuple, windows: int, window: int,
-               metric: str, guardrail_tolerance: float | None) -> ABDecision:
+               metric: str, guardrail_tolerance: float | None,
+               on_log: Callable[[InteractionLog], None] | None = None) -> ABDecision:
     """Serve ``windows`` windows with the split system, feed each arm's outcomes to the designer, decide;
     the running system is back in place afterwards (also on error)."""
     system = sim.system
@@ -176,6 +182,8 @@ def _run_split(sim: Simulation, split: System, designer: ExperimentDesigner, arm
             log = sim.window(window)
             designer.observe(log, metric=metric, guardrail="violations" if guardrail_tolerance is not None else None,
                              arms=arms)
+            if on_log is not None:
+                on_log(log)
         return designer.decide(metric, guardrail_tolerance)
     finally:
         sim.system = system

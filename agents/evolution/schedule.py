@@ -23,6 +23,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from agents.decision.functional import ExperimentDesigner
 from agents.evolution.composition import CompositionEnv
 from agents.evolution.env import agent_reward
@@ -74,12 +76,19 @@ class ShiftTest:
 
 @dataclass
 class AlternationHistory:
-    """Per window: phase, what was served and its rewards; the phase switches, shifts and gate decisions."""
+    """Every window served, in order: exploration windows (phase ``individual``/``compositional``), sentinel
+    windows of production (``sentinel``) and A/B gate windows (``gate``); the phase switches, shifts and gate
+    decisions. ``window`` in rows, switches, shifts and gates counts exploration windows; a row's ``served``
+    counts every window served."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     switches: list[tuple[int, str, str]] = field(default_factory=list)  # (window, new phase, why)
     shifts: list[int] = field(default_factory=list)  # windows at which a shift was detected
     gates: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def served(self) -> int:
+        return len(self.rows)
 
 
 def alternate(
@@ -101,8 +110,11 @@ def alternate(
 
     ``individual(params)`` and ``compositional(env)`` build fresh controllers (``propose``/``tell``) at
     each phase start; the individual controller is told the agent's layered reward, the compositional
-    one the system's (outer) reward. ``windows`` counts exploration windows (sentinel and A/B windows
-    come on top and are recorded). With a ``store`` every window is committed as a trial of ``exp_id``.
+    one the system's (outer) reward. ``windows`` counts exploration windows; sentinel and A/B windows come
+    on top. Every window served is a row of the history, passed to ``on_window`` (``env.last_log`` is its
+    log) and, with a ``store``, committed as a trial of ``exp_id`` at step ``served`` (agent: ``agent``,
+    ``composition``, ``production`` for a sentinel, ``gate`` for an A/B window, whose reward is the whole
+    window's outer reward, both arms together).
     """
     check_int("windows", windows, 1)
     check_int("gate_windows", gate_windows, 1)
@@ -112,13 +124,44 @@ def alternate(
     target = env.agent(agent)
     check_choice("agent role", target.role, ["rerank", "fusion", "ranking"])  # agents with one instance per slot
     history = AlternationHistory()
+    done = set(store.completed_steps(exp_id)) if store is not None else set()
+
+    def record(step: int, phase: str, reward: float, outer: float, terms: dict[str, Any], served: dict[str, Any],
+               ctrl_name: str, regime: np.ndarray) -> None:
+        row = {"window": step, "served": history.served, "phase": phase, "reward": float(reward), "outer": float(outer),
+               "day": env.sim.world.now, "composition": served["composition"].key(),
+               **{f"config/{k}": v for k, v in served["config"].items()},
+               **{k: v for k, v in terms.items() if k.startswith(("outer/", "layered/", "inner/"))}}
+        history.rows.append(row)
+        if store is not None and row["served"] not in done:
+            who = {"individual": agent, "compositional": "composition", "sentinel": "production"}.get(phase, phase)
+            store.add_trial(exp_id, row["served"], who, f"{phase}/{ctrl_name}",
+                            {"config": served["config"], "composition": row["composition"]},
+                            [float(x) for x in regime[:4]],
+                            {k: v for k, v in row.items() if k.startswith("inner/")},
+                            {k: v for k, v in row.items() if k.startswith("outer/")}, float(reward))
+        if on_window is not None:
+            on_window(row)
+
+    def sentinel(step: int) -> float:
+        """One window of the production decisions; returns its outer reward."""
+        env.configure_agent(agent, production["config"])
+        regime, outer, _, _, info = env.step(env.encode(production["composition"]))
+        record(step, "sentinel", outer, outer, info, production, "production", regime)
+        return float(outer)
+
+    def gate_window(step: int, phase: str) -> Callable[[Any], None]:
+        def on_log(window_log: Any) -> None:
+            outer, terms = env.score(window_log)
+            record(step, "gate", outer, outer, terms, production, phase, obs)
+        return on_log
+
     production = {"config": dict(target.config), "composition": env.composition}
-    reference = _serve(env, agent, production)
+    reference = sentinel(0)
     phase, ctrl = PHASES[0], individual(target.params)
     phase_rewards: list[float] = []
     phase_best: tuple[float, Any] | None = None
     history.switches.append((0, phase, "start"))
-    done = set(store.completed_steps(exp_id)) if store is not None else set()
 
     for step in range(windows):
         # ---- propose and serve one exploration window
@@ -136,44 +179,34 @@ def alternate(
             reward, terms = outer, {}
             served = {"config": production["config"], "composition": env.from_config(candidate)}
         ctrl.tell(candidate, reward, obs)
+        record(step, phase, reward, outer, {**info, **terms}, served, getattr(ctrl, "name", type(ctrl).__name__), obs)
         obs = next_obs
         phase_rewards.append(float(reward))
         if phase_best is None or reward > phase_best[0]:
             phase_best = (float(reward), served)
-        row = {"window": step, "phase": phase, "reward": float(reward), "outer": float(outer), "day": info["day"],
-               "composition": served["composition"].key(), **{f"config/{k}": v for k, v in served["config"].items()},
-               **{k: v for k, v in {**info, **terms}.items() if k.startswith(("outer/", "layered/", "inner/"))}}
-        history.rows.append(row)
-        if store is not None and step not in done:
-            store.add_trial(exp_id, step, agent if phase == "individual" else "composition", f"{phase}/{getattr(ctrl, 'name', type(ctrl).__name__)}",
-                            {"config": served["config"], "composition": row["composition"]}, [float(x) for x in obs[:4]],
-                            {k: v for k, v in row.items() if k.startswith("inner/")},
-                            {k: v for k, v in row.items() if k.startswith("outer/")}, float(reward))
-        if on_window is not None:
-            on_window(row)
 
         # ---- end of phase? saturation, or a shift seen by the sentinel
         why = None
         if saturation(phase_rewards):
             why = "saturated"
         elif (step + 1) % shift.check_every == 0:
-            sentinel = _serve(env, agent, production)
-            if shift(reference, sentinel):
+            value = sentinel(step)
+            if shift(reference, value):
                 why = "shift"
                 history.shifts.append(step)
                 if store is not None:
                     store.add_shift(exp_id, int(env.sim.world.day), "detected", detected_at_step=step)
-                log.info("shift detected at window %d: sentinel %.4f vs previous %.4f", step, sentinel, reference)
-            reference = sentinel
+                log.info("shift detected at window %d: sentinel %.4f vs previous %.4f", step, value, reference)
+            reference = value
         if why is None:
             continue
 
         # ---- gate the phase's best candidate, then switch phase
         if phase_best is not None and why == "saturated":
             production, accepted = _gate(env, agent, phase, production, phase_best[1], designer(), gate_windows,
-                                         history, store, exp_id, step)
+                                         history, store, exp_id, step, gate_window(step, phase))
             if accepted:
-                reference = _serve(env, agent, production)
+                reference = sentinel(step)
         # individual -> compositional on saturation or shift; compositional -> individual on saturation,
         # and a fresh compositional phase after a shift
         phase = PHASES[1] if phase == PHASES[0] or why == "shift" else PHASES[0]
@@ -185,28 +218,23 @@ def alternate(
     return history
 
 
-def _serve(env: CompositionEnv, agent: str, production: dict[str, Any]) -> float:
-    """One window of the production decisions (a sentinel); returns its outer reward."""
-    env.configure_agent(agent, production["config"])
-    return float(env.step(env.encode(production["composition"]))[1])
-
-
 def _gate(env: CompositionEnv, agent: str, phase: str, production: dict[str, Any], best: dict[str, Any],
           designer: ExperimentDesigner, windows: int, history: AlternationHistory, store: Any, exp_id: int | None,
-          step: int) -> tuple[dict[str, Any], bool]:
+          step: int, on_log: Callable[[Any], None]) -> tuple[dict[str, Any], bool]:
     """A/B the phase's best against production on live traffic; return the (possibly new) production."""
     env.configure_agent(agent, production["config"])
     env.deploy(production["composition"])
     if phase == "individual":
         if best["config"] == production["config"]:
             return production, False
-        decision = ab_rollout(env.sim, agent, best["config"], designer, windows=windows, window=env.window, deploy=False)
+        decision = ab_rollout(env.sim, agent, best["config"], designer, windows=windows, window=env.window, deploy=False,
+                              on_log=on_log)
         what, record = agent, best["config"]
     else:
         if best["composition"].key() == production["composition"].key():
             return production, False
         challenger, _ = env.pool.system(best["composition"])
-        decision = ab_test_systems(env.sim, challenger, designer, windows=windows, window=env.window)
+        decision = ab_test_systems(env.sim, challenger, designer, windows=windows, window=env.window, on_log=on_log)
         env.deploy(production["composition"])
         what, record = "composition", {"composition": best["composition"].key()}
     history.gates.append({"window": step, "phase": phase, "candidate": record, "accepted": decision.accepted,

@@ -153,10 +153,19 @@ def test_alternation_switches_phases_gates_winners_and_commits_everything(tmp_pa
         assert set(phases) == set(PHASES) and phases[0] == "individual", history.switches
         assert any(why == "saturated" for _, _, why in history.switches)
         assert history.gates and all(g["phase"] in PHASES for g in history.gates)
-        assert len(store.trials(exp)) == 36 and store.completed_steps(exp) == set(range(36))
+        rows = history.rows  # every window served: exploration, sentinels (the first at the start), A/B gates
+        assert [r["served"] for r in rows] == list(range(len(rows)))
+        explored = [r for r in rows if r["phase"] in PHASES]
+        assert [r["window"] for r in explored] == list(range(36)) and {r["phase"] for r in explored} == set(PHASES)
+        sentinels = [r for r in rows if r["phase"] == "sentinel"]
+        assert rows[0]["phase"] == "sentinel" and len(sentinels) >= 1 + len(history.shifts)
+        gated = [r for r in rows if r["phase"] == "gate"]
+        assert len(gated) == 2 * len(history.gates)  # gate_windows=2 per decided gate
+        assert all(r["reward"] == r["outer"] and "outer/engagement/clicks_per_request" in r for r in sentinels + gated)
+        assert len(store.trials(exp)) == len(rows) and store.completed_steps(exp) == set(range(len(rows)))
+        assert sorted({t.agent for t in store.trials(exp)}) == sorted({"composition", "main/rerank", "production"}
+                                                                       | ({"gate"} if gated else set()))
         assert len(store.rollouts(exp)) == len(history.gates)
-        rows = history.rows
-        assert {r["phase"] for r in rows} == set(PHASES)
         # observed: the first sentinel pair (before/after the early learning jump, 0.23 -> 0.52) is
         # declared a shift; the segment-mix shift itself barely moves a learning system's clicks here
         assert len(store.shifts(exp)) == len(history.shifts)

@@ -171,19 +171,48 @@ def test_design_step_keeps_the_incumbent_when_the_test_rejects(store):
     assert rollout.decision == "rejected" and rollout.step == 3
 
 
-def test_design_step_goes_on_when_there_is_no_proposal_or_the_design_cannot_be_tested(store):
+def test_design_step_goes_on_when_there_is_no_proposal_or_the_design_cannot_be_tested(store, monkeypatch):
     sim = running(mmr_lambda=0.0)
     system = sim.system
     none = design_step(sim, LLMDesigner(ScriptedBackend(["?", "?"]), store, max_retries=1), TINY)
     assert none.proposal is None and none.decision is None and sim.system is system
-    two = config_to_design(segment_routed_config())
-    assert validate_design(two) == []
-    designer = LLMDesigner(ScriptedBackend([json.dumps(two)]), store, max_pipelines=2)
-    step = design_step(sim, designer, TINY, step=1)
-    assert step.decision is None and "single-pipeline designs" in step.error and sim.system is system
+    import agents.evolution.designer as designer_module
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the candidate cannot fill slates")
+
+    monkeypatch.setattr(designer_module, "build_pipeline", fails)  # a valid design whose candidate fails to build
+    step = design_step(sim, LLMDesigner(ScriptedBackend([GOOD]), store), TINY, step=1)
+    assert step.decision is None and step.error == "RuntimeError: the candidate cannot fill slates"
+    assert sim.system is system
     rows = store.designs()
     assert [r.valid for r in rows] == [False, False, True] and rows[-1].error == step.error
     sim.window(400)
+
+
+def test_a_system_designer_ab_tests_a_two_pipeline_design_against_the_running_system(store):
+    sim = running(mmr_lambda=0.0)
+    system = sim.system
+    two = config_to_design(segment_routed_config())  # baseline + a cold-start pipeline serving new users
+    assert validate_design(two) == [] and two["routing"] == {"new": 1}
+    designer = LLMDesigner(ScriptedBackend([json.dumps(two)]), store, max_pipelines=2)
+    logs = []
+    step = design_step(sim, designer, TINY, step=2, windows=2, window=1000, on_log=logs.append,
+                       experiment=ExperimentDesigner(config={"min_requests": 100}))
+    assert step.decision is not None and step.error is None and len(logs) == 2
+    assert {r for log in logs for r in set(log.requests["pipeline"].tolist())} == {0, 1, 2}  # both systems served
+    assert "baseline: ranker: copied" in step.warm and any(w.startswith("cold_start: recall") for w in step.warm)
+    (rollout,) = store.rollouts()
+    assert rollout.agent == "designer/pipeline/system" and rollout.decision == ("accepted" if step.accepted else "rejected")
+    if step.accepted:
+        assert [p.name for p in sim.system.pipelines] == ["baseline", "cold_start"]
+    else:
+        assert sim.system is system
+    sim.window(400)
+    with pytest.raises(Exception, match="redesigns the whole system"):
+        design_step(sim, designer, TINY, target="baseline")
+    with pytest.raises(Exception, match="edits one pipeline"):
+        LLMDesigner(ScriptedBackend([]), max_pipelines=2, mode="edit")
 
 
 def test_warm_start_carries_learned_state_into_a_new_structure():
@@ -238,7 +267,10 @@ def test_edit_mode_offers_only_edits_that_apply_and_applies_the_one_chosen(store
         json.dumps({"edit": "add_route:popularity", "value": 0.2, "rationale": "more head"}),  # already there
         json.dumps({"edit": "drop_route:fresh", "value": 0, "rationale": "fewer"}),
     ]), store, mode="edit")
-    assert designer.schema_for(current)["properties"]["edit"]["enum"] == edits  # nothing tried yet
+    offered = designer.schema_for(current)["properties"]["edit"]["enum"]
+    assert sorted(offered) == sorted(edits) and offered != edits  # nothing tried yet; in a seeded random order
+    assert offered == designer.schema_for(current)["properties"]["edit"]["enum"]  # the same order for prompt and schema
+    assert LLMDesigner(ScriptedBackend([]), mode="edit", shuffle=False).schema_for(current)["properties"]["edit"]["enum"] == edits
     proposal = designer.propose(current)
     assert proposal.route == "retried" and proposal.rationale.startswith("drop route fresh")
     assert "fresh" not in proposal.document["pipelines"][0]["routes"]

@@ -279,3 +279,39 @@ def test_the_cached_copy_has_exactly_the_loaded_weights(smollm2):
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert np.array_equal(again.prompt_ids(MESSAGES), smollm2.prompt_ids(MESSAGES))
+
+
+@pytest.mark.slow
+def test_smollm2_rewires_the_system_inside_the_alternation_schedule(smollm2, tmp_path):
+    # the real model as the compositional controller: its edits are served, told their reward, and stored
+    import envs
+    from agents.evolution.composition import DESCRIPTION, CompositionEnv
+    from agents.evolution.controllers import RandomSearch
+    from agents.evolution.llm_search import LLMSearch
+    from agents.evolution.schedule import SaturationTest, ShiftTest, alternate
+
+    world = envs.WorldConfig(num_items=1000, num_users=3000, num_topics=8, num_creators=50)
+    env = CompositionEnv(world, window=300, concurrency=100)
+    searches = []
+
+    def llm(e):
+        searches.append(LLMSearch(e.target_params(), smollm2, DESCRIPTION, start=e.to_config(e.composition), seed=3,
+                                  store=store, exp_id=exp, agent="llm/composition"))
+        return searches[-1]
+
+    with KnowledgeStore(tmp_path / "store.db") as store:
+        exp = store.start_experiment("alternation", {}, 0)
+        history = alternate(env, "main/rerank", lambda p: RandomSearch(p, seed=0), llm, windows=5, seed=0,
+                            saturation=SaturationTest(patience=1, min_gain=10.0, min_windows=2),  # switch after 2
+                            shift=ShiftTest(check_every=100), store=store, exp_id=exp)
+        assert [phase for _, phase, _ in history.switches][:2] == ["individual", "compositional"]
+        (search,) = searches
+        edits = [s for s in search.steps if s.edit is not None]
+        assert edits and all(s.route in ("constrained", "retried") for s in edits)
+        rows = [r for r in history.rows if r["phase"] == "compositional"]
+        assert [r["composition"] for r in rows] == [env.from_config(s.config).key() for s in search.steps]
+        for s in edits:  # one edit of the best wiring so far, of a parameter of the composition space
+            name, _, value = s.edit.partition("=")
+            assert name in env.target_params().by_name and str(s.config[name]) in (value, str(float(value)))
+        stored = store.designs(agent="llm/composition", valid=True)
+        assert [d.reward for d in stored] == [s.reward for s in search.steps]
