@@ -9,7 +9,7 @@ multirun. ``<out>/<preset>/`` keeps the runs (``runs/``), that ablation's own ``
 multirun's log; ``<out>/summary.json`` has the verdicts and timings.
 
 ``--smoke`` runs a reduced suite (2 seeds, 3 + 1 windows of 100 requests, 50 sessions, rankers without minimum
-updates; the four multiruns at once, one job each: about a minute on 2 cores) that checks the machinery end to
+updates; the five multiruns at once, one job each: about two minutes on 2 cores) that checks the machinery end to
 end; its claims are evaluated over every window (``from_step`` and ``from_day`` dropped), so its verdicts say
 nothing about the paradigm. ``--only c1_heterogeneity,c5_reward`` runs a subset;
 ``--report-only`` re-evaluates runs already under ``--out``; extra ``key=value`` arguments go to every multirun.
@@ -57,6 +57,9 @@ ABLATIONS: tuple[Ablation, ...] = (
     Ablation("C2", "c2_individual", "Individual evolution",
              "Do agents whose configuration is evolved online (RL, black-box search) beat static configurations "
              "under shifting distributions, and recover after a shift?"),
+    Ablation("C3", "c3_structural", "Structural evolution",
+             "Does an LLM designer that changes a pipeline's structure (recall routes, ranker architecture), each change "
+             "gated by an A/B test, beat search confined to the parametric space?"),
     Ablation("C4", "c4_composition", "Compositional evolution",
              "Does evolving how agents are wired (routes, rankers, segment routing), alone or alternating with "
              "individual evolution, beat evolving one agent?"),
@@ -64,9 +67,6 @@ ABLATIONS: tuple[Ablation, ...] = (
              "Does the layered reward (inner + outer, with Lagrangian constraints) keep both the business metric and "
              "the agent's local competence, within the risk bound?"),
 )
-C3_PLACEHOLDER = ("C3 (LLM designer vs parametric search) is not part of the suite yet: it will get its preset once "
-                  "the LLM designer lands.")
-
 # the reduced suite: 2 seeds, 3 windows of 100 requests (and 1 exploit window), 50 concurrent sessions, the main
 # ranker without a minimum of gradient steps per window
 SMOKE_OVERRIDES = ("seed=0,1", "evolution.windows=3", "evolution.exploit=1", "evolution.window=100",
@@ -198,7 +198,6 @@ def render_suite(done: list[AblationResult], smoke: bool, total: float, command:
         lines.append(f"`python -m experiments.run -m experiment={r.ablation.preset}`: {r.runs} runs{runtime}; "
                      f"report alone: `python -m experiments.report {r.run_dir}`.")
         lines += ["", _demote(r.section.split("\n", 1)[1] if r.section.startswith("# ") else r.section).strip()]
-    lines += ["", "## C3: LLM designer vs parametric search", "", C3_PLACEHOLDER]
     return "\n".join(lines).rstrip() + "\n"
 
 

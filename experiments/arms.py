@@ -36,9 +36,11 @@ what the arms found, net of the cost of exploring.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,10 +52,10 @@ from agents.decision.configs import build_system
 from agents.evolution.composition import CompositionEnv
 from agents.evolution.controllers import EvolutionHistory, OptunaSearch, RandomSearch, StaticController, evolve
 from agents.evolution.schedule import SaturationTest, ShiftTest, alternate
+from agents.infra.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int, check_range
 
 if TYPE_CHECKING:
-    from agents.infra.log import InteractionLog
     from agents.infra.store import KnowledgeStore
     from experiments.config import ExperimentConfig
 
@@ -98,21 +100,24 @@ class Arm:
     options: type | None
     description: str
     env: str = "evolution"  # one of ENV_KINDS
+    live: bool = False  # it changes the running system itself (needs evolution.stationary=false, no constraints)
 
 
 ARMS: dict[str, Arm] = {}
 
 
-def register_arm(name: str, options: type | None = None, env: str = "evolution") -> Callable[[ArmFn], ArmFn]:
+def register_arm(name: str, options: type | None = None, env: str = "evolution", live: bool = False
+                 ) -> Callable[[ArmFn], ArmFn]:
     """Register ``fn`` as the arm ``name`` (with an optional options dataclass, validated at start-up) that
-    drives an env of kind ``env`` (``"evolution"`` or ``"composition"``)."""
+    drives an env of kind ``env`` (``"evolution"`` or ``"composition"``); ``live``: the arm changes the env's
+    running system itself (e.g. deploys new structures), so the env must not restore snapshots."""
     check_choice("env", env, ENV_KINDS)
 
     def add(fn: ArmFn) -> ArmFn:
         if name in ARMS:
             raise ConfigError(f"arm {name!r} is already registered (by {ARMS[name].run.__module__}.{ARMS[name].run.__name__})")
         doc = (fn.__doc__ or "").strip().splitlines()
-        ARMS[name] = Arm(name, fn, options, doc[0] if doc else "", env)
+        ARMS[name] = Arm(name, fn, options, doc[0] if doc else "", env, live)
         return fn
 
     return add
@@ -201,7 +206,7 @@ def exploit(ctx: ArmContext, propose: Callable[[np.ndarray | None], dict[str, An
     """Serve ``evolution.exploit`` more windows (rows ``windows`` on, phase ``exploit``) with what the arm found:
     ``propose(obs)`` gives each window's config (a point of ``ctx.env.target_params()``)."""
     env = ctx.env
-    env.steps, env.phase = ctx.windows, "exploit"
+    env.steps, env.phase = max(env.steps, ctx.windows), "exploit"
     obs = env._obs
     for _ in range(ctx.cfg.evolution.exploit):
         obs, *_ = env.step(env.codec.encode(propose(obs)))
@@ -319,12 +324,154 @@ def compositional(ctx: ArmContext) -> EvolutionHistory:
     return _search(ctx, OptunaSearch(ctx.env.target_params(), seed=ctx.seed))
 
 
+@dataclass
+class LLMOptions:
+    """The LLM controller's backend (:mod:`agents.evolution.llm`): the offline bundled model by default, or any
+    OpenAI-compatible endpoint (``llm_backend=openai`` with ``llm_base_url`` and ``llm_model``)."""
+
+    llm_backend: str = "smollm2"
+    llm_base_url: str = ""  # openai: e.g. http://127.0.0.1:8765/v1
+    llm_model: str = ""  # openai: the served model's name
+    llm_api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key (may be unset)
+    llm_max_retries: int = 2  # retries after a rejected reply; then the window serves the best config again
+    llm_temperature: float = 0.7
+
+    def __post_init__(self) -> None:
+        from agents.evolution.llm import BACKENDS
+
+        check_choice("controller.options.llm_backend", self.llm_backend, list(BACKENDS))
+        if self.llm_backend == "openai":
+            for key in ("llm_base_url", "llm_model"):
+                if not getattr(self, key):
+                    raise ConfigError(f"`controller.options.{key}` must be set when llm_backend is 'openai' (got '')")
+        check_int("controller.options.llm_max_retries", self.llm_max_retries, 0, 20)
+        check_range("controller.options.llm_temperature", self.llm_temperature, 0.0, 2.0)
+
+    def backend(self) -> Any:
+        return _backend(self.llm_backend, self.llm_base_url, self.llm_model, self.llm_api_key_env)
+
+    def controller(self, params: Any, description: str, start: dict[str, Any], seed: int, ctx: ArmContext,
+                   agent: str) -> Any:
+        """An :class:`~agents.evolution.llm_search.LLMSearch` over ``params`` that stores its proposals in the run's
+        store."""
+        from agents.evolution.llm_search import LLMSearch
+
+        return LLMSearch(params, self.backend(), description, start=start, seed=seed, max_retries=self.llm_max_retries,
+                         temperature=self.llm_temperature, store=ctx.store, exp_id=ctx.exp_id, agent=agent)
+
+
+@functools.lru_cache(maxsize=2)
+def _backend(name: str, base_url: str, model: str, api_key_env: str) -> Any:
+    """One backend per process and settings (the bundled model loads once)."""
+    from agents.evolution.llm import make_backend
+
+    if name == "openai":
+        return make_backend(name, base_url=base_url, model=model, api_key_env=api_key_env)
+    return make_backend(name)
+
+
+@register_arm("llm", options=LLMOptions)
+def llm_search(ctx: ArmContext) -> EvolutionHistory:
+    """An LLM picks one edit of the best config so far every window (the agent's own decision space, like
+    Optuna's); exploits the best config it tried."""
+    from agents.evolution.env import EvolutionEnv
+
+    opts: LLMOptions = ctx.options
+    inner: EvolutionEnv = ctx.env.unwrapped
+    description = (f"Agent: {inner.agent_name} ({inner.role}) of a recommender system. "
+                   + ("rerank: mmr_lambda trades score for diversity, freshness_boost favours new items, "
+                      "risk_threshold blocks riskier items, exposure_cap caps an item's shows."
+                      if inner.role == "rerank" else ""))
+    return _search(ctx, opts.controller(ctx.env.target_params(), description, initial_config(ctx.env), ctx.seed, ctx,
+                                    f"llm/{inner.agent_name}"))
+
+
+@register_arm("llm_compositional", env="composition", options=LLMOptions)
+def llm_compositional(ctx: ArmContext) -> EvolutionHistory:
+    """An LLM rewires the system every window, one edit of the best wiring so far (routes and quotas, rankers,
+    segment routing); told the system's (outer) reward; exploits the best wiring it tried."""
+    from agents.evolution.composition import DESCRIPTION
+
+    env: CompositionEnv = ctx.env.unwrapped
+    return _search(ctx, ctx.options.controller(env.target_params(), DESCRIPTION, env.to_config(env.initial), ctx.seed, ctx,
+                                           "llm/composition"))
+
+
 GATE_MIN_REQUESTS = (100, 1000, 5000)
+SEARCHES = ("optuna", "llm")  # the alternation's compositional controller
 
 
 @dataclass
-class AlternatingOptions:
-    """The alternation schedule's tests and A/B gate (:mod:`agents.evolution.schedule`), sized for short runs."""
+class DesignerOptions(LLMOptions):
+    """The LLM designer arm (:mod:`agents.evolution.designer`): one proposal per A/B test of ``ab_windows`` windows."""
+
+    mode: str = "edit"  # edit: the model picks one edit of the running design; design: it writes a whole design
+    ab_windows: int = 2  # windows of live traffic per A/B test (half the users see the candidate)
+    gate_min_requests: int = 100  # requests per arm the test needs to decide (100, 1000 or 5000)
+    warm: bool = True  # candidates start from the running pipeline's learned state where the structure allows
+
+    def __post_init__(self) -> None:
+        from agents.evolution.designer import MODES
+
+        super().__post_init__()
+        check_choice("controller.options.mode", self.mode, list(MODES))
+        check_int("controller.options.ab_windows", self.ab_windows, 1)
+        if self.gate_min_requests not in GATE_MIN_REQUESTS:
+            raise ConfigError(f"`controller.options.gate_min_requests` must be one of {list(GATE_MIN_REQUESTS)} "
+                              f"(got {self.gate_min_requests!r})")
+
+
+@register_arm("llm_designer", options=DesignerOptions, live=True)
+def llm_designer(ctx: ArmContext) -> EvolutionHistory:
+    """The LLM designer changes the structure of the evolved agent's pipeline (recall routes, ranker architecture,
+    fusion; the design language), each proposal A/B-tested on live traffic and deployed only if it wins; the agent's
+    own parameters stay as the system config sets them; exploits the pipeline it ends with."""
+    from agents.decision.functional import ExperimentDesigner
+    from agents.evolution.designer import LLMDesigner, design_step
+
+    opts: DesignerOptions = ctx.options
+    env = ctx.env
+    inner = env.unwrapped
+    env.reset(seed=ctx.seed)
+    target = next(p.name for p in inner.system.pipelines if any(a.name == inner.agent_name for a in p.agents))
+    designer = LLMDesigner(opts.backend(), ctx.store, ctx.exp_id, agent="llm_designer",
+                           max_retries=opts.llm_max_retries, temperature=opts.llm_temperature, seed=ctx.seed, mode=opts.mode)
+    names = env.target_params().by_name
+
+    def production() -> dict[str, Any]:  # the evolved agent's parameters in the running pipeline
+        return {k: v for k, v in inner.target.config.items() if k in names}
+
+    def on_log(window_log: InteractionLog) -> None:  # an A/B window: both arms' traffic, on the env's reward
+        reward, terms = inner.score(window_log)
+        info = {**terms, "day": inner.sim.world.now, "config": production(), "phase": "design", "regime": None,
+                **segment_metrics(window_log)}
+        env.history.configs.append(info["config"])
+        env.history.rewards.append(float(reward))
+        env.history.infos.append(info)
+        ctx.on_window(env.steps, info["config"], float(reward), info)
+        env.steps += 1
+
+    env.phase = "design"
+    step = 0
+    while env.steps < ctx.windows:
+        result = design_step(inner.sim, designer, inner.world_cfg, step=step, target=target, seed=ctx.seed * 1000 + step,
+                             experiment=ExperimentDesigner(config={"min_requests": opts.gate_min_requests}),
+                             windows=min(opts.ab_windows, ctx.windows - env.steps), window=inner.window,
+                             warm=opts.warm, on_log=on_log)
+        if result.decision is None:  # no valid proposal, or it could not be built: production serves a window
+            env.step(env.codec.encode(production()))
+        step += 1
+    log.info("llm designer: %d design steps, %d accepted; proposal routes %s", step,
+             sum(r.decision == "accepted" for r in ctx.store.rollouts(ctx.exp_id)),
+             dict(Counter(d.route for d in ctx.store.designs(exp_id=ctx.exp_id))))
+    exploit(ctx, lambda obs: production())
+    return env.history
+
+
+@dataclass
+class AlternatingOptions(LLMOptions):
+    """The alternation schedule's tests and A/B gate (:mod:`agents.evolution.schedule`), sized for short runs;
+    ``search``: the compositional phases' controller (Optuna, or the LLM with the ``llm_*`` options)."""
 
     patience: int = 4  # saturation: the last `patience` windows improve the phase's best by < min_gain
     min_gain: float = 0.05
@@ -333,6 +480,7 @@ class AlternatingOptions:
     tolerance: float = 0.2  # a shift when the sentinel's outer reward moves by more than this (relative)
     gate_windows: int = 2  # windows of the A/B gate at a saturated phase's end
     gate_min_requests: int = 100  # requests per arm the gate needs to decide (100, 1000 or 5000)
+    search: str = "optuna"  # the compositional phases' controller: optuna or llm
 
     def __post_init__(self) -> None:
         check_int("controller.options.patience", self.patience, 1)
@@ -341,18 +489,23 @@ class AlternatingOptions:
         check_int("controller.options.check_every", self.check_every, 1)
         check_range("controller.options.tolerance", self.tolerance, 0.0, low_inclusive=False)
         check_int("controller.options.gate_windows", self.gate_windows, 1)
+        check_choice("controller.options.search", self.search, SEARCHES)
+        super().__post_init__()
         if self.gate_min_requests not in GATE_MIN_REQUESTS:  # the experiment designer's choices
             raise ConfigError(f"`controller.options.gate_min_requests` must be one of {list(GATE_MIN_REQUESTS)} "
                               f"(got {self.gate_min_requests!r})")
 
 
 def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, gate_windows: int,
-               gate_min_requests: int) -> EvolutionHistory:
+               gate_min_requests: int, llm: LLMOptions | None = None) -> EvolutionHistory:
     """Run :func:`~agents.evolution.schedule.alternate` on the composition env, recording its exploration windows.
 
-    Sentinel and A/B windows are served on the env itself (not through the recorder), so they are not rows of the
-    table (they do move the simulated day on); ``alternate`` commits each window's trial, the gates' decisions and
-    the detected shifts to the store itself. It ends with production (what passed the gates) deployed.
+    Every window it serves is a row of the table, numbered in serving order: exploration windows (phase
+    ``individual``/``compositional``), sentinel windows of production (``sentinel``) and A/B gate windows (``gate``),
+    so the arm's table holds all the traffic it served (more rows than ``evolution.windows``); ``alternate`` commits
+    each window's trial, the gates' decisions and the detected shifts to the store itself. It ends with production (what passed the gates) deployed. With
+    ``llm`` the compositional phases' controller is the LLM (:class:`~agents.evolution.llm_search.LLMSearch`, starting
+    from production's wiring) instead of Optuna.
     """
     from agents.decision.functional import ExperimentDesigner
 
@@ -365,19 +518,30 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
         config = {"composition": row["composition"],
                   **{k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/")}}
         info = {k: v for k, v in row.items() if "/" in k and not k.startswith("config/")}
+        who = {"individual": agent, "compositional": "composition", "sentinel": "production"}.get(row["phase"], "gate")
         info |= {"day": row["day"], "phase": row["phase"], "config": config, "regime": None, "stored": True,
-                 "agent": agent if row["phase"] == "individual" else "composition", **segment_metrics(env.last_log)}
-        history.configs.append(config)
-        history.rewards.append(float(row["reward"]))
-        history.infos.append(info)
-        ctx.on_window(int(row["window"]), config, float(row["reward"]), info)
+                 "agent": who, **segment_metrics(env.last_log)}
+        if row["phase"] in ("individual", "compositional"):  # the history holds what was tried
+            history.configs.append(config)
+            history.rewards.append(float(row["reward"]))
+            history.infos.append(info)
+        ctx.on_window(int(row["served"]), config, float(row["reward"]), info)
+
+    def compositional(e: CompositionEnv) -> Any:
+        if llm is None:
+            return OptunaSearch(e.target_params(), seed=next(seeds))
+        from agents.evolution.composition import DESCRIPTION
+
+        return llm.controller(e.target_params(), DESCRIPTION, e.to_config(e.composition), next(seeds), ctx,
+                              "llm/composition")
 
     alt = alternate(env, agent, individual=lambda params: OptunaSearch(params, seed=next(seeds)),
-                    compositional=lambda e: OptunaSearch(e.target_params(), seed=next(seeds)), windows=ctx.windows,
+                    compositional=compositional, windows=ctx.windows,
                     seed=ctx.seed, saturation=saturation, shift=shift,
                     designer=lambda: ExperimentDesigner(config={"min_requests": gate_min_requests}),
                     gate_windows=gate_windows, store=ctx.store, exp_id=ctx.exp_id, on_window=on_row)
     history.shifts = list(alt.shifts)
+    ctx.env.steps = alt.served  # exploit windows are numbered after every window served
     log.info("alternation: switches %s; gates %s", alt.switches,
              [(g["window"], g["phase"], g["accepted"]) for g in alt.gates])
     return history
@@ -404,7 +568,8 @@ def alternating(ctx: ArmContext) -> EvolutionHistory:
     back; a saturated phase's best reaches production only through an A/B gate; exploits production."""
     o: AlternatingOptions = ctx.options
     history = _alternate(ctx, SaturationTest(o.patience, o.min_gain, o.min_windows),
-                         ShiftTest(o.check_every, o.tolerance), o.gate_windows, o.gate_min_requests)
+                         ShiftTest(o.check_every, o.tolerance), o.gate_windows, o.gate_min_requests,
+                         llm=o if o.search == "llm" else None)
     env = ctx.env.unwrapped  # production (the agent's config and the wiring that passed the gates) is deployed
     exploit(ctx, lambda obs: env.to_config(env.composition))
     return history

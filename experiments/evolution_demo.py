@@ -106,11 +106,11 @@ def run_alternation(cfg: EvolutionDemoConfig) -> pd.DataFrame:
 
     ``alternating`` evolves the main pipeline's re-ranker (Optuna) until gains saturate or a shift is
     seen, then the wiring (Optuna over routes, quotas, ranker sets and segment routing), A/B-gating each
-    phase's winner; ``static`` keeps the hand-tuned composition. Every window, gate and shift is committed
-    to ``store.db``.
+    phase's winner; ``static`` keeps the hand-tuned composition. Every window served (exploration, the
+    sentinel windows of production, the A/B gates' windows), gate and shift is committed to ``store.db``.
     """
     from agents.evolution.composition import CompositionEnv
-    from agents.evolution.schedule import SaturationTest, ShiftTest, alternate
+    from agents.evolution.schedule import PHASES, SaturationTest, ShiftTest, alternate
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,9 +121,9 @@ def run_alternation(cfg: EvolutionDemoConfig) -> pd.DataFrame:
             exp = store.start_experiment(f"demo/composition/{arm}", {"window": cfg.window}, cfg.seed)
             bar = tqdm(total=cfg.windows, desc=f"alternation/{arm}", leave=False, mininterval=1.0)
 
-            def record(row: dict, arm: str = arm) -> None:
+            def record(row: dict, arm: str = arm) -> None:  # every window served: exploration, sentinels, A/B gates
                 rows.append({"arm": arm, **row})
-                bar.update(1)
+                bar.update(row["phase"] in PHASES)
 
             if arm == "static":
                 never = SaturationTest(patience=cfg.windows, min_windows=cfg.windows + 1)

@@ -80,13 +80,15 @@ def test_composition_arms_run_on_the_composition_env(tmp_path, arm):
     summary = run(compose_config("experiment=c4_composition", f"controller={arm}", "evolution.windows=3",
                                  "evolution.exploit=1", *TINY_RUN), out_dir=tmp_path)
     f = pd.read_csv(tmp_path / "metrics.csv")
-    assert f["step"].tolist() == [0, 1, 2, 3] and summary["windows"] == 4
-    assert (f["arm"] == arm).all() and f["day"].is_monotonic_increasing and f["phase"][3] == "exploit"
+    schedule = arm in ("individual", "alternating")  # the schedule records its first sentinel window of production too
+    n = 5 if schedule else 4
+    assert f["step"].tolist() == list(range(n)) and summary["windows"] == n
+    assert (f["arm"] == arm).all() and f["day"].is_monotonic_increasing and f["phase"][n - 1] == "exploit"
     assert {"outer/engagement/clicks_per_request", "segment/new/clicks_per_request", "config/composition"} <= set(f.columns)
     with KnowledgeStore(tmp_path / "store.db") as store:
         (exp,) = store.experiments()
         trials = store.trials(exp.id)
-    assert exp.status == "finished" and [t.step for t in trials] == [0, 1, 2, 3]
+    assert exp.status == "finished" and [t.step for t in trials] == list(range(n))
     np.testing.assert_allclose([t.reward for t in trials], f["reward"])
     if arm == "static_composition":
         assert f["config/composition"].nunique() == 1 and "new->main" in f["config/composition"][0]
@@ -96,11 +98,11 @@ def test_composition_arms_run_on_the_composition_env(tmp_path, arm):
         assert f["config/composition"][3] == f["config/composition"][f["reward"][:3].idxmax()]  # then the best one
         assert {"config/main/rankers", "config/routing/new"} <= set(f.columns)
         np.testing.assert_allclose(f["reward"], f["outer/engagement/clicks_per_request"])  # reward=outer_only
-    if arm in ("individual", "alternating"):  # the schedule's rows: the re-ranker's config changes, the wiring does not
-        assert (f["phase"][:3] == "individual").all() and f["config/composition"].nunique() == 1
-        assert f["config/mmr_lambda"][:3].nunique() == 3
-        assert [t.agent for t in trials] == ["main/rerank"] * 3 + ["composition"]
-        assert {t.controller for t in trials[:3]} == {"individual/optuna"}
+    if schedule:  # the schedule's rows: the re-ranker's config changes, the wiring does not
+        assert f["phase"].tolist() == ["sentinel", "individual", "individual", "individual", "exploit"]
+        assert f["config/composition"].nunique() == 1 and f["config/mmr_lambda"][1:4].nunique() == 3
+        assert [t.agent for t in trials] == ["production"] + ["main/rerank"] * 3 + ["composition"]
+        assert {t.controller for t in trials[1:4]} == {"individual/optuna"}
 
 
 def test_alternating_arm_switches_phase_through_an_ab_gate(tmp_path):
@@ -109,10 +111,17 @@ def test_alternating_arm_switches_phase_through_an_ab_gate(tmp_path):
                        "controller.options.patience=1", "controller.options.min_windows=2", "controller.options.min_gain=10",
                        "controller.options.gate_windows=1", *TINY_RUN), out_dir=tmp_path)
     f = pd.read_csv(tmp_path / "metrics.csv")
-    assert f["phase"].tolist() == ["individual", "individual", "compositional", "compositional", "individual"]
     assert f.loc[f["phase"] == "compositional", "config/composition"].nunique() == 2
     with KnowledgeStore(tmp_path / "store.db") as store:
         rollouts = store.rollouts()
         trials = store.trials()
     assert [(r.step, r.agent) for r in rollouts] == [(1, "main/rerank"), (3, "composition")]  # one gate per phase end
-    assert [t.agent for t in trials] == ["main/rerank"] * 2 + ["composition"] * 2 + ["main/rerank"]
+    # every window served is a row: the first sentinel, a gate window at each phase end, and a sentinel of the new
+    # production after an accepted gate, and the shift test's sentinel after the 5th window (check_every 5)
+    after = [["sentinel"] if r.decision == "accepted" else [] for r in rollouts]
+    assert f["phase"].tolist() == (["sentinel", "individual", "individual", "gate", *after[0], "compositional",
+                                    "compositional", "gate", *after[1], "individual", "sentinel"])
+    assert [t.agent for t in trials] == (["production", "main/rerank", "main/rerank", "gate", *["production"] * len(after[0]),
+                                          "composition", "composition", "gate", *["production"] * len(after[1]),
+                                          "main/rerank", "production"])
+    assert f["step"].tolist() == list(range(len(f))) and f["day"].is_monotonic_increasing

@@ -127,6 +127,33 @@ def test_composition_arms_reject_what_they_cannot_run(overrides, message):
 
 
 @pytest.mark.parametrize("overrides,message", [
+    (["controller=alternating", "controller.options.search=gpt"],
+     r"`controller.options.search` must be one of \['optuna', 'llm'\] \(got 'gpt'\)"),
+    (["controller=llm", "controller.options.llm_backend=openia"],
+     r"`controller.options.llm_backend` must be one of \['smollm2', 'openai'\] \(got 'openia'\); did you mean 'openai'\?"),
+    (["controller=llm_compositional", "controller.options.llm_backend=openai"],
+     r"`controller.options.llm_base_url` must be set when llm_backend is 'openai'"),
+    (["controller=llm", "controller.options.llm_temperature=3"],
+     r"`controller.options.llm_temperature` must be in \[0.0, 2.0\] \(got 3"),
+])
+def test_llm_options_are_validated(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(compose_config(*overrides))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["controller=llm_designer", "controller.options.mode=rewrite"],
+     r"`controller.options.mode` must be one of \['design', 'edit'\] \(got 'rewrite'\)"),
+    (["controller=llm_designer", "evolution.stationary=true"],
+     r"`evolution.stationary` must be false for arm 'llm_designer'"),
+    (["controller=llm_designer", "reward=lagrangian"], r"`reward.constraints` are not supported by arm 'llm_designer'"),
+])
+def test_the_designer_arm_rejects_what_it_cannot_run(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build_env(load_config(compose_config(*overrides)))
+
+
+@pytest.mark.parametrize("overrides,message", [
     (["controller=alternating", "controller.options.min_windows=3"],
      r"`controller.options.min_windows` must be in \[5, inf\) \(got 3\)"),
     (["controller=alternating", "controller.options.gate_min_requests=200"],
@@ -211,7 +238,7 @@ def test_wrong_type_or_unknown_key_fails_while_composing(override, cause):
     (["world.shifts.0.kind=segment_mixx"], r"`world.shifts.kind` must be one of \[.*\] \(got 'segment_mixx'\); "
                                            r"did you mean 'segment_mix'\?"),
     (["controller.name=optuan"], r"`controller.name` must be one of \['alternating', 'compositional', 'individual', "
-                                 r"'optuna', 'ppo', 'random', 'static', 'static_composition'\] "
+                                 r"'llm', 'llm_compositional', 'llm_designer', 'optuna', 'ppo', 'random', 'static', 'static_composition'\] "
                                  r"\(got 'optuan'\); did you mean 'optuna'\?"),
     (["controller=ppo", "controller.options.batch_size=8"],
      r"`controller.options.batch_size` must be in \[2, 4\] \(got 8\)"),
