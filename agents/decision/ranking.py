@@ -16,7 +16,7 @@ from torch import nn
 from agents.decision.context import CatalogView, Candidates, RequestBatch
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from agents.infra.log import InteractionLog
-from envs.validation import ConfigError, check_choice
+from envs.validation import ConfigError, check_choice, check_int
 
 __all__ = ["ARCHITECTURES", "EnsembleRanker", "MultiTaskNet", "TorchRanker", "pair_features"]
 
@@ -172,7 +172,8 @@ class TorchRanker(DecisionAgent):
         self._buf_y = np.zeros((0, 3), np.float32)
         self._buf_s = np.zeros(0, np.int64)
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.trained_on = 0
+        self.trained_on = 0  # impressions passed through training, summed over windows
+        self.updates = 0  # gradient steps taken
 
     def _optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.model.parameters(), lr=self.config["lr"], weight_decay=self.config["weight_decay"])
@@ -244,11 +245,14 @@ class TorchRanker(DecisionAgent):
             xs.append(x), ys.append(y), ss.append(s)
         return np.concatenate(xs), np.concatenate(ys), np.concatenate(ss)
 
-    def learn_from(self, memory: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
-        """Add another ranker's :meth:`memory` (same features) to this one's and train on it; returns its size.
+    def learn_from(self, memory: tuple[np.ndarray, np.ndarray, np.ndarray], min_updates: int | None = None) -> int:
+        """Add another ranker's :meth:`memory` (same features) to this one's and train on it (at least
+        ``min_updates`` gradient steps, default the config's); returns its size.
 
         How a new architecture starts warm: the features do not depend on the model, so the impressions
-        a running ranker remembered are valid training data for a candidate.
+        a running ranker remembered are valid training data for a candidate. A running ranker has taken
+        many gradient steps over its life; a candidate trained with one window's budget starts far behind
+        it, hence ``min_updates`` (e.g. the incumbent's :attr:`updates`, capped).
         """
         x, y, s = memory
         if x.ndim != 2 or x.shape[1] != self.in_dim or y.shape != (len(x), 3) or s.shape != (len(x),):
@@ -256,11 +260,14 @@ class TorchRanker(DecisionAgent):
                              f"(n,) (got {x.shape}, {y.shape}, {s.shape})")
         if len(x):
             self._pending.append((x.astype(np.float32), y.astype(np.float32), s.astype(np.int64)))
-            self.observe(InteractionLog())
+            self._train(int(self.config["min_updates"]) if min_updates is None else check_int("min_updates", min_updates, 0))
         return len(x)
 
     def observe(self, log: InteractionLog) -> None:
         """Train on remembered impressions (this window's and older ones, up to ``memory``)."""
+        self._train(int(self.config["min_updates"]))
+
+    def _train(self, min_updates: int) -> None:
         if self._pending:
             xs, ys, ss = zip(*self._pending)
             self._pending.clear()
@@ -276,7 +283,7 @@ class TorchRanker(DecisionAgent):
         self.model.train()
         bs = int(self.config["batch_size"])
         batches = -(-n // bs)
-        epochs = max(int(self.config["epochs"]), -(-int(self.config["min_updates"]) // batches))
+        epochs = max(int(self.config["epochs"]), -(-min_updates // batches))
         for _ in range(epochs):  # small buffers (early windows) get more passes: min_updates steps in all
             perm = torch.randperm(n, generator=self.generator)
             for lo in range(0, n, bs):
@@ -291,6 +298,7 @@ class TorchRanker(DecisionAgent):
                 self._opt.zero_grad()
                 loss.backward()
                 self._opt.step()
+                self.updates += 1
         self.model.eval()
         self.trained_on += n
 

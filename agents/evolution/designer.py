@@ -98,7 +98,8 @@ def applicable_edits(current: Mapping[str, Any]) -> list[str]:
     if len(routes) > 1:
         edits += [f"drop_route:{r}" for r in ROUTES if r in routes]
     edits += [f"set_quota:{r}" for r in ROUTES if r in routes]
-    edits += [f"ranker_hidden:{w}" for w in HIDDEN_WIDTHS if w != ranker["hidden"]]
+    if ranker["arch"] == "mlp":  # a linear ranker has no hidden layer
+        edits += [f"ranker_hidden:{w}" for w in HIDDEN_WIDTHS if w != ranker["hidden"]]
     edits.append(f"ranker_towers:{'off' if ranker['per_segment'] else 'on'}")
     edits.append(f"ranker_arch:{'linear' if ranker['arch'] == 'mlp' else 'mlp'}")
     edits += [f"fusion_size:{f}" for f in FUSION_SIZES if f != pipe["fusion_size"]]
@@ -453,6 +454,15 @@ class LLMDesigner:
 # ------------------------------------------------------------------------------------------- one step
 
 
+WARM_UPDATES = 2000  # at most this many gradient steps to train a new ranker architecture on the incumbent's memory
+
+
+def _same_model(a: TorchRanker, b: TorchRanker) -> bool:
+    """The same network shape (a linear ranker has no hidden layer: its width does not matter)."""
+    return (a.arch, a.per_segment, a.in_dim) == (b.arch, b.per_segment, b.in_dim) and (
+        a.arch == "linear" or a.hidden == b.hidden)
+
+
 def warm_start(challenger: Pipeline, incumbent: Pipeline) -> list[str]:
     """Carry the incumbent's learned state into a freshly built candidate, where the structure allows.
 
@@ -460,7 +470,8 @@ def warm_start(challenger: Pipeline, incumbent: Pipeline) -> list[str]:
     kind the incumbent has, the score fusion and the re-ranker are copies of the incumbent's (their
     learned statistics, calibration and flagged items) with the candidate's parameters; the ranker is a
     copy when its architecture matches, else it is trained on the incumbent's replay memory (the
-    features do not depend on the pipeline). Returns what was carried over.
+    features do not depend on the pipeline) for as many gradient steps as the incumbent took, at most
+    ``WARM_UPDATES``. Returns what was carried over.
     """
     notes = []
     running = {r.name: r for r in incumbent.recalls}
@@ -477,17 +488,17 @@ def warm_start(challenger: Pipeline, incumbent: Pipeline) -> list[str]:
         setattr(challenger, attr, warm)
         notes.append(f"{attr}: copied")
     new, old = challenger.ranker, incumbent.ranker
-    if isinstance(old, TorchRanker) and (new.arch, new.hidden, new.per_segment, new.in_dim) == (
-            old.arch, old.hidden, old.per_segment, old.in_dim):
+    if isinstance(old, TorchRanker) and _same_model(new, old):
         warm = copy.deepcopy(old)
         warm.name = new.name
         warm.configure(new.config)
         challenger.ranker = warm
         notes.append("ranker: copied")
     elif isinstance(old, TorchRanker) and isinstance(new, TorchRanker) and old.in_dim == new.in_dim:
-        n = new.learn_from(old.memory())
+        updates = min(old.updates, WARM_UPDATES)
+        n = new.learn_from(old.memory(), min_updates=updates)
         if n:
-            notes.append(f"ranker: trained on the incumbent's {n} remembered impressions")
+            notes.append(f"ranker: trained on the incumbent's {n} remembered impressions ({new.updates} steps)")
     return notes
 
 

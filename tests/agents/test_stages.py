@@ -134,7 +134,9 @@ def test_ranker_memory_warm_starts_another_architecture():
     new = TorchRanker(12, 3, 5, arch="linear", seed=1)
     test = rng.normal(size=(500, 12)).astype(np.float32)
     before = new.predict(test, np.zeros(500))["click"]
-    assert new.learn_from((mx, my, ms)) == 3000 and new.trained_on == 3000
+    assert new.learn_from((mx, my, ms), min_updates=400) == 3000 and new.trained_on == 3000
+    assert new.updates == 402  # whole passes of 3 batches (1024, 1024, 952) until at least 400 steps
+
     after = new.predict(test, np.zeros(500))["click"]
     truth = test[:, 0] > 0
     assert np.mean((after > 0.5) == truth) > 0.95 > np.mean((before > 0.5) == truth) + 0.2
