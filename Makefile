@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= dev,llm,slurm
+EXTRAS ?= dev,llm,slurm,ray
 OUT ?= outputs/demo
 
 .PHONY: demo test bench install lock clean
