@@ -33,7 +33,7 @@ from pathlib import Path
 
 from experiments.config import ClaimConfig
 from experiments.plot import load_metrics, load_shifts, make_figures, save_figures, use_agg
-from experiments.report import ClaimResult, evaluate_claim, load_claims, render_report
+from experiments.report import ClaimResult, evaluate_claim, load_claims, load_gates, render_report
 
 __all__ = ["ABLATIONS", "SMOKE_OVERRIDES", "Ablation", "AblationResult", "evaluate_ablation", "main", "render_suite",
            "run_ablation", "run_suite"]
@@ -147,8 +147,9 @@ def evaluate_ablation(ablation: Ablation, out: Path, smoke: bool = False) -> Abl
     paths = save_figures(figures, base / "figures")
     title = f"{ablation.key} {ablation.title.lower()} (`experiment={ablation.preset}`)"
     report = base / "report.md"
-    report.write_text(render_report(frame, results, paths, report, f"Report: {title}", str(runs)))
-    section = render_report(frame, results, paths, out / "report.md", title, str(runs.relative_to(out)))
+    gates = load_gates(runs)
+    report.write_text(render_report(frame, results, paths, report, f"Report: {title}", str(runs), gates))
+    section = render_report(frame, results, paths, out / "report.md", title, str(runs.relative_to(out)), gates)
     n_runs = int(frame.groupby(["arm", "seed"]).ngroups)
     return AblationResult(ablation, runs, results, seconds, n_runs, report, section)
 

@@ -236,10 +236,54 @@ SUMMARY_METRICS = ("reward", "outer/engagement/clicks_per_request", "outer/risk/
                    "outer/long_term/return_rate")
 
 
+def load_gates(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every A/B-gated decision the runs under ``run_dir`` committed to their knowledge stores (the LLM designer's
+    proposals, the alternation's gates): arm, seed, step, agent, what was tested, decision, effect and its 95% CI.
+    A designer's proposal is described by its stored rationale's first part (the edit it made)."""
+    from agents.infra.store import KnowledgeStore
+
+    rows = []
+    for run in run_dirs(run_dir):
+        if not (run / "store.db").exists():
+            continue
+        summary = yaml.safe_load((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+        with KnowledgeStore(run / "store.db") as store:
+            rollouts = store.rollouts()
+            if not rollouts:
+                continue
+            designs = {(d.experiment_id, round(d.reward, 12)): d for d in store.designs(valid=True) if d.reward is not None}
+        for r in rollouts:
+            design = designs.get((r.experiment_id, round(r.effect, 12))) if r.effect is not None else None
+            what = design.rationale.split(":")[0] if design is not None and design.rationale else (
+                ", ".join(f"{k}={v}" for k, v in r.candidate_config.items()) if isinstance(r.candidate_config, dict)
+                and "pipelines" not in r.candidate_config else "a new design")
+            rows.append({"arm": summary.get("arm", run.name), "seed": summary.get("seed"), "step": r.step,
+                         "agent": r.agent, "what": what[:120], "decision": r.decision, "effect": r.effect,
+                         "ci_low": r.ci_low, "ci_high": r.ci_high})
+    return pd.DataFrame(rows, columns=["arm", "seed", "step", "agent", "what", "decision", "effect", "ci_low", "ci_high"])
+
+
+def render_gates(gates: pd.DataFrame) -> list[str]:
+    """Markdown lines: per arm, how many gated candidates were accepted; then every accepted one."""
+    if gates.empty:
+        return []
+    lines = ["## A/B-gated changes", "", "| arm | tested | accepted |", "|---|---|---|"]
+    for arm, g in gates.groupby("arm", sort=False):
+        lines.append(f"| {arm} | {len(g)} | {int((g['decision'] == 'accepted').sum())} |")
+    accepted = gates[gates["decision"] == "accepted"]
+    if len(accepted):
+        lines += ["", "Accepted (effect on the gate's metric, candidate - incumbent, with its 95% interval):", "",
+                  "| arm | seed | step | change | effect | 95% CI |", "|---|---|---|---|---|---|"]
+        for _, r in accepted.iterrows():
+            lines.append(f"| {r['arm']} | {r['seed']} | {r['step']} | {r['what']} | {r['effect']:+.4f} | "
+                         f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] |")
+    return lines + [""]
+
+
 def render_report(frame: pd.DataFrame, results: list[ClaimResult], figures: dict[str, Path], out: Path,
-                  title: str = "Experiment report", source: str = "") -> str:
+                  title: str = "Experiment report", source: str = "", gates: pd.DataFrame | None = None) -> str:
     """The Markdown report: the claims (one line each, then a table), a per-arm summary (the usual metrics and
-    every claim's) and the figures."""
+    every claim's), the A/B-gated changes (``gates``, from :func:`load_gates`) and the figures."""
     arms = list(dict.fromkeys(frame["arm"])) if len(frame) else []
     seeds = sorted(int(s) for s in frame["seed"].unique()) if len(frame) else []
     lines = [f"# {title}", ""]
@@ -270,6 +314,8 @@ def render_report(frame: pd.DataFrame, results: list[ClaimResult], figures: dict
         for arm in arms:
             runs = per_run.loc[arm]
             lines.append(f"| {arm} | {len(runs)} | " + " | ".join(_fmt_ci(runs[c].to_numpy()) for c in cols) + " |")
+    if gates is not None and not gates.empty:
+        lines += ["", *render_gates(gates)]
     if figures:
         lines += ["", "## Figures", ""]
         for name, path in figures.items():
@@ -293,7 +339,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     names = {c.get("name") for c in _configs(run_dir)} - {None}
     title = f"Report: {', '.join(sorted(names))}" if names else "Experiment report"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(frame, results, paths, out, title, str(run_dir)))
+    out.write_text(render_report(frame, results, paths, out, title, str(run_dir), load_gates(run_dir)))
     return out, results
 
 

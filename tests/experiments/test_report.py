@@ -138,3 +138,34 @@ def test_write_report_reads_claims_from_the_runs_and_embeds_the_figures(tmp_path
         assert f"![{name}](figures/{name}.png)" in text and (tmp_path / "reports" / "figures" / f"{name}.png").exists()
     path, results = write_report(tmp_path / "multirun", figures=False)
     assert path == tmp_path / "multirun" / "report.md" and [r.verdict for r in results] == ["held", "untestable"]
+
+
+def test_gated_changes_are_read_from_the_runs_stores_and_listed(tmp_path):
+    import json
+
+    from agents.infra.store import KnowledgeStore
+    from experiments.report import load_gates, render_gates
+
+    for i, (arm, accepted) in enumerate([("llm_designer", True), ("alternating", False)]):
+        run = tmp_path / f"{i}-{arm}-s0"
+        run.mkdir()
+        pd.DataFrame({"step": [0], "arm": [arm], "seed": [0], "reward": [0.5]}).to_csv(run / "metrics.csv", index=False)
+        (run / "summary.json").write_text(json.dumps({"arm": arm, "seed": 0}))
+        with KnowledgeStore(run / "store.db") as store:
+            exp = store.start_experiment("x", {}, 0)
+            if arm == "llm_designer":
+                store.add_design(exp, "llm_designer", {"pipelines": []}, "add route fresh (quota 0.05): why", "constrained",
+                                 True, None, 0.0524)
+                doc = {"pipelines": []}
+            else:
+                doc = {"mmr_lambda": 0.3}
+            store.add_rollout(exp, 4, arm, doc, "accepted" if accepted else "rejected", effect=0.0524 if accepted else -0.01,
+                              ci_low=0.0045 if accepted else -0.05, ci_high=0.1002 if accepted else 0.03, p_value=0.03,
+                              n_incumbent=500, n_candidate=500)
+    gates = load_gates(tmp_path)
+    assert gates[["arm", "step", "what", "decision"]].values.tolist() == [
+        ["llm_designer", 4, "add route fresh (quota 0.05)", "accepted"], ["alternating", 4, "mmr_lambda=0.3", "rejected"]]
+    text = "\n".join(render_gates(gates))
+    assert "| llm_designer | 1 | 1 |" in text and "| alternating | 1 | 0 |" in text
+    assert "| llm_designer | 0 | 4 | add route fresh (quota 0.05) | +0.0524 | [+0.0045, +0.1002] |" in text
+    assert "mmr_lambda=0.3" not in text  # only accepted changes are listed one by one
