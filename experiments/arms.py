@@ -100,7 +100,8 @@ class Arm:
     options: type | None
     description: str
     env: str = "evolution"  # one of ENV_KINDS
-    live: bool = False  # it changes the running system itself (needs evolution.stationary=false, no constraints)
+    live: bool = False  # it serves windows step() alone does not (deploys structures, splits traffic): needs
+    # evolution.stationary=false and no reward constraints
 
 
 ARMS: dict[str, Arm] = {}
@@ -109,8 +110,9 @@ ARMS: dict[str, Arm] = {}
 def register_arm(name: str, options: type | None = None, env: str = "evolution", live: bool = False
                  ) -> Callable[[ArmFn], ArmFn]:
     """Register ``fn`` as the arm ``name`` (with an optional options dataclass, validated at start-up) that
-    drives an env of kind ``env`` (``"evolution"`` or ``"composition"``); ``live``: the arm changes the env's
-    running system itself (e.g. deploys new structures), so the env must not restore snapshots."""
+    drives an env of kind ``env`` (``"evolution"`` or ``"composition"``); ``live``: the arm serves windows the env's
+    ``step`` alone does not describe (deploys new structures, splits traffic with a control), so the env must not
+    restore snapshots and its reward must not be wrapped by constraints."""
     check_choice("env", env, ENV_KINDS)
 
     def add(fn: ArmFn) -> ArmFn:
@@ -256,6 +258,30 @@ def random_search(ctx: ArmContext) -> EvolutionHistory:
 def optuna_search(ctx: ArmContext) -> EvolutionHistory:
     """Optuna's TPE proposes a config every window and learns from its reward; exploits the best one it tried."""
     return _search(ctx, OptunaSearch(ctx.env.target_params(), seed=ctx.seed))
+
+
+@dataclass
+class ControlOptions:
+    """The share of users served by the hand-tuned config each window, as a concurrent control."""
+
+    control_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_range("controller.options.control_share", self.control_share, 0.05, 0.5)
+
+
+@register_arm("optuna_ab", options=ControlOptions, live=True)
+def optuna_ab(ctx: ArmContext) -> EvolutionHistory:
+    """Optuna told each window's reward relative to a concurrent control (the hand-tuned config on
+    ``control_share`` of the users), free of the trend a learning system's reward has; exploits the config with
+    the best relative reward, on all traffic."""
+    inner = ctx.env.unwrapped
+    inner.set_control_share(ctx.options.control_share)
+    evolve(ctx.env, OptunaSearch(ctx.env.target_params(), seed=ctx.seed), ctx.windows, seed=ctx.seed)
+    best = best_config(ctx.env.history, ctx.env.target_params())
+    inner.set_control_share(0.0)
+    exploit(ctx, lambda obs: best)
+    return ctx.env.history
 
 
 @dataclass

@@ -120,8 +120,8 @@ def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution | Co
     if ARMS[cfg.controller.name].live:
         arm = cfg.controller.name
         if e.stationary:
-            raise ConfigError(f"`evolution.stationary` must be false for arm {arm!r}: it deploys new structures into "
-                              f"the running system, which a stationary env would restore every window (got true)")
+            raise ConfigError(f"`evolution.stationary` must be false for arm {arm!r}: it changes what the running system "
+                              f"serves, which a stationary env would restore every window (got true)")
         if cfg.reward.constraints:
             raise ConfigError(f"`reward.constraints` are not supported by arm {arm!r} (it scores A/B windows on the "
                               f"env's own reward); pick a reward without constraints (got {len(cfg.reward.constraints)})")

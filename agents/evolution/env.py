@@ -167,7 +167,7 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
             self._prev_ctr = float(self._regime_log.requests["clicks"].mean()) if self._regime_log.num_requests else None
             self._after_restore()
         config = self._apply(action)
-        log = self._sim.window(self.window, learn=self.learn)
+        log = self._serve_window()
         self.last_log = log
         reward, terms = self._reward(log)
         obs = self._observe(log)
@@ -177,6 +177,10 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _after_restore(self) -> None:
         """Hook run after a stationary step restored the snapshot (re-bind references into the copy)."""
+
+    def _serve_window(self) -> InteractionLog:
+        """Serve one window of the step (after ``_apply``)."""
+        return self._sim.window(self.window, learn=self.learn)
 
     def score(self, log: InteractionLog) -> tuple[float, dict[str, float]]:
         """The env's reward and its terms for any window's log, e.g. a window served outside ``step`` (an A/B
@@ -213,7 +217,14 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
 
 
 class EvolutionEnv(WindowEnv):
-    """Evolve one decision agent of a running system; a step is a window of traffic."""
+    """Evolve one decision agent of a running system; a step is a window of traffic.
+
+    With ``control_share`` > 0 (non-stationary only) that share of the users is served, every window, by a copy of
+    the agent as the system config sets it (a concurrent control that learns from its own traffic); the reward is
+    then the candidate users' reward minus the control users', free of the trend a learning system's reward has
+    over time; the info terms stay the whole window's, plus ``evolution/candidate_reward`` and
+    ``evolution/control_reward``.
+    """
 
     def __init__(
         self,
@@ -231,8 +242,12 @@ class EvolutionEnv(WindowEnv):
         learn: bool = True,
         stationary: bool = False,
         render_mode: str | None = None,
+        control_share: float = 0.0,
     ) -> None:
         super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode)
+        self._control: Any = None
+        self._split: tuple[InteractionLog, int] | None = None
+        self.set_control_share(control_share)
         if system is None:
             system = fast_baseline()
         self.system_cfg = system if isinstance(system, SystemConfig) else SystemConfig(**known_keys("system", system, SystemConfig))
@@ -266,9 +281,50 @@ class EvolutionEnv(WindowEnv):
 
     def _after_build(self) -> None:
         self.target.configure(self.fixed)
+        self._control = copy.deepcopy(self.target)  # the system config's agent, for a concurrent control
+        self._control.name = f"{self.agent_name}/control"
+        self._split = None
 
     def _current(self) -> dict[str, Any]:
         return dict(self.target.config)
+
+    # ------------------------------------------------------------------ concurrent control
+    def set_control_share(self, share: float) -> None:
+        """Serve ``share`` of the users (by a hash of their id) with the agent as the system config sets it (a
+        concurrent control, learning from its own traffic) and tell the rest's reward minus the control's: a
+        relative reward free of the trend a learning system's reward has over time. 0 turns it off."""
+        check_range("control_share", share, 0.0, 0.5)
+        if share and self.stationary:
+            raise ConfigError(f"`control_share` needs a non-stationary env: a stationary one restores every window "
+                              f"(got control_share={share} with stationary=True)")
+        self.control_share = float(share)
+
+    def _serve_window(self) -> InteractionLog:
+        self._split = None
+        if not self.control_share:
+            return super()._serve_window()
+        from agents.decision.functional import ExperimentDesigner
+        from agents.evolution.rollout import ABRouter
+
+        system = self._sim.system
+        target = self.target
+        index = next(i for i, p in enumerate(system.pipelines) if any(a is target for a in p.agents))
+        control = copy.copy(system.pipelines[index])  # the same agents but the control's copy of the target
+        control.name = f"{control.name}/control"
+        control.recalls = [self._control if r is target else r for r in control.recalls]
+        for attr in ("fusion", "ranker", "scorer", "reranker"):
+            if getattr(control, attr) is target:
+                setattr(control, attr, self._control)
+        names = [p.name for p in system.pipelines]
+        router = ABRouter(ExperimentDesigner(config={"share": self.control_share}), system.router, index,
+                          [*names, control.name])
+        self._sim.system = System([*system.pipelines, control], router, system.route_names)
+        try:
+            log = self._sim.window(self.window, learn=self.learn)
+        finally:
+            self._sim.system = system
+        self._split = (log, len(names))
+        return log
 
     def _config_features(self) -> np.ndarray:
         free = {k: v for k, v in self.target.config.items() if k not in self.fixed}
@@ -282,7 +338,16 @@ class EvolutionEnv(WindowEnv):
         return dict(self.target.config)
 
     def _reward(self, log: InteractionLog) -> tuple[float, dict[str, float]]:
-        return agent_reward(self.target, self.role, log, self.reward_cfg, self._sim.world.catalog.embedding)
+        embedding = self._sim.world.catalog.embedding
+        reward, terms = agent_reward(self.target, self.role, log, self.reward_cfg, embedding)
+        if self._split is None or self._split[0] is not log:
+            return reward, terms
+        # with a concurrent control: the terms are the whole window's (all the traffic served), the reward is
+        # the candidate users' minus the control users'
+        in_control = log.requests["pipeline"] == self._split[1]
+        candidate, _ = agent_reward(self.target, self.role, log.where(~in_control), self.reward_cfg, embedding)
+        control, _ = agent_reward(self._control, self.role, log.where(in_control), self.reward_cfg, embedding)
+        return candidate - control, {**terms, "evolution/candidate_reward": candidate, "evolution/control_reward": control}
 
 
 def agent_reward(agent: Any, role: str, log: InteractionLog, cfg: LayeredRewardConfig,

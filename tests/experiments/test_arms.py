@@ -56,7 +56,7 @@ def test_every_window_has_per_segment_columns_that_add_up_to_the_overall_ones(tm
     np.testing.assert_allclose(overall, f["outer/engagement/clicks_per_request"])
 
 
-@pytest.mark.parametrize("arm", ["static", "random", "optuna", "ppo"])
+@pytest.mark.parametrize("arm", ["static", "random", "optuna", "optuna_ab", "ppo"])
 def test_evolution_arms_exploit_what_they_found_after_the_evolution(tmp_path, arm):
     overrides = ["controller.options.n_steps=2", "controller.options.batch_size=2"] if arm == "ppo" else []
     summary = run(compose_config("experiment=smoke", f"controller={arm}", "evolution.windows=3", "evolution.exploit=2",
@@ -66,7 +66,11 @@ def test_evolution_arms_exploit_what_they_found_after_the_evolution(tmp_path, ar
     assert f["phase"].fillna("").tolist() == ["", "", "", "exploit", "exploit"]
     assert summary["final/exploit_reward_mean"] == pytest.approx(f["reward"][3:].mean())
     config = [c for c in f.columns if c.startswith("config/")]
-    if arm in ("random", "optuna"):  # the best config of the evolution's windows, served again
+    if arm == "optuna_ab":  # told candidate - control while searching; the exploit windows serve everyone alike
+        relative = f["evolution/candidate_reward"][:3] - f["evolution/control_reward"][:3]
+        np.testing.assert_allclose(f["reward"][:3], relative)
+        assert f["evolution/control_reward"][3:].isna().all()
+    if arm in ("random", "optuna", "optuna_ab"):  # the best config of the evolution's windows, served again
         best = f.loc[f["reward"][:3].idxmax(), config]
         for step in (3, 4):
             pd.testing.assert_series_equal(f.loc[step, config], best, check_names=False)

@@ -93,3 +93,31 @@ def test_fixed_parameters_and_frozen_learning():
         tiny_env(fixed={"mmr_lamda": 0.5})
     with pytest.raises(ConfigError, match=r"`fixed` leaves no parameter of `baseline/rerank` to evolve"):
         tiny_env(fixed={**fixed, "mmr_lambda": 0.0, "risk_threshold": 1.0})
+
+
+def test_a_concurrent_control_serves_its_share_and_removes_the_learning_trend_from_the_reward():
+    torch.set_num_threads(1)
+    env = tiny_env(window=2000, control_share=0.5, reward={"inner_weight": {"rerank": 0.0}})  # reward: clicks/request
+    env.reset(seed=0)
+    system, initial = env.system, dict(env.target.config)
+    same = {k: v for k, v in initial.items() if k in env.target_params().by_name}
+    relative, absolute = [], []
+    for _ in range(6):  # the candidate is the control's config: only the system's learning moves the reward
+        _, reward, _, _, info = env.step(env.codec.encode(same))
+        share = float(np.mean(env.last_log.requests["pipeline"] == 1))
+        assert 0.4 < share < 0.6 and set(np.unique(env.last_log.requests["pipeline"])) == {0, 1}
+        assert reward == pytest.approx(info["evolution/candidate_reward"] - info["evolution/control_reward"])
+        relative.append(reward)
+        absolute.append(info["evolution/candidate_reward"])
+    # measured: clicks per request 0.17 -> 0.51 over the 6 windows; relative rewards within +-0.035
+    assert absolute[-1] - absolute[0] > 0.2 and max(abs(r) for r in relative) < 0.06
+    assert env.system is system and len(system.pipelines) == 1  # the split is only for the window
+    env.step(env.codec.encode({**same, "mmr_lambda": 1.0}))
+    assert env.target.config["mmr_lambda"] == 1.0 and env._control.config == initial  # the control keeps its config
+    env.set_control_share(0.0)
+    env.step(env.codec.encode(same))
+    assert set(np.unique(env.last_log.requests["pipeline"])) == {0} and "evolution/control_reward" not in env._last
+    with pytest.raises(ConfigError, match=r"`control_share` needs a non-stationary env"):
+        tiny_env(control_share=0.2, stationary=True)
+    with pytest.raises(ConfigError, match=r"`control_share` must be in \[0.0, 0.5\] \(got 0.7\)"):
+        tiny_env(control_share=0.7)
