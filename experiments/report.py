@@ -14,6 +14,7 @@ seed is missing. The figures of :mod:`experiments.plot` are written next to the 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -251,9 +252,9 @@ def load_gates(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
             rollouts = store.rollouts()
             if not rollouts:
                 continue
-            designs = {(d.experiment_id, round(d.reward, 12)): d for d in store.designs(valid=True) if d.reward is not None}
-        for r in rollouts:
-            design = designs.get((r.experiment_id, round(r.effect, 12))) if r.effect is not None else None
+            designs = {(d.experiment_id, json.dumps(d.document, sort_keys=True)): d for d in store.designs(valid=True)}
+        for r in rollouts:  # a designer's rollout tests the document it stored as a design
+            design = designs.get((r.experiment_id, json.dumps(r.candidate_config, sort_keys=True)))
             what = design.rationale.split(":")[0] if design is not None and design.rationale else (
                 ", ".join(f"{k}={v}" for k, v in r.candidate_config.items()) if isinstance(r.candidate_config, dict)
                 and "pipelines" not in r.candidate_config else "a new design")

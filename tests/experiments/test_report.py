@@ -154,9 +154,11 @@ def test_gated_changes_are_read_from_the_runs_stores_and_listed(tmp_path):
         with KnowledgeStore(run / "store.db") as store:
             exp = store.start_experiment("x", {}, 0)
             if arm == "llm_designer":
-                store.add_design(exp, "llm_designer", {"pipelines": []}, "add route fresh (quota 0.05): why", "constrained",
-                                 True, None, 0.0524)
-                doc = {"pipelines": []}
+                doc = {"pipelines": [{"name": "baseline", "fusion_size": 300}]}
+                store.add_design(exp, "llm_designer", doc, "add route fresh (quota 0.05): why", "constrained", True,
+                                 None, 0.0524)
+                store.add_design(exp, "llm_designer", {"pipelines": [{"name": "other"}]}, "drop route fresh: no",
+                                 "constrained", True, None, 0.0524)  # the same effect, another design
             else:
                 doc = {"mmr_lambda": 0.3}
             store.add_rollout(exp, 4, arm, doc, "accepted" if accepted else "rejected", effect=0.0524 if accepted else -0.01,
