@@ -164,7 +164,9 @@ class TorchRanker(DecisionAgent):
         self.arch, self.hidden, self.per_segment = arch, hidden, per_segment
         self.in_dim, self.num_segments, self.num_routes = in_dim, num_segments, num_routes
         self.generator = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global torch RNG
+        # seeded init without touching the global torch RNG; parameters are ordinary tensors even when the
+        # caller builds the system inside ``torch.inference_mode()`` (inference tensors cannot be trained)
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(False):
             torch.manual_seed(seed)
             self.model = MultiTaskNet(in_dim, arch, hidden, num_segments, per_segment)
         self._opt = self._optimizer()
@@ -268,6 +270,12 @@ class TorchRanker(DecisionAgent):
         self._train(int(self.config["min_updates"]))
 
     def _train(self, min_updates: int) -> None:
+        # the system's own learning never depends on the caller's autograd mode: an evaluation loop or SB3's
+        # ARS steps the env under ``torch.no_grad()``, others under ``torch.inference_mode()``
+        with torch.inference_mode(False), torch.enable_grad():
+            self._train_steps(min_updates)
+
+    def _train_steps(self, min_updates: int) -> None:
         if self._pending:
             xs, ys, ss = zip(*self._pending)
             self._pending.clear()
