@@ -24,6 +24,11 @@ are inherited from a ``base`` config in :func:`design_to_config`. :func:`repair_
 can be fixed (numbers clamped, close names, unknown keys dropped, routes given as a list turned into
 the map with repeats dropped) and notes each change; :func:`design_key` is a canonical hash for
 deduplication.
+
+Documents come from a model and are untrusted: validation and repair never raise on any value. A
+document that is not JSON data (nesting deeper than :data:`MAX_DEPTH`, NaN, +-inf, an integer beyond
+the float range, a non-string key, a set or object) is invalid with the reason, and repair treats such
+a value as unusable.
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ import difflib
 import hashlib
 import json
 import math
+import numbers
 import re
 import reprlib
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,6 +62,7 @@ __all__ = [
     "DEFAULT_DESIGN",
     "DESIGN_SCHEMA",
     "HIDDEN_WIDTHS",
+    "MAX_DEPTH",
     "MIN_SUPPLY",
     "config_to_design",
     "design_key",
@@ -79,6 +87,7 @@ RATIONALE_LENGTH = 200
 MIN_SUPPLY = 20
 SEGMENTS = tuple(default_segments())
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
+MAX_DEPTH = 64  # nesting levels a document may have (a design needs 5)
 
 
 # ---------------------------------------------------------------------------------------- schema
@@ -180,8 +189,60 @@ def _path(parts: Sequence[Any]) -> str:
     return out or "design"
 
 
-def _got(value: Any) -> str:
-    return reprlib.repr(value)
+class _SafeRepr(reprlib.Repr):
+    """``reprlib`` limits, and no full ``repr`` of a huge integer (Python refuses those past 4,300 digits)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if abs(x) > 10**30:
+            return f"<int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_got = _SafeRepr().repr  # a short, safe description of any value, for messages
+
+
+def _as_text(value: Any) -> str | None:
+    """A scalar as the text a model may have meant (``3`` -> ``"3"``); None for containers, huge ints, objects."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) or (isinstance(value, int) and abs(value) <= 10**30):
+        return str(value)
+    return None
+
+
+def _not_json(doc: Any, limit: int = 5) -> list[str]:
+    """What keeps ``doc`` from being the JSON data a design is (at most ``limit`` problems, each naming its key):
+    nesting deeper than MAX_DEPTH, NaN or +-inf, an integer beyond the float range, a non-string key, a
+    value of another type. Iterative, so any depth is safe to check."""
+    problems: list[str] = []
+    stack: list[tuple[Any, str, int]] = [(doc, "design", 0)]
+    while stack and len(problems) < limit:
+        value, path, depth = stack.pop()
+        if isinstance(value, (Mapping, list)):
+            if depth >= MAX_DEPTH:
+                problems.append(f"`{path}` nests deeper than {MAX_DEPTH} levels")
+                continue
+            if isinstance(value, list):
+                stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in reversed(list(enumerate(value))))
+                continue
+            for k, v in reversed(list(value.items())):
+                if not isinstance(k, str):
+                    problems.append(f"`{path}` keys must be strings (got {type(k).__name__} {_got(k)})")
+                    continue
+                stack.append((v, k if path == "design" else f"{path}.{k[:40]}", depth + 1))
+        elif value is None or isinstance(value, (str, bool)):
+            continue
+        elif isinstance(value, numbers.Integral):  # numpy integers too
+            if abs(int(value)) > sys.float_info.max:
+                problems.append(f"`{path}` must be a finite number (got an integer of {int(value).bit_length()} "
+                                f"bits, beyond the float range)")
+        elif isinstance(value, numbers.Real):
+            if not math.isfinite(value):
+                problems.append(f"`{path}` must be a finite number (got {value})")
+        else:
+            problems.append(f"`{path}` must be JSON data: an object, list, string, number, boolean or null "
+                            f"(got {type(value).__name__})")
+    return problems
 
 
 def _schema_message(err: Any) -> str:
@@ -253,7 +314,12 @@ def _semantic_errors(doc: Mapping[str, Any]) -> list[str]:
 
 
 def validate_design(doc: Any, schema: Mapping[str, Any] = DESIGN_SCHEMA) -> list[str]:
-    """Every problem of a design document, each naming the key, the allowed values and the value; [] if valid."""
+    """Every problem of a design document, each naming the key, the allowed values and the value; [] if valid.
+
+    Never raises: a document that is not JSON data (see :func:`_not_json`) gets those problems only."""
+    problems = _not_json(doc)
+    if problems:
+        return problems
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     if errors:
@@ -268,8 +334,10 @@ def _number(value: Any) -> float | None:
     """A finite number from a number or a numeric string; None otherwise."""
     if isinstance(value, bool):
         return float(value)
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
+    if isinstance(value, int):
+        return float(value) if abs(value) <= sys.float_info.max else None  # float() of a larger int overflows
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, str):
         try:
             v = float(value.strip())
@@ -315,7 +383,7 @@ class _Repair:
         if kind == "boolean":
             if isinstance(value, bool):
                 return value, True
-            text = str(value).strip().lower()
+            text = (_as_text(value) or "").strip().lower()
             if text in ("true", "1", "yes", "1.0"):
                 self.notes.append(f"`{path}`: {_got(value)} read as true")
                 return True, True
@@ -325,7 +393,10 @@ class _Repair:
             self.notes.append(f"`{path}`: {_got(value)} is not a boolean")
             return value, False
         if kind == "string":
-            text = value if isinstance(value, str) else ("" if value is None else str(value))
+            text = "" if value is None else _as_text(value)
+            if text is None:
+                self.notes.append(f"`{path}`: {_got(value)} is not a string")
+                return value, False
             if text is not value:
                 self.notes.append(f"`{path}`: {_got(value)} read as a string")
             if "pattern" in schema and not re.fullmatch(schema["pattern"], text):
@@ -347,7 +418,7 @@ class _Repair:
         if value in options and not isinstance(value, bool):
             return value, True
         if all(isinstance(o, str) for o in options):
-            close = difflib.get_close_matches(str(value).strip().lower(), options, n=1, cutoff=0.75)
+            close = difflib.get_close_matches((_as_text(value) or "").strip().lower(), options, n=1, cutoff=0.75)
             if close:
                 self.notes.append(f"`{path}`: {_got(value)} read as {close[0]!r} (allowed: {options})")
                 return close[0], True
@@ -369,14 +440,14 @@ class _Repair:
         out: dict[str, Any] = {}
         value = dict(value)
         for key in [k for k in value if k not in props]:
-            close = difflib.get_close_matches(str(key).strip().lower(), [p for p in props if p not in value], n=1,
-                                              cutoff=0.75)
+            close = difflib.get_close_matches(key.strip().lower() if isinstance(key, str) else "",
+                                              [p for p in props if p not in value], n=1, cutoff=0.75)
             if close:
                 self.notes.append(f"`{path}`: key {key!r} read as {close[0]!r}")
                 value[close[0]] = value.pop(key)
         extra = [k for k in value if k not in props]
         if extra:
-            self.notes.append(f"`{path}`: unknown keys {extra} dropped (allowed: {list(props)})")
+            self.notes.append(f"`{path}`: unknown keys {_got(extra)} dropped (allowed: {list(props)})")
         for key, sub in props.items():
             sub_path = f"{path}.{key}" if path != "design" else key
             sub_base = base.get(key) if isinstance(base, Mapping) else None

@@ -36,7 +36,9 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +63,7 @@ from agents.evolution.design import (
     system_to_config,
     validate_design,
 )
-from agents.evolution.llm import LLMBackend, LLMError, Reply, parse_json_reply
+from agents.evolution.llm import REPLY_FAILURES, LLMBackend, LLMError, Reply, parse_json_reply, safe_text
 from agents.evolution.rollout import ab_rollout_pipeline, ab_test_systems
 from agents.infra.log import InteractionLog
 from agents.infra.store import KnowledgeStore
@@ -120,12 +122,30 @@ def edit_schema(edits: Sequence[str], rationale_length: int = 100) -> dict[str, 
     }
 
 
+def _finite(key: str, value: Any) -> float:
+    """``value`` as a finite float; ConfigError naming ``key`` for anything else (NaN, +-inf, a number beyond the
+    float range, a list, ...): an edit's numbers come from a model."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not math.isfinite(number):
+        got = repr(value) if isinstance(value, (float, str)) and len(str(value)) <= 40 else type(value).__name__
+        raise ConfigError(f"`{key}` must be a finite number (got {got})")
+    return number
+
+
 def parse_edit(edit: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"edit": "op:arg", "value": v}`` -> the ``apply_edit`` form ``{"edit": op, "route": ..., "value": ...}``."""
-    op, _, arg = str(edit.get("edit", "")).partition(":")
-    value = edit.get("value", 0.0)
+    """``{"edit": "op:arg", "value": v}`` -> the ``apply_edit`` form ``{"edit": op, "route": ..., "value": ...}``.
+
+    ConfigError when ``edit`` is not a string or a number in it or in ``value`` is not finite."""
+    text = edit.get("edit", "")
+    if not isinstance(text, str):
+        raise ConfigError(f"`edit` must be a string 'op:arg' (got {type(text).__name__})")
+    op, _, arg = text.partition(":")
+    value = _finite("value", edit.get("value", 0.0))
     if op in ("ranker_hidden", "fusion_size"):
-        value = float(arg)
+        value = _finite(f"{op} argument", arg)
     elif op in ("ranker_towers", "ranker_arch"):
         value = 1.0 if arg in ("on", "mlp") else 0.0
     return {"edit": op, "route": arg, "value": value}
@@ -141,7 +161,7 @@ def apply_edit(current: Mapping[str, Any], edit: Mapping[str, Any]) -> tuple[dic
     """
     op = check_choice("edit", str(edit.get("edit")), EDITS)
     route = str(edit.get("route"))
-    value = float(edit.get("value", 0.0))
+    value = _finite("edit value", edit.get("value", 0.0))
     doc = copy.deepcopy(dict(current))
     pipe = doc["pipelines"][0]
     routes = pipe["routes"]
@@ -249,6 +269,9 @@ class LLMDesigner:
     ``max_pipelines`` 1 (a pipeline's design) or 2 (a system's: pipelines and segment routing; ``mode="design"``
     only). In edit mode the applicable edits are offered in a seeded random order (``shuffle``): a small model
     tends to pick the first option it is shown.
+
+    ``outcomes`` counts the attempts of all proposals by outcome (``proposed``, ``rejected``: the reply failed a
+    check, ``backend_error``: no reply); each failed one is also stored (``valid`` false, with its reason).
     """
 
     def __init__(
@@ -291,6 +314,7 @@ class LLMDesigner:
             exp_id = store.start_experiment("llm_designer", {"backend": backend.name, "agent": agent}, 0)
         self.exp_id = exp_id
         self.seen: set[str] = set()
+        self.outcomes: Counter[str] = Counter()  # attempts by outcome: "proposed", "rejected", "backend_error"
         for d in self._past(valid=True):
             try:
                 self.seen.add(design_key(d.document))
@@ -387,7 +411,8 @@ class LLMDesigner:
         if not isinstance(parsed, dict):
             return None, "", [], parsed, f"the reply must be a JSON object (got {type(parsed).__name__})"
         doc = dict(parsed)
-        rationale = str(doc.pop("rationale", "") or "")[:300]
+        given = doc.pop("rationale", "")  # parsed JSON: finite numbers, bounded depth, so json.dumps is safe
+        rationale = safe_text(given if isinstance(given, str) else json.dumps(given))[:300]
         if self.mode == "edit":
             try:
                 doc, what = apply_edit(current, parse_edit(doc))
@@ -418,13 +443,21 @@ class LLMDesigner:
                 reply = self.backend.complete(self.messages(current, feedback), schema=self.schema_for(current),
                                               max_tokens=self.max_tokens, temperature=self.temperature, seed=seed)
             except LLMError as e:
-                error = f"backend error: {e}"
+                error = safe_text(f"backend error: {e}")
                 attempts.append(Attempt(i, "", error, [], time.perf_counter() - t, seed))
+                self.outcomes["backend_error"] += 1
                 self._store_failure("", None, "", error)
                 log.warning("designer attempt %d: %s", i, error)
                 feedback = None
                 continue
-            doc, rationale, notes, parsed, error = self.check(reply.text, current, current_key)
+            try:
+                doc, rationale, notes, parsed, error = self.check(reply.text, current, current_key)
+            except REPLY_FAILURES as e:  # a reply the checks did not foresee: a rejection, never the end of a run
+                log.warning("designer attempt %d: checking the reply raised", i, exc_info=True)
+                doc, rationale, notes, parsed = None, "", [], None
+                error = f"the reply could not be checked: {type(e).__name__}: {str(e)[:300]}"
+            if error is not None:
+                error = safe_text(error)  # it names keys of the reply, and goes to the store and the next prompt
             if error is None and reply.finish_reason == "length":
                 notes = [*notes, "the reply was cut at max_tokens"]
             seconds = time.perf_counter() - t
@@ -433,6 +466,7 @@ class LLMDesigner:
                 if reply.finish_reason == "length":
                     error += f" (reply cut at max_tokens={self.max_tokens})"
                 attempts[-1].error = error
+                self.outcomes["rejected"] += 1
                 self._store_failure(reply.text, parsed, rationale, error)
                 log.info("designer attempt %d rejected: %s", i, error)
                 feedback = error
@@ -445,6 +479,7 @@ class LLMDesigner:
                 route = "retried"
             else:
                 route = "constrained" if reply.constrained else "direct"
+            self.outcomes["proposed"] += 1
             log.info("designer attempt %d gave a %s design: %s", i, route, summarize_design(doc))
             return Proposal(doc, rationale, route, design_key(doc), notes, attempts, reply)
         log.warning("designer: no valid new design after %d attempts", len(attempts))

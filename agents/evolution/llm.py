@@ -16,6 +16,12 @@ its output to the schema:
 * :class:`ScriptedBackend` is a test double for the designer's plumbing: it replays given texts.
 
 Numbers and lengths are checked again by the designer after decoding: a backend is not trusted.
+
+Replies and response bodies are untrusted data, never code: :func:`parse_json_reply` reads them with a
+bounded decoder (nesting at most :data:`MAX_JSON_DEPTH` levels, no NaN or Infinity, integer literals of at
+most :data:`MAX_NUMBER_CHARS` characters, floats inside the float range) and returns the reason instead of
+raising; :class:`OpenAIBackend` turns any malformed response into an :class:`LLMError`, which callers count
+as a failed reply; :func:`safe_text` makes reply text storable (lone surrogates escaped).
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ from envs.validation import ConfigError, check_choice, check_int, check_range
 __all__ = [
     "parse_json_reply",
     "BACKENDS",
+    "MAX_JSON_DEPTH",
+    "MAX_NUMBER_CHARS",
+    "REPLY_FAILURES",
     "ConstrainedDecoder",
     "LLMBackend",
     "LLMError",
@@ -53,6 +62,8 @@ __all__ = [
     "TokenVocab",
     "cache_root",
     "make_backend",
+    "read_json",
+    "safe_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,6 +73,13 @@ Message = Mapping[str, str]
 
 class LLMError(RuntimeError):
     """A backend could not produce a reply (endpoint down, HTTP error, malformed response, model missing)."""
+
+
+# What checking an untrusted reply may raise where a check did not foresee its shape. The designer and LLMSearch
+# catch exactly these around their checks of one reply (never around a loop): the attempt becomes a counted,
+# stored rejection with the exception as its reason, logged with its traceback, and the run goes on.
+REPLY_FAILURES: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                                               OverflowError, RecursionError)  # ValueError covers ConfigError
 
 
 @dataclass
@@ -760,7 +778,8 @@ class OpenAIBackend:
 
         body: dict[str, Any] = {
             "model": self.model_name,
-            "messages": _check_messages(messages),
+            # safe_text: a prompt may quote a rejected reply; httpx encodes the body as UTF-8
+            "messages": [{**m, "content": safe_text(m["content"])} for m in _check_messages(messages)],
             "max_tokens": int(check_int("max_tokens", max_tokens, 1)),
             "temperature": float(check_range("temperature", temperature, 0.0, 2.0)),
             "seed": int(self.rng.integers(2**31)) if seed is None else int(seed),
@@ -773,23 +792,89 @@ class OpenAIBackend:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         t = time.perf_counter()
+        url = f"{self.base_url}/chat/completions"
         try:
-            r = httpx.post(f"{self.base_url}/chat/completions", json=body, headers=headers, timeout=self.timeout)
+            r = httpx.post(url, json=body, headers=headers, timeout=self.timeout)
+            if r.status_code != 200:
+                raise LLMError(f"{url} answered HTTP {r.status_code}: {safe_text(r.text[:500])}")
+            raw = r.text
         except httpx.HTTPError as e:
-            raise LLMError(f"{self.base_url}/chat/completions: {type(e).__name__}: {e}") from e
-        if r.status_code != 200:
-            raise LLMError(f"{self.base_url}/chat/completions answered HTTP {r.status_code}: {r.text[:500]}")
+            raise LLMError(f"{url}: {type(e).__name__}: {e}") from e
+        text, finish, model, response_id, usage = self._read_completion(raw, url)
+        prompt_tokens, completion_tokens, ignored = _read_usage(usage)
+        meta: dict[str, Any] = {"seed": body["seed"], "id": response_id}
+        if ignored:
+            meta["usage_ignored"] = ignored
+            log.info("%s: usage ignored (%s)", url, "; ".join(ignored))
+        return Reply(text, self.name, model, finish, schema is not None and self.structured, prompt_tokens,
+                     completion_tokens, time.perf_counter() - t, meta)
+
+    def _read_completion(self, raw: str, url: str) -> tuple[str, str, str, str | None, Any]:
+        """(content, finish_reason, model, id, usage) of a response body; an LLMError naming the field when the
+        body, ``choices``, ``message``, ``content`` or ``finish_reason`` is malformed (``usage`` is checked by
+        :func:`_read_usage`)."""
+
+        def malformed(why: str) -> LLMError:
+            return LLMError(f"{url}: malformed response: {why} (body {safe_text(raw[:300])!r})")
+
         try:
-            data = r.json()
-            choice = data["choices"][0]
-            text = choice["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise LLMError(f"{self.base_url}/chat/completions: malformed response {r.text[:500]!r}") from e
-        usage = data.get("usage") or {}
-        return Reply(str(text), self.name, str(data.get("model", self.model_name)),
-                     str(choice.get("finish_reason") or "stop"), schema is not None and self.structured,
-                     int(usage.get("prompt_tokens", 0) or 0), int(usage.get("completion_tokens", 0) or 0),
-                     time.perf_counter() - t, {"seed": body["seed"], "id": data.get("id")})
+            data = read_json(raw, strict=False)
+        except ValueError as e:  # JSONDecodeError, or beyond the reply limits
+            raise malformed(f"not usable JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise malformed(f"the body must be a JSON object (got {type(data).__name__})")
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise malformed(f"`choices` must be a non-empty list (got {_kind(choices)})")
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise malformed(f"`choices[0]` must be an object (got {_kind(choice)})")
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise malformed(f"`choices[0].message` must be an object (got {_kind(message)})")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise malformed(f"`choices[0].message.content` must be a string or null (got {_kind(content)})")
+        finish = choice.get("finish_reason")
+        if finish is not None and not isinstance(finish, str):
+            raise malformed(f"`choices[0].finish_reason` must be a string or null (got {_kind(finish)})")
+        model, response_id = data.get("model"), data.get("id")
+        return (content or "", safe_text(finish[:40]) if finish else "stop",
+                safe_text(model[:200]) if isinstance(model, str) and model else self.model_name,
+                safe_text(response_id[:200]) if isinstance(response_id, str) else None, data.get("usage"))
+
+
+def _kind(value: Any) -> str:
+    """A short, safe description of an untrusted value for an error message (no full repr of huge data)."""
+    if value is None or isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+        return repr(value)
+    if isinstance(value, int):
+        return f"int {value}" if abs(value) < 10**15 else f"an int of {value.bit_length()} bits"
+    if isinstance(value, float):
+        return f"float {value:.6g}"
+    if isinstance(value, str):
+        return f"string {safe_text(value[:40])!r}"
+    return f"{type(value).__name__} of {len(value)}" if isinstance(value, (list, dict)) else type(value).__name__
+
+
+def _read_usage(usage: Any) -> tuple[int, int, list[str]]:
+    """(prompt_tokens, completion_tokens, what was ignored) of a ``usage`` field: counts that are not ints in
+    [0, MAX_USAGE_TOKENS] (negative, fractional, huge, NaN, strings, ...) are recorded as missing (0)."""
+    if usage is None:
+        return 0, 0, []
+    if not isinstance(usage, dict):
+        return 0, 0, [f"`usage` must be an object (got {_kind(usage)})"]
+    counts, ignored = [], []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name)
+        if value is None:
+            counts.append(0)
+        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_USAGE_TOKENS:
+            counts.append(value)
+        else:
+            counts.append(0)
+            ignored.append(f"`usage.{name}` must be an integer in [0, {MAX_USAGE_TOKENS}] (got {_kind(value)})")
+    return counts[0], counts[1], ignored
 
 
 # ------------------------------------------------------------------------------------------ test double
@@ -828,16 +913,112 @@ class ScriptedBackend:
 BACKENDS: dict[str, type] = {"smollm2": SmolLM2Backend, "openai": OpenAIBackend}
 
 
+# ------------------------------------------------------------------------------- reading untrusted JSON
+
+
+MAX_JSON_DEPTH = 64  # nesting levels of a reply's JSON (a design document needs 5)
+MAX_NUMBER_CHARS = 40  # characters of one integer literal (Python refuses int strings past 4,300 digits)
+MAX_USAGE_TOKENS = 10**9  # a token count above this is not one
+# a JSON string (escapes included) or one bracket: what the depth scan needs to see
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
+class _Unreadable(ValueError):
+    """JSON that is well formed but outside what a reply may hold (too deep, NaN, a number out of range)."""
+
+
+def safe_text(text: str) -> str:
+    """``text`` with lone surrogates (e.g. a decoded ``"\\ud800"``) written as ``\\ud800``: UTF-8 cannot encode
+    them, so SQLite, HTTP bodies and log files would raise ``UnicodeEncodeError``. Other text is returned as is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _check_depth(text: str, start: int, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse a JSON value starting at ``start`` that nests deeper than ``limit`` (scanned before decoding:
+    the decoder recurses once per level)."""
+    depth = 0
+    for m in _JSON_TOKEN.finditer(text, start):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > limit:
+                raise _Unreadable(f"nested deeper than {limit} levels (at character {m.start()})")
+        elif c in "]}":
+            depth -= 1
+            if depth <= 0:
+                return
+
+
+def _decode_json(text: str, start: int = 0, strict: bool = True) -> tuple[Any, int]:
+    """(value, end) of the JSON value at ``text[start:]`` under the reply limits (see the module docstring).
+
+    ``strict`` (replies): NaN, Infinity and floats beyond the float range are refused. Not strict (response
+    bodies, whose numbers are only metadata such as token counts): they are read as floats, and integer
+    literals longer than :data:`MAX_NUMBER_CHARS` as +-inf, so the fields that need a count reject them.
+    Raises ``json.JSONDecodeError`` or ``_Unreadable`` (both ``ValueError``); never executes anything.
+    """
+
+    def parse_int(literal: str) -> int | float:
+        if len(literal) > MAX_NUMBER_CHARS:
+            if strict:
+                raise _Unreadable(f"an integer of {len(literal.lstrip('-'))} digits (at most {MAX_NUMBER_CHARS} "
+                                  f"characters: {literal[:12]}...)")
+            return -math.inf if literal.startswith("-") else math.inf
+        return int(literal)
+
+    def parse_float(literal: str) -> float:
+        value = float(literal)
+        if strict and not math.isfinite(value):
+            raise _Unreadable(f"the number {literal[:24]}{'...' if len(literal) > 24 else ''} is outside the float "
+                              f"range")
+        return value
+
+    def parse_constant(name: str) -> float:
+        if strict:
+            raise _Unreadable(f"{name} is not a JSON number")
+        return float(name)
+
+    _check_depth(text, start)
+    decoder = json.JSONDecoder(parse_int=parse_int, parse_float=parse_float, parse_constant=parse_constant)
+    try:
+        return decoder.raw_decode(text, start)
+    except RecursionError as e:  # the depth scan should make this unreachable; a reply still never raises it
+        raise _Unreadable(f"nested too deep to decode (more than {MAX_JSON_DEPTH} levels)") from e
+
+
+def read_json(text: str, strict: bool = True) -> Any:
+    """``text`` as one JSON value (whitespace around it allowed) under the reply limits of :func:`_decode_json`
+    (``strict``: see there); ``ValueError`` naming the problem for anything else, never another exception."""
+    start = len(text) - len(text.lstrip())
+    value, end = _decode_json(text, start, strict)
+    if text[end:].strip():
+        raise _Unreadable(f"extra data after the JSON value at character {end}")
+    return value
+
+
 def parse_json_reply(text: str) -> tuple[Any, str | None]:
-    """The first JSON value in ``text`` (code fences and prose around it ignored), or an error."""
+    """The first JSON value in ``text`` (code fences and prose around it ignored), or None and why not.
+
+    Never raises on any text: invalid or truncated JSON, nesting deeper than :data:`MAX_JSON_DEPTH`, NaN or
+    Infinity, a number beyond the float range and an integer longer than :data:`MAX_NUMBER_CHARS`
+    characters are each an error message. The reply is only decoded as data.
+    """
+    if not isinstance(text, str):
+        return None, f"the reply must be text (got {type(text).__name__})"
     starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
     if not starts:
-        return None, f"no JSON object in the reply (starts {text[:80]!r})"
+        return None, f"no JSON object in the reply (starts {safe_text(text[:80])!r})"
     start = min(starts)
     try:
-        value, _ = json.JSONDecoder().raw_decode(text[start:])
+        value, _ = _decode_json(text, start, strict=True)
     except json.JSONDecodeError as e:
-        return None, f"not valid JSON: {e.msg} at character {e.pos + start} of {len(text)}"
+        return None, f"not valid JSON: {e.msg} at character {e.pos} of {len(text)}"
+    except ValueError as e:  # _Unreadable, or a limit of the decoder itself
+        return None, f"not usable JSON: {e}"
     return value, None
 
 

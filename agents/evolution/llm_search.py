@@ -14,8 +14,9 @@ One proposal reads top to bottom:
    recent trials as ``edit -> reward`` and the goal; the reply is constrained to one of the edits
    (``name=value``) of the base that lead to a config not tried yet, plus a short rationale (the edits
    are offered in a seeded random order: a small model tends to pick the first option it is shown);
-3. a reply that is not JSON, names no offered edit, or comes from a failing backend is rejected with the
-   reason and retried (at most ``max_retries`` times), telling the model why;
+3. a reply that is not JSON (or JSON beyond the limits of :func:`~agents.evolution.llm.parse_json_reply`),
+   names no offered edit, or comes from a failing backend is rejected with the reason, counted in
+   :attr:`LLMSearch.outcomes` and retried (at most ``max_retries`` times), telling the model why;
 4. if every attempt fails, the window serves the base again: route ``fallback``, counted in
    :attr:`LLMSearch.routes` and stored, never passed off as a proposal of the model.
 
@@ -36,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from agents.decision.params import Choice, ParamSpace
-from agents.evolution.llm import LLMBackend, LLMError, parse_json_reply
-from envs.validation import check_int, check_range
+from agents.evolution.llm import REPLY_FAILURES, LLMBackend, LLMError, parse_json_reply, safe_text
+from envs.validation import ConfigError, check_int, check_range
 
 __all__ = ["LLMSearch", "SearchStep"]
 
@@ -105,6 +106,7 @@ class LLMSearch:
         self.exp_id = exp_id
         self.steps: list[SearchStep] = []
         self.routes: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()  # attempts by outcome: "proposed", "rejected", "backend_error"
         self._rewards: dict[str, list[float]] = {}  # config key -> rewards of the windows it served
         self._configs: dict[str, dict[str, Any]] = {}
         self._pending: dict[int, SearchStep] = {}
@@ -186,19 +188,21 @@ class LLMSearch:
                                               max_tokens=self.max_tokens, temperature=self.temperature, seed=seed)
             except LLMError as e:
                 error, text = f"backend error: {e}", ""
+                self.outcomes["backend_error"] += 1
             else:
                 text = reply.text
-                parsed, error = parse_json_reply(text)
-                if error is None and not isinstance(parsed, dict):
-                    error = f"the reply must be a JSON object (got {type(parsed).__name__})"
-                elif error is None and parsed.get("edit") not in edits:
-                    error = f"`edit` must be one of the offered edits (got {str(parsed.get('edit'))[:60]!r})"
-            if error is None:
-                edit = parsed["edit"]
-                route = "retried" if attempt else ("constrained" if reply.constrained else "direct")
-                rationale = str(parsed.get("rationale", ""))[: self.rationale_length]
-                return self._issue(SearchStep(self.apply(base, edit), edit, rationale, route, errors,
-                                              time.perf_counter() - t))
+                try:
+                    config, edit, rationale, error = self.check(text, base, edits)
+                except REPLY_FAILURES as e:  # a reply the checks did not foresee: a rejection, never the end of a run
+                    log.warning("llm search attempt %d: checking the reply raised", attempt, exc_info=True)
+                    config, edit, rationale = None, None, ""
+                    error = f"the reply could not be checked: {type(e).__name__}: {str(e)[:300]}"
+                if error is None and config is not None and edit is not None:
+                    route = "retried" if attempt else ("constrained" if reply.constrained else "direct")
+                    self.outcomes["proposed"] += 1
+                    return self._issue(SearchStep(config, edit, rationale, route, errors, time.perf_counter() - t))
+                self.outcomes["rejected"] += 1
+            error = safe_text(error or "no edit")  # it may quote the reply; it goes to the store and the next prompt
             errors.append(error)
             feedback = error
             log.info("llm search attempt %d rejected: %s", attempt, error)
@@ -206,6 +210,26 @@ class LLMSearch:
                 self.store.add_design(self.exp_id, self.agent, {"raw": text[:2000]}, "", "failed", False, error)
         log.warning("llm search: no valid edit after %d attempts; serving the best config again", len(errors))
         return self._issue(SearchStep(base, None, "", "fallback", errors, time.perf_counter() - t))
+
+    def check(self, text: str, base: Mapping[str, Any], edits: list[str]
+              ) -> tuple[dict[str, Any] | None, str | None, str, str | None]:
+        """(config, edit, rationale, None) of a reply that picks one of ``edits``, else (None, None, "", why)."""
+        parsed, error = parse_json_reply(text)
+        if error is not None:
+            return None, None, "", error
+        if not isinstance(parsed, dict):
+            return None, None, "", f"the reply must be a JSON object (got {type(parsed).__name__})"
+        edit = parsed.get("edit")
+        if not isinstance(edit, str) or edit not in edits:
+            got = safe_text(edit[:60]) if isinstance(edit, str) else type(edit).__name__
+            return None, None, "", f"`edit` must be one of the offered edits (got {got!r})"
+        try:
+            config = self.apply(base, edit)
+        except ConfigError as e:  # an offered edit the space's own checks refuse
+            return None, None, "", f"the edit {edit!r} does not apply: {e}"
+        given = parsed.get("rationale", "")  # parsed JSON: finite numbers, bounded depth, so json.dumps is safe
+        rationale = safe_text(given if isinstance(given, str) else json.dumps(given))[: self.rationale_length]
+        return config, edit, rationale, None
 
     def _issue(self, step: SearchStep) -> dict[str, Any]:
         self.routes[step.route] += 1

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agents.evolution.llm import LLMBackend, LLMError, make_backend
+from agents.evolution.llm import LLMBackend, LLMError, make_backend, read_json
 from envs.validation import ConfigError
 
 __all__ = ["LLMServer", "main", "serve"]
@@ -34,6 +34,27 @@ MAX_BODY = 1 << 20  # bytes of a request body
 
 class _BadRequest(ValueError):
     pass
+
+
+def _content_length(header: str | None) -> int:
+    """The request body's size from its ``Content-Length`` header (a negative size would read until the client
+    hangs up: refused, as is one over MAX_BODY)."""
+    try:
+        length = int(header or "0")
+    except ValueError:
+        raise _BadRequest(f"`Content-Length` must be an integer (got {header!r:.40})") from None
+    if not 0 <= length <= MAX_BODY:
+        raise _BadRequest(f"the request body must be 0 to {MAX_BODY} bytes (got Content-Length {length})")
+    return length
+
+
+def _request_body(data: bytes) -> Any:
+    """A request body as JSON under the reply limits of :func:`~agents.evolution.llm.read_json` (an empty body is
+    null); anything else is a bad request, never a server error."""
+    try:
+        return read_json(data.decode("utf-8")) if data.strip() else None
+    except ValueError as e:  # not UTF-8, not JSON, too deep, a number out of range
+        raise _BadRequest(f"the request body is not usable JSON: {e}") from e
 
 
 def _completion_args(body: Any) -> dict[str, Any]:
@@ -93,14 +114,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"unknown path {self.path!r} (try POST /v1/chat/completions)", "invalid_request_error")
             return
         try:
-            length = int(self.headers.get("Content-Length", "0"))
-            if length > MAX_BODY:
-                raise _BadRequest(f"the request body must be at most {MAX_BODY} bytes (got {length})")
-            body = json.loads(self.rfile.read(length) or b"null")
+            body = _request_body(self.rfile.read(_content_length(self.headers.get("Content-Length"))))
             args = _completion_args(body)
             with self.server.lock:
                 reply = self.server.backend.complete(**args)
-        except (_BadRequest, ConfigError, json.JSONDecodeError, TypeError) as e:
+        except (_BadRequest, ConfigError, TypeError) as e:
             self._error(400, str(e), "invalid_request_error")
             return
         except LLMError as e:
