@@ -50,8 +50,10 @@ class MetricsTable:
 
     def write(self, out: Path) -> pd.DataFrame:
         frame = self.frame()
-        frame.to_csv(out / "metrics.csv", index=False)
-        frame.to_parquet(out / "metrics.parquet", index=False)
+        for name, write in (("metrics.csv", frame.to_csv), ("metrics.parquet", frame.to_parquet)):
+            tmp = out / f".{name}.tmp"  # whole or not at all: a kill mid-write never leaves half a table
+            write(tmp, index=False)
+            os.replace(tmp, out / name)
         return frame
 
 

@@ -19,8 +19,10 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +38,16 @@ from agents.evolution.env import EvolutionEnv
 from agents.infra.store import KnowledgeStore
 from envs.validation import ConfigError, check_choice
 from experiments.arms import ARMS, ArmContext, WindowRecorder, run_arm
-from experiments.config import ExperimentConfig, load_config
+from experiments.config import ExperimentConfig, check_override_values, check_overrides, load_config
 from experiments.loggers import RunLoggers
 from rewards.outer import OUTER_KEYS
 
-__all__ = ["ConstrainedEvolution", "build_composition_env", "build_env", "main", "run"]
+__all__ = ["PHASES", "ConstrainedEvolution", "build_composition_env", "build_env", "cli", "main", "run"]
 
 log = logging.getLogger(__name__)
 
+# the phase boundaries of a run, in order (``window`` repeats): what ``run(on_phase=...)`` is called with
+PHASES = ("configured", "started", "window", "finished", "figures", "logged", "summary")
 NOT_IN_STORE_CONFIG = ("logger", "out_dir", "store", "claims", "threads")  # settings that do not change results
 
 
@@ -155,6 +159,13 @@ def _out_dir(cfg: ExperimentConfig, out_dir: str | os.PathLike[str] | None) -> P
     return path
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a file whole or not at all (a kill mid-write leaves the old file or none, never half of it)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _regime_columns(env: Any, regime: np.ndarray | None) -> dict[str, float]:
     """The observation the controller acted on, by name: segment request shares, then the regime scalars."""
     from agents.evolution.env import REGIME_SCALARS
@@ -165,13 +176,27 @@ def _regime_columns(env: Any, regime: np.ndarray | None) -> dict[str, float]:
     return {name: float(v) for name, v in zip(names, regime)}
 
 
-def run(cfg: DictConfig | ExperimentConfig, out_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Run one experiment (one arm, one seed); returns the summary (also written to ``summary.json``)."""
+def run(
+    cfg: DictConfig | ExperimentConfig,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    on_phase: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run one experiment (one arm, one seed); returns the summary (also written to ``summary.json``).
+
+    Resume is idempotent: run again on the same store and config after a kill at any point, it replays the
+    windows already committed (writing none twice), commits the missing ones and writes the outputs; if the
+    store already marks the experiment finished (a kill while figures or the summary were being written),
+    it replays it whole and writes only the outputs, never a second experiment. ``on_phase(name)`` is
+    called after each phase has committed what it writes (:data:`PHASES`, ``window`` once per window).
+    """
+    phase = on_phase or (lambda name: None)
     exp = load_config(cfg)  # every value checked before anything runs
     plain = _plain_config(cfg)
     env = build_env(exp)
     out = _out_dir(exp, out_dir)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+    phase("configured")
 
     import torch
 
@@ -184,8 +209,13 @@ def run(cfg: DictConfig | ExperimentConfig, out_dir: str | os.PathLike[str] | No
     failed = True
     best = -math.inf
     with KnowledgeStore(store_url) as store:
-        exp_id = store.start_experiment(f"{exp.name}/{arm}", {k: v for k, v in plain.items() if k not in NOT_IN_STORE_CONFIG},
-                                        exp.seed)
+        name, stored_config = f"{exp.name}/{arm}", {k: v for k, v in plain.items() if k not in NOT_IN_STORE_CONFIG}
+        finished = store.find_experiment(name, stored_config, exp.seed, status="finished")
+        exp_id = finished if finished is not None else store.start_experiment(name, stored_config, exp.seed)
+        if finished is not None:
+            log.info("%s seed %d is finished in the store (experiment %d): replaying it to write its outputs",
+                     name, exp.seed, finished)
+        phase("started")
         stored = {t.step: t.reward for t in store.trials(exp_id)}
         if stored:
             log.info("resuming %s/%s seed %d: %d windows already in the store", exp.name, arm, exp.seed, len(stored))
@@ -216,19 +246,23 @@ def run(cfg: DictConfig | ExperimentConfig, out_dir: str | os.PathLike[str] | No
             })
             bar.update(1)
             bar.set_postfix(reward=f"{reward:.4f}", refresh=False)
+            phase("window")
 
         try:
             recorder = WindowRecorder(env, on_window)
             run_arm(ArmContext(exp, recorder, store, exp_id, on_window, exp.controller.typed_options()))
             failed = False
         except Exception:
-            store.finish_experiment(exp_id, "failed")
+            if finished is None:  # a replay of a finished experiment leaves its status alone
+                store.finish_experiment(exp_id, "failed")
             raise
         finally:
             bar.close()
             if failed:
                 loggers.close(failed=True)
-        store.finish_experiment(exp_id)
+        if finished is None:
+            store.finish_experiment(exp_id)
+        phase("finished")
 
     frame = loggers.table.frame()
     figures: dict[str, Any] = {}
@@ -239,6 +273,7 @@ def run(cfg: DictConfig | ExperimentConfig, out_dir: str | os.PathLike[str] | No
         figures = make_figures(frame, [(s.day, s.kind) for s in exp.world.shifts])
         loggers.figures(figures)
         save_figures(figures, out / "figures")
+    phase("figures")
     rewards = frame["reward"].to_numpy()
     half = max(len(rewards) // 2, 1)
     summary = {
@@ -251,7 +286,9 @@ def run(cfg: DictConfig | ExperimentConfig, out_dir: str | os.PathLike[str] | No
         **{f"final/{k.removeprefix('outer/')}": float(frame[k].mean()) for k in OUTER_KEYS if k in frame},
     }
     loggers.close({k: v for k, v in summary.items() if isinstance(v, float)})
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    phase("logged")
+    _write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    phase("summary")
     log.info("%s/%s seed %d: mean reward %.4f over %d windows in %.1f s -> %s", exp.name, arm, exp.seed,
              summary["final/reward_mean"], summary["windows"], summary["seconds"], out)
     return summary
@@ -259,9 +296,33 @@ def run(cfg: DictConfig | ExperimentConfig, out_dir: str | os.PathLike[str] | No
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Hydra's entry point; returns the mean reward (what a sweeper would optimise)."""
-    return run(cfg)["final/reward_mean"]
+    """Hydra's entry point; returns the mean reward (what a sweeper would optimise).
+
+    A bad value ends the run with one line on stderr (the key, the allowed values, what was given) and exit
+    status 2, never a traceback: every value is checked before any simulation runs.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        if HydraConfig.initialized():
+            check_overrides(list(HydraConfig.get().overrides.task), cfg)
+        return run(cfg)["final/reward_mean"]
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # the entry point speaks to the user; library code logs
+        raise SystemExit(2) from None
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """``python -m experiments.run [overrides]``: screens the override values Hydra would crash on, then runs
+    :func:`main` (one line on stderr and exit status 2 for a bad value)."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        check_override_values([a for a in args if not a.startswith("-") and "=" in a])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -313,21 +313,34 @@ def _record(cls: type[_R], row: _Base) -> _R:
 # --------------------------------------------------------------------------- value conversion and checks
 
 _JSON_HELP = "dicts with string keys, lists, str, int, float, bool, None, numpy scalars/arrays or dataclasses"
+_MAX_DEPTH = 100  # nesting levels of a stored JSON value (a model's reply may nest arbitrarily deep)
+_TOO_DEEP = f"<truncated: nested deeper than {_MAX_DEPTH} levels>"  # what stands in for the deeper part
 
 
-def _plain(obj: Any, key: str = "value", *, nonfinite_to_none: bool = False) -> Any:
+def _plain(obj: Any, key: str = "value", *, nonfinite_to_none: bool = False, depth: int = 0) -> Any:
     """``obj`` as plain JSON-able Python: numpy scalars -> int/float/bool, arrays and tuples -> lists,
     dataclass instances -> dicts, integer dict keys -> strings.
 
-    Non-finite floats become ``None`` when ``nonfinite_to_none`` (observations) and are a
-    :class:`ConfigError` otherwise (inputs). ``key`` is the dotted path used in error messages.
+    Non-finite floats, and integers beyond the float range (JSON text of them may be refused: Python stops
+    at 4,300 digits), become ``None`` when ``nonfinite_to_none`` (observations) and are a
+    :class:`ConfigError` otherwise (inputs). Containers nested deeper than ``_MAX_DEPTH`` levels are
+    replaced by the string ``_TOO_DEEP`` in observations (never a ``RecursionError``) and are a
+    ConfigError in inputs. ``key`` is the dotted path used in error messages; ``depth`` is ``obj``'s level.
     """
     if obj is None or isinstance(obj, (bool, str)):
         return str(obj) if isinstance(obj, np.str_) else obj
     if isinstance(obj, np.bool_):
         return bool(obj)
     if isinstance(obj, (int, np.integer)):
-        return int(obj)
+        number = int(obj)
+        try:
+            float(number)
+        except OverflowError:
+            if nonfinite_to_none:
+                return None
+            raise ConfigError(f"`{key}` must be a finite number (got an integer of {number.bit_length()} bits, "
+                              f"beyond the float range)") from None
+        return number
     if isinstance(obj, (float, np.floating)):
         value = float(obj)
         if math.isfinite(value):
@@ -336,7 +349,12 @@ def _plain(obj: Any, key: str = "value", *, nonfinite_to_none: bool = False) -> 
             return None
         raise ConfigError(f"`{key}` must be a finite number: JSON has no NaN or infinity (got {value})")
     if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist(), key, nonfinite_to_none=nonfinite_to_none)
+        return _plain(obj.tolist(), key, nonfinite_to_none=nonfinite_to_none, depth=depth)
+    container = isinstance(obj, (Mapping, list, tuple)) or (dataclasses.is_dataclass(obj) and not isinstance(obj, type))
+    if container and depth >= _MAX_DEPTH:
+        if nonfinite_to_none:
+            return _TOO_DEEP
+        raise ConfigError(f"`{key}` must nest at most {_MAX_DEPTH} levels deep (got deeper)")
     if isinstance(obj, Mapping):
         out: dict[str, Any] = {}
         for k, v in obj.items():
@@ -345,13 +363,14 @@ def _plain(obj: Any, key: str = "value", *, nonfinite_to_none: bool = False) -> 
             name = str(k) if isinstance(k, str) else str(int(k))
             if name in out:
                 raise ConfigError(f"`{key}` has the key {name!r} twice once integer keys are written as strings")
-            out[name] = _plain(v, f"{key}.{name}", nonfinite_to_none=nonfinite_to_none)
+            out[name] = _plain(v, f"{key}.{name}", nonfinite_to_none=nonfinite_to_none, depth=depth + 1)
         return out
     if isinstance(obj, (list, tuple)):
-        return [_plain(v, f"{key}[{i}]", nonfinite_to_none=nonfinite_to_none) for i, v in enumerate(obj)]
+        return [_plain(v, f"{key}[{i}]", nonfinite_to_none=nonfinite_to_none, depth=depth + 1)
+                for i, v in enumerate(obj)]
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-        return _plain(fields, key, nonfinite_to_none=nonfinite_to_none)
+        return _plain(fields, key, nonfinite_to_none=nonfinite_to_none, depth=depth)
     raise ConfigError(f"`{key}` must be JSON-serialisable: {_JSON_HELP} (got {type(obj).__name__} {reprlib.repr(obj)})")
 
 
@@ -399,11 +418,17 @@ def _check_bool(key: str, value: Any) -> bool:
 
 
 def _check_text(key: str, value: Any, *, optional: bool = False) -> str | None:
+    """A text column's value. Lone surrogates (a model's reply may decode to one, e.g. ``"\\ud800"``), which
+    UTF-8 cannot encode, are stored as their ``\\ud800`` escape: the database would raise on them."""
     if value is None and optional:
         return None
     if not isinstance(value, str):
         allowed = "a string or None" if optional else "a string"
         raise ConfigError(f"`{key}` must be {allowed} (got {type(value).__name__} {reprlib.repr(value)})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
 
 
@@ -595,6 +620,24 @@ class KnowledgeStore:
             session.commit()
             log.info("started experiment %d %r (seed %d)", row.id, name, seed)
             return row.id
+
+    def find_experiment(
+        self, name: str, config: Mapping[str, Any], seed: int, status: Literal["running", "finished", "failed"] = "finished"
+    ) -> int | None:
+        """The id of the most recent experiment with this ``name``, ``seed``, a JSON-equal ``config`` and ``status``
+        (None if there is none). A run that finds its own finished experiment replays it instead of starting a
+        second one with the same trials (resume is idempotent after the store marked it finished)."""
+        name = _check_name("name", name)
+        plain = _plain_dict("config", config)
+        seed = int(check_int("seed", seed, 0, 2**63 - 1))
+        check_choice("status", status, EXPERIMENT_STATUSES)
+        with self._session() as session:
+            rows = session.scalars(
+                select(_ExperimentRow)
+                .where(_ExperimentRow.name == name, _ExperimentRow.status == status, _ExperimentRow.seed == seed)
+                .order_by(_ExperimentRow.id.desc())
+            ).all()
+            return next((row.id for row in rows if _json_equal(row.config, plain)), None)
 
     def finish_experiment(self, exp_id: int, status: Literal["finished", "failed"] = "finished") -> None:
         """Mark an experiment ``finished`` or ``failed``: it will not be resumed."""
