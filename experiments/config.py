@@ -40,6 +40,8 @@ __all__ = [
     "TensorBoardConfig",
     "WandbConfig",
     "claim_metrics",
+    "check_override_values",
+    "check_overrides",
     "load_config",
     "register_configs",
 ]
@@ -280,6 +282,10 @@ class ExperimentConfig:
         names = [c.name for c in self.claims]
         if len(set(names)) != len(names):
             raise ConfigError(f"`claims` names must be unique (got {names})")
+        if self.evolution.concurrency > self.world.num_users:
+            raise ConfigError(f"`evolution.concurrency` must be <= `world.num_users`, one user per concurrent session "
+                              f"(got {self.evolution.concurrency} > {self.world.num_users}); lower it or raise "
+                              f"world.num_users")
         self.system.check_segments(self.world)
 
     @property
@@ -315,6 +321,76 @@ def _check_keys(node: Any, path: str = "") -> None:
             _check_keys(node._get_node(i), f"{path}.{i}")
 
 
+def _check_segments(cfg: DictConfig) -> None:
+    """Build each world segment on its own, so an error names the segment (``world.segments.new.drift_rate``)
+    rather than the placeholder a segment's own validation uses."""
+    segments = cfg.get("world", {}).get("segments") if isinstance(cfg.get("world"), DictConfig) else None
+    if not isinstance(segments, DictConfig):
+        return
+    for name in segments.keys():
+        node = segments._get_node(name)
+        try:
+            if isinstance(node, DictConfig):
+                OmegaConf.to_object(node)
+        except ConfigError as exc:
+            raise ConfigError(_prefixed("world", str(exc).replace("segments.<segment>", f"segments.{name}"))) from None
+
+
+def check_overrides(overrides: list[str], cfg: DictConfig) -> None:
+    """Reject command-line overrides that Hydra would accept but that change nothing the user meant.
+
+    ``key={}`` on a non-empty mapping is merged into it, leaving it unchanged (``world.segments={}`` keeps
+    every segment): say so, and how to remove entries (``~key.name``).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_delete() or override.is_sweep_override():
+            continue
+        key = override.key_or_group
+        value = override.value()
+        if isinstance(value, dict) and not value:
+            current = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+            if isinstance(current, DictConfig) and len(current):
+                raise ConfigError(
+                    f"`{key}={{}}` does not empty `{key}`: Hydra merges a mapping override into the existing one, so "
+                    f"it would keep {sorted(str(k) for k in current.keys())}; remove an entry with `~{key}.<name>` "
+                    f"or set the entries you want"
+                )
+
+
+INT64_MAX = 2**63 - 1
+
+
+def check_override_values(overrides: list[str]) -> None:
+    """Reject override values that no key accepts before Hydra applies them: OmegaConf raises a bare
+    ``OverflowError`` (a traceback, not a message) for an integer too large for a float or int64 key.
+    Lines Hydra cannot parse are left to Hydra, whose own message is clear."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for line in overrides:
+        try:
+            (override,) = parser.parse_overrides([line])
+        except OverrideParseException:
+            continue
+        for value in _values(override.value()):
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
+                digits = len(str(abs(value)))
+                raise ConfigError(f"`{override.key_or_group}` must be a number within +/-{INT64_MAX} "
+                                  f"(got an integer of {digits} digits)")
+
+
+def _values(value: Any) -> list[Any]:
+    """The scalar values of a parsed override value (nested lists and dicts flattened)."""
+    if isinstance(value, dict):
+        return [v for item in value.values() for v in _values(item)]
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in _values(item)]
+    return [value]
+
+
 def load_config(cfg: DictConfig | ExperimentConfig | dict[str, Any]) -> ExperimentConfig:
     """Validate a composed config and build the dataclasses (before any simulation); errors name the full key."""
     if isinstance(cfg, ExperimentConfig):
@@ -323,6 +399,7 @@ def load_config(cfg: DictConfig | ExperimentConfig | dict[str, Any]) -> Experime
         cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), cfg)
     _check_keys(cfg)
     check_int("seed", cfg.get("seed", 0), 0)  # before the parts that interpolate it
+    _check_segments(cfg)
     values: dict[str, Any] = {}
     for f in fields(ExperimentConfig):
         if f.name not in cfg:

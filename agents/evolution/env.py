@@ -92,6 +92,9 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         else:
             self.reward_cfg = LayeredRewardConfig(**known_keys("reward", reward, LayeredRewardConfig))
         self.window, self.concurrency, self.warmup = check_int("window", window, 1), check_int("concurrency", concurrency, 1), check_int("warmup", warmup, 0)
+        if self.concurrency > self.world_cfg.num_users:
+            raise ConfigError(f"`concurrency` must be <= `world.num_users`, one user per concurrent session "
+                              f"(got {self.concurrency} > {self.world_cfg.num_users}); lower it or raise num_users")
         self.risk_bound = check_range("risk_bound", risk_bound, 0.0)
         if render_mode is not None:
             check_choice("render_mode", render_mode, self.metadata["render_modes"])
@@ -134,6 +137,12 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
     def _observe(self, log: InteractionLog) -> np.ndarray:
         regime = regime_features(log, self._prev_ctr, self.risk_bound, self._sim.world.now)
         self._prev_ctr = float(log.requests["clicks"].mean()) if log.num_requests else None
+        return np.clip(np.concatenate([regime, self._config_features()]), -BOUND, BOUND).astype(np.float32)
+
+    def regime(self) -> np.ndarray:
+        """The observation of the current regime (from the last window served, or the one :meth:`advance`
+        ended on), without serving anything: what a controller acting now would see."""
+        regime = regime_features(self._regime_log, self._prev_ctr, self.risk_bound, self.sim.world.now)
         return np.clip(np.concatenate([regime, self._config_features()]), -BOUND, BOUND).astype(np.float32)
 
     def _after_build(self) -> None:
