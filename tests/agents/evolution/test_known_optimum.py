@@ -3,25 +3,38 @@
 Setting: the re-ranker of a pipeline trained during a 3-window warm-up, then frozen (``learn=False``),
 evolved over ``mmr_lambda`` x ``freshness_boost`` with the outer reward alone (clicks per request).
 The env runs in ``stationary`` mode: every window starts from the same snapshot of world and system,
-so a config's reward is a deterministic function of the config (common random numbers) and an
-exhaustive 11 x 11 grid gives the optimum exactly. Scores are ``reward / grid optimum``, and also
-range-normalised ``(reward - grid min) / (grid max - grid min)``, a stricter scale.
+so a config's reward is a deterministic function of the config on one machine (common random numbers)
+and an exhaustive 11 x 11 grid gives the optimum exactly.
 
-Observed (seed 0, this machine class): grid min 0.333, optimum 0.3975 at (0.0, 0.3); 30 windows:
-Optuna TPE best 0.985 / 1.006 / 0.973 of the optimum (normalised 0.91 / 1.04 / 0.83) over seeds 0-2,
-random search 0.964 / 0.962 / 0.960 (normalised 0.78 / 0.77 / 0.75); PPO after 256 windows 0.99.
-The landscape is rugged (one sample path per config), which is why random search gets within 5% too;
-the test asserts the acceptance criterion (>= 95% of the optimum) and that random search does worse
-than Optuna on both scales (mean over the same seeds).
+Two regimes. **A** (before a topic shock on day 1) is flat: every config with some freshness scores
+0.36-0.38 on the development machine, so its "optimum" is one sample path's noise and differs between CPUs
+(torch kernels differ in the last bits between AVX2 and AVX-512, the trained ranker's scores with them,
+and then which items users see). **B** (1.5 days later, past the shock) has real structure: users'
+interests all moved toward one topic, fatigue punishes plain ranking, and strong diversity and freshness
+pay (development machine: grid min 0.261 at (0, 0), optimum 0.467 at (1.0, 0.8), most configs with
+``mmr_lambda``, ``freshness_boost`` >= 0.4 within 0.44-0.467; one config's reward moves by ~0.008 between
+sample paths). So the claims are checked where they have headroom:
 
-Shift: a topic shock (day 1) makes every user's interest move toward one topic, so plain ranking
-serves the same topic again and again and fatigue sets in: the optimum moves from no diversity to
-strong diversity and freshness (observed regime B optimum 0.4625 at (1.0, 0.8); the static config
-(0, 0) gets ~0.27).
+- known optimum (regime B): Optuna TPE reaches >= 95% of the grid optimum in 30 windows for 3 seeds
+  (observed 0.99-1.0); the static config is far below (0.56 of it), so the threshold is not met by default;
+- Optuna exploits, random search does not: over the second half of the 30 windows (after TPE's random
+  start-up trials), Optuna's mean reward beats random search's by more than 2 standard errors of the
+  difference, estimated from the seeds' spread (observed ~+0.015, SE ~0.003);
+- shift: with a stationary sentinel (exact replays: its noise is 0 on any machine, so any tolerance has no
+  false alarm in regime A; asserted) a shift is detected at the first sentinel after it exactly when
+  production's reward moved by more than the tolerance; evolution, restarted, gets back to >= 90% of the new
+  optimum within 15 windows;
+- PPO (regime B, 128 windows) reaches >= 95% of the optimum (observed 0.98);
+- warm start (regime B): seeded from the store's 10 nearest trials, Optuna is at >= 95% of the optimum in 3
+  windows and beats a cold start's 3 windows.
+
+No assertion uses one machine's float values: thresholds are ratios to the optimum measured in the same
+run, with margins several times the sample-path noise.
 """
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -36,8 +49,11 @@ pytestmark = pytest.mark.slow
 FREE = ("mmr_lambda", "freshness_boost")
 FIXED = {"risk_threshold": 1.0, "exposure_cap": 0, "learn_violations": False, "mmr_pool": 100}
 BUDGET = 30  # windows for Optuna and random search
-PPO_BUDGET = 256
+PPO_BUDGET = 128  # windows; observed 0.98 of the optimum
 WORLD = {**SMALL_EVOLUTION_WORLD, "shifts": [{"kind": "topic_shock", "day": 1, "topic": 0, "strength": 1.0}]}
+TO_REGIME_B = 12  # windows of 1000 requests = 1.5 days: past the topic shock
+STATIC = {"mmr_lambda": 0.0, "freshness_boost": 0.0}
+SENTINEL = ShiftTest(check_every=5, tolerance=0.005)  # stationary: a replay's noise is exactly 0
 
 
 def make_env(**kw) -> EvolutionEnv:
@@ -46,100 +62,128 @@ def make_env(**kw) -> EvolutionEnv:
                         fixed=FIXED, reward={"inner_weight": {"rerank": 0.0}}, **kw)
 
 
+def regime_b_env() -> EvolutionEnv:
+    env = make_env()
+    env.reset(seed=0)
+    env.advance(TO_REGIME_B)
+    return env
+
+
+def value(env: EvolutionEnv, config: dict) -> float:
+    return float(env.step(env.codec.encode(config))[1])
+
+
 def grid_values(env: EvolutionEnv, bins: int) -> tuple[float, float, dict]:
     grid = SpaceCodec(env.codec.params, "multidiscrete", bins).grid()
-    values = [env.step(env.codec.encode(c))[1] for c in grid]
+    values = [value(env, c) for c in grid]
     i = int(np.argmax(values))
     return float(np.min(values)), float(values[i]), grid[i]
 
 
 @pytest.fixture(scope="module")
-def regime_a() -> tuple[float, float, dict]:
-    env = make_env()
-    env.reset(seed=0)
-    return grid_values(env, 11)
+def regime_b() -> tuple[float, float, dict, float]:
+    env = regime_b_env()
+    low, best, where = grid_values(env, 11)
+    return low, best, where, value(env, STATIC)
 
 
 def test_stationary_mode_is_deterministic_per_config():
     env = make_env()
     env.reset(seed=0)
-    a = env.codec.encode({"mmr_lambda": 0.3, "freshness_boost": 0.5})
-    b = env.codec.encode({"mmr_lambda": 0.9, "freshness_boost": 0.1})
-    first, other, again = env.step(a)[1], env.step(b)[1], env.step(a)[1]
-    assert first == again and first != other
+    configs = [{"mmr_lambda": m, "freshness_boost": f} for m, f in ((0.3, 0.5), (0.9, 0.1), (0.0, 0.0), (1.0, 1.0))]
+    first = [value(env, c) for c in configs]
+    again = [value(env, c) for c in reversed(configs)][::-1]
+    assert first == again  # the same config, the same reward, whatever was served in between
+    assert len(set(first)) >= 2, first  # and the reward does depend on the config
 
 
-def test_optuna_reaches_the_known_optimum_and_random_search_does_worse(regime_a):
-    low, best, where = regime_a
-    assert where["mmr_lambda"] <= 0.2  # regime A: little diversity pays (observed optimum at 0.0)
-    scores = {"optuna": [], "random": []}
+def test_regime_b_has_headroom(regime_b):
+    low, best, where, static = regime_b
+    assert where["mmr_lambda"] >= 0.4 and where["freshness_boost"] >= 0.4, where  # diversity and freshness pay
+    assert static < 0.9 * best and low < 0.9 * best, (static, low, best)
+
+
+def test_optuna_reaches_the_known_optimum_and_exploits_better_than_random(regime_b):
+    _, best, _, _ = regime_b
+    found = {"optuna": [], "random": []}
+    late = {"optuna": [], "random": []}  # mean reward over the second half of the budget
     for seed in range(3):
         for name, make in (("optuna", OptunaSearch), ("random", RandomSearch)):
-            history = evolve(make_env(), make(make_env().target_params(), seed=seed), BUDGET, seed=0)
-            scores[name].append(history.best[1])
-    ratio = {k: np.array(v) / best for k, v in scores.items()}
-    normalised = {k: (np.array(v) - low) / (best - low) for k, v in scores.items()}
-    assert ratio["optuna"].min() >= 0.95, ratio
-    assert ratio["random"].mean() < ratio["optuna"].mean(), ratio
-    assert normalised["random"].mean() + 0.05 < normalised["optuna"].mean(), normalised
+            env = regime_b_env()
+            history = evolve(env, make(env.target_params(), seed=seed), BUDGET, reset=False)
+            found[name].append(history.best[1] / best)
+            late[name].append(float(np.mean(history.rewards[BUDGET // 2:])))
+    assert min(found["optuna"]) >= 0.95, found
+    o, r = np.array(late["optuna"]), np.array(late["random"])
+    se = np.sqrt(o.var(ddof=1) / len(o) + r.var(ddof=1) / len(r))
+    assert o.mean() - r.mean() > 2 * se, (late, se)
 
 
-def test_ppo_reaches_the_known_optimum(regime_a):
+class RegimeB(gym.Wrapper):
+    """Every reset lands in regime B (reset, then advance past the shock): PPO learns where the optimum is
+    known. Uses only the env's public ``advance`` and ``regime``."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        _, info = self.env.reset(seed=0 if seed is None else seed, options=options)
+        self.env.unwrapped.advance(TO_REGIME_B)
+        return self.env.unwrapped.regime(), info
+
+
+def test_ppo_reaches_the_known_optimum(regime_b):
     from stable_baselines3 import PPO
 
-    low, best, _ = regime_a
-    env = make_env()
+    _, best, _, _ = regime_b
+    env = RegimeB(make_env())
     model = PPO("MlpPolicy", env, n_steps=16, batch_size=16, learning_rate=3e-3, gamma=0.0, gae_lambda=1.0,
                 ent_coef=0.0, seed=0, device="cpu", policy_kwargs={"log_std_init": -0.5})
     model.learn(PPO_BUDGET)
-    obs = env._observe(env._regime_log)
-    action, _ = model.predict(obs, deterministic=True)
-    reward = env.step(action)[1]
-    assert reward >= 0.95 * best, (reward, best, env.target.config)
+    inner = env.unwrapped
+    action, _ = model.predict(inner.regime(), deterministic=True)
+    reward = inner.step(action)[1]
+    assert reward >= 0.95 * best, (reward, best, inner.target.config)
 
 
-def test_evolution_recovers_after_a_shift_that_moves_the_optimum():
+def test_evolution_recovers_after_a_shift_that_moves_the_optimum(regime_b):
+    _, optimum, where, static_value = regime_b
     env = make_env()
     env.reset(seed=0)
-    static = {"mmr_lambda": 0.0, "freshness_boost": 0.0}
     controller = OptunaSearch(env.target_params(), seed=0)
-    history = evolve(env, controller, 20, reset=False, shift=ShiftTest(check_every=5, tolerance=0.05))
-    before = dict(history.best[0])
-    assert not history.shifts  # stationary regime A: the incumbent's sentinels agree exactly
-    env.advance(12)  # 12 windows of 1000 requests = 1.5 days: past the topic shock
-    _, optimum, where = grid_values(env, 6)
-    assert where["mmr_lambda"] >= 0.4, where  # the optimum moved toward diversity
-    static_value = env.step(env.codec.encode(static))[1]
-    assert static_value < 0.9 * optimum, (static_value, optimum)  # the static config stays below
+    history = evolve(env, controller, 20, reset=False, shift=SENTINEL)
+    assert not history.shifts  # regime A: the incumbent's sentinels replay it exactly (no false alarm)
+    incumbent, before = history.reference
+    env.advance(TO_REGIME_B)  # the same regime B as the fixture's
+    after = value(env, {k: incumbent[k] for k in FREE})
+    moved = SENTINEL(before, after)
     recovery = 15
-    history = evolve(env, controller, recovery, reset=False, history=history,
-                     shift=ShiftTest(check_every=5, tolerance=0.05),
+    history = evolve(env, controller, recovery, reset=False, history=history, shift=SENTINEL,
                      restart=lambda: OptunaSearch(env.target_params(), seed=1))
-    assert history.shifts == [24], history.shifts  # detected at the first sentinel after the shift
+    # detected at the first sentinel after the shift exactly when production's reward moved beyond the tolerance
+    assert history.shifts == ([24] if moved else []), (history.shifts, before, after)
+    assert where["mmr_lambda"] >= 0.4 and static_value < 0.9 * optimum  # the optimum moved; the old way is poor
     config, reward = history.best
-    assert reward >= 0.9 * optimum, (reward, optimum, config, before)
+    assert reward >= 0.9 * optimum, (reward, optimum, config, incumbent)
 
 
-def test_warm_start_from_the_store_finds_the_optimum_at_once(regime_a, tmp_path):
+def test_warm_start_from_the_store_finds_the_optimum_at_once(regime_b, tmp_path):
     from agents.evolution.env import REGIME_SCALARS
     from agents.infra.store import KnowledgeStore
 
-    _, best, _ = regime_a
+    _, best, _, _ = regime_b
     n = len(make_env().world_cfg.segments) + len(REGIME_SCALARS)
     with KnowledgeStore(tmp_path / "store.db") as store:
-        env = make_env()
+        env = regime_b_env()
         past = store.start_experiment("past", {}, 0)
-        regime = env.reset(seed=0)[0][:n]
+        regime = env.regime()[:n]
 
         def commit(step, config, reward, info):
             store.add_trial(past, step, env.agent_name, "optuna", config, regime, {}, {}, reward)
 
-        evolve(env, OptunaSearch(env.target_params(), seed=0), BUDGET, seed=0, on_window=commit)
+        evolve(env, OptunaSearch(env.target_params(), seed=0), BUDGET, reset=False, on_window=commit)
         # a new run in the same regime: seeded with the 10 best nearby trials, it starts where the last one ended
-        env = make_env()
-        query = env.reset(seed=0)[0][:n]
+        env = regime_b_env()
         warm = OptunaSearch(env.target_params(), seed=5)
-        assert warm.warm_start_from(store, env.agent_name, query, k=10) == 10
+        assert warm.warm_start_from(store, env.agent_name, env.regime()[:n], k=10) == 10
         warm_best = evolve(env, warm, 3, reset=False).best[1]
-        cold_best = evolve(make_env(), OptunaSearch(env.target_params(), seed=5), 3, seed=0).best[1]
+        cold_env = regime_b_env()
+        cold_best = evolve(cold_env, OptunaSearch(cold_env.target_params(), seed=5), 3, reset=False).best[1]
     assert warm_best >= 0.95 * best and warm_best > cold_best, (warm_best, cold_best, best)
