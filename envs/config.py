@@ -6,6 +6,7 @@ world fails at construction, before any simulation runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -13,9 +14,11 @@ from envs.validation import (
     ConfigError,
     check_choice,
     check_int,
+    check_mapping,
     check_probability,
     check_range,
     check_simplex,
+    short_repr,
 )
 
 __all__ = [
@@ -26,9 +29,22 @@ __all__ = [
     "WorldConfig",
     "default_segments",
     "known_keys",
+    "world_cells",
 ]
 
 SHIFT_KINDS = ("segment_mix", "topic_shock", "catalog_refresh", "cold_start_influx", "risk_surge")
+
+# Upper bounds of parameters that had none: each is far beyond any meaningful setting and below where the
+# simulation's float32 / numpy arithmetic breaks (overflow to inf, then NaN), so a config that validates runs.
+MIN_CONCENTRATION, MAX_CONCENTRATION = 1e-3, 1e4  # Beta / Dirichlet parameters: 1e-3 is all-or-nothing, 1e4 a point mass
+RISK_MEAN_MARGIN = 1e-6  # Beta(risk_mean * c, (1 - risk_mean) * c) needs both products > 0 (5e-324 * 1e-3 is 0)
+MAX_UTILITY_WEIGHT = 50.0  # logit weights and offsets: exp(50) is 5e21, float32 exp overflows at 88
+MAX_LOG_SIGMA = 5.0  # log-normal sigmas: exp(5 z) already spans 1e-13..1e13 over z in [-6, 6]
+MAX_COUNT = 10_000_000  # items, users, creators: a 1e7-slot column array is ~40 MB per float32 feature
+MAX_TOPICS = 10_000  # topics: fatigue is a (num_users, num_topics) float32 array
+MAX_EMBEDDING_DIM = 1024
+MAX_WORLD_CELLS = 2**29  # float cells of the world's arrays (~2 GiB float32, more while they are drawn)
+MAX_DAYS = 1_000_000  # days (a shift's day), clicks (history, graduation), steps per day
 
 
 @dataclass
@@ -50,7 +66,8 @@ class ItemConfig:
     cost_sigma: float = 0.5
 
     def __post_init__(self) -> None:
-        check_range("items.zipf_exponent", self.zipf_exponent, 0.0)
+        # the popularity feature is a * (1 - log rank / log N), clipped to +-FEATURE_BOUND (10): a > 10 only saturates
+        check_range("items.zipf_exponent", self.zipf_exponent, 0.0, 10.0)
         check_range("items.head_fraction", self.head_fraction, 0.0, 1.0, low_inclusive=False)
         check_range("items.torso_fraction", self.torso_fraction, 0.0, 1.0)
         if self.head_fraction + self.torso_fraction > 1.0:
@@ -58,16 +75,20 @@ class ItemConfig:
                 "`items.head_fraction + items.torso_fraction` must be <= 1 "
                 f"(got {self.head_fraction} + {self.torso_fraction})"
             )
-        check_range("items.topic_noise", self.topic_noise, 0.0)
-        check_range("items.quality_alpha", self.quality_alpha, 0.0, low_inclusive=False)
-        check_range("items.quality_beta", self.quality_beta, 0.0, low_inclusive=False)
-        check_range("items.risk_mean", self.risk_mean, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        check_range("items.risk_concentration", self.risk_concentration, 0.0, low_inclusive=False)
-        check_range("items.lifetime_days", self.lifetime_days, 0.0, low_inclusive=False)
-        check_range("items.lifetime_sigma", self.lifetime_sigma, 0.0)
-        check_range("items.expire_after", self.expire_after, 0.0, low_inclusive=False)
-        check_range("items.cost_mean", self.cost_mean, 0.0, low_inclusive=False)
-        check_range("items.cost_sigma", self.cost_sigma, 0.0)
+        # embeddings are unit(centre + topic_noise * z): beyond 100 the topic is lost in the noise
+        check_range("items.topic_noise", self.topic_noise, 0.0, 100.0)
+        check_range("items.quality_alpha", self.quality_alpha, MIN_CONCENTRATION, MAX_CONCENTRATION)
+        check_range("items.quality_beta", self.quality_beta, MIN_CONCENTRATION, MAX_CONCENTRATION)
+        check_range("items.risk_mean", self.risk_mean, RISK_MEAN_MARGIN, 1.0 - RISK_MEAN_MARGIN)
+        check_range("items.risk_concentration", self.risk_concentration, MIN_CONCENTRATION, MAX_CONCENTRATION)
+        # lifetime = lifetime_days * exp(lifetime_sigma * z); freshness = exp(-age / lifetime): a lifetime that
+        # overflows (inf / inf) or underflows to 0 (0 / 0) makes NaN freshness
+        check_range("items.lifetime_days", self.lifetime_days, 1e-3, 1e5)
+        check_range("items.lifetime_sigma", self.lifetime_sigma, 0.0, MAX_LOG_SIGMA)
+        check_range("items.expire_after", self.expire_after, 0.0, 1e3, low_inclusive=False)
+        # cost = cost_mean * exp(cost_sigma * z - cost_sigma^2 / 2), stored as float32
+        check_range("items.cost_mean", self.cost_mean, 0.0, 1e6, low_inclusive=False)
+        check_range("items.cost_sigma", self.cost_sigma, 0.0, MAX_LOG_SIGMA)
 
 
 @dataclass
@@ -93,17 +114,19 @@ class SegmentConfig:
 
     def validate(self, name: str) -> None:
         p = f"segments.{name}"
-        check_range(f"{p}.history_mean", self.history_mean, 0.0)
-        check_range(f"{p}.interest_concentration", self.interest_concentration, 0.0, low_inclusive=False)
-        check_range(f"{p}.affinity_scale", self.affinity_scale, 0.0)
-        for key in ("quality_sensitivity", "novelty_sensitivity", "popularity_sensitivity", "risk_appeal",
-                    "risk_sensitivity", "fatigue_sensitivity", "fatigue_increment"):
-            check_range(f"{p}.{key}", getattr(self, key), 0.0)
+        # history ~ Poisson(history_mean) as int32 (numpy refuses lam > ~9e18): a million past clicks is plenty
+        check_range(f"{p}.history_mean", self.history_mean, 0.0, float(MAX_DAYS))
+        check_range(f"{p}.interest_concentration", self.interest_concentration, MIN_CONCENTRATION, MAX_CONCENTRATION)
+        # utility weights (float32 logits of the choice model) and the satisfaction penalty per violation
+        for key in ("affinity_scale", "quality_sensitivity", "novelty_sensitivity", "popularity_sensitivity",
+                    "risk_appeal", "risk_sensitivity", "fatigue_sensitivity", "fatigue_increment"):
+            check_range(f"{p}.{key}", getattr(self, key), 0.0, MAX_UTILITY_WEIGHT)
         check_probability(f"{p}.fatigue_decay", self.fatigue_decay)
         check_probability(f"{p}.drift_rate", self.drift_rate)
         check_probability(f"{p}.churn_probability", self.churn_probability)
+        # logit offsets: the no-click utility, sigmoid(patience + 2 s), sigmoid(return_bias + mean x)
         for key in ("no_click_utility", "patience", "return_bias"):
-            check_range(f"{p}.{key}", getattr(self, key))
+            check_range(f"{p}.{key}", getattr(self, key), -MAX_UTILITY_WEIGHT, MAX_UTILITY_WEIGHT)
 
     def __post_init__(self) -> None:
         self.validate("<segment>")
@@ -154,10 +177,15 @@ class ShiftConfig:
 
     def __post_init__(self) -> None:
         check_choice("shifts.kind", self.kind, SHIFT_KINDS)
-        check_int("shifts.day", self.day, 0)
-        check_range("shifts.strength", self.strength, 0.0)
+        check_int("shifts.day", self.day, 0, MAX_DAYS)
+        # interest += strength * centre (then unit norm), risk *= 1 + strength, new-user share *= 1 + strength
+        check_range("shifts.strength", self.strength, 0.0, 100.0)
         check_probability("shifts.fraction", self.fraction)
-        check_int("shifts.topic", self.topic, 0)
+        check_int("shifts.topic", self.topic, 0, MAX_TOPICS - 1)
+        if self.request_mix is not None:  # names are checked against the segments by WorldConfig
+            check_mapping("shifts.request_mix", self.request_mix, "segment -> weight")
+            for name, w in self.request_mix.items():
+                check_range(f"shifts.request_mix.{_name(name)}", w, 0.0)
         if self.kind == "segment_mix" and not self.request_mix:
             raise ConfigError(f"`shifts.request_mix` is required for kind 'segment_mix' (got {self.request_mix!r})")
 
@@ -183,20 +211,33 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         # accept plain mappings (from YAML / Hydra / kwargs) for the nested parts
-        if isinstance(self.items, dict):
+        if isinstance(self.items, Mapping):
             self.items = ItemConfig(**known_keys("items", self.items, ItemConfig))
-        self.segments = {name: _segment(name, seg) for name, seg in dict(self.segments).items()}
-        self.shifts = [
-            s if isinstance(s, ShiftConfig) else ShiftConfig(**known_keys("shifts", s, ShiftConfig)) for s in self.shifts
-        ]
-        check_int("num_items", self.num_items, 1)
-        check_int("num_users", self.num_users, 1)
-        check_int("num_topics", self.num_topics, 1)
-        check_int("embedding_dim", self.embedding_dim, 1)
-        check_int("num_creators", self.num_creators, 1)
-        check_int("steps_per_day", self.steps_per_day, 1)
-        check_range("position_decay", self.position_decay, 0.0)
-        check_int("graduate_after", self.graduate_after, 0)
+        elif not isinstance(self.items, ItemConfig):
+            check_mapping("items", self.items, "item parameters")
+        check_mapping("segments", self.segments, "segment name -> segment parameters")
+        self.segments = {_segment_name(name): _segment(name, seg) for name, seg in self.segments.items()}
+        if isinstance(self.shifts, (str, bytes, Mapping)) or not isinstance(self.shifts, Sequence):
+            got = f"{type(self.shifts).__name__} {short_repr(self.shifts)}"
+            raise ConfigError(f"`shifts` must be a list of shifts (got {got})")
+        self.shifts = [_shift(i, s) for i, s in enumerate(self.shifts)]
+        check_int("num_items", self.num_items, 1, MAX_COUNT)
+        check_int("num_users", self.num_users, 1, MAX_COUNT)
+        check_int("num_topics", self.num_topics, 1, MAX_TOPICS)
+        check_int("embedding_dim", self.embedding_dim, 1, MAX_EMBEDDING_DIM)
+        check_int("num_creators", self.num_creators, 1, MAX_COUNT)
+        check_int("steps_per_day", self.steps_per_day, 1, MAX_DAYS)
+        cells = world_cells(int(self.num_items), int(self.num_users), int(self.num_topics), int(self.embedding_dim))
+        if cells > MAX_WORLD_CELLS:
+            raise ConfigError(
+                "`num_users * (2 * embedding_dim + num_topics) + num_items * (2 * embedding_dim + 4)` (float cells of "
+                f"the world's arrays) must be <= {MAX_WORLD_CELLS}, about 2 GiB of float32 (got {cells} with "
+                f"num_users={self.num_users}, num_items={self.num_items}, num_topics={self.num_topics}, "
+                f"embedding_dim={self.embedding_dim}); lower one of them"
+            )
+        # examination log-weight -position_decay * log(1 + k) in float32: at 50 only the first position is seen
+        check_range("position_decay", self.position_decay, 0.0, MAX_UTILITY_WEIGHT)
+        check_int("graduate_after", self.graduate_after, 0, MAX_DAYS)
         if not self.segments:
             raise ConfigError("`segments` must define at least one segment (got none)")
         for name, seg in self.segments.items():
@@ -206,6 +247,10 @@ class WorldConfig:
         self.request_mix = check_simplex("request_mix", self.request_mix, names)
         if self.graduate_after > 0:
             self.graduate_to = check_simplex("graduate_to", self.graduate_to, names)
+        else:  # unused (no graduation), but never holds garbage
+            check_mapping("graduate_to", self.graduate_to, "segment -> weight")
+            for name, w in self.graduate_to.items():
+                check_range(f"graduate_to.{_name(name)}", w, 0.0)
         for shift in self.shifts:
             if shift.kind == "topic_shock":
                 check_int("shifts.topic", shift.topic, 0, self.num_topics - 1)
@@ -220,20 +265,45 @@ class WorldConfig:
         return asdict(self)
 
 
-def _segment(name: str, seg: SegmentConfig | dict[str, Any]) -> SegmentConfig:
+def world_cells(num_items: int, num_users: int, num_topics: int, embedding_dim: int) -> int:
+    """Float cells of the world's big arrays: per user interest, profile, topic fatigue; per item embedding, features."""
+    return num_users * (2 * embedding_dim + num_topics) + num_items * (2 * embedding_dim + 4)
+
+
+def _name(name: Any) -> str:
+    return name if isinstance(name, str) else short_repr(name)
+
+
+def _segment_name(name: Any) -> str:
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"`segments` keys must be non-empty segment names (got {type(name).__name__} {short_repr(name)})")
+    return name
+
+
+def _segment(name: Any, seg: SegmentConfig | Mapping[str, Any]) -> SegmentConfig:
     """A segment from a config or a mapping; errors name the segment."""
     if isinstance(seg, SegmentConfig):
         return seg
+    key = f"segments.{_segment_name(name)}"
+    check_mapping(key, seg, "segment parameters")
     try:
-        return SegmentConfig(**known_keys(f"segments.{name}", seg, SegmentConfig))
+        return SegmentConfig(**known_keys(key, seg, SegmentConfig))
     except ConfigError as exc:
-        raise ConfigError(str(exc).replace("segments.<segment>", f"segments.{name}")) from None
+        raise ConfigError(str(exc).replace("segments.<segment>", key)) from None
+
+
+def _shift(index: int, shift: ShiftConfig | Mapping[str, Any]) -> ShiftConfig:
+    """A shift from a config or a mapping."""
+    if isinstance(shift, ShiftConfig):
+        return shift
+    check_mapping(f"shifts[{index}]", shift, "shift parameters")
+    return ShiftConfig(**known_keys("shifts", shift, ShiftConfig))
 
 
 def known_keys(key: str, values: Any, cls: type) -> dict[str, Any]:
-    """Reject unknown keys of a nested mapping with a did-you-mean, before building ``cls``."""
+    """Reject a non-mapping, and unknown keys of a mapping with a did-you-mean, before building ``cls``."""
+    check_mapping(key, values, f"{cls.__name__} fields")
     allowed = [f.name for f in fields(cls)]
-    values = dict(values)
     for name in values:
         check_choice(f"{key} key", name, allowed)
-    return values
+    return {str(name): value for name, value in values.items()}

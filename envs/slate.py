@@ -15,7 +15,7 @@ from gymnasium import spaces
 
 from envs.config import WorldConfig, known_keys
 from envs.sessions import SessionBatch, StepResult, observation_space
-from envs.validation import check_choice
+from envs.validation import check_action, check_choice
 from envs.world import World
 from rewards.response import ResponseReward
 
@@ -104,12 +104,8 @@ class SlateEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._obs is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        action = np.asarray(action, dtype=np.int64).reshape(1, self.slate_size)
-        if not self.action_space.contains(action[0]):
-            raise ValueError(
-                f"action must be {self.slate_size} candidate indices in [0, {self.num_candidates}) (got {action[0].tolist()})"
-            )
-        result = self._batch.serve(np.array([0]), action)
+        action = check_action(self.action_space, action, meaning="candidate indices by slate position")
+        result = self._batch.serve(np.array([0]), action[None, :])
         self._last = result
         self.world.tick()
         obs = self._single(self._batch.observe())

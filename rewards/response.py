@@ -13,6 +13,9 @@ __all__ = ["ResponseReward"]
 
 
 @dataclass
+MAX_WEIGHT = 1e6  # a reward weight's bound: larger ones overflow the float32 reward to inf
+
+
 class ResponseReward:
     """``r = click * clicks + dwell * minutes + like * likes - violation * violations + returned * [returned]``.
 
@@ -27,7 +30,7 @@ class ResponseReward:
 
     def __post_init__(self) -> None:
         for key, value in asdict(self).items():
-            check_range(f"reward.{key}", value, 0.0)
+            check_range(f"reward.{key}", value, 0.0, MAX_WEIGHT)
 
     def __call__(self, response: Response, returned: np.ndarray | None = None) -> np.ndarray:
         r = self.click * response.click.sum(axis=1, dtype=np.float32)

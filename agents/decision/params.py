@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from envs.validation import ConfigError, check_choice, check_range
+from envs.validation import ConfigError, check_action, check_choice, check_mapping, check_range
 
 __all__ = ["Choice", "DecisionAgent", "ParamSpace", "Range"]
 
@@ -29,9 +29,8 @@ class Choice:
     default: Any
 
     def validate(self, key: str, value: Any) -> Any:
-        if value not in self.options:
-            raise ConfigError(f"`{key}` must be one of {list(self.options)} (got {value!r})")
-        return value
+        """The option equal to ``value`` (so ``100.0`` gives the option ``100``; ``True`` never stands for ``1``)."""
+        return check_choice(key, value, self.options)
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,7 @@ class ParamSpace:
 
     def validate(self, config: dict[str, Any], agent: str = "agent") -> dict[str, Any]:
         """A complete, checked config: unknown keys rejected (with did-you-mean), missing keys defaulted."""
+        check_mapping(f"{agent} config", config, "parameter -> value")
         out = self.default()
         for key, value in config.items():
             check_choice(f"{agent} config key", key, list(self.by_name))
@@ -88,21 +88,18 @@ class ParamSpace:
 
     def from_point(self, point: dict[str, Any], agent: str = "agent") -> dict[str, Any]:
         """A point of ``space`` -> config; raises ConfigError if the point is outside the space."""
+        check_mapping(f"{agent} decision", point, "parameter -> point")
         if set(point) != set(self.by_name):
-            raise ConfigError(f"`{agent}` decision must have the keys {list(self.by_name)} (got {sorted(point)})")
-        if not self.space.contains({k: _as_space_value(self.by_name[k], v) for k, v in point.items()}):
-            raise ConfigError(f"`{agent}` decision must be a point of {self.space} (got {point})")
+            raise ConfigError(f"`{agent}` decision must have the keys {list(self.by_name)} (got {sorted(map(str, point))})")
+        space = self.space
         config = {}
         for p in self.params:
             v = point[p.name]
-            config[p.name] = p.options[int(v)] if isinstance(p, Choice) else float(np.asarray(v).reshape(-1)[0])
+            if isinstance(p, Range) and isinstance(v, (int, float, np.integer, np.floating)):
+                v = [v]  # a bare number for a range's (1,)-shaped point
+            checked = check_action(space[p.name], v, key=f"{agent}.{p.name}")
+            config[p.name] = p.options[int(checked)] if isinstance(p, Choice) else float(checked[0])
         return config
-
-
-def _as_space_value(p: Choice | Range, v: Any) -> Any:
-    if isinstance(p, Choice):
-        return np.int64(v)
-    return np.asarray(v, np.float32).reshape(1)
 
 
 class DecisionAgent:

@@ -14,7 +14,7 @@ import numpy as np
 from gymnasium import spaces
 
 from agents.decision.params import Choice, ParamSpace
-from envs.validation import ConfigError, check_choice, check_int
+from envs.validation import ConfigError, check_action, check_choice, check_int
 
 __all__ = ["CODECS", "SpaceCodec"]
 
@@ -42,10 +42,9 @@ class SpaceCodec:
         return len(self.params.params)
 
     def decode(self, action: np.ndarray) -> dict[str, Any]:
-        """Action -> config; raises ConfigError (naming the space) for an action outside the space."""
-        a = np.asarray(action)
-        if a.shape != self.space.shape or not self.space.contains(a.astype(self.space.dtype)):
-            raise ConfigError(f"`action` must lie in {self.space} (got {a.tolist()})")
+        """Action -> config; raises ConfigError (an ``ActionError`` naming ``action``, the space and the value) for
+        anything but a point of the space: wrong shape, NaN/inf, bool/complex/object arrays, fractional indices."""
+        a = check_action(self.space, action, meaning=f"one entry per parameter, {self.size} parameters")
         config: dict[str, Any] = {}
         for i, p in enumerate(self.params.params):
             if self.kind == "box":

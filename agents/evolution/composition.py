@@ -280,9 +280,10 @@ class CompositionEnv(WindowEnv):
         agent.configure(self.overrides[name])
 
     def _apply(self, action: np.ndarray) -> dict[str, Any]:
+        comp = self.decode(action)  # a bad action fails here, before anything is reconfigured
         for name, config in self.overrides.items():
             self.agent(name).configure(config)
-        self.deploy(self.decode(action))
+        self.deploy(comp)
         return self._current()
 
     def _reward(self, log: InteractionLog) -> tuple[float, dict[str, float]]:

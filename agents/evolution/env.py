@@ -16,6 +16,7 @@ on by ``n`` windows (e.g. past a scheduled shift) to change the regime.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -267,6 +268,8 @@ class EvolutionEnv(WindowEnv):
         self.role = names[agent].role
         space = names[agent].params
         # parameters held fixed are set once at reset and left out of the action
+        if fixed is not None and not isinstance(fixed, Mapping):
+            raise ConfigError(f"`fixed` must be a mapping of parameter -> value (got {type(fixed).__name__} {fixed!r:.80})")
         checked = space.validate(dict(fixed or {}), agent=agent)
         self.fixed = {k: checked[k] for k in (fixed or {})}
         free = ParamSpace([p for p in space.params if p.name not in self.fixed])

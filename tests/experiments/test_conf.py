@@ -230,7 +230,7 @@ def test_wrong_type_or_unknown_key_fails_while_composing(override, cause):
 
 @pytest.mark.parametrize("overrides,message", [
     (["evolution.windows=0"], r"`evolution.windows` must be in \[1, inf\) \(got 0\)"),
-    (["world.num_items=0"], r"`world.num_items` must be in \[1, inf\) \(got 0\)"),
+    (["world.num_items=0"], r"`world.num_items` must be in \[1, 10000000\] \(got 0\)"),
     (["seed=-1"], r"`seed` must be in \[0, inf\) \(got -1\)"),
     (["reward.inner_weight.rerank=2"], r"`reward.inner_weight.rerank` must be in \[0.0, 1.0\] \(got 2.0\)"),
     (["reward.outer=outer/engagement/clicks"], r"`reward.outer` must be one of \[.*\] \(got 'outer/engagement/clicks'\); "
