@@ -5,6 +5,8 @@ batched with ``batch_space``, next-step autoreset (a sub-env that terminated or 
 the following ``step``, whose action for it is ignored and whose reward for it is 0), and ``info``
 entries paired with boolean ``_key`` masks. All sub-envs share one world (one catalog, one
 population), as concurrent requests on a real platform do, so sub-envs are not independent copies.
+``reset(options={"reset_mask": mask})`` is Gymnasium's partial reset: new sessions start in the masked
+slots only (a pending autoreset there is cancelled), the others keep their sessions and observations.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.config import WorldConfig
+from envs.items import FEATURE_BOUND
 from envs.sessions import SessionBatch, StepResult, observation_space
 from envs.slate import RENDER_MODES, make_reward, make_world_config, render_step
-from envs.validation import check_choice, check_int
+from envs.validation import check_action, check_choice, check_int
 from envs.world import World
 from rewards.response import ResponseReward
 
@@ -74,6 +77,8 @@ class SlateVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if options is not None and "reset_mask" in options:
+            return self._reset_masked(options["reset_mask"], seed)
         super().reset(seed=seed)
         if seed is not None or self._world is None:
             self._world = World(self.world_cfg, seed=int(self.np_random.integers(2**63)))
@@ -82,27 +87,55 @@ class SlateVectorEnv(VectorEnv):
         self._done[:] = False
         self._last = None
         obs = self._batch.observe()
+        return obs, self._start_info(np.ones(self.num_envs, bool))
+
+    def _reset_masked(self, mask: Any, seed: int | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start new sessions in the slots where ``mask`` is True; draw candidates for those slots only."""
+        n, batch = self.num_envs, self._batch
+        if seed is not None:
+            raise ValueError(
+                "`seed` must be None with `options['reset_mask']`: the sub-envs share one world, which only a "
+                f"full reset reseeds (got seed={seed})"
+            )
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+            got = f"{type(mask).__name__} of {mask.dtype}" if isinstance(mask, np.ndarray) else type(mask).__name__
+            raise TypeError(f"`options['reset_mask']` must be a numpy array of dtype bool (got {got})")
+        if mask.shape != (n,):
+            raise ValueError(f"`options['reset_mask']` must have shape (num_envs,) = ({n},) (got {mask.shape})")
+        if not mask.any():
+            raise ValueError("`options['reset_mask']` must be True for at least one sub-env (got all False)")
+        world = self.world  # raises if reset() was never called
+        slots = np.flatnonzero(mask)
+        batch.start(slots)
+        self._done[slots] = False
+        ids, feats = world.candidates(len(slots), self.num_candidates)
+        # copies: the arrays of the previous observation, already handed out, stay as they were
+        batch.candidate_ids = batch.candidate_ids.copy()
+        batch.candidate_ids[slots] = ids
+        batch.candidate_features = batch.candidate_features.copy()
+        batch.candidate_features[slots] = feats
+        user = world.users.observation(batch.users)  # unchanged for the slots not reset
+        np.clip(user, -FEATURE_BOUND, FEATURE_BOUND, out=user)
+        return {"user": user, "candidates": batch.candidate_features}, self._start_info(mask)
+
+    def _start_info(self, mask: np.ndarray) -> dict[str, Any]:
+        """The ``info`` of a (partial) reset: who started a session in the slots of ``mask``, and when."""
         users = self._batch.users
         info = {
-            "user_id": users.copy(),
-            "segment": self.world.users.segment[users].astype(np.int64),
-            "day": np.full(self.num_envs, self.world.now),
+            "user_id": np.where(mask, users, 0),
+            "segment": np.where(mask, self.world.users.segment[users], 0).astype(np.int64),
+            "day": np.where(mask, self.world.now, 0.0),
         }
-        info.update({f"_{k}": np.ones(self.num_envs, bool) for k in list(info)})
-        return obs, info
+        info.update({f"_{k}": mask.copy() for k in list(info)})
+        return info
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         n, batch = self.num_envs, self._batch
-        actions = np.asarray(actions)
-        if actions.shape != (n, self.slate_size):
-            raise ValueError(f"actions must have shape (num_envs, slate_size) = {(n, self.slate_size)} (got {actions.shape})")
-        if actions.min() < 0 or actions.max() >= self.num_candidates:
-            raise ValueError(
-                f"actions must be candidate indices in [0, {self.num_candidates}) "
-                f"(got values in [{actions.min()}, {actions.max()}])"
-            )
+        actions = check_action(
+            self.action_space, actions, key="actions", meaning="candidate indices, one row of slate_size per sub-env"
+        )
         reset_slots = np.flatnonzero(self._done)
         active = np.flatnonzero(~self._done)
         reward = np.zeros(n, np.float32)
