@@ -37,7 +37,8 @@ DWELL_LOG_BASE = 3.4  # log seconds: median dwell ~30 s on a neutral item
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    # clipped: float32 exp overflows past 88; |x| <= 80 leaves every value that is not already 0 or 1 unchanged
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))
 
 
 @dataclass

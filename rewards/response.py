@@ -12,10 +12,10 @@ from envs.world import Response
 __all__ = ["ResponseReward"]
 
 
-@dataclass
 MAX_WEIGHT = 1e6  # a reward weight's bound: larger ones overflow the float32 reward to inf
 
 
+@dataclass
 class ResponseReward:
     """``r = click * clicks + dwell * minutes + like * likes - violation * violations + returned * [returned]``.
 

@@ -79,8 +79,9 @@ class Reranker(DecisionAgent):
             max_sim = np.zeros(pool.shape, np.float32)
             picked = np.zeros((b, slate_size), np.int64)
             avail = np.isfinite(pool_base)
+            base = np.where(avail, pool_base, 0.0)  # (0 * -inf would be nan at mmr_lambda = 1)
             for k in range(slate_size):  # a loop over slate positions (K), vectorised over requests
-                mmr = np.where(avail, (1 - lam) * pool_base - lam * max_sim, -np.inf)
+                mmr = np.where(avail, (1 - lam) * base - lam * max_sim, -np.inf)
                 j = mmr.argmax(axis=1)
                 picked[:, k] = j
                 avail[rows, j] = False

@@ -59,5 +59,5 @@ def test_each_term_alone(term: str) -> None:
 
 @pytest.mark.parametrize("key", ["click", "dwell", "like", "violation", "returned"])
 def test_negative_weight_is_rejected(key: str) -> None:
-    with pytest.raises(ConfigError, match=rf"`reward\.{key}` must be in \[0\.0, inf\) \(got -1\.0\)"):
+    with pytest.raises(ConfigError, match=rf"`reward\.{key}` must be in \[0\.0, 1000000\.0\] \(got -1\.0\)"):
         ResponseReward(**{key: -1.0})
