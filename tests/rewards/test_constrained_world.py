@@ -77,9 +77,13 @@ def test_lagrangian_meets_the_risk_bound_where_the_weighted_sum_does_not():
     _, lag, lambdas = primal_dual(LagrangianConstraints([risk], lr=0.05))
     _, fixed, _ = primal_dual(WeightedScalarisation([risk], weights=0.02))
     # measured, last 15 rounds: Lagrangian 0.54 clicks / 0.51 violations (w=2 in 13 of 15), lambda max 0.13;
-    # weighted sum 0.62 / 2.41 (w=-2 in 15 of 15)
+    # weighted sum 0.62 / 2.41 (w=-2 in 15 of 15). The primal-dual loop oscillates around the bound, so the
+    # Lagrangian's tail mean is the bound plus noise: on env seeds 0, 1, 2 (other sample paths) 0.511, 0.525,
+    # 0.474 (s.d. ~0.026; lambda max 0.130-0.137; weighted sum 2.21-2.44 violations, 0.615-0.624 clicks).
+    # Hence a tolerance of 0.1 (~4 s.d.): a multiplier that stops short and settles on w=0 (1.0 violations on
+    # this seed) fails, as does the unconstrained optimum (2.2-2.4).
     lag_viol, fixed_viol = lag[-15:, 1].mean(), fixed[-15:, 1].mean()
     assert max(lambdas) > 0.05  # the multiplier rose while the bound was violated
-    assert lag_viol <= BOUND + 0.05, lag_viol  # the constrained run ends within the bound
+    assert lag_viol <= BOUND + 0.1, lag_viol  # the constrained run ends within the bound, up to its noise
     assert fixed_viol > BOUND + 0.5, fixed_viol  # the weighted sum stays on the clickbait optimum
     assert fixed[-15:, 0].mean() > lag[-15:, 0].mean()  # ... which buys it clicks: the trade-off is real

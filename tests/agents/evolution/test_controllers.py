@@ -33,11 +33,21 @@ def best_of(controller, budget: int) -> float:
 
 
 def test_optuna_reaches_the_known_optimum_and_beats_random_search():
-    # budget 60: measured TPE best 0.9995 (seed 0); random search best 0.947-0.991 over seeds 0-4
-    optuna_best = best_of(OptunaSearch(SPACE, seed=0), 60)
-    random_best = [best_of(RandomSearch(SPACE, seed=s), 60) for s in range(5)]
-    assert optuna_best >= 0.995
-    assert optuna_best > max(random_best)
+    # One seed's best is one sample path of TPE (its numpy/scipy float kernels differ in the last bits between
+    # CPUs, and a flipped argmax changes every later proposal), so the claims are over 5 seeds each.
+    # Measured, budget 60, best reward (optimum 1.0): TPE seeds 0-9 0.9916-1.0 (median 0.999; seed 2 0.9916,
+    # seed 5 0.9962: a single-seed threshold of 0.995 failed on 1 of 10 seeds); random search seeds 0-19
+    # 0.882-0.997 (median 0.97). On log10(regret): TPE seeds 0-4 mean -3.0, random seeds 0-4 -1.6, s.e. of the
+    # difference 0.28, so 4.9 s.e. apart (seeds 5-9: 5.5 s.e., seeds 10-14: 6.6 s.e.; medians of TPE 0.999-1.0).
+    # A regression to random-like search fails both: its median is ~0.97 and its difference ~0 s.e.
+    seeds = range(5)
+    optuna = np.array([best_of(OptunaSearch(SPACE, seed=s), 60) for s in seeds])
+    random = np.array([best_of(RandomSearch(SPACE, seed=s), 60) for s in seeds])
+    assert np.median(optuna) >= 0.99, optuna  # at the known optimum (observed medians 0.9988-0.9999)
+    # regret floored at 1e-4 (a seed can hit the optimum exactly)
+    lo, lr = np.log10(np.maximum(1.0 - optuna, 1e-4)), np.log10(np.maximum(1.0 - random, 1e-4))
+    se = np.sqrt(lo.var(ddof=1) / len(lo) + lr.var(ddof=1) / len(lr))
+    assert lr.mean() - lo.mean() > 2 * se, (optuna, random, se)  # TPE's regret is smaller beyond the seeds' spread
 
 
 def test_random_search_is_seeded():

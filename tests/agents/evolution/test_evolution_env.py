@@ -101,16 +101,23 @@ def test_a_concurrent_control_serves_its_share_and_removes_the_learning_trend_fr
     env.reset(seed=0)
     system, initial = env.system, dict(env.target.config)
     same = {k: v for k, v in initial.items() if k in env.target_params().by_name}
-    relative, absolute = [], []
+    relative, absolute, shares = [], [], []
     for _ in range(6):  # the candidate is the control's config: only the system's learning moves the reward
         _, reward, _, _, info = env.step(env.codec.encode(same))
-        share = float(np.mean(env.last_log.requests["pipeline"] == 1))
-        assert 0.4 < share < 0.6 and set(np.unique(env.last_log.requests["pipeline"])) == {0, 1}
+        shares.append(float(np.mean(env.last_log.requests["pipeline"] == 1)))
+        assert set(np.unique(env.last_log.requests["pipeline"])) == {0, 1}
         assert reward == pytest.approx(info["evolution/candidate_reward"] - info["evolution/control_reward"])
         relative.append(reward)
         absolute.append(info["evolution/candidate_reward"])
-    # measured: clicks per request 0.17 -> 0.51 over the 6 windows; relative rewards within +-0.035
-    assert absolute[-1] - absolute[0] > 0.2 and max(abs(r) for r in relative) < 0.06
+    # Measured on env seeds 0, 1, 2 (other sample paths, as another CPU's float kernels give): the control's
+    # share of requests per window 0.415-0.558 (arms are by user, and users' request rates differ), over the
+    # 6 windows 0.46-0.49; clicks per request rise by 0.36-0.39 over the 6 windows; the relative reward per
+    # window has s.d. ~0.023 around 0 (max |relative| 0.051, 0.053, 0.014; means +0.012, +0.018, +0.003).
+    # Tolerances are ~4 s.d. of that noise; a relative reward that kept the learning trend (the candidate's
+    # reward alone, or a control that does not learn) moves by ~0.3 and fails, as does a share far from 0.5.
+    assert abs(np.mean(shares) - 0.5) < 0.1, shares
+    assert absolute[-1] - absolute[0] > 0.2, absolute
+    assert max(abs(r) for r in relative) < 0.1 and abs(np.mean(relative)) < 0.05, relative
     assert env.system is system and len(system.pipelines) == 1  # the split is only for the window
     env.step(env.codec.encode({**same, "mmr_lambda": 1.0}))
     assert env.target.config["mmr_lambda"] == 1.0 and env._control.config == initial  # the control keeps its config
