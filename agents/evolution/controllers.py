@@ -99,20 +99,30 @@ class OptunaSearch:
             raise ConfigError("`tell` must receive a config returned by this controller's `propose` (got an unknown one)")
         self.study.tell(trial, reward)
 
-    def warm_start(self, configs: list[dict[str, Any]], rewards: list[float]) -> None:
-        """Seed the study with past trials (e.g. from the knowledge store, for a similar regime)."""
+    def warm_start(self, configs: list[dict[str, Any]], rewards: list[float], replay: int = 1) -> None:
+        """Seed the study with past trials (e.g. from the knowledge store, for a similar regime), and propose the
+        ``replay`` best of them first (single objective): TPE fitted to a handful of good trials samples around
+        them, not at them, so without a replay a warm start's first windows are near the best known config but
+        seldom at it."""
+        check_int("replay", replay, 0)
         dists = {p.name: (optuna.distributions.CategoricalDistribution(list(p.options)) if isinstance(p, Choice)
                           else optuna.distributions.FloatDistribution(p.low, p.high)) for p in self.params.params}
+        seeded = []
         for config, reward in zip(configs, rewards):
             params = self.params.validate({k: v for k, v in config.items() if k in self.params.by_name})
             self.study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=reward))
+            seeded.append((reward, params))
+        if len(self.study.directions) == 1 and replay:
+            maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+            for _, params in sorted(seeded, key=lambda t: t[0], reverse=maximize)[:replay]:
+                self.study.enqueue_trial(params, skip_if_exists=False)
 
     def warm_start_from(self, store: Any, agent: str, regime: Any, k: int = 10,
-                        exclude_experiment: int | None = None) -> int:
+                        exclude_experiment: int | None = None, replay: int = 1) -> int:
         """Seed the study with the ``k`` best past trials of ``agent`` from the regimes nearest ``regime``
-        (``KnowledgeStore.similar_trials``); returns how many were added."""
+        (``KnowledgeStore.similar_trials``), proposing the ``replay`` best first; returns how many were added."""
         near = store.similar_trials(agent, regime, k=k, exclude_experiment=exclude_experiment)
-        self.warm_start([n.trial.config for n in near], [n.trial.reward for n in near])
+        self.warm_start([n.trial.config for n in near], [n.trial.reward for n in near], replay=replay)
         return len(near)
 
 

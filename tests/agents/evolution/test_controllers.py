@@ -57,8 +57,10 @@ def test_random_search_is_seeded():
 
 def test_optuna_warm_start_and_unknown_tell():
     search = OptunaSearch(SPACE, seed=0)
-    search.warm_start([{"x": 0.3, "y": -1.2, "mode": "b"}], [1.0])
-    assert search.study.best_value == 1.0 and len(search.study.trials) == 1
+    search.warm_start([{"x": 0.3, "y": -1.2, "mode": "b"}, {"x": 0.9, "y": 0.5, "mode": "a"}], [1.0, 0.2])
+    complete = [t for t in search.study.trials if t.state.name == "COMPLETE"]
+    assert search.study.best_value == 1.0 and len(complete) == 2
+    assert search.propose(np.zeros(1)) == {"x": 0.3, "y": -1.2, "mode": "b"}  # the best seeded config comes first
     with pytest.raises(ConfigError, match="`tell` must receive a config returned by this controller"):
         search.tell({"x": 0.1, "y": 0.0, "mode": "a"}, 0.5, np.zeros(1))
     with pytest.raises(ConfigError, match=r"`directions` must be one of \['maximize', 'minimize'\] \(got 'up'\)"):

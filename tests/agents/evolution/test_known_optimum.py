@@ -25,8 +25,13 @@ sample paths). So the claims are checked where they have headroom:
   production's reward moved by more than the tolerance; evolution, restarted, gets back to >= 90% of the new
   optimum within 15 windows;
 - PPO (regime B, 128 windows) reaches >= 95% of the optimum (observed 0.98);
-- warm start (regime B): seeded from the store's 10 nearest trials, Optuna is at >= 95% of the optimum in 3
-  windows and beats a cold start's 3 windows.
+- warm start (regime B): seeded from the store's 10 nearest trials (the best replayed first), Optuna's first
+  window is at >= 95% of the optimum and in the landscape's top tenth (where a cold start's random first
+  config lands one time in ten). Without the replay, TPE fitted to 10 good trials samples near them, not
+  at them: worlds 1 and 2 then started at 0.84-0.94 of the optimum, below a lucky cold start.
+
+Checked by hand on other worlds (``WORLD_SEED`` 1 and 2), a far larger perturbation than another CPU: the
+landscape differs (world 1: optimum 0.58 at (0.1, 0.6)), the claims above hold.
 
 No assertion uses one machine's float values: thresholds are ratios to the optimum measured in the same
 run, with margins several times the sample-path noise.
@@ -53,6 +58,7 @@ PPO_BUDGET = 128  # windows; observed 0.98 of the optimum
 WORLD = {**SMALL_EVOLUTION_WORLD, "shifts": [{"kind": "topic_shock", "day": 1, "topic": 0, "strength": 1.0}]}
 TO_REGIME_B = 12  # windows of 1000 requests = 1.5 days: past the topic shock
 STATIC = {"mmr_lambda": 0.0, "freshness_boost": 0.0}
+WORLD_SEED = 0  # the claims hold for other worlds too (checked by hand with 1 and 2; see the module docstring)
 SENTINEL = ShiftTest(check_every=5, tolerance=0.005)  # stationary: a replay's noise is exactly 0
 
 
@@ -64,7 +70,7 @@ def make_env(**kw) -> EvolutionEnv:
 
 def regime_b_env() -> EvolutionEnv:
     env = make_env()
-    env.reset(seed=0)
+    env.reset(seed=WORLD_SEED)
     env.advance(TO_REGIME_B)
     return env
 
@@ -73,23 +79,29 @@ def value(env: EvolutionEnv, config: dict) -> float:
     return float(env.step(env.codec.encode(config))[1])
 
 
-def grid_values(env: EvolutionEnv, bins: int) -> tuple[float, float, dict]:
+def grid_values(env: EvolutionEnv, bins: int) -> tuple[float, float, dict, np.ndarray]:
     grid = SpaceCodec(env.codec.params, "multidiscrete", bins).grid()
-    values = [value(env, c) for c in grid]
+    values = np.array([value(env, c) for c in grid])
     i = int(np.argmax(values))
-    return float(np.min(values)), float(values[i]), grid[i]
+    return float(np.min(values)), float(values[i]), grid[i], values
 
 
 @pytest.fixture(scope="module")
-def regime_b() -> tuple[float, float, dict, float]:
+def regime_b_grid() -> tuple[float, float, dict, float, np.ndarray]:
     env = regime_b_env()
-    low, best, where = grid_values(env, 11)
-    return low, best, where, value(env, STATIC)
+    low, best, where, values = grid_values(env, 11)
+    return low, best, where, value(env, STATIC), values
+
+
+@pytest.fixture(scope="module")
+def regime_b(regime_b_grid) -> tuple[float, float, dict, float]:
+    """Grid min, optimum, where it is, and the static config's reward in regime B."""
+    return regime_b_grid[:4]
 
 
 def test_stationary_mode_is_deterministic_per_config():
     env = make_env()
-    env.reset(seed=0)
+    env.reset(seed=WORLD_SEED)
     configs = [{"mmr_lambda": m, "freshness_boost": f} for m, f in ((0.3, 0.5), (0.9, 0.1), (0.0, 0.0), (1.0, 1.0))]
     first = [value(env, c) for c in configs]
     again = [value(env, c) for c in reversed(configs)][::-1]
@@ -99,8 +111,9 @@ def test_stationary_mode_is_deterministic_per_config():
 
 def test_regime_b_has_headroom(regime_b):
     low, best, where, static = regime_b
-    assert where["mmr_lambda"] >= 0.4 and where["freshness_boost"] >= 0.4, where  # diversity and freshness pay
-    assert static < 0.9 * best and low < 0.9 * best, (static, low, best)
+    # the plain ranking of before the shock (no diversity, no freshness) is far from the optimum: reaching 95% of
+    # it takes search (world seed 0: diversity and freshness pay, optimum at (1.0, 0.8); other worlds differ)
+    assert static < 0.9 * best and low < 0.9 * best, (static, low, best, where)
 
 
 def test_optuna_reaches_the_known_optimum_and_exploits_better_than_random(regime_b):
@@ -124,7 +137,7 @@ class RegimeB(gym.Wrapper):
     known. Uses only the env's public ``advance`` and ``regime``."""
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        _, info = self.env.reset(seed=0 if seed is None else seed, options=options)
+        _, info = self.env.reset(seed=WORLD_SEED, options=options)
         self.env.unwrapped.advance(TO_REGIME_B)
         return self.env.unwrapped.regime(), info
 
@@ -144,9 +157,9 @@ def test_ppo_reaches_the_known_optimum(regime_b):
 
 
 def test_evolution_recovers_after_a_shift_that_moves_the_optimum(regime_b):
-    _, optimum, where, static_value = regime_b
+    _, optimum, _, static_value = regime_b
     env = make_env()
-    env.reset(seed=0)
+    env.reset(seed=WORLD_SEED)
     controller = OptunaSearch(env.target_params(), seed=0)
     history = evolve(env, controller, 20, reset=False, shift=SENTINEL)
     assert not history.shifts  # regime A: the incumbent's sentinels replay it exactly (no false alarm)
@@ -159,16 +172,16 @@ def test_evolution_recovers_after_a_shift_that_moves_the_optimum(regime_b):
                      restart=lambda: OptunaSearch(env.target_params(), seed=1))
     # detected at the first sentinel after the shift exactly when production's reward moved beyond the tolerance
     assert history.shifts == ([24] if moved else []), (history.shifts, before, after)
-    assert where["mmr_lambda"] >= 0.4 and static_value < 0.9 * optimum  # the optimum moved; the old way is poor
+    assert static_value < 0.9 * optimum  # the plain ranking of regime A is poor in B: the optimum moved away from it
     config, reward = history.best
     assert reward >= 0.9 * optimum, (reward, optimum, config, incumbent)
 
 
-def test_warm_start_from_the_store_finds_the_optimum_at_once(regime_b, tmp_path):
+def test_warm_start_from_the_store_finds_the_optimum_at_once(regime_b_grid, tmp_path):
     from agents.evolution.env import REGIME_SCALARS
     from agents.infra.store import KnowledgeStore
 
-    _, best, _, _ = regime_b
+    _, best, _, _, values = regime_b_grid
     n = len(make_env().world_cfg.segments) + len(REGIME_SCALARS)
     with KnowledgeStore(tmp_path / "store.db") as store:
         env = regime_b_env()
@@ -179,11 +192,11 @@ def test_warm_start_from_the_store_finds_the_optimum_at_once(regime_b, tmp_path)
             store.add_trial(past, step, env.agent_name, "optuna", config, regime, {}, {}, reward)
 
         evolve(env, OptunaSearch(env.target_params(), seed=0), BUDGET, reset=False, on_window=commit)
-        # a new run in the same regime: seeded with the 10 best nearby trials, it starts where the last one ended
+        # a new run in the same regime, seeded with the 10 best nearby trials: its first window replays the best
         env = regime_b_env()
         warm = OptunaSearch(env.target_params(), seed=5)
         assert warm.warm_start_from(store, env.agent_name, env.regime()[:n], k=10) == 10
-        warm_best = evolve(env, warm, 3, reset=False).best[1]
-        cold_env = regime_b_env()
-        cold_best = evolve(cold_env, OptunaSearch(cold_env.target_params(), seed=5), 3, reset=False).best[1]
-    assert warm_best >= 0.95 * best and warm_best > cold_best, (warm_best, cold_best, best)
+        first = evolve(env, warm, 1, reset=False).rewards[0]
+    # at the optimum at once, and among the top tenth of the whole landscape, where a cold start's first window
+    # (a random config) lands one time in ten
+    assert first >= 0.95 * best and first >= np.quantile(values, 0.9), (first, best, np.quantile(values, 0.9))
