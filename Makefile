@@ -21,15 +21,17 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 demo: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m experiments.demo --out $(OUT)
 
+# two workers (one per core); a file runs whole on one worker, so module fixtures are built once
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 test: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python -m pytest -q --durations=15
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q $(PYTEST_PARALLEL) --durations=15
 
 # the suite with other floating-point kernels: torch's portable ATen kernels, MKL's CPU-independent code path
 # and an older OpenBLAS kernel change results in the last bits, as another CPU of our class (AVX-512) does;
 # a test that fails here but passes under `make test` asserts one machine's floats
 PORTABLE_ENV := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE OPENBLAS_CORETYPE=Prescott
 test-portable: $(STAMP)
-	MPLBACKEND=Agg $(PORTABLE_ENV) $(BIN)/python -m pytest -q --durations=15
+	MPLBACKEND=Agg $(PORTABLE_ENV) $(BIN)/python -m pytest -q $(PYTEST_PARALLEL) --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
