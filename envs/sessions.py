@@ -196,11 +196,18 @@ class SessionBatch:
         reward = self.reward(response, returned)
         return StepResult(slots, slate, response, reward, terminated, truncated, ended, diagnostics)
 
-    def observe(self) -> dict[str, np.ndarray]:
-        """Draw fresh candidate sets for every slot and return the batched observation."""
-        ids, feats = self.world.candidates(self.n, self.num_candidates)
-        self.candidate_ids = ids
-        self.candidate_features = feats
+    def observe(self, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Draw fresh candidate sets for every slot (or for ``slots`` only: the others keep theirs) and return
+        the batched observation."""
+        if slots is None:
+            self.candidate_ids, self.candidate_features = self.world.candidates(self.n, self.num_candidates)
+        else:
+            ids, feats = self.world.candidates(len(slots), self.num_candidates)
+            # copies: the arrays of the previous observation, already handed out, stay as they were
+            self.candidate_ids = self.candidate_ids.copy()
+            self.candidate_ids[slots] = ids
+            self.candidate_features = self.candidate_features.copy()
+            self.candidate_features[slots] = feats
         user = self.world.users.observation(self.users)
         np.clip(user, -FEATURE_BOUND, FEATURE_BOUND, out=user)
-        return {"user": user, "candidates": feats}
+        return {"user": user, "candidates": self.candidate_features}

@@ -19,7 +19,6 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.config import WorldConfig
-from envs.items import FEATURE_BOUND
 from envs.sessions import SessionBatch, StepResult, observation_space
 from envs.slate import RENDER_MODES, make_reward, make_world_config, render_step
 from envs.validation import check_action, check_choice, check_int
@@ -104,19 +103,11 @@ class SlateVectorEnv(VectorEnv):
             raise ValueError(f"`options['reset_mask']` must have shape (num_envs,) = ({n},) (got {mask.shape})")
         if not mask.any():
             raise ValueError("`options['reset_mask']` must be True for at least one sub-env (got all False)")
-        world = self.world  # raises if reset() was never called
+        _ = self.world  # raises if reset() was never called
         slots = np.flatnonzero(mask)
         batch.start(slots)
         self._done[slots] = False
-        ids, feats = world.candidates(len(slots), self.num_candidates)
-        # copies: the arrays of the previous observation, already handed out, stay as they were
-        batch.candidate_ids = batch.candidate_ids.copy()
-        batch.candidate_ids[slots] = ids
-        batch.candidate_features = batch.candidate_features.copy()
-        batch.candidate_features[slots] = feats
-        user = world.users.observation(batch.users)  # unchanged for the slots not reset
-        np.clip(user, -FEATURE_BOUND, FEATURE_BOUND, out=user)
-        return {"user": user, "candidates": batch.candidate_features}, self._start_info(mask)
+        return batch.observe(slots), self._start_info(mask)
 
     def _start_info(self, mask: np.ndarray) -> dict[str, Any]:
         """The ``info`` of a (partial) reset: who started a session in the slots of ``mask``, and when."""
