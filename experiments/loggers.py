@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ import pandas as pd
 
 from experiments.config import ExperimentConfig
 
-__all__ = ["MetricsTable", "RunLoggers", "TensorBoardLogger", "WandbLogger", "read_wandb_history", "scalars"]
+__all__ = ["MetricsTable", "RunLoggers", "TensorBoardLogger", "WandbLogger", "read_wandb_history", "scalars",
+           "write_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,17 @@ class MetricsTable:
 
     def write(self, out: Path) -> pd.DataFrame:
         frame = self.frame()
-        for name, write in (("metrics.csv", frame.to_csv), ("metrics.parquet", frame.to_parquet)):
-            tmp = out / f".{name}.tmp"  # whole or not at all: a kill mid-write never leaves half a table
-            write(tmp, index=False)
-            os.replace(tmp, out / name)
+        write_atomic(out / "metrics.csv", lambda tmp: frame.to_csv(tmp, index=False))
+        write_atomic(out / "metrics.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
         return frame
+
+
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` a file beside ``path``, then move it into place: a kill mid-write leaves the old file or
+    none, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 class WandbLogger:

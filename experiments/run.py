@@ -39,7 +39,7 @@ from agents.infra.store import KnowledgeStore
 from envs.validation import ConfigError, check_choice
 from experiments.arms import ARMS, ArmContext, WindowRecorder, run_arm
 from experiments.config import ExperimentConfig, check_override_values, check_overrides, load_config
-from experiments.loggers import RunLoggers
+from experiments.loggers import RunLoggers, write_atomic
 from rewards.outer import OUTER_KEYS
 
 __all__ = ["PHASES", "ConstrainedEvolution", "build_composition_env", "build_env", "cli", "main", "run"]
@@ -157,13 +157,6 @@ def _out_dir(cfg: ExperimentConfig, out_dir: str | os.PathLike[str] | None) -> P
     path = Path(out_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a file whole or not at all (a kill mid-write leaves the old file or none, never half of it)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _regime_columns(env: Any, regime: np.ndarray | None) -> dict[str, float]:
@@ -287,7 +280,8 @@ def run(
     }
     loggers.close({k: v for k, v in summary.items() if isinstance(v, float)})
     phase("logged")
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    text = json.dumps(summary, indent=1)
+    write_atomic(out / "summary.json", lambda tmp: tmp.write_text(text))
     phase("summary")
     log.info("%s/%s seed %d: mean reward %.4f over %d windows in %.1f s -> %s", exp.name, arm, exp.seed,
              summary["final/reward_mean"], summary["windows"], summary["seconds"], out)
