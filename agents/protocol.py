@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from gymnasium import spaces
 
-from agents.infra.log import InteractionLog
+from envs.log import InteractionLog
 
 __all__ = ["ROLES", "Agent", "Promotion", "decision_space_size", "promote"]
 

@@ -16,7 +16,7 @@ from envs.config import WorldConfig
 from envs.items import FEATURE_BOUND, ITEM_FEATURES
 from envs.validation import ConfigError, check_int
 from envs.world import Response, SessionEnd, World
-from rewards.response import ResponseReward
+from envs.reward import ResponseReward
 
 __all__ = ["ObservationLayout", "SessionBatch", "StepResult", "observation_space"]
 

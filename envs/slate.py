@@ -17,7 +17,7 @@ from envs.config import WorldConfig, known_keys
 from envs.sessions import SessionBatch, StepResult, observation_space
 from envs.validation import check_action, check_choice
 from envs.world import World
-from rewards.response import ResponseReward
+from envs.reward import ResponseReward
 
 __all__ = ["SlateEnv", "make_reward", "make_world_config", "render_step"]
 

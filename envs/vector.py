@@ -23,7 +23,7 @@ from envs.sessions import SessionBatch, StepResult, observation_space
 from envs.slate import RENDER_MODES, make_reward, make_world_config, render_step
 from envs.validation import check_action, check_choice, check_int
 from envs.world import World
-from rewards.response import ResponseReward
+from envs.reward import ResponseReward
 
 __all__ = ["SlateVectorEnv"]
 

@@ -52,7 +52,7 @@ from agents.decision.configs import build_system
 from agents.evolution.composition import CompositionEnv
 from agents.evolution.controllers import EvolutionHistory, OptunaSearch, RandomSearch, StaticController, evolve
 from agents.evolution.schedule import SaturationTest, ShiftTest, alternate
-from agents.infra.log import InteractionLog
+from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int, check_range
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import numpy as np
 from envs.validation import ConfigError, check_choice, check_int
 
 if TYPE_CHECKING:  # typing only: keeps ``rewards`` importable while ``envs`` and ``agents`` are half-initialised
-    from agents.infra.log import InteractionLog
+    from envs.log import InteractionLog
 
 __all__ = [
     "INNER_METRICS",

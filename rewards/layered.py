@@ -14,7 +14,7 @@ from rewards.inner import INNER_METRICS, ROLES, inner_metrics
 from rewards.outer import OUTER_KEYS, outer_metrics
 
 if TYPE_CHECKING:
-    from agents.infra.log import InteractionLog
+    from envs.log import InteractionLog
 
 __all__ = [
     "DEFAULT_INNER_METRIC",

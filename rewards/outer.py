@@ -10,7 +10,7 @@ import numpy as np
 from rewards.inner import TAIL_TIER
 
 if TYPE_CHECKING:
-    from agents.infra.log import InteractionLog
+    from envs.log import InteractionLog
 
 __all__ = ["OUTER_KEYS", "exposure_counts", "gini", "outer_metrics"]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from agents.decision.context import RequestBatch
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
-from agents.infra.log import InteractionLog
+from envs.log import InteractionLog
 
 __all__ = ["ABDecision", "ExperimentDesigner", "SegmentRouter", "welch_interval"]
 

@@ -14,7 +14,7 @@ import torch
 
 from agents.decision.context import Candidates
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
-from agents.infra.log import InteractionLog
+from envs.log import InteractionLog
 
 __all__ = ["FUSION_SIZES", "MultiTaskFusion", "QuotaFusion", "dedupe"]
 

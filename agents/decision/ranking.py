@@ -15,7 +15,7 @@ from torch import nn
 
 from agents.decision.context import CatalogView, Candidates, RequestBatch
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
-from agents.infra.log import InteractionLog
+from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int
 
 __all__ = ["ARCHITECTURES", "EnsembleRanker", "MultiTaskNet", "TorchRanker", "pair_features"]

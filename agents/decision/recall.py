@@ -12,7 +12,7 @@ import numpy as np
 
 from agents.decision.context import CatalogView, Candidates, RequestBatch, SlotTracker
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
-from agents.infra.log import InteractionLog
+from envs.log import InteractionLog
 from envs.items import TAIL, TORSO
 
 __all__ = [

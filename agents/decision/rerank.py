@@ -13,7 +13,7 @@ import numpy as np
 
 from agents.decision.context import CatalogView, Candidates, SlotTracker
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
-from agents.infra.log import InteractionLog
+from envs.log import InteractionLog
 
 __all__ = ["Reranker"]
 

@@ -20,13 +20,13 @@ from agents.decision.fusion import MultiTaskFusion, QuotaFusion
 from agents.decision.ranking import TorchRanker, pair_features
 from agents.decision.recall import RecallAgent
 from agents.decision.rerank import Reranker
-from agents.infra.log import CANDIDATE_COLUMNS, IMPRESSION_COLUMNS, REQUEST_COLUMNS, InteractionLog
+from envs.log import CANDIDATE_COLUMNS, IMPRESSION_COLUMNS, REQUEST_COLUMNS, InteractionLog
 from envs.config import WorldConfig
 from envs.items import ITEM_FEATURES
 from envs.sessions import SessionBatch
 from envs.validation import ConfigError, check_int, check_probability
 from envs.world import World
-from rewards.response import ResponseReward
+from envs.reward import ResponseReward
 
 __all__ = ["Pipeline", "Served", "Simulation", "System", "feature_dim"]
 

@@ -31,7 +31,7 @@ from agents.decision.rerank import Reranker
 from agents.decision.system import Pipeline, System, feature_dim
 from agents.evolution.codec import SpaceCodec
 from agents.evolution.env import BOUND, REGIME_SCALARS, WindowEnv
-from agents.infra.log import InteractionLog
+from envs.log import InteractionLog
 from envs.config import WorldConfig
 from envs.validation import ConfigError, check_choice
 from rewards.layered import LayeredRewardConfig, layered_reward

@@ -65,7 +65,7 @@ from agents.evolution.design import (
 )
 from agents.evolution.llm import REPLY_FAILURES, LLMBackend, LLMError, Reply, parse_json_reply, safe_text
 from agents.evolution.rollout import ab_rollout_pipeline, ab_test_systems
-from agents.infra.log import InteractionLog
+from envs.log import InteractionLog
 from agents.infra.store import KnowledgeStore
 from envs.config import WorldConfig
 from envs.validation import ConfigError, check_choice, check_int, check_range

@@ -27,7 +27,7 @@ from agents.decision.configs import RankerConfig, SystemConfig, baseline_config,
 from agents.decision.system import Simulation, System
 from agents.decision.params import ParamSpace
 from agents.evolution.codec import SpaceCodec
-from agents.infra.log import InteractionLog
+from envs.log import InteractionLog
 from envs.config import WorldConfig, known_keys
 from envs.validation import ConfigError, check_choice, check_int, check_range
 from envs.world import World

@@ -21,7 +21,7 @@ import numpy as np
 from agents.decision.context import RequestBatch
 from agents.decision.functional import ABDecision, ExperimentDesigner
 from agents.decision.system import Pipeline, Simulation, System
-from agents.infra.log import InteractionLog
+from envs.log import InteractionLog
 from envs.validation import check_choice, check_int
 
 __all__ = ["ABRouter", "ABSystemRouter", "ab_rollout", "ab_rollout_pipeline", "ab_test_systems"]

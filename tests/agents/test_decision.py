@@ -15,7 +15,7 @@ from agents.decision.recall import top_k
 from agents.decision.configs import static_baseline
 from agents.decision.system import Simulation
 from envs.sessions import SessionBatch
-from rewards.response import ResponseReward
+from envs.reward import ResponseReward
 from agents.protocol import promote
 from rewards.inner import auc
 

@@ -7,7 +7,7 @@ import pytest
 
 from agents.decision.functional import ExperimentDesigner, welch_interval
 from agents.decision.params import ConfigError
-from agents.infra.log import REQUEST_COLUMNS, InteractionLog
+from envs.log import REQUEST_COLUMNS, InteractionLog
 
 
 def request_log(rng: np.random.Generator, n: int, rate_a: float, rate_b: float, share: float) -> InteractionLog:

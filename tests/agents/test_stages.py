@@ -11,7 +11,7 @@ from agents.decision.context import CatalogView, Candidates, RequestBatch
 from agents.decision.fusion import MultiTaskFusion, QuotaFusion, dedupe
 from agents.decision.ranking import TorchRanker, pair_features
 from agents.decision.rerank import Reranker
-from agents.infra.log import IMPRESSION_COLUMNS, InteractionLog
+from envs.log import IMPRESSION_COLUMNS, InteractionLog
 from agents.decision.system import feature_dim
 
 

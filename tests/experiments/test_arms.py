@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from agents.infra.log import REQUEST_COLUMNS, InteractionLog
+from envs.log import REQUEST_COLUMNS, InteractionLog
 from agents.infra.store import KnowledgeStore
 from experiments.arms import ARMS, segment_metrics
 from experiments.run import run

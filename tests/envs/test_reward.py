@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from envs import ConfigError, Response
-from rewards import ResponseReward
+from envs.reward import ResponseReward
 
 
 def _response() -> Response:
