@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 import envs
-from agents.decision.context import CatalogView, RequestBatch
 from agents.decision.configs import static_baseline
+from agents.decision.context import CatalogView, RequestBatch
 from agents.decision.system import Simulation
 
 

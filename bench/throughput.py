@@ -1,7 +1,8 @@
 """Throughput of the slate envs vs a bare-numpy roofline of the same shapes, timed in one run.
 
 ``python bench/throughput.py`` prints a few lines and, last, one JSON object:
-``user_steps_per_s`` (native vector env, uniformly random slates of distinct candidates), ``roofline_user_steps_per_s`` (bare numpy:
+``user_steps_per_s`` (native vector env, uniformly random slates of distinct candidates),
+``roofline_user_steps_per_s`` (bare numpy:
 draw candidate ids, score user x candidate by a gathered dot product, sample a click among the slate
 and a no-click option) and ``roofline_ratio`` = the first over the second. Medians over repeats.
 """
@@ -60,7 +61,8 @@ def bench_single(num_candidates: int, slate_size: int, steps: int) -> float:
     return steps / (time.perf_counter() - t)
 
 
-def bench_roofline(num_envs: int, num_items: int, dim: int, num_candidates: int, slate_size: int, repeats: int, iters: int) -> float:
+def bench_roofline(num_envs: int, num_items: int, dim: int, num_candidates: int, slate_size: int, repeats: int,
+                   iters: int) -> float:
     """Bare numpy of the same shapes: candidate ids, user x candidate scores, one sampled choice per user."""
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((num_items, dim), dtype=np.float32)

@@ -14,9 +14,9 @@ from gymnasium import spaces
 
 from envs.config import WorldConfig
 from envs.items import FEATURE_BOUND, ITEM_FEATURES
+from envs.reward import ResponseReward
 from envs.validation import ConfigError, check_int
 from envs.world import Response, SessionEnd, World
-from envs.reward import ResponseReward
 
 __all__ = ["ObservationLayout", "SessionBatch", "StepResult", "observation_space"]
 

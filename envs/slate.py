@@ -14,10 +14,10 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.config import WorldConfig, known_keys
+from envs.reward import ResponseReward
 from envs.sessions import SessionBatch, StepResult, observation_space
 from envs.validation import check_action, check_choice
 from envs.world import World
-from envs.reward import ResponseReward
 
 __all__ = ["SlateEnv", "make_reward", "make_world_config", "render_step"]
 

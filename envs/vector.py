@@ -19,11 +19,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.config import WorldConfig
+from envs.reward import ResponseReward
 from envs.sessions import SessionBatch, StepResult, observation_space
 from envs.slate import RENDER_MODES, make_reward, make_world_config, render_step
 from envs.validation import check_action, check_choice, check_int
 from envs.world import World
-from envs.reward import ResponseReward
 
 __all__ = ["SlateVectorEnv"]
 

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.decision.context import CatalogView, Candidates, RequestBatch
+from agents.decision.context import Candidates, CatalogView, RequestBatch
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int
+from rewards.inner import ranking_metrics
 
 __all__ = ["ARCHITECTURES", "EnsembleRanker", "MultiTaskNet", "TorchRanker", "pair_features"]
 
@@ -311,8 +312,6 @@ class TorchRanker(DecisionAgent):
         self.trained_on += n
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
-        from rewards.inner import ranking_metrics
-
         return {f"inner/ranking/{self.name}/{k}": v for k, v in ranking_metrics(log).items()}
 
 
@@ -351,6 +350,4 @@ class EnsembleRanker(DecisionAgent):
             m.observe(log)
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
-        from rewards.inner import ranking_metrics
-
         return {f"inner/ranking/{self.name}/{k}": v for k, v in ranking_metrics(log).items()}

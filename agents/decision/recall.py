@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.decision.context import CatalogView, Candidates, RequestBatch, SlotTracker
+from agents.decision.context import Candidates, CatalogView, RequestBatch, SlotTracker
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
-from envs.log import InteractionLog
 from envs.items import TAIL, TORSO
+from envs.log import InteractionLog
+from envs.validation import check_choice
+from rewards.inner import recall_metrics
 
 __all__ = [
     "RECALL_ROUTES",
@@ -56,8 +58,6 @@ class RecallAgent(DecisionAgent):
         raise NotImplementedError
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
-        from rewards.inner import recall_metrics
-
         return {f"inner/recall/{self.name}/{k}": v for k, v in recall_metrics(log, self.route_id).items()}
 
     def _global(self, scores: np.ndarray, batch: RequestBatch) -> Candidates:
@@ -373,7 +373,5 @@ RECALL_ROUTES = {
 
 def make_recall(kind: str, name: str | None = None, config: dict | None = None) -> RecallAgent:
     """A recall route by kind (one of ``RECALL_ROUTES``)."""
-    from envs.validation import check_choice
-
     check_choice("recall route", kind, list(RECALL_ROUTES))
     return RECALL_ROUTES[kind](name or kind, config)

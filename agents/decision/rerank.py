@@ -2,8 +2,9 @@
 
 Picks the slate greedily, position by position, vectorised over requests, among the ``mmr_pool``
 best candidates by score: ``mmr_k = (1 - lambda) * (score + freshness_boost * freshness) - lambda *
-max(0, max cosine to items already chosen)``. Items whose estimated risk exceeds ``risk_threshold``, that were seen violating policy in the
-log, or that reached ``exposure_cap`` impressions this window are pushed below every admissible item
+max(0, max cosine to items already chosen)``. Items whose estimated risk exceeds ``risk_threshold``, that
+were seen violating policy in the log, or that reached ``exposure_cap`` impressions this window are pushed
+below every admissible item
 (and used only if a slate cannot be filled otherwise).
 """
 
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.decision.context import CatalogView, Candidates, SlotTracker
+from agents.decision.context import Candidates, CatalogView, SlotTracker
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
+from agents.decision.recall import top_k
 from envs.log import InteractionLog
+from rewards.inner import rerank_metrics
 
 __all__ = ["Reranker"]
 
@@ -68,12 +71,8 @@ class Reranker(DecisionAgent):
         rows = np.arange(b)
         lam = c["mmr_lambda"]
         if lam <= 0:
-            from agents.decision.recall import top_k
-
             chosen, _ = top_k(base, slate_size)
         else:
-            from agents.decision.recall import top_k
-
             pool, pool_base = top_k(base, max(int(c["mmr_pool"]), slate_size))  # (B, P) shortlist by score
             emb = catalog.embedding[np.take_along_axis(safe, pool, axis=1)]  # (B, P, D)
             max_sim = np.zeros(pool.shape, np.float32)
@@ -101,8 +100,6 @@ class Reranker(DecisionAgent):
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
         """Diversity (with the embeddings of the catalog last served), freshness, risk and tail share."""
-        from rewards.inner import rerank_metrics
-
         if self._embedding is None:
             raise RuntimeError(f"re-ranker `{self.name}` has not served yet: no item embeddings to measure diversity")
         return {f"inner/rerank/{self.name}/{k}": v for k, v in rerank_metrics(log, self._embedding).items()}

@@ -74,7 +74,9 @@ class SpaceCodec:
 
     def grid(self) -> list[dict[str, Any]]:
         """Every config of the multidiscrete grid (choices x ``bins`` values per range), for exhaustive search."""
-        axes = [list(p.options) if isinstance(p, Choice) else list(np.linspace(p.low, p.high, self.bins)) for p in self.params.params]
+        axes = [list(p.options) if isinstance(p, Choice) else list(np.linspace(p.low, p.high, self.bins))
+                for p in self.params.params]
         mesh = np.array(np.meshgrid(*[np.arange(len(ax)) for ax in axes], indexing="ij")).reshape(len(axes), -1).T
-        return [{p.name: (axes[j][k] if isinstance(p, Choice) else float(axes[j][k])) for j, (p, k) in enumerate(zip(self.params.params, row))}
+        return [{p.name: (axes[j][k] if isinstance(p, Choice) else float(axes[j][k]))
+                 for j, (p, k) in enumerate(zip(self.params.params, row))}
                 for row in mesh]

@@ -48,12 +48,12 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from agents.decision.configs import ROUTES, PipelineConfig, RankerConfig, RouteConfig, SystemConfig, baseline_config
+from agents.decision.functional import SegmentRouter
 from agents.decision.fusion import FUSION_SIZES, MultiTaskFusion
 from agents.decision.params import ParamSpace, Range
 from agents.decision.ranking import ARCHITECTURES
 from agents.decision.recall import RECALL_ROUTES
 from agents.decision.rerank import Reranker
-from agents.decision.functional import SegmentRouter
 from agents.decision.system import Pipeline, System
 from envs.config import default_segments
 from envs.validation import ConfigError
@@ -270,7 +270,8 @@ def _schema_message(err: Any) -> str:
     if kind == "minProperties":
         return f"`{key}` must have at least {err.validator_value} keys (got {len(value)})"
     if kind in ("minItems", "maxItems"):
-        return f"`{key}` must have {'at least' if kind == 'minItems' else 'at most'} {err.validator_value} items (got {len(value)})"
+        bound = "at least" if kind == "minItems" else "at most"
+        return f"`{key}` must have {bound} {err.validator_value} items (got {len(value)})"
     if kind == "maxLength":
         return f"`{key}` must be at most {err.validator_value} characters (got {len(value)})"
     if kind == "pattern":

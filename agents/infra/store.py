@@ -569,7 +569,7 @@ class KnowledgeStore:
         """
         model = type(row)
         with self._session() as session:
-            self._require_experiment(session, getattr(row, "experiment_id"))
+            self._require_experiment(session, row.experiment_id)
             existing = session.scalars(select(model).where(*unique)).first()
             if existing is not None:
                 return existing

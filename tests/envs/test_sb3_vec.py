@@ -13,8 +13,8 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize
 
 from envs import SegmentConfig, SlateVectorEnv
-from envs.sb3_vec import SB3VecEnv
 from envs.registration import SMALL_WORLD
+from envs.sb3_vec import SB3VecEnv
 from envs.sessions import ObservationLayout
 
 ENV_ID = "agentic-rs/SlateSmall-v0"

@@ -8,9 +8,9 @@ import json
 
 import pandas as pd
 
+from agents.decision.configs import baseline_config
 from agents.evolution.design import DEFAULT_DESIGN, config_to_design
 from agents.evolution.llm import ScriptedBackend
-from agents.decision.configs import baseline_config
 from experiments.llm_design import DesignExperimentConfig, run_design, structural_changes
 
 
