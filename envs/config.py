@@ -23,6 +23,7 @@ from envs.validation import (
 
 __all__ = [
     "SHIFT_KINDS",
+    "WORLD_SIZES",
     "ItemConfig",
     "SegmentConfig",
     "ShiftConfig",
@@ -30,9 +31,18 @@ __all__ = [
     "default_segments",
     "known_keys",
     "world_cells",
+    "world_size",
 ]
 
 SHIFT_KINDS = ("segment_mix", "topic_shock", "catalog_refresh", "cold_start_influx", "risk_surge")
+
+# The named world sizes, the one place they are written (WorldConfig's own defaults are the full-size world).
+# tiny: seconds per run, the experiment app's default (conf/world/small, shifting, shifting_long);
+# small: minutes per run, the evolution benchmark's world (agents.evolution, conf/world/medium).
+WORLD_SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"num_items": 600, "num_users": 1200, "num_topics": 5, "num_creators": 30, "steps_per_day": 10},
+    "small": {"num_items": 2000, "num_users": 4000, "num_topics": 10, "num_creators": 100, "steps_per_day": 20},
+}
 
 # Upper bounds of parameters that had none: each is far beyond any meaningful setting and below where the
 # simulation's float32 / numpy arithmetic breaks (overflow to inf, then NaN), so a config that validates runs.
@@ -263,6 +273,12 @@ class WorldConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def world_size(name: str) -> dict[str, int]:
+    """A copy of the named world size (:data:`WORLD_SIZES`), e.g. ``WorldConfig(**world_size("tiny"), shifts=...)``."""
+    check_choice("world size", name, list(WORLD_SIZES))
+    return dict(WORLD_SIZES[name])
 
 
 def world_cells(num_items: int, num_users: int, num_topics: int, embedding_dim: int) -> int:

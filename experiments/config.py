@@ -18,9 +18,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from agents.decision.configs import PipelineConfig, RankerConfig, RouteConfig, SystemConfig
-from envs.config import WorldConfig, known_keys
+from agents.decision.configs import SYSTEM_PRESETS, SystemConfig, static_baseline_config
+from envs.config import WORLD_SIZES, WorldConfig, known_keys
 from envs.validation import ConfigError, check_choice, check_int, check_range
+from experiments.registry import ARMS
 from rewards.constraints import SENSES, Constraint, LagrangianConstraints, WeightedScalarisation
 from rewards.inner import INNER_METRICS, ROLES
 from rewards.layered import LayeredRewardConfig
@@ -29,7 +30,6 @@ from rewards.outer import OUTER_KEYS
 __all__ = [
     "CLAIM_DIRECTIONS",
     "CLAIM_STAGES",
-    "TINY_WORLD",
     "ClaimConfig",
     "ConstraintConfig",
     "ControllerConfig",
@@ -44,9 +44,10 @@ __all__ = [
     "check_overrides",
     "load_config",
     "register_configs",
+    "system_preset",
+    "world_size_node",
 ]
 
-TINY_WORLD: dict[str, Any] = {"num_items": 600, "num_users": 1200, "num_topics": 5, "num_creators": 30, "steps_per_day": 10}
 CLAIM_DIRECTIONS = ("greater", "less")
 CLAIM_STAGES = ("all", "evolution", "exploit")  # which windows: all, those of the evolution, or the exploit ones after it
 WANDB_MODES = ("offline", "online", "disabled")
@@ -54,20 +55,11 @@ CONSTRAINT_HANDLERS = ("lagrangian", "weighted")
 FREE_PREFIXES = ("config/", "regime/", "constraint/", "segment/")  # data-dependent metric names
 
 
-def _fast_system() -> SystemConfig:
-    """The static baseline with a ranker that trains briefly per window (as ``agents.evolution.env.fast_baseline``)."""
-    quotas = {"popularity": 0.3, "collaborative": 0.2, "content": 0.3, "fresh": 0.1, "exploration": 0.1}
-    ranker = RankerConfig("mlp", params={"epochs": 1, "min_updates": 100, "memory": 50_000})
-    pipe = PipelineConfig("baseline", [RouteConfig(k, q) for k, q in quotas.items()], 500, ranker,
-                          rerank={"risk_threshold": 0.5})
-    return SystemConfig([pipe])
-
-
 @dataclass
 class EvolutionSettings:
     """How the evolution loop runs: which agent evolves, how many windows of how many requests."""
 
-    agent: str = "baseline/rerank"  # the evolved agent (checked against the system when the env is built)
+    agent: str = "baseline/rerank/mmr"  # the evolved agent (checked against the system when the env is built)
     windows: int = 8  # decision steps of the run
     window: int = 300  # requests served per window
     concurrency: int = 100  # concurrent sessions (requests per simulation step)
@@ -93,21 +85,25 @@ class EvolutionSettings:
 
 @dataclass
 class ControllerConfig:
-    """The arm: a name registered in :data:`experiments.arms.ARMS` and that arm's options."""
+    """The arm: a name registered in :data:`experiments.registry.ARMS` (by :mod:`experiments.arms`) and that arm's
+    options; an option left out takes the default of the arm's options dataclass.
+
+    Both are checked against the registered arms; before any is registered (the schema's default instance, built
+    when this module registers the schema) there is nothing to check against, and :func:`load_config` refuses to
+    validate a config until :mod:`experiments.arms` has been imported.
+    """
 
     name: str = "static"
     options: dict[str, Any] = field(default_factory=dict)  # validated by the arm's options dataclass
 
     def __post_init__(self) -> None:
-        from experiments.arms import ARMS  # the registry imports this module for its types
-
-        check_choice("controller.name", self.name, sorted(ARMS))
-        self.typed_options()
+        if ARMS:
+            self.typed_options()
 
     def typed_options(self) -> Any:
         """The options as the arm's options dataclass (unknown keys get a did-you-mean)."""
-        from experiments.arms import ARMS
-
+        _check_arms_registered()
+        check_choice("controller.name", self.name, sorted(ARMS))
         schema = ARMS[self.name].options
         values = dict(self.options)
         if schema is None:
@@ -115,6 +111,12 @@ class ControllerConfig:
                 raise ConfigError(f"`controller.options` must be empty: arm {self.name!r} takes no options (got {values})")
             return None
         return schema(**known_keys("controller.options", values, schema))
+
+
+def _check_arms_registered() -> None:
+    if not ARMS:
+        raise ConfigError("`controller.name` cannot be checked: no arm is registered; import experiments.arms "
+                          "(which registers the arms) before validating a config")
 
 
 @dataclass
@@ -266,8 +268,8 @@ class ExperimentConfig:
     threads: int = 1  # torch threads
     out_dir: str | None = None  # None: Hydra's run dir (or the working directory outside Hydra)
     store: str = "store.db"  # knowledge store: a path (relative to the run dir) or a SQLAlchemy URL
-    world: WorldConfig = field(default_factory=lambda: WorldConfig(**TINY_WORLD))
-    system: SystemConfig = field(default_factory=_fast_system)
+    world: WorldConfig = field(default_factory=lambda: WorldConfig(**WORLD_SIZES["tiny"]))
+    system: SystemConfig = field(default_factory=lambda: static_baseline_config(fast=True))
     reward: RewardConfig = field(default_factory=RewardConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     evolution: EvolutionSettings = field(default_factory=EvolutionSettings)
@@ -315,10 +317,11 @@ def _check_keys(node: Any, path: str = "") -> None:
                     raise ConfigError(f"`{path + '.' if path else ''}{key}` is not a key of {where} "
                                       f"(allowed: {allowed}){hint}")
         for key in node.keys():
-            _check_keys(node._get_node(key), f"{path}.{key}" if path else str(key))
+            if not OmegaConf.is_missing(node, key):
+                _check_keys(node[key], f"{path}.{key}" if path else str(key))
     elif isinstance(node, ListConfig):
-        for i in range(len(node)):
-            _check_keys(node._get_node(i), f"{path}.{i}")
+        for i, child in enumerate(node):
+            _check_keys(child, f"{path}.{i}")
 
 
 def _check_segments(cfg: DictConfig) -> None:
@@ -328,7 +331,7 @@ def _check_segments(cfg: DictConfig) -> None:
     if not isinstance(segments, DictConfig):
         return
     for name in segments.keys():
-        node = segments._get_node(name)
+        node = segments[name]
         try:
             if isinstance(node, DictConfig):
                 OmegaConf.to_object(node)
@@ -395,6 +398,7 @@ def load_config(cfg: DictConfig | ExperimentConfig | dict[str, Any]) -> Experime
     """Validate a composed config and build the dataclasses (before any simulation); errors name the full key."""
     if isinstance(cfg, ExperimentConfig):
         return cfg
+    _check_arms_registered()
     if not isinstance(cfg, DictConfig) or OmegaConf.get_type(cfg) is not ExperimentConfig:  # e.g. a config.yaml read back
         cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), cfg)
     _check_keys(cfg)
@@ -414,9 +418,28 @@ def load_config(cfg: DictConfig | ExperimentConfig | dict[str, Any]) -> Experime
     return ExperimentConfig(**values)
 
 
+def system_preset(name: str) -> dict[str, Any]:
+    """The ``system=<name>`` option: :data:`agents.decision.configs.SYSTEM_PRESETS` ``[name]`` with fast rankers
+    (runs of many windows), its seed the run's (``${seed}``)."""
+    check_choice("system", name, list(SYSTEM_PRESETS))
+    return {**dataclasses.asdict(SYSTEM_PRESETS[name](fast=True)), "seed": "${seed}"}
+
+
+def world_size_node(name: str) -> dict[str, Any]:
+    """The ``world/size=<name>`` option a world preset starts from (``defaults: [size@_here_: <name>]``)."""
+    check_choice("world/size", name, list(WORLD_SIZES))
+    return dict(WORLD_SIZES[name])
+
+
 def register_configs() -> None:
-    """Register the schema (``config_schema``) that ``conf/config.yaml`` starts from."""
-    ConfigStore.instance().store(name="config_schema", node=ExperimentConfig)
+    """Register the schema (``config_schema``) that ``conf/config.yaml`` starts from, the system presets
+    (group ``system``) and the world sizes (group ``world/size``), so those values live only in Python."""
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=ExperimentConfig)
+    for name in SYSTEM_PRESETS:
+        store.store(group="system", name=name, node=system_preset(name))
+    for name in WORLD_SIZES:
+        store.store(group="world/size", name=name, node=world_size_node(name))
 
 
 register_configs()

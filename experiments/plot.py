@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from rewards.stats import mean_ci
+
 __all__ = ["LABELS", "ci_curves", "claims_figure", "day_curves", "decomposition_figure", "load_metrics", "load_shifts",
            "main", "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "save_figures",
            "segment_figure", "use_agg"]
@@ -126,8 +128,6 @@ def day_curves(ax: Any, frame: pd.DataFrame, by: str, column: str, label: str,
 def ci_curves(ax: Any, frame: pd.DataFrame, column: str, shifts: Iterable[tuple[int, str]] = (), by: str = "arm",
               label: str | None = None, title: str | None = None) -> None:
     """Per ``by`` group: the mean of ``column`` across seeds against the simulated day, with its 95% t-band."""
-    from experiments.report import mean_ci
-
     days = frame.groupby("step")["day"].mean()
     x = "day" if days.nunique() > 1 and days.is_monotonic_increasing else "step"  # a stationary env stays on one day
     for name, g in frame.groupby(by, sort=False):
@@ -153,7 +153,8 @@ def ci_curves(ax: Any, frame: pd.DataFrame, column: str, shifts: Iterable[tuple[
 # --------------------------------------------------------------------------- figures
 
 
-def reward_figure(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = (), metrics: tuple[str, ...] = ("reward", CLICKS)) -> Any:
+def reward_figure(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = (),
+                  metrics: tuple[str, ...] = ("reward", CLICKS)) -> Any:
     """Reward (and clicks per request) over time: mean and 95% CI across seeds per arm, shifts marked."""
     plt = _pyplot()
     metrics = tuple(m for m in metrics if m in frame)
@@ -220,8 +221,6 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
 def pareto_figure(frame: pd.DataFrame, x: str = VIOLATIONS, y: str = CLICKS) -> Any:
     """Two outer objectives (x lower is better, y higher is better): one point per run, arm means with 95% CIs,
     and the Pareto front of the arm means."""
-    from experiments.report import mean_ci
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     per_run = frame.groupby(["arm", "seed"], sort=False)[[x, y]].mean()
@@ -266,7 +265,8 @@ def claims_figure(frame: pd.DataFrame, metrics: Iterable[str], shifts: Iterable[
     return fig
 
 
-def make_figures(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = (), claim_metrics: Iterable[str] = ()) -> dict[str, Any]:
+def make_figures(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = (),
+                 claim_metrics: Iterable[str] = ()) -> dict[str, Any]:
     """All figures that apply to the metrics (name -> matplotlib figure); ``claim_metrics`` adds ``claims``."""
     shifts = list(shifts)
     figures: dict[str, Any] = {"reward": reward_figure(frame, shifts), "decomposition": decomposition_figure(frame, shifts)}

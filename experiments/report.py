@@ -28,93 +28,13 @@ import yaml
 
 from experiments.config import ClaimConfig
 from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, save_figures, use_agg
+from rewards.stats import mean_ci, welch_interval
 
-__all__ = ["ClaimResult", "evaluate_claim", "load_claims", "main", "mean_ci", "render_report", "scope_of", "t_quantile",
-           "write_report"]
+__all__ = ["ClaimResult", "evaluate_claim", "load_claims", "main", "render_report", "scope_of", "write_report"]
 
 log = logging.getLogger(__name__)
 
 VERDICTS = ("held", "contradicted", "inconclusive", "untestable")
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t with ``df`` (> 0, possibly fractional) degrees of freedom."""
-    if not 0.0 < p < 1.0 or not df > 0:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0 (got p={p}, df={df})")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    tail = 1.0 - p  # P(T > t) = I_{df/(df+t^2)}(df/2, 1/2) / 2
-    lo, hi = 0.0, 1.0
-    while 0.5 * _betainc(df / 2, 0.5, df / (df + hi * hi)) > tail:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if 0.5 * _betainc(df / 2, 0.5, df / (df + mid * mid)) > tail:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
-
-
-def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the ``level`` t-interval of the mean (nan bounds for fewer than 2 finite values)."""
-    x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return math.nan, math.nan, math.nan
-    m = float(x.mean())
-    if x.size < 2:
-        return m, math.nan, math.nan
-    half = t_quantile(0.5 + level / 2, x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
-    return m, m - half, m + half
-
-
-def welch_ci(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
-    """``mean(a) - mean(b)`` with Welch's t-interval; returns (effect, low, high, df)."""
-    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    effect = float(a.mean() - b.mean())
-    se = math.sqrt(va + vb)
-    if se == 0.0:
-        return effect, effect, effect, math.inf
-    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    half = t_quantile(0.5 + level / 2, df) * se
-    return effect, effect - half, effect + half, df
 
 
 # --------------------------------------------------------------------------- claims
@@ -199,7 +119,7 @@ def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig) -> ClaimResult:
         n = len(seeds)
     else:
         seeds = sorted(set(a.index) | set(b.index))
-        effect, low, high, _ = welch_ci(a.to_numpy(), b.to_numpy())
+        effect, low, high, _, _ = welch_interval(a.to_numpy(), b.to_numpy())  # a - b
         n = min(len(a), len(b))
     sign = 1.0 if claim.direction == "greater" else -1.0
     lo, hi = sorted((sign * low, sign * high))

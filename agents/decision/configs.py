@@ -8,6 +8,7 @@ space), so a bad config fails before any simulation; ``build_system`` turns it i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,9 @@ from envs.config import WorldConfig
 from envs.validation import ConfigError, check_choice, check_int, check_range
 
 __all__ = [
+    "FAST_RANKER_PARAMS",
     "ROUTES",
+    "SYSTEM_PRESETS",
     "PipelineConfig",
     "RankerConfig",
     "RouteConfig",
@@ -30,9 +33,12 @@ __all__ = [
     "build_pipeline",
     "build_system",
     "cold_start_config",
+    "lean_config",
+    "lean_system_config",
     "segment_routed",
     "segment_routed_config",
     "static_baseline",
+    "static_baseline_config",
 ]
 
 ROUTES = tuple(RECALL_ROUTES)  # route ids are positions in this tuple, shared by all pipelines
@@ -125,7 +131,7 @@ def build_pipeline(cfg: PipelineConfig, world: WorldConfig, seed: int = 0) -> Pi
     """Agents of one pipeline from its config."""
     recalls = [make_recall(r.kind, r.kind, dict(r.params)) for r in cfg.routes]
     fusion = QuotaFusion(
-        [r.kind for r in cfg.routes], name=f"{cfg.name}/fusion",
+        [r.kind for r in cfg.routes], name=f"{cfg.name}/quota",
         config={"size": cfg.fusion_size, **{f"quota_{r.kind}": r.quota for r in cfg.routes}},
     )
     rk = cfg.ranker
@@ -134,7 +140,7 @@ def build_pipeline(cfg: PipelineConfig, world: WorldConfig, seed: int = 0) -> Pi
         per_segment=rk.per_segment, name=f"{cfg.name}/{rk.arch}", config=dict(rk.params), seed=seed,
     )
     return Pipeline(cfg.name, recalls, fusion, ranker, MultiTaskFusion(f"{cfg.name}/multitask", dict(cfg.scorer)),
-                    Reranker(f"{cfg.name}/rerank", dict(cfg.rerank)))
+                    Reranker(f"{cfg.name}/mmr", dict(cfg.rerank)))
 
 
 def build_system(cfg: SystemConfig, world: WorldConfig) -> System:
@@ -149,11 +155,20 @@ def build_system(cfg: SystemConfig, world: WorldConfig) -> System:
 # ---------------------------------------------------------------------- presets
 
 
-def baseline_config(arch: str = "mlp") -> PipelineConfig:
-    """The usual hand-tuned fixed pipeline: every route with fixed quotas, one ranker for everyone."""
+# A ranker that trains briefly per window, for runs of many windows (the experiment app, the evolution envs):
+# one epoch, at least 100 gradient steps, the last 50k impressions (TorchRanker's defaults: 2, 300, 200k).
+FAST_RANKER_PARAMS: dict[str, Any] = {"epochs": 1, "min_updates": 100, "memory": 50_000}
+
+
+def baseline_config(arch: str = "mlp", fast: bool = False) -> PipelineConfig:
+    """The usual hand-tuned fixed pipeline: every route with fixed quotas, one ranker for everyone.
+
+    ``fast``: its ranker trains briefly per window (:data:`FAST_RANKER_PARAMS`) instead of TorchRanker's defaults.
+    """
     quotas = {"popularity": 0.3, "collaborative": 0.2, "content": 0.3, "fresh": 0.1, "exploration": 0.1}
+    ranker = RankerConfig(arch, params=dict(FAST_RANKER_PARAMS) if fast else {})
     return PipelineConfig(
-        "baseline", [RouteConfig(k, q) for k, q in quotas.items()], 500, RankerConfig(arch), rerank={"risk_threshold": 0.5}
+        "baseline", [RouteConfig(k, q) for k, q in quotas.items()], 500, ranker, rerank={"risk_threshold": 0.5}
     )
 
 
@@ -165,14 +180,45 @@ def cold_start_config(arch: str = "mlp") -> PipelineConfig:
     return PipelineConfig("cold_start", routes, 300, ranker, rerank={"risk_threshold": 0.5})
 
 
-def segment_routed_config(arch: str = "mlp", segment: str = "new", seed: int = 0) -> SystemConfig:
-    """The baseline for everyone but ``segment``, whose requests go to the cold-start specialist."""
-    return SystemConfig([baseline_config(arch), cold_start_config(arch)], {segment: "cold_start"}, seed)
+def lean_config(fast: bool = False) -> PipelineConfig:
+    """A first-version pipeline: the baseline with popularity and long-tail exploration recall only and a linear
+    (logistic) ranker. Every parameter an evolution env tunes is there; what it lacks is structure (more routes,
+    an MLP ranker), what the LLM designer can add and parametric search cannot (experiments.llm_design)."""
+    pipe = baseline_config("linear", fast)
+    pipe.routes = [RouteConfig("popularity", 0.7), RouteConfig("exploration", 0.3, {"k": 200})]
+    return pipe
+
+
+def static_baseline_config(arch: str = "mlp", seed: int = 0, fast: bool = False) -> SystemConfig:
+    """One pipeline, one model for everyone: the :func:`baseline_config` pipeline alone."""
+    return SystemConfig([baseline_config(arch, fast)], seed=seed)
+
+
+def segment_routed_config(arch: str = "mlp", segment: str = "new", seed: int = 0, fast: bool = False) -> SystemConfig:
+    """The baseline for everyone but ``segment``, whose requests go to the cold-start specialist.
+
+    ``fast`` makes the baseline pipeline's ranker fast (as in :func:`static_baseline_config`, so the two systems
+    differ only by the specialist); the specialist keeps its own training parameters.
+    """
+    return SystemConfig([baseline_config(arch, fast), cold_start_config(arch)], {segment: "cold_start"}, seed)
+
+
+def lean_system_config(seed: int = 0, fast: bool = False) -> SystemConfig:
+    """The :func:`lean_config` pipeline alone."""
+    return SystemConfig([lean_config(fast)], seed=seed)
+
+
+# The named systems (``system=<name>`` in the experiment app, which builds them with ``fast=True``).
+SYSTEM_PRESETS: dict[str, Callable[..., SystemConfig]] = {
+    "static_baseline": static_baseline_config,
+    "segment_routed": segment_routed_config,
+    "lean": lean_system_config,
+}
 
 
 def static_baseline(world: WorldConfig, seed: int = 0, arch: str = "mlp") -> System:
     """The static baseline system: one pipeline, one model for everyone."""
-    return build_system(SystemConfig([baseline_config(arch)], seed=seed), world)
+    return build_system(static_baseline_config(arch, seed), world)
 
 
 def segment_routed(world: WorldConfig, seed: int = 0, arch: str = "mlp", segment: str = "new") -> System:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.decision.functional import ExperimentDesigner, welch_interval
+from agents.decision.functional import ExperimentDesigner
 from agents.decision.params import ConfigError
 from envs.log import REQUEST_COLUMNS, InteractionLog
+from rewards.stats import welch_interval
 
 
 def request_log(rng: np.random.Generator, n: int, rate_a: float, rate_b: float, share: float) -> InteractionLog:
@@ -42,12 +43,22 @@ def test_accepts_a_better_candidate_and_rejects_worse_or_equal_ones():
     assert verdicts(0.55).mean() <= 0.01  # measured 0.0
 
 
-def test_interval_and_too_little_data():
-    a, b = np.array([0.0, 1.0, 0.0, 1.0]), np.array([1.0, 1.0, 2.0, 2.0])
-    effect, lo, hi, p = welch_interval(a, b, 0.05)
-    # means 0.5 and 1.5 -> effect 1.0; variances (ddof 1) 1/3 and 1/3 -> s.e. sqrt(1/12 + 1/12) = 0.408248
-    assert effect == pytest.approx(1.0)
-    assert (hi - lo) / 2 == pytest.approx(1.959964 * 0.408248, rel=1e-5)
+def test_interval_is_candidate_minus_incumbent_and_too_little_data_rejects():
+    a, b = np.array([0.0, 1.0, 0.0, 1.0]), np.array([1.0, 1.0, 2.0, 2.0])  # incumbent, candidate
+    effect, lo, hi, df, p = welch_interval(b, a, 0.95)
+    # means 0.5 and 1.5 -> effect (candidate - incumbent) +1.0; variances (ddof 1) 1/3 and 1/3 -> s.e.
+    # sqrt(1/12 + 1/12) = 0.408248 on Welch df 6 (equal variances and sizes: n_a + n_b - 2); t_{0.975, 6} = 2.446912
+    assert effect == pytest.approx(1.0) and df == pytest.approx(6.0)
+    assert (lo, hi) == pytest.approx((1.0 - 2.446912 * 0.408248, 1.0 + 2.446912 * 0.408248), abs=1e-5)
+    # the designer reports the same signed effect: outcomes of pipeline 1 (candidate) minus pipeline 0 (incumbent)
+    designer = ExperimentDesigner(config={"min_requests": 100})
+    req = {c: np.zeros(8, t) for c, t in REQUEST_COLUMNS.items()}
+    req["pipeline"] = np.array([0, 0, 0, 0, 1, 1, 1, 1], np.int16)
+    req["clicks"] = np.concatenate([a, b]).astype(np.int16)
+    designer.observe(InteractionLog(requests=req), guardrail=None)
+    decision = designer.decide()
+    assert decision.effect == pytest.approx(1.0) and (decision.ci_low, decision.ci_high) == pytest.approx((lo, hi))
+    assert not decision.accepted and "too few requests per arm" in decision.reasons[0]
     designer = ExperimentDesigner(config={"min_requests": 100})
     designer.observe(request_log(np.random.default_rng(1), 50, 0.1, 5.0, 0.5), guardrail=None)
     decision = designer.decide()

@@ -25,7 +25,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, HydraException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from envs.validation import ConfigError
@@ -119,6 +119,7 @@ def keys(composed) -> list[str]:
     return sorted(k for k in leaf_keys(composed) if not k.startswith("hydra"))
 
 
+@pytest.mark.slow
 @settings(max_examples=1200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_generated_overrides_are_rejected_clearly_or_finite(composed, keys, data):

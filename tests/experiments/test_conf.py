@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import itertools
-
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
+from agents.decision.configs import static_baseline_config
 from agents.evolution.composition import CompositionEnv
 from agents.evolution.env import EvolutionEnv
 from envs.validation import ConfigError
@@ -32,7 +33,9 @@ def compose_config(*overrides: str, hydra: bool = False):
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The group's options: its YAML files and the options registered from Python (system, world/size)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
 def test_every_group_has_options_and_the_default_composes():
@@ -104,7 +107,7 @@ def test_ablation_presets_sweep_five_seeds_or_more_and_are_in_the_suite(preset):
 
 @pytest.mark.parametrize("arm", COMPOSITION_ARMS)
 def test_composition_arms_build_a_composition_env(arm):
-    cfg = load_config(compose_config(f"controller={arm}", "evolution.agent=main/rerank", "system=segment_routed"))
+    cfg = load_config(compose_config(f"controller={arm}", "evolution.agent=main/rerank/mmr", "system=segment_routed"))
     env = build_env(cfg)
     assert isinstance(env, CompositionEnv)
     assert set(env.templates) == {"main", "specialist"}
@@ -113,12 +116,12 @@ def test_composition_arms_build_a_composition_env(arm):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["controller=individual"], r"`evolution.agent` must be one of \[.*'main/rerank'.*\] \(got 'baseline/rerank'\)"),
+    (["controller=individual"], r"`evolution.agent` must be one of \[.*'main/rerank/mmr'.*\] \(got 'baseline/rerank/mmr'\)"),
     (["controller=compositional", "evolution.agent=main/popularity"],
      r"`evolution.agent` must be one of \[.*\] \(got 'main/popularity'\)"),  # a recall route has one per slot: not evolvable alone
-    (["controller=alternating", "evolution.agent=main/rerank", "reward=lagrangian"],
+    (["controller=alternating", "evolution.agent=main/rerank/mmr", "reward=lagrangian"],
      r"`reward.constraints` are not supported by arm 'alternating' \(it runs on the composition env\)"),
-    (["controller=individual", "evolution.agent=main/rerank", "+evolution.fixed.mmr_lambda=0.5"],
+    (["controller=individual", "evolution.agent=main/rerank/mmr", "+evolution.fixed.mmr_lambda=0.5"],
      r"`evolution.fixed` is not supported by arm 'individual'"),
 ])
 def test_composition_arms_reject_what_they_cannot_run(overrides, message):
@@ -165,10 +168,8 @@ def test_alternating_options_are_validated(overrides, message):
 
 
 def test_static_baseline_yaml_matches_fast_baseline():
-    from agents.evolution.env import fast_baseline
-
     cfg = load_config(compose_config("system=static_baseline"))
-    assert cfg.system == fast_baseline()
+    assert cfg.system == static_baseline_config(fast=True)
 
 
 def test_wandb_mode_is_offline_unless_the_environment_says_otherwise(monkeypatch):
@@ -268,8 +269,8 @@ def test_unknown_agent_fails_before_any_simulation(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Simulation, "window", no_simulation)
     for overrides, message in [
-        (["evolution.agent=baseline/rerankk"], r"`evolution.agent` must be one of \[.*\] \(got 'baseline/rerankk'\); "
-                                               r"did you mean 'baseline/rerank'\?"),
+        (["evolution.agent=baseline/rerank/mmrr"], r"`evolution.agent` must be one of \[.*\] \(got 'baseline/rerank/mmrr'\); "
+                                               r"did you mean 'baseline/rerank/mmr'\?"),
         (["evolution.windows=0"], r"`evolution.windows` must be in \[1, inf\)"),
     ]:
         with pytest.raises(ConfigError, match=message):

@@ -23,7 +23,7 @@ from experiments.plot import (
     reward_figure,
     segment_figure,
 )
-from experiments.report import mean_ci
+from rewards.stats import mean_ci
 
 SHIFTS = [(1, "segment_mix"), (9, "topic_shock")]  # the second lies beyond the data
 
