@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: pandas is imported by to_frames, so the log itself needs numpy alone
     import pandas
 
 __all__ = ["CANDIDATE_COLUMNS", "IMPRESSION_COLUMNS", "REQUEST_COLUMNS", "InteractionLog"]
@@ -31,12 +31,14 @@ IMPRESSION_COLUMNS: dict[str, type] = {
     "item": np.int64,
     "position": np.int16,
     "route": np.int16,  # recall route that found the item (index into ``route_names``)
-    "score": np.float32,  # final ranking score (a click probability for trained rankers)
+    "score": np.float32,  # the ranker's predicted click probability (its raw click head)
+    "p_click": np.float32,  # the click probability served: the score fusion's calibration of ``score``
     "creator": np.int32,
     "topic": np.int32,
     "tier": np.int8,  # popularity tier at serving time: 0 head, 1 torso, 2 tail
     "freshness": np.float32,
     "risk": np.float32,  # estimated risk the recommender saw
+    "cost": np.float32,  # the platform's cost of serving the item (the catalog's ``cost``)
     "click": np.bool_,
     "dwell": np.float32,  # seconds
     "like": np.bool_,

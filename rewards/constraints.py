@@ -19,7 +19,8 @@ SENSES = ("<=", ">=")
 
 @dataclass(frozen=True)
 class Constraint:
-    """``metric <= bound`` (or ``>=``) on one outer metric, e.g. ``outer/risk/violations_per_request <= 0.05``.
+    """``metric <= bound`` (or ``>=``) on one outer metric, e.g. ``outer/risk/violations_per_request <= 0.05`` or a
+    budget ``outer/cost/serving_per_request <= 9.0``.
 
     ``scale`` is the metric's unit for the dual step: the multiplier moves by ``lr * excess / scale``.
     """

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int
-
-if TYPE_CHECKING:  # typing only: keeps ``rewards`` importable while ``envs`` and ``agents`` are half-initialised
-    from envs.log import InteractionLog
 
 __all__ = [
     "INNER_METRICS",
@@ -32,21 +29,21 @@ __all__ = [
     "rerank_metrics",
     "route_coverage",
     "router_metrics",
-    "segment_ctr",
+    "segment_clicks_per_request",
 ]
 
 # agent roles (agents.protocol.ROLES plus "system", the whole serving system as one agent)
 ROLES: tuple[str, ...] = ("recall", "fusion", "ranking", "rerank", "router", "experiment", "system")
 TAIL_TIER = 2  # the ``tier`` value of long-tail items (0 head, 1 torso, 2 tail)
 _SCORE_METRICS = ("auc", "ndcg", "log_loss", "calibration", "ece")
-# the fixed metric names per role; router and experiment add data-dependent ``ctr/<segment>``,
-# ``ctr/pipeline_<p>`` and ``share/pipeline_<p>`` keys
+# the fixed metric names per role; router and experiment add data-dependent ``segment/<segment>/clicks_per_request``,
+# ``pipeline/<p>/clicks_per_request`` and ``pipeline/<p>/request_share`` keys (one name per quantity, as in the tables)
 INNER_METRICS: dict[str, tuple[str, ...]] = {
     "recall": ("hit_rate", "recall_at_k", "coverage", "click_share"),
-    "fusion": _SCORE_METRICS,  # fusion calibrates the final scores: judged on the same score metrics as ranking
+    "fusion": _SCORE_METRICS,  # fusion calibrates the click probability: the score metrics of the one it serves
     "ranking": _SCORE_METRICS,
     "rerank": ("intra_list_diversity", "freshness", "risk_rate", "tail_share"),
-    "router": ("mean_segment_ctr",),
+    "router": ("mean_segment_clicks_per_request",),
     "experiment": ("regret", "best_arm_share"),
     "system": (),  # the system's own objective is the outer reward
 }
@@ -153,10 +150,12 @@ def ndcg(request: np.ndarray, position: np.ndarray, click: np.ndarray) -> float:
     return float(np.mean(dcg[has] / ideal[clicks[has]]))
 
 
-def ranking_metrics(log: InteractionLog) -> dict[str, float]:
-    """AUC, NDCG, log-loss, calibration and ECE of the impressions' final ``score`` against ``click``."""
+def ranking_metrics(log: InteractionLog, column: str = "score") -> dict[str, float]:
+    """AUC, NDCG, log-loss, calibration and ECE of an impression column against ``click``: ``score`` (the ranker's
+    predicted click probability, default) or ``p_click`` (the probability served after score fusion's calibration)."""
     imp = log.impressions
-    s, y = imp["score"], imp["click"]
+    check_choice("column", column, ("score", "p_click"))
+    s, y = imp[column], imp["click"]
     return {
         "auc": auc(s, y),
         "ndcg": ndcg(imp["request"], imp["position"], y),
@@ -321,22 +320,22 @@ def rerank_metrics(log: InteractionLog, embedding: np.ndarray) -> dict[str, floa
 # ---------------------------------------------------------------- router and experiment
 
 
-def segment_ctr(log: InteractionLog) -> dict[str, float]:
-    """Clicks per request of each segment, keyed ``ctr/<segment name>`` (nan for a segment without requests)."""
+def segment_clicks_per_request(log: InteractionLog) -> dict[str, float]:
+    """Clicks per request of each segment, keyed ``segment/<name>/clicks_per_request`` (nan without requests)."""
     seg = log.requests["segment"].astype(np.int64)
     names = log.segment_names
     if seg.size and (seg.min() < 0 or seg.max() >= len(names)):
         raise ValueError(f"request segments must index `segment_names` (got segment {int(seg.max())}, names {names})")
     n = np.bincount(seg, minlength=len(names))
     clicks = np.bincount(seg, weights=log.requests["clicks"], minlength=len(names))
-    return {f"ctr/{name}": _ratio(clicks[k], n[k]) for k, name in enumerate(names)}
+    return {f"segment/{name}/clicks_per_request": _ratio(clicks[k], n[k]) for k, name in enumerate(names)}
 
 
 def router_metrics(log: InteractionLog) -> dict[str, float]:
     """Per-segment clicks per request and their unweighted mean over the segments that had requests."""
-    ctr = segment_ctr(log)
+    ctr = segment_clicks_per_request(log)
     seen = [v for v in ctr.values() if not math.isnan(v)]
-    return {**ctr, "mean_segment_ctr": float(np.mean(seen)) if seen else math.nan}
+    return {**ctr, "mean_segment_clicks_per_request": float(np.mean(seen)) if seen else math.nan}
 
 
 def experiment_metrics(log: InteractionLog) -> dict[str, float]:
@@ -349,8 +348,8 @@ def experiment_metrics(log: InteractionLog) -> dict[str, float]:
     arms, inv = np.unique(pipe, return_inverse=True)
     n = np.bincount(inv)
     ctr = np.bincount(inv, weights=clicks) / n
-    out = {f"ctr/pipeline_{a}": float(c) for a, c in zip(arms, ctr)}
-    out |= {f"share/pipeline_{a}": float(k / pipe.size) for a, k in zip(arms, n)}
+    out = {f"pipeline/{a}/clicks_per_request": float(c) for a, c in zip(arms, ctr)}
+    out |= {f"pipeline/{a}/request_share": float(k / pipe.size) for a, k in zip(arms, n)}
     best = int(np.argmax(ctr))
     out["regret"] = float(ctr[best] - clicks.mean())
     out["best_arm_share"] = float(n[best] / pipe.size)
@@ -381,8 +380,10 @@ def inner_metrics(
         if route is None:
             raise ConfigError(f"role 'recall' needs `route`: a route id or one of {log.route_names}")
         values = recall_metrics(log, route)
-    elif role in ("ranking", "fusion"):
+    elif role == "ranking":
         values = ranking_metrics(log)
+    elif role == "fusion":  # judged on what it serves: the calibrated click probability
+        values = ranking_metrics(log, "p_click")
     elif role == "rerank":
         if embedding is None:
             raise ConfigError("role 'rerank' needs `embedding`: the (num_items, dim) item embedding matrix")

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_probability, check_range
 from rewards.constraints import ConstraintHandler
 from rewards.inner import INNER_METRICS, ROLES, inner_metrics
 from rewards.outer import OUTER_KEYS, outer_metrics
-
-if TYPE_CHECKING:
-    from envs.log import InteractionLog
 
 __all__ = [
     "DEFAULT_INNER_METRIC",
@@ -34,7 +31,7 @@ DEFAULT_INNER_METRIC: dict[str, str | None] = {
     "fusion": "ece",  # fusion calibrates scores
     "ranking": "auc",
     "rerank": "intra_list_diversity",
-    "router": "mean_segment_ctr",
+    "router": "mean_segment_clicks_per_request",
     "experiment": "regret",  # clicks per request lost to traffic on worse arms
     "system": None,  # the system's reward is the outer one
 }
@@ -42,7 +39,7 @@ DEFAULT_INNER_SIGN: dict[str, float] = {  # +1: higher is better; -1: lower is b
     "recall": 1.0, "fusion": -1.0, "ranking": 1.0, "rerank": 1.0, "router": 1.0, "experiment": -1.0, "system": 1.0,
 }
 # data-dependent metric names (segment and pipeline ids) allowed besides INNER_METRICS
-_DYNAMIC = {"router": ("ctr/",), "experiment": ("ctr/pipeline_", "share/pipeline_")}
+_DYNAMIC = {"router": ("segment/",), "experiment": ("pipeline/",)}
 
 
 def _merged(key: str, given: dict, defaults: dict) -> dict:
@@ -57,6 +54,10 @@ class LayeredRewardConfig:
 
     ``reward = w * sign * inner + (1 - w) * (outer + sum_k c_k * outer_k) - penalty``. Role dicts may name only the
     roles they change; the others keep the defaults (:data:`DEFAULT_INNER_WEIGHT` and friends).
+
+    Costs enter as extra outer terms with a negative weight, e.g. ``outer_terms={"outer/cost/serving_per_request":
+    -0.01}`` charges 0.01 per unit of serving cost per request (~10 units with 10-item slates of mean cost 1); as a
+    constraint instead, ``Constraint("outer/cost/serving_per_request", bound)`` (:mod:`rewards.constraints`).
     """
 
     inner_weight: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_INNER_WEIGHT))

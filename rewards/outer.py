@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from envs.log import InteractionLog
 from rewards.inner import TAIL_TIER
-
-if TYPE_CHECKING:
-    from envs.log import InteractionLog
 
 __all__ = ["OUTER_KEYS", "exposure_counts", "gini", "outer_metrics"]
 
@@ -25,6 +22,7 @@ OUTER_KEYS: tuple[str, ...] = (
     "outer/ecosystem/creator_coverage",
     "outer/risk/violations_per_request",
     "outer/cost/candidates_per_request",
+    "outer/cost/serving_per_request",
 )
 
 
@@ -70,7 +68,8 @@ def outer_metrics(log: InteractionLog) -> dict[str, float]:
     Per-request rates divide by the number of requests; return and churn rates are over the requests that ended a
     session; Gini and coverage count every item (``log.num_items``) and creator (``log.num_creators``), unseen ones
     included (nan where the log's size is 0: unknown); tail share is the share of impressions of tier-2 items.
-    Undefined rates (nothing to divide by) are nan.
+    Two costs: candidates the rankers scored, and the serving cost of the shown items (the impressions' ``cost``,
+    the catalog's per-item cost) summed per request. Undefined rates (nothing to divide by) are nan.
     """
     req, imp = log.requests, log.impressions
     n_req, n_imp = log.num_requests, log.num_impressions
@@ -89,5 +88,6 @@ def outer_metrics(log: InteractionLog) -> dict[str, float]:
         _ratio(np.count_nonzero(creators), log.num_creators) if creators is not None else math.nan,
         _ratio(req["violations"].sum(dtype=np.int64), n_req),
         _ratio(req["candidates_scored"].sum(dtype=np.int64), n_req),
+        _ratio(imp["cost"].sum(dtype=np.float64), n_req),
     )
     return dict(zip(OUTER_KEYS, values))

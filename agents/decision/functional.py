@@ -2,57 +2,120 @@
 
 The experiment designer splits users between an incumbent (arm 0) and a candidate (arm 1) by a
 deterministic hash of the user id, so a user stays in one arm across requests. Its decision rule:
-Welch's two-sample z-interval on per-request outcomes; the candidate is **accepted** when the lower
-end of the two-sided ``1 - alpha`` interval for (candidate - incumbent) is above ``min_effect`` and
-every guardrail holds, **rejected** otherwise (including when the data are insufficient).
+Welch's two-sample t-interval on per-request outcomes (:func:`rewards.stats.welch_interval`); the candidate
+is **accepted** when the lower end of the two-sided ``1 - alpha`` interval for (candidate - incumbent) is above
+``min_effect`` and every guardrail holds, **rejected** otherwise (including when the data are insufficient).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from statistics import NormalDist
 
 import numpy as np
 
 from agents.decision.context import RequestBatch
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from envs.log import InteractionLog
+from rewards.inner import inner_metrics, router_metrics
+from rewards.stats import welch_interval
 
-__all__ = ["ABDecision", "ExperimentDesigner", "SegmentRouter", "welch_interval"]
+__all__ = ["ABDecision", "ExperimentDesigner", "SegmentRouter"]
 
 
 class SegmentRouter(DecisionAgent):
-    """Routes each request to a pipeline by the user's segment; learns per-(segment, pipeline) engagement."""
+    """Routes each request to a pipeline by the user's segment; learns per-(segment, pipeline) engagement.
+
+    ``route_<segment>`` is each segment's assigned pipeline. With more than one pipeline the router also has a
+    ``mode``: ``fixed`` (the default) serves the assignment and nothing else, so its statistics never reach its
+    decisions (:func:`agents.protocol.promote` does not take it for an agent); ``bandit`` is epsilon-greedy per
+    segment over pipelines: a share ``explore`` of the requests goes to a uniformly drawn pipeline (the router's own
+    seeded generator), the others to the segment's greedy pipeline: the best lower confidence bound ``mean - Z * se``
+    of clicks per request, from the statistics learned from the logs (decayed by ``DECAY`` per window), among the
+    pipelines with at least ``MIN_EVIDENCE`` decayed requests; ``route_<segment>`` is the prior: it serves until
+    another pipeline's bound beats its own. The bound keeps a pipeline with little evidence (only the explored
+    share) from taking a segment on one lucky window.
+    """
 
     role = "router"
+    MODES = ("fixed", "bandit")
+    DECAY = 0.8  # weight of the previous windows' statistics
+    MIN_EVIDENCE = 20.0  # decayed requests of a (segment, pipeline) before its click rate may beat the prior
+    Z = 1.0  # standard errors below the mean: the lower confidence bound pipelines are compared on
 
-    def __init__(self, segment_names: list[str], pipeline_names: list[str], name: str = "router", config: dict | None = None) -> None:
+    def __init__(self, segment_names: list[str], pipeline_names: list[str], name: str = "router",
+                 config: dict | None = None, seed: int = 0) -> None:
         self.segment_names, self.pipeline_names = list(segment_names), list(pipeline_names)
-        self.params = ParamSpace([Choice(f"route_{s}", tuple(self.pipeline_names), self.pipeline_names[0]) for s in self.segment_names])
+        params: list[Choice | Range] = [
+            Choice(f"route_{s}", tuple(self.pipeline_names), self.pipeline_names[0]) for s in self.segment_names
+        ]
+        if len(self.pipeline_names) > 1:  # over one pipeline there is nothing to learn or explore
+            params += [Choice("mode", self.MODES, "fixed"), Range("explore", 0.0, 0.5, 0.1)]
+        self.params = ParamSpace(params)
         super().__init__(name, config)
         s, p = len(self.segment_names), len(self.pipeline_names)
         self.requests = np.zeros((s, p))
         self.clicks = np.zeros((s, p))
+        self.squares = np.zeros((s, p))  # clicks squared, for the variance of clicks per request
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def learning(self) -> bool:
+        """Whether the learned statistics drive routing (``mode`` bandit)."""
+        return self.config.get("mode", "fixed") == "bandit"
 
     def assignment(self) -> np.ndarray:
-        """(S,) pipeline index per segment."""
+        """(S,) pipeline index per segment: the configured ``route_<segment>``."""
         return np.array([self.pipeline_names.index(self.config[f"route_{s}"]) for s in self.segment_names])
 
+    def greedy(self) -> np.ndarray:
+        """(S,) the pipeline each segment's non-exploring requests go to: the assignment in ``fixed`` mode; in
+        ``bandit`` mode the pipeline with the best lower confidence bound of learned clicks per request among those
+        with evidence, the assignment unless another's bound is higher."""
+        prior = self.assignment()
+        if not self.learning:
+            return prior
+        n = np.maximum(self.requests, 1e-12)
+        mean = self.clicks / n
+        se = np.sqrt(np.maximum(self.squares / n - mean**2, 0.0) / n)
+        bound = np.where(self.requests >= self.MIN_EVIDENCE, mean - self.Z * se, -np.inf)
+        best = bound.argmax(axis=1)
+        rows = np.arange(len(prior))
+        return np.where(bound[rows, best] > bound[rows, prior], best, prior)
+
     def act(self, batch: RequestBatch) -> np.ndarray:
-        return self.assignment()[batch.segment]
+        pipe = self.greedy()[batch.segment]
+        explore = self.config.get("explore", 0.0) if self.learning else 0.0
+        if explore > 0:
+            draw = self.rng.random(len(pipe)) < explore
+            pipe[draw] = self.rng.integers(0, len(self.pipeline_names), int(draw.sum()))
+        return pipe
 
     def observe(self, log: InteractionLog) -> None:
+        """Decay the per-(segment, pipeline) requests, clicks and squared clicks, add the log's (pipelines beyond the
+        router's, e.g. an A/B challenger appended to the system, are not counted)."""
         req = log.requests
         s, p = self.requests.shape
-        key = req["segment"].astype(np.int64) * p + req["pipeline"]
-        self.requests = 0.8 * self.requests + np.bincount(key, minlength=s * p)[: s * p].reshape(s, p)
-        self.clicks = 0.8 * self.clicks + np.bincount(key, weights=req["clicks"], minlength=s * p)[: s * p].reshape(s, p)
+        mine = req["pipeline"] < p
+        key = req["segment"][mine].astype(np.int64) * p + req["pipeline"][mine]
+        self.requests = self.DECAY * self.requests + np.bincount(key, minlength=s * p)[: s * p].reshape(s, p)
+        clicks = req["clicks"][mine].astype(np.float64)
+        self.clicks = self.DECAY * self.clicks + np.bincount(key, weights=clicks, minlength=s * p)[: s * p].reshape(s, p)
+        self.squares = self.DECAY * self.squares + np.bincount(key, weights=clicks**2, minlength=s * p)[: s * p].reshape(s, p)
+
+    def probe(self) -> tuple:
+        """Inputs for :func:`agents.protocol.promote`'s loop check: a batch of 64 requests of every segment."""
+        n, segments = 64, len(self.segment_names)
+        segment = np.repeat(np.arange(segments), n)
+        users = np.arange(len(segment), dtype=np.int64)
+        return (RequestBatch(users.copy(), users, segment, np.zeros((len(users), 0), np.float32),
+                             np.zeros((len(users), 0), np.float32), np.zeros(len(users), np.int64)),)
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
-        from rewards.inner import router_metrics
-
-        return {f"inner/router/{self.name}/{k}": v for k, v in router_metrics(log).items()}
+        """Clicks per request per segment and their mean (``rewards.inner`` for 'router'), and the share of segments
+        whose greedy pipeline is now another than their assignment (``reassigned``)."""
+        out = {f"inner/router/{self.name}/{k}": v for k, v in router_metrics(log).items()}
+        out[f"inner/router/{self.name}/reassigned"] = float(np.mean(self.greedy() != self.assignment()))
+        return out
 
 
 @dataclass
@@ -75,20 +138,6 @@ class ABDecision:
             "ab/p_value": self.p_value, "ab/n_incumbent": self.n_incumbent, "ab/n_candidate": self.n_candidate,
             "ab/accepted": self.accepted,
         }
-
-
-def welch_interval(a: np.ndarray, b: np.ndarray, alpha: float) -> tuple[float, float, float, float]:
-    """Effect ``mean(b) - mean(a)``, two-sided ``1 - alpha`` normal interval (Welch s.e.), two-sided p-value."""
-    na, nb = len(a), len(b)
-    if na < 2 or nb < 2:
-        return float("nan"), -math.inf, math.inf, 1.0
-    effect = float(b.mean() - a.mean())
-    se = math.sqrt(a.var(ddof=1) / na + b.var(ddof=1) / nb)
-    if se == 0:
-        return effect, effect, effect, 0.0 if effect != 0 else 1.0
-    z = NormalDist().inv_cdf(1 - alpha / 2)
-    p = 2 * (1 - NormalDist().cdf(abs(effect) / se))
-    return effect, effect - z * se, effect + z * se, p
 
 
 class ExperimentDesigner(DecisionAgent):
@@ -131,7 +180,7 @@ class ExperimentDesigner(DecisionAgent):
         """Apply the decision rule to everything observed so far."""
         a = np.concatenate(self.outcomes[0]) if self.outcomes[0] else np.zeros(0)
         b = np.concatenate(self.outcomes[1]) if self.outcomes[1] else np.zeros(0)
-        effect, lo, hi, p = welch_interval(a, b, self.config["alpha"])
+        effect, lo, hi, _, p = welch_interval(b, a, 1 - self.config["alpha"])  # candidate - incumbent
         reasons = []
         enough = min(len(a), len(b)) >= self.config["min_requests"]
         if not enough:
@@ -142,7 +191,7 @@ class ExperimentDesigner(DecisionAgent):
         guard_ok = True
         if guardrail_tolerance is not None and self.guardrails[0]:
             ga, gb = np.concatenate(self.guardrails[0]), np.concatenate(self.guardrails[1])
-            g_eff, g_lo, _, _ = welch_interval(ga, gb, self.config["alpha"])
+            g_eff, g_lo, _, _, _ = welch_interval(gb, ga, 1 - self.config["alpha"])
             guard_ok = not (g_lo > guardrail_tolerance)
             if not guard_ok:
                 reasons.append(f"guardrail worsened: increase {g_eff:.4f} (interval low {g_lo:.4f}) > {guardrail_tolerance}")
@@ -154,8 +203,6 @@ class ExperimentDesigner(DecisionAgent):
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
         """The role's allocation metrics (``rewards.inner`` for 'experiment') and the current test's effect."""
-        from rewards.inner import inner_metrics
-
         d = self.decide()
         out = {k.replace("inner/experiment/", f"inner/experiment/{self.name}/"): v
                for k, v in inner_metrics("experiment", log).items()}

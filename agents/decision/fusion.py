@@ -4,7 +4,7 @@
 first route that found an item as its provenance; empty entries are -1) and learns, if ``adapt_rate > 0``, to shift quota
 toward routes whose items get clicked. ``MultiTaskFusion`` mixes the ranker's click, like and dwell
 heads with weights (like and dwell are predicted given a click, so they are weighted by the click
-probability) and learns a calibration of the click head from logged outcomes.
+probability) and learns a calibration of the click head from the probability it served and the clicks it got.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from agents.decision.context import Candidates
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from envs.log import InteractionLog
+from rewards.inner import inner_metrics
 
 __all__ = ["FUSION_SIZES", "MultiTaskFusion", "QuotaFusion", "dedupe"]
 
@@ -70,22 +71,34 @@ class QuotaFusion(DecisionAgent):
             route = np.concatenate([route, np.zeros((b, pad), np.int16)], axis=1)
         return Candidates(items[:, :size], scores[:, :size], route[:, :size])
 
+    def _route_counts(self, log: InteractionLog) -> tuple[np.ndarray, np.ndarray]:
+        """Impressions and clicks per own route. The log's ``route`` ids index ``log.route_names`` (the system's
+        routes, which a pipeline may hold a subset of, in another order); by position when the log names none."""
+        imp = log.impressions
+        names = list(log.route_names) or self.route_names
+        ids = np.array([names.index(r) if r in names else -1 for r in self.route_names])
+        n = max(len(names), int(imp["route"].max(initial=-1)) + 1)
+        shown = np.bincount(imp["route"], minlength=n).astype(float)
+        clicks = np.bincount(imp["route"], weights=imp["click"].astype(float), minlength=n)
+        return np.where(ids >= 0, shown[ids], 0.0), np.where(ids >= 0, clicks[ids], 0.0)
+
     def observe(self, log: InteractionLog) -> None:
         rate = self.config["adapt_rate"]
-        imp = log.impressions
-        if rate <= 0 or not len(imp["route"]):
+        if rate <= 0 or not log.num_impressions:
             return
-        r = len(self.route_names)
-        shown = np.bincount(imp["route"], minlength=r)[:r]
-        clicks = np.bincount(imp["route"], weights=imp["click"].astype(float), minlength=r)[:r]
+        shown, clicks = self._route_counts(log)
         ctr = (clicks + 1.0) / (shown + 10.0)
         self.learned = (1 - rate) * self.learned + rate * self.learned * ctr / ctr.mean()
 
+    def probe(self) -> tuple:
+        """Inputs for :func:`agents.protocol.promote`'s loop check: each route offering ``size`` distinct items."""
+        size = int(self.config["size"])
+        routes = [Candidates(np.arange(i * size, (i + 1) * size, dtype=np.int64)[None], np.zeros((1, size), np.float32),
+                             np.full((1, size), i, np.int16)) for i in range(len(self.route_names))]
+        return (routes,)
+
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
-        imp = log.impressions
-        r = len(self.route_names)
-        shown = np.bincount(imp["route"], minlength=r)[:r].astype(float)
-        clicks = np.bincount(imp["route"], weights=imp["click"].astype(float), minlength=r)[:r]
+        shown, clicks = self._route_counts(log)
         out = {f"inner/fusion/{self.name}/ctr": float(clicks.sum() / max(shown.sum(), 1.0))}
         for i, name in enumerate(self.route_names):
             out[f"inner/fusion/{self.name}/share/{name}"] = float(shown[i] / max(shown.sum(), 1.0))
@@ -93,7 +106,17 @@ class QuotaFusion(DecisionAgent):
 
 
 class MultiTaskFusion(DecisionAgent):
-    """Combine multi-task predictions: ``p_click * (w_click + w_like * p_like|click + w_dwell * dwell_norm|click)``."""
+    """Combine multi-task predictions: ``p_click * (w_click + w_like * p_like|click + w_dwell * dwell_norm|click)``.
+
+    ``p_click = clip(calibration * click head, 0, 1)`` is the click probability it serves (logged per impression as
+    ``p_click``, next to the ranker's raw ``score``). The calibration factor is learned from that served probability:
+    once per window ``log f <- log f + CALIBRATION_RATE * log(clicks / sum p_click)`` over the window's impressions,
+    clipped to ``CALIBRATION_BOUNDS``. Served ``p_click`` scales with ``f`` (below the clip at 1), so the ratio is
+    about ``f* / f`` and the update is the damped fixed-point iteration ``log f <- (1 - rate) log f + rate log f*``:
+    it converges to the factor at which the served probability's mean equals the click rate (ECE falls), while the
+    ranker's own drift moves ``f*`` slowly. Its inner metrics (``rewards.inner`` for 'fusion': ECE, log-loss...) are
+    those of ``p_click``, its own output.
+    """
 
     role = "fusion"
     params = ParamSpace([
@@ -101,30 +124,43 @@ class MultiTaskFusion(DecisionAgent):
         Range("w_like", 0.0, 1.0, 0.3),
         Range("w_dwell", 0.0, 1.0, 0.2),
     ])
+    CALIBRATION_RATE = 0.5  # damping of the fixed-point update in log space (1: jump to this window's estimate)
+    CALIBRATION_BOUNDS = (0.01, 10.0)  # the factor stays in this range
 
     def __init__(self, name: str = "multitask", config: dict | None = None) -> None:
         super().__init__(name, config)
-        self.calibration = 1.0  # observed / predicted click rate, learned from logs
+        self.calibration = 1.0  # multiplies the click head; learned from served probability vs clicks
+
+    def calibrate(self, click: np.ndarray) -> np.ndarray:
+        """The click probability served for click-head predictions ``click``: ``clip(calibration * click, 0, 1)``."""
+        return np.clip(click * self.calibration, 0.0, 1.0).astype(np.float32)
 
     def act(self, heads: dict[str, np.ndarray]) -> np.ndarray:
         c = self.config
         dwell = np.clip(heads["dwell"] / 6.0, 0.0, 1.0)  # log-seconds, ~[0, 6] -> [0, 1]
-        p_click = np.clip(heads["click"] * self.calibration, 0.0, 1.0)
+        p_click = self.calibrate(heads["click"])
         # the like and dwell heads are learnt on clicked impressions: they are conditional on a click
         return (p_click * (c["w_click"] + c["w_like"] * heads["like"] + c["w_dwell"] * dwell)).astype(np.float32)
 
     def observe(self, log: InteractionLog) -> None:
+        """One damped fixed-point step of the factor toward ``clicks / served probability`` of the window."""
         imp = log.impressions
-        if not len(imp["click"]):
+        served = float(imp["p_click"].sum(dtype=np.float64))
+        clicks = float(np.count_nonzero(imp["click"]))
+        if served <= 0 or clicks <= 0:  # nothing served with a probability, or no click to calibrate against
             return
-        pred = float(imp["score"].mean())
-        if pred > 0:
-            self.calibration = 0.7 * self.calibration + 0.3 * float(imp["click"].mean()) / pred * self.calibration
+        step = self.CALIBRATION_RATE * np.log(clicks / served)
+        low, high = self.CALIBRATION_BOUNDS
+        self.calibration = float(np.clip(self.calibration * np.exp(step), low, high))
+
+    def probe(self) -> tuple:
+        """Inputs for :func:`agents.protocol.promote`'s loop check: a batch of click/like/dwell heads."""
+        click = np.linspace(0.01, 0.6, 64, dtype=np.float32).reshape(4, 16)
+        return ({"click": click, "like": np.full_like(click, 0.5), "dwell": np.full_like(click, 3.0)},)
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
-        """The score metrics of the role (``rewards.inner`` for 'fusion': AUC, NDCG, log-loss, ECE...) and its calibration."""
-        from rewards.inner import inner_metrics
-
+        """The score metrics of the probability it served (``rewards.inner`` for 'fusion': AUC, NDCG, log-loss, ECE
+        of ``p_click``) and its calibration factor."""
         out = {k.replace("inner/fusion/", f"inner/fusion/{self.name}/"): v for k, v in inner_metrics("fusion", log).items()}
         out[f"inner/fusion/{self.name}/calibration_factor"] = self.calibration
         return out

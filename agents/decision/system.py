@@ -9,26 +9,28 @@ hand-tuned fixed pipeline with one model for everyone).
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from agents.decision.context import CatalogView, Candidates, RequestBatch
+from agents.decision.context import Candidates, CatalogView, RequestBatch
 from agents.decision.functional import SegmentRouter
 from agents.decision.fusion import MultiTaskFusion, QuotaFusion
 from agents.decision.ranking import TorchRanker, pair_features
 from agents.decision.recall import RecallAgent
 from agents.decision.rerank import Reranker
-from envs.log import CANDIDATE_COLUMNS, IMPRESSION_COLUMNS, REQUEST_COLUMNS, InteractionLog
 from envs.config import WorldConfig
 from envs.items import ITEM_FEATURES
+from envs.log import CANDIDATE_COLUMNS, IMPRESSION_COLUMNS, REQUEST_COLUMNS, InteractionLog
+from envs.reward import ResponseReward
 from envs.sessions import SessionBatch
 from envs.validation import ConfigError, check_int, check_probability
 from envs.world import World
-from envs.reward import ResponseReward
 
-__all__ = ["Pipeline", "Served", "Simulation", "System", "feature_dim"]
+__all__ = ["Pipeline", "Served", "Simulation", "System", "feature_dim", "probe_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,8 @@ class Served:
 
     items: np.ndarray  # (B, K)
     route: np.ndarray  # (B, K)
-    score: np.ndarray  # (B, K) predicted click probability of each shown item
+    score: np.ndarray  # (B, K) the ranker's predicted click probability of each shown item
+    p_click: np.ndarray  # (B, K) the click probability served: score fusion's calibration of ``score``
     features: np.ndarray  # (B, K, Fin) ranker features of the shown items (for learning)
     candidates: Candidates  # the fused candidate set, (B, C)
     routes: list[Candidates]  # each route's own output
@@ -66,7 +69,8 @@ class Pipeline:
     ) -> None:
         if not recalls:
             raise ConfigError(f"pipeline `{name}` must have at least one recall route (got none)")
-        self.name, self.recalls, self.fusion, self.ranker, self.scorer, self.reranker = name, recalls, fusion, ranker, scorer, reranker
+        self.name, self.recalls, self.fusion, self.ranker = name, recalls, fusion, ranker
+        self.scorer, self.reranker = scorer, reranker
 
     @property
     def agents(self) -> list:
@@ -88,7 +92,7 @@ class Pipeline:
         p_click = np.take_along_axis(heads["click"], chosen, axis=1)
         position = np.broadcast_to(np.arange(slate_size), items.shape)
         feats = pair_features(batch, items, route, catalog, self.ranker.num_routes, position)
-        return Served(items, route, p_click, feats, cands, routes)
+        return Served(items, route, p_click, self.scorer.calibrate(p_click), feats, cands, routes)
 
 
 class System:
@@ -169,6 +173,7 @@ class Simulation:
             items = np.zeros((n, self.slate_size), np.int64)
             route = np.zeros((n, self.slate_size), np.int16)
             score = np.zeros((n, self.slate_size), np.float32)
+            served_p = np.zeros((n, self.slate_size), np.float32)
             scored = np.zeros(n, np.int32)
             feats = [None] * len(system.pipelines)
             rows_of = [np.flatnonzero(pipe == i) for i in range(len(system.pipelines))]
@@ -177,7 +182,7 @@ class Simulation:
                 if not len(rows):
                     continue
                 out = p.serve(batch.subset(rows), catalog, self.rng, self.slate_size)
-                items[rows], route[rows], score[rows] = out.items, out.route, out.score
+                items[rows], route[rows], score[rows], served_p[rows] = out.items, out.route, out.score, out.p_click
                 scored[rows] = out.candidates.valid.sum(axis=1)
                 feats[i] = out.features
                 if self.candidate_log_rate > 0:
@@ -210,9 +215,11 @@ class Simulation:
                 "request": np.repeat(request, k), "step": np.full(n * k, world.steps), "user": np.repeat(batch.users, k),
                 "segment": np.repeat(segment, k), "pipeline": np.repeat(pipe, k), "item": items.ravel(),
                 "position": np.tile(np.arange(k), n), "route": route.ravel(), "score": score.ravel(),
+                "p_click": served_p.ravel(),
                 "creator": catalog.creator[items].ravel(), "topic": catalog.topic[items].ravel(),
                 "tier": catalog.tier[items].ravel(), "freshness": catalog.column("freshness")[items].ravel(),
-                "risk": catalog.column("risk")[items].ravel(), "click": resp.click.ravel(), "dwell": resp.dwell.ravel(),
+                "risk": catalog.column("risk")[items].ravel(), "cost": world.catalog.cost[items].ravel(),
+                "click": resp.click.ravel(), "dwell": resp.dwell.ravel(),
                 "like": resp.like.ravel(), "violation": resp.violation.ravel(),
             })
             req.append({
@@ -238,3 +245,39 @@ def _stack(rows: list[dict[str, np.ndarray]], columns: dict[str, type]) -> dict[
     if not rows:
         return {c: np.zeros(0, t) for c, t in columns.items()}
     return {c: np.concatenate([r[c] for r in rows]).astype(t, copy=False) for c, t in columns.items()}
+
+
+def probe_inputs(world: World, system: System, users: np.ndarray | int = 256, slate_size: int = 10,
+                 seed: int = 0) -> list[tuple[Any, tuple]]:
+    """``(agent, act arguments)`` for every agent of ``system``: what its ``act`` receives on one batch of requests
+    of the world's users, the probe :func:`agents.protocol.promote` calls ``act`` with before and after ``observe``.
+
+    ``users``: the users who ask (e.g. those of the log the agents are checked on, so the probe meets what the log
+    taught), or a number of users spread over the population (no random draw). Every pipeline serves the whole
+    batch, stage by stage, on a deep copy of the system, so serving's side effects (exposure counts) stay off the
+    agents; a recall route's random generator is a fresh ``default_rng(seed)`` (promote copies the arguments for
+    each call, so both calls draw the same numbers).
+    """
+    if isinstance(users, (int, np.integer)):
+        check_int("users", int(users), 1)
+        users = np.linspace(0, world.cfg.num_users - 1, min(int(users), world.cfg.num_users)).astype(np.int64)
+    users = np.asarray(users, dtype=np.int64)
+    if users.ndim != 1 or not len(users) or users.min() < 0 or users.max() >= world.cfg.num_users:
+        raise ConfigError(f"`users` must be a non-empty 1-D array of user ids in [0, {world.cfg.num_users}) (got {users!r:.80})")
+    shadow = copy.deepcopy(system)
+    twin = {id(a): b for a, b in zip(shadow.agents, system.agents)}
+    batch = RequestBatch.of(world, users, np.arange(len(users)))
+    catalog = CatalogView.of(world)
+    out: dict[int, tuple[Any, tuple]] = {id(shadow.router): (twin[id(shadow.router)], (batch,))}
+    for p in shadow.pipelines:
+        routes = []
+        for r in p.recalls:
+            out.setdefault(id(r), (twin[id(r)], (batch, catalog, np.random.default_rng(seed))))
+            routes.append(r.act(batch, catalog, np.random.default_rng(seed)))
+        out.setdefault(id(p.fusion), (twin[id(p.fusion)], (routes,)))
+        cands = p.fusion.act(routes)
+        out.setdefault(id(p.ranker), (twin[id(p.ranker)], (batch, cands, catalog)))
+        heads = p.ranker.act(batch, cands, catalog)
+        out.setdefault(id(p.scorer), (twin[id(p.scorer)], (heads,)))
+        out.setdefault(id(p.reranker), (twin[id(p.reranker)], (p.scorer.act(heads), cands, catalog, slate_size)))
+    return list(out.values())

@@ -46,6 +46,8 @@ def small_log() -> InteractionLog:
     r3      3    1    1 heavy   0      | (2,r1,.75,1) (0,r0,.25,0)          | 1      60       0    40   T   T   F
     (* r0 did not end a session: its `returned` flag must be ignored)
     item -> creator: 0->0, 1->0, 2->1, 3->1, 4->2; item tier: 0 head, 1 torso, 2/3/4 tail.
+    The served probability ``p_click`` equals ``score`` (a calibration factor of 1); serving cost per impression
+    1.0 2.0 | 0.5 0.5 | 1.5 2.5 | 3.0 1.0 (12.0 in all, 3.0 per request).
     Route candidates (provenance): popular (0): r0 {0,4,3}, r1 {0,3}, r2 {0,4}, r3 {0};
                                    collab (1):  r0 {1,2}, r1 {2,1}, r2 {1}, r3 {2}.
     """
@@ -59,6 +61,8 @@ def small_log() -> InteractionLog:
         "position": [0, 1, 0, 1, 0, 1, 0, 1],
         "route": [0, 1, 1, 0, 1, 0, 1, 0],
         "score": [0.95, 0.45, 0.85, 0.35, 0.65, 0.15, 0.75, 0.25],
+        "p_click": [0.95, 0.45, 0.85, 0.35, 0.65, 0.15, 0.75, 0.25],
+        "cost": [1.0, 2.0, 0.5, 0.5, 1.5, 2.5, 3.0, 1.0],
         "creator": [0, 0, 1, 1, 0, 2, 1, 0],
         "tier": [0, 1, 2, 2, 1, 2, 2, 0],
         "freshness": [1.0, 0.5, 0.2, 0.2, 0.8, 0.4, 0.6, 0.3],

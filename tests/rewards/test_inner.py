@@ -295,10 +295,10 @@ def test_rerank_rejects_bad_embeddings(small_log) -> None:
 
 def test_router_metrics_on_the_small_log(small_log) -> None:
     m = router_metrics(small_log)
-    assert m["ctr/new"] == pytest.approx(1.5)  # r0 + r2: (1 + 2) clicks / 2 requests
-    assert m["ctr/heavy"] == pytest.approx(0.5)  # r1 + r3: (0 + 1) / 2
-    assert math.isnan(m["ctr/casual"])  # no requests
-    assert m["mean_segment_ctr"] == pytest.approx(1.0)  # (1.5 + 0.5) / 2, casual left out
+    assert m["segment/new/clicks_per_request"] == pytest.approx(1.5)  # r0 + r2: (1 + 2) clicks / 2 requests
+    assert m["segment/heavy/clicks_per_request"] == pytest.approx(0.5)  # r1 + r3: (0 + 1) / 2
+    assert math.isnan(m["segment/casual/clicks_per_request"])  # no requests
+    assert m["mean_segment_clicks_per_request"] == pytest.approx(1.0)  # (1.5 + 0.5) / 2, casual left out
 
 
 def test_router_rejects_unnamed_segments(make_log) -> None:
@@ -310,9 +310,9 @@ def test_router_rejects_unnamed_segments(make_log) -> None:
 def test_experiment_metrics_on_the_small_log(small_log) -> None:
     m = experiment_metrics(small_log)
     # pipeline 0 serves r0, r2, r3: (1 + 2 + 1) / 3 = 4/3; pipeline 1 serves r1: 0
-    assert m["ctr/pipeline_0"] == pytest.approx(4 / 3)
-    assert m["ctr/pipeline_1"] == pytest.approx(0.0)
-    assert m["share/pipeline_0"] == pytest.approx(3 / 4)
+    assert m["pipeline/0/clicks_per_request"] == pytest.approx(4 / 3)
+    assert m["pipeline/1/clicks_per_request"] == pytest.approx(0.0)
+    assert m["pipeline/0/request_share"] == pytest.approx(3 / 4)
     assert m["best_arm_share"] == pytest.approx(3 / 4)
     assert m["regret"] == pytest.approx(4 / 3 - 1.0)  # best arm 4/3 minus overall 4 clicks / 4 requests
 
@@ -327,8 +327,21 @@ def test_inner_metrics_namespaces_every_role(small_log) -> None:
         assert all(k.startswith(f"inner/{role}/") for k in m)
         assert bool(m) == (role != "system")
     assert inner_metrics("recall", small_log, route="collab")["inner/recall/recall_at_k"] == pytest.approx(0.75)
-    assert inner_metrics("router", small_log)["inner/router/ctr/new"] == pytest.approx(1.5)
+    assert inner_metrics("router", small_log)["inner/router/segment/new/clicks_per_request"] == pytest.approx(1.5)
     assert inner_metrics("fusion", small_log)["inner/fusion/ece"] == pytest.approx(0.55, abs=1e-6)
+
+
+def test_fusion_metrics_are_those_of_the_served_probability(make_log) -> None:
+    # the ranker's score and the served (calibrated) probability differ: ranking reads one, fusion the other
+    imp = {"request": [0, 0, 1, 1], "position": [0, 1, 0, 1], "click": [1, 0, 0, 0],
+           "score": [0.8, 0.6, 0.4, 0.2], "p_click": [0.4, 0.3, 0.2, 0.1]}
+    log = make_log(impressions=imp, requests={"request": [0, 1]})
+    # ECE: score bins 8, 6, 4, 2 -> |0.8 - 1| + 0.6 + 0.4 + 0.2 = 1.4 / 4; p_click bins 4, 3, 2, 1 -> 0.6 + 0.3 + 0.2 + 0.1
+    assert inner_metrics("ranking", log)["inner/ranking/ece"] == pytest.approx(1.4 / 4)
+    assert inner_metrics("fusion", log)["inner/fusion/ece"] == pytest.approx(1.2 / 4)
+    assert inner_metrics("fusion", log)["inner/fusion/auc"] == inner_metrics("ranking", log)["inner/ranking/auc"] == 1.0
+    with pytest.raises(ConfigError, match=r"`column` must be one of \['score', 'p_click'\] \(got 'scor'\)"):
+        ranking_metrics(log, "scor")
 
 
 def test_inner_metrics_validation(small_log) -> None:

@@ -73,6 +73,31 @@ def test_extra_outer_terms_and_another_objective(small_log) -> None:
     assert cfg.inner_weight["recall"] == DEFAULT_INNER_WEIGHT["recall"]  # unnamed roles keep their defaults
 
 
+def test_serving_cost_as_an_outer_term_and_as_a_constraint(small_log) -> None:
+    cost = "outer/cost/serving_per_request"  # 3.0 on the small log (conftest)
+    # a cost weight in the outer mix: outer = clicks 1.0 - 0.1 * 3.0 = 0.7; system reward (inner weight 0) = 0.7
+    r = layered_reward("system", small_log, LayeredRewardConfig(outer_terms={cost: -0.1}))
+    assert r.terms["layered/system/outer"] == pytest.approx(0.7)
+    assert r.value == pytest.approx(0.7) and r.terms[cost] == pytest.approx(3.0)
+    assert layered_reward("system", small_log).value == pytest.approx(1.0)  # no cost term by default
+    # a cost budget of 2.5 per request with lambda 0.5: penalty 0.5 * (3.0 - 2.5) = 0.25
+    r = layered_reward("system", small_log, constraint=LagrangianConstraints([Constraint(cost, 2.5)], init=0.5))
+    assert r.terms[f"layered/system/penalty/{cost}"] == pytest.approx(0.25)
+    assert r.value == pytest.approx(1.0 - 0.25)
+
+
+def test_fusion_is_judged_on_the_probability_it_served(small_log, make_log) -> None:
+    # the same log with another served probability: the fusion reward moves, the ranking reward does not
+    imp = {k: list(v) for k, v in small_log.impressions.items()}
+    imp["p_click"] = [0.5] * 8  # all in one bin: ECE = |8 * 0.5 - 4 clicks| / 8 = 0
+    req = {k: list(v) for k, v in small_log.requests.items()}
+    other = make_log(imp, req, route_names=small_log.route_names, segment_names=small_log.segment_names,
+                     num_items=6, num_creators=4)
+    assert layered_reward("fusion", other).terms["layered/fusion/inner"] == pytest.approx(0.0, abs=1e-9)
+    assert layered_reward("fusion", small_log).terms["layered/fusion/inner"] == pytest.approx(-0.55, abs=1e-6)
+    assert layered_reward("ranking", other).value == pytest.approx(layered_reward("ranking", small_log).value)
+
+
 def test_constraint_penalty_enters_the_total(small_log) -> None:
     # violations per request 0.25 against the bound 0.05 with lambda = 2: penalty 2 * (0.25 - 0.05) = 0.4
     lag = LagrangianConstraints([Constraint(RISK, 0.05)], init=2.0)
@@ -127,9 +152,9 @@ def test_reward_validation(small_log) -> None:
     with pytest.raises(ConfigError, match=r"`role` must be one of .* \(got 'routr'\); did you mean 'router'\?"):
         layered_reward("routr", small_log)
     # a data-dependent router metric name passes the config and is checked against the log's segments
-    cfg = LayeredRewardConfig(inner_metric={"router": "ctr/heavvy"})
-    with pytest.raises(ConfigError, match=r"`inner_metric.router` must be one of .* \(got 'ctr/heavvy'\); did you mean 'ctr/heavy'\?"):
+    cfg = LayeredRewardConfig(inner_metric={"router": "segment/heavvy/clicks_per_request"})
+    with pytest.raises(ConfigError, match=r"`inner_metric.router` must be one of .* \(got 'segment/heavvy/clicks_per_request'\); did you mean 'segment/heavy/clicks_per_request'\?"):
         layered_reward("router", small_log, cfg)
-    cfg = LayeredRewardConfig(inner_metric={"router": "ctr/heavy"})
+    cfg = LayeredRewardConfig(inner_metric={"router": "segment/heavy/clicks_per_request"})
     # 0.2 * ctr of heavy 0.5 + 0.8 * 1.0 = 0.9
     assert layered_reward("router", small_log, cfg).value == pytest.approx(0.9)

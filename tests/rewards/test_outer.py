@@ -62,6 +62,15 @@ def test_outer_metrics_on_the_small_log(small_log) -> None:
     assert m["outer/ecosystem/creator_coverage"] == pytest.approx(3 / 4)  # creators 0, 1, 2 of 4 shown
     assert m["outer/risk/violations_per_request"] == pytest.approx(0.25)  # 1 violation / 4 requests
     assert m["outer/cost/candidates_per_request"] == pytest.approx(25.0)  # (10 + 20 + 30 + 40) / 4
+    # serving cost of the shown items: (1 + 2) + (0.5 + 0.5) + (1.5 + 2.5) + (3 + 1) = 12 over 4 requests
+    assert m["outer/cost/serving_per_request"] == pytest.approx(3.0)
+
+
+def test_serving_cost_per_request_counts_every_shown_item_over_all_requests(make_log) -> None:
+    # 3 requests, one of them showing nothing (no impressions): (0.25 + 0.5 + 1.25) / 3
+    log = make_log(impressions={"request": [0, 0, 2], "cost": [0.25, 0.5, 1.25]}, requests={"request": [0, 1, 2]})
+    assert outer_metrics(log)["outer/cost/serving_per_request"] == pytest.approx(2.0 / 3.0)
+    assert math.isnan(outer_metrics(make_log())["outer/cost/serving_per_request"])  # no request: undefined
 
 
 def test_outer_rates_are_nan_when_undefined(make_log) -> None:
