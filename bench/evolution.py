@@ -43,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--windows", type=int, default=20)
     ap.add_argument("--window", type=int, default=10_000)
-    ap.add_argument("--agent", default="baseline/rerank")
+    ap.add_argument("--agent", default="baseline/rerank/mmr")
     a = ap.parse_args()
     torch.set_num_threads(2)
     env = Timed(EvolutionEnv(world={}, window=a.window, concurrency=1000, agent=a.agent))

@@ -173,7 +173,8 @@ def _fmt(x: float) -> str:
 def render_suite(done: list[AblationResult], smoke: bool, total: float, command: str) -> str:
     """The combined Markdown report: every claim in one table, then one section per ablation."""
     lines = ["# Ablation suite: the paradigm's claims, measured", ""]
-    lines.append(f"`{command}`: {'the SMOKE suite (2 seeds, 3 short windows: checks the machinery, not the claims)' if smoke else 'the full suite'}; "
+    suite = "the SMOKE suite (2 seeds, 3 short windows: checks the machinery, not the claims)" if smoke else "the full suite"
+    lines.append(f"`{command}`: {suite}; "
                  f"{sum(r.runs for r in done)} runs in {total:.0f} s on {platform.machine()} with {os.cpu_count()} cores "
                  f"(Python {platform.python_version()}).")
     lines += ["", "Each claim's effect is `a - b` of the metric averaged per seed over the claim's windows; the 95% "

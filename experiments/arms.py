@@ -24,7 +24,7 @@ reward, info)``; ``ctx.store`` / ``ctx.exp_id`` let it read and write the knowle
 ``register_arm(name, env="composition")`` makes the run build a
 :class:`~agents.evolution.composition.CompositionEnv` instead (the system config's first pipeline is the
 ``main`` slot's template, its second, or the cold-start pipeline, the ``specialist``'s; its routing is the
-initial composition; ``evolution.agent`` names the pooled agent evolved individually, e.g. ``main/rerank``).
+initial composition; ``evolution.agent`` names the pooled agent evolved individually, e.g. ``main/rerank/mmr``).
 The composition arms compare evolving one agent, the wiring, or both in alternation (ablation C4).
 
 Every recorded window also carries per-segment engagement (:func:`segment_metrics`), so claims can compare
@@ -48,14 +48,20 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from agents.decision.configs import build_system
-from agents.evolution.composition import CompositionEnv
+from agents.decision.functional import ExperimentDesigner
+from agents.evolution.composition import DESCRIPTION, CompositionEnv
 from agents.evolution.controllers import EvolutionHistory, OptunaSearch, RandomSearch, StaticController, evolve
+from agents.evolution.deployment import Deployment
+from agents.evolution.designer import MODES, LLMDesigner, design_step
+from agents.evolution.env import EvolutionEnv
+from agents.evolution.llm import BACKENDS, make_backend
+from agents.evolution.llm_search import LLMSearch
 from agents.evolution.schedule import SaturationTest, ShiftTest, alternate
 from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int, check_range
+from experiments.registry import ARMS  # filled by register_arm below; experiments.config reads it
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the store loads SQLAlchemy, the config module Hydra's schema
     from agents.infra.store import KnowledgeStore
     from experiments.config import ExperimentConfig
 
@@ -86,6 +92,21 @@ class ArmContext:
     def windows(self) -> int:
         return self.cfg.evolution.windows
 
+    @property
+    def deployment(self) -> Deployment:
+        """The running system's deployment service (after the env's first reset)."""
+        return self.env.get_wrapper_attr("service")
+
+    @property
+    def codec(self) -> Any:
+        """The env's action codec (config <-> action)."""
+        return self.env.get_wrapper_attr("codec")
+
+    @property
+    def params(self) -> Any:
+        """The decision space the arm searches (the target agent's free parameters, or the composition's)."""
+        return self.env.get_wrapper_attr("target_params")()
+
 
 ArmFn = Callable[[ArmContext], EvolutionHistory]
 
@@ -102,9 +123,6 @@ class Arm:
     env: str = "evolution"  # one of ENV_KINDS
     live: bool = False  # it serves windows step() alone does not (deploys structures, splits traffic): needs
     # evolution.stationary=false and no reward constraints
-
-
-ARMS: dict[str, Arm] = {}
 
 
 def register_arm(name: str, options: type | None = None, env: str = "evolution", live: bool = False
@@ -152,7 +170,8 @@ def segment_metrics(log: InteractionLog | None) -> dict[str, float]:
 class WindowRecorder(gym.Wrapper):
     """Calls ``on_window(step, config, reward, info)`` after each step; ``info['regime']`` is the observation acted on.
 
-    Forwards what controllers use (``codec``, ``target_params()``, ``target``, ``role``) and keeps the history.
+    Keeps the history and the observation the next step acts on (``last_obs``); the env's own attributes are
+    reached through ``get_wrapper_attr``.
     ``info`` gains the window's per-segment metrics (:func:`segment_metrics`) and, while ``phase`` is set, the
     ``phase``. On a composition env the config recorded is the composition: its key (``composition``) and every
     choice (``main/quota_popularity``, ...).
@@ -164,38 +183,23 @@ class WindowRecorder(gym.Wrapper):
         self.steps = 0
         self.phase: str | None = None
         self.history = EvolutionHistory()
-        self._obs: np.ndarray | None = None
-
-    @property
-    def codec(self) -> Any:
-        return self.env.get_wrapper_attr("codec")
-
-    def target_params(self) -> Any:
-        return self.env.get_wrapper_attr("target_params")()
-
-    @property
-    def target(self) -> Any:
-        return self.env.get_wrapper_attr("target")
-
-    @property
-    def role(self) -> str:
-        return self.env.get_wrapper_attr("role")
+        self.last_obs: np.ndarray | None = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
-        self._obs = obs
+        self.last_obs = obs
         return obs, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         inner = self.env.unwrapped
-        info = {**info, "regime": self._obs, **segment_metrics(inner.last_log)}
+        info = {**info, "regime": self.last_obs, **segment_metrics(inner.service.last_log)}
         if isinstance(inner, CompositionEnv):
             info |= {"config": {"composition": inner.composition.key(), **inner.to_config(inner.composition)},
                      "agent": "composition"}
         if self.phase is not None:
             info["phase"] = self.phase
-        self._obs = obs
+        self.last_obs = obs
         self.history.configs.append(info["config"])
         self.history.rewards.append(float(reward))
         self.history.infos.append(info)
@@ -206,12 +210,12 @@ class WindowRecorder(gym.Wrapper):
 
 def exploit(ctx: ArmContext, propose: Callable[[np.ndarray | None], dict[str, Any]]) -> None:
     """Serve ``evolution.exploit`` more windows (rows ``windows`` on, phase ``exploit``) with what the arm found:
-    ``propose(obs)`` gives each window's config (a point of ``ctx.env.target_params()``)."""
+    ``propose(obs)`` gives each window's config (a point of ``ctx.params``)."""
     env = ctx.env
     env.steps, env.phase = max(env.steps, ctx.windows), "exploit"
-    obs = env._obs
+    obs = env.last_obs
     for _ in range(ctx.cfg.evolution.exploit):
-        obs, *_ = env.step(env.codec.encode(propose(obs)))
+        obs, *_ = env.step(ctx.codec.encode(propose(obs)))
 
 
 def best_config(history: EvolutionHistory, params: Any) -> dict[str, Any]:
@@ -223,18 +227,15 @@ def best_config(history: EvolutionHistory, params: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the arms
 
 
-def initial_config(env: Any) -> dict[str, Any]:
+def initial_config(ctx: ArmContext) -> dict[str, Any]:
     """The evolved agent's config as the system config sets it, restricted to the evolved parameters."""
-    inner = env.unwrapped
-    agent = next(a for a in build_system(inner.system_cfg, inner.world_cfg).agents if a.name == inner.agent_name)
-    names = {p.name for p in inner.codec.params.params}
-    return {k: v for k, v in agent.config.items() if k in names}
+    return {k: v for k, v in ctx.env.get_wrapper_attr("initial_config").items() if k in ctx.params.by_name}
 
 
 def _search(ctx: ArmContext, controller: Any) -> EvolutionHistory:
     """``evolve`` with ``controller``, then exploit the run's best config."""
     evolve(ctx.env, controller, ctx.windows, seed=ctx.seed)
-    best = best_config(ctx.env.history, ctx.env.target_params())
+    best = best_config(ctx.env.history, ctx.params)
     exploit(ctx, lambda obs: best)
     return ctx.env.history
 
@@ -242,7 +243,7 @@ def _search(ctx: ArmContext, controller: Any) -> EvolutionHistory:
 @register_arm("static")
 def static(ctx: ArmContext) -> EvolutionHistory:
     """The hand-tuned config of the system, never changed."""
-    config = initial_config(ctx.env)
+    config = initial_config(ctx)
     evolve(ctx.env, StaticController(config), ctx.windows, seed=ctx.seed)
     exploit(ctx, lambda obs: config)
     return ctx.env.history
@@ -251,13 +252,13 @@ def static(ctx: ArmContext) -> EvolutionHistory:
 @register_arm("random")
 def random_search(ctx: ArmContext) -> EvolutionHistory:
     """A uniformly random config every window (the floor); exploits the best one it tried."""
-    return _search(ctx, RandomSearch(ctx.env.target_params(), seed=ctx.seed))
+    return _search(ctx, RandomSearch(ctx.params, seed=ctx.seed))
 
 
 @register_arm("optuna")
 def optuna_search(ctx: ArmContext) -> EvolutionHistory:
     """Optuna's TPE proposes a config every window and learns from its reward; exploits the best one it tried."""
-    return _search(ctx, OptunaSearch(ctx.env.target_params(), seed=ctx.seed))
+    return _search(ctx, OptunaSearch(ctx.params, seed=ctx.seed))
 
 
 @dataclass
@@ -275,11 +276,11 @@ def optuna_ab(ctx: ArmContext) -> EvolutionHistory:
     """Optuna told each window's reward relative to a concurrent control (the hand-tuned config on
     ``control_share`` of the users), free of the trend a learning system's reward has; exploits the config with
     the best relative reward, on all traffic."""
-    inner = ctx.env.unwrapped
-    inner.set_control_share(ctx.options.control_share)
-    evolve(ctx.env, OptunaSearch(ctx.env.target_params(), seed=ctx.seed), ctx.windows, seed=ctx.seed)
-    best = best_config(ctx.env.history, ctx.env.target_params())
-    inner.set_control_share(0.0)
+    set_control_share = ctx.env.get_wrapper_attr("set_control_share")
+    set_control_share(ctx.options.control_share)
+    evolve(ctx.env, OptunaSearch(ctx.params, seed=ctx.seed), ctx.windows, seed=ctx.seed)
+    best = best_config(ctx.env.history, ctx.params)
+    set_control_share(0.0)
     exploit(ctx, lambda obs: best)
     return ctx.env.history
 
@@ -326,7 +327,7 @@ def ppo(ctx: ArmContext) -> EvolutionHistory:
                 learning_rate=opts.learning_rate, gamma=opts.gamma, gae_lambda=opts.gae_lambda, ent_coef=opts.ent_coef,
                 policy_kwargs={"net_arch": [opts.hidden, opts.hidden]}, seed=ctx.seed, device="cpu", verbose=0)
     model.learn(total_timesteps=windows, callback=StopAfter())  # the first reset uses `seed`, like the other arms
-    exploit(ctx, lambda obs: ctx.env.codec.decode(model.predict(obs, deterministic=True)[0]))
+    exploit(ctx, lambda obs: ctx.codec.decode(model.predict(obs, deterministic=True)[0]))
     return ctx.env.history
 
 
@@ -347,7 +348,7 @@ def static_composition(ctx: ArmContext) -> EvolutionHistory:
 def compositional(ctx: ArmContext) -> EvolutionHistory:
     """Optuna's TPE rewires the system every window (routes and quotas, rankers, segment routing); told the
     system's (outer) reward; exploits the best wiring it tried."""
-    return _search(ctx, OptunaSearch(ctx.env.target_params(), seed=ctx.seed))
+    return _search(ctx, OptunaSearch(ctx.params, seed=ctx.seed))
 
 
 @dataclass
@@ -363,8 +364,6 @@ class LLMOptions:
     llm_temperature: float = 0.7
 
     def __post_init__(self) -> None:
-        from agents.evolution.llm import BACKENDS
-
         check_choice("controller.options.llm_backend", self.llm_backend, list(BACKENDS))
         if self.llm_backend == "openai":
             for key in ("llm_base_url", "llm_model"):
@@ -380,8 +379,6 @@ class LLMOptions:
                    agent: str) -> Any:
         """An :class:`~agents.evolution.llm_search.LLMSearch` over ``params`` that stores its proposals in the run's
         store."""
-        from agents.evolution.llm_search import LLMSearch
-
         return LLMSearch(params, self.backend(), description, start=start, seed=seed, max_retries=self.llm_max_retries,
                          temperature=self.llm_temperature, store=ctx.store, exp_id=ctx.exp_id, agent=agent)
 
@@ -389,8 +386,6 @@ class LLMOptions:
 @functools.lru_cache(maxsize=2)
 def _backend(name: str, base_url: str, model: str, api_key_env: str) -> Any:
     """One backend per process and settings (the bundled model loads once)."""
-    from agents.evolution.llm import make_backend
-
     if name == "openai":
         return make_backend(name, base_url=base_url, model=model, api_key_env=api_key_env)
     return make_backend(name)
@@ -400,15 +395,13 @@ def _backend(name: str, base_url: str, model: str, api_key_env: str) -> Any:
 def llm_search(ctx: ArmContext) -> EvolutionHistory:
     """An LLM picks one edit of the best config so far every window (the agent's own decision space, like
     Optuna's); exploits the best config it tried."""
-    from agents.evolution.env import EvolutionEnv
-
     opts: LLMOptions = ctx.options
     inner: EvolutionEnv = ctx.env.unwrapped
     description = (f"Agent: {inner.agent_name} ({inner.role}) of a recommender system. "
                    + ("rerank: mmr_lambda trades score for diversity, freshness_boost favours new items, "
                       "risk_threshold blocks riskier items, exposure_cap caps an item's shows."
                       if inner.role == "rerank" else ""))
-    return _search(ctx, opts.controller(ctx.env.target_params(), description, initial_config(ctx.env), ctx.seed, ctx,
+    return _search(ctx, opts.controller(ctx.params, description, initial_config(ctx), ctx.seed, ctx,
                                     f"llm/{inner.agent_name}"))
 
 
@@ -416,8 +409,6 @@ def llm_search(ctx: ArmContext) -> EvolutionHistory:
 def llm_compositional(ctx: ArmContext) -> EvolutionHistory:
     """An LLM rewires the system every window, one edit of the best wiring so far (routes and quotas, rankers,
     segment routing); told the system's (outer) reward; exploits the best wiring it tried."""
-    from agents.evolution.composition import DESCRIPTION
-
     env: CompositionEnv = ctx.env.unwrapped
     return _search(ctx, ctx.options.controller(env.target_params(), DESCRIPTION, env.to_config(env.initial), ctx.seed, ctx,
                                            "llm/composition"))
@@ -437,8 +428,6 @@ class DesignerOptions(LLMOptions):
     warm: bool = True  # candidates start from the running pipeline's learned state where the structure allows
 
     def __post_init__(self) -> None:
-        from agents.evolution.designer import MODES
-
         super().__post_init__()
         check_choice("controller.options.mode", self.mode, list(MODES))
         check_int("controller.options.ab_windows", self.ab_windows, 1)
@@ -452,24 +441,21 @@ def llm_designer(ctx: ArmContext) -> EvolutionHistory:
     """The LLM designer changes the structure of the evolved agent's pipeline (recall routes, ranker architecture,
     fusion; the design language), each proposal A/B-tested on live traffic and deployed only if it wins; the agent's
     own parameters stay as the system config sets them; exploits the pipeline it ends with."""
-    from agents.decision.functional import ExperimentDesigner
-    from agents.evolution.designer import LLMDesigner, design_step
-
     opts: DesignerOptions = ctx.options
     env = ctx.env
-    inner = env.unwrapped
     env.reset(seed=ctx.seed)
-    target = next(p.name for p in inner.system.pipelines if any(a.name == inner.agent_name for a in p.agents))
+    service, agent = ctx.deployment, env.get_wrapper_attr("agent_name")
+    target = service.pipeline_of(agent)
     designer = LLMDesigner(opts.backend(), ctx.store, ctx.exp_id, agent="llm_designer",
                            max_retries=opts.llm_max_retries, temperature=opts.llm_temperature, seed=ctx.seed, mode=opts.mode)
-    names = env.target_params().by_name
+    names = ctx.params.by_name
 
     def production() -> dict[str, Any]:  # the evolved agent's parameters in the running pipeline
-        return {k: v for k, v in inner.target.config.items() if k in names}
+        return {k: v for k, v in service.agent(agent).config.items() if k in names}
 
-    def on_log(window_log: InteractionLog) -> None:  # an A/B window: both arms' traffic, on the env's reward
-        reward, terms = inner.score(window_log)
-        info = {**terms, "day": inner.sim.world.now, "config": production(), "phase": "design", "regime": None,
+    def on_log(window_log: InteractionLog) -> None:  # an A/B window: both arms' traffic, on the agent's reward
+        reward, terms = service.score(window_log, agent)
+        info = {**terms, "day": service.now, "config": production(), "phase": "design", "regime": None,
                 **segment_metrics(window_log)}
         env.history.configs.append(info["config"])
         env.history.rewards.append(float(reward))
@@ -480,12 +466,11 @@ def llm_designer(ctx: ArmContext) -> EvolutionHistory:
     env.phase = "design"
     step = 0
     while env.steps < ctx.windows:
-        result = design_step(inner.sim, designer, inner.world_cfg, step=step, target=target, seed=ctx.seed * 1000 + step,
+        result = design_step(service, designer, step=step, target=target, seed=ctx.seed * 1000 + step,
                              experiment=ExperimentDesigner(config={"min_requests": opts.gate_min_requests}),
-                             windows=min(opts.ab_windows, ctx.windows - env.steps), window=inner.window,
-                             warm=opts.warm, on_log=on_log)
+                             windows=min(opts.ab_windows, ctx.windows - env.steps), warm=opts.warm, on_log=on_log)
         if result.decision is None:  # no valid proposal, or it could not be built: production serves a window
-            env.step(env.codec.encode(production()))
+            env.step(ctx.codec.encode(production()))
         step += 1
     log.info("llm designer: %d design steps, %d accepted; proposal routes %s", step,
              sum(r.decision == "accepted" for r in ctx.store.rollouts(ctx.exp_id)),
@@ -504,6 +489,7 @@ class AlternatingOptions(LLMOptions):
     min_windows: int = 6  # a phase lasts at least this many windows
     check_every: int = 5  # a sentinel window of production every this many windows (shift test)
     tolerance: float = 0.2  # a shift when the sentinel's outer reward moves by more than this (relative)
+    settle: int = 8  # windows after production (re)started before its sentinels count (learning settles first)
     gate_windows: int = 2  # windows of the A/B gate at a saturated phase's end
     gate_min_requests: int = 100  # requests per arm the gate needs to decide (100, 1000 or 5000)
     search: str = "optuna"  # the compositional phases' controller: optuna or llm
@@ -514,6 +500,7 @@ class AlternatingOptions(LLMOptions):
         check_int("controller.options.min_windows", self.min_windows, self.patience + 1)
         check_int("controller.options.check_every", self.check_every, 1)
         check_range("controller.options.tolerance", self.tolerance, 0.0, low_inclusive=False)
+        check_int("controller.options.settle", self.settle, 0)
         check_int("controller.options.gate_windows", self.gate_windows, 1)
         check_choice("controller.options.search", self.search, SEARCHES)
         super().__post_init__()
@@ -529,12 +516,11 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
     Every window it serves is a row of the table, numbered in serving order: exploration windows (phase
     ``individual``/``compositional``), sentinel windows of production (``sentinel``) and A/B gate windows (``gate``),
     so the arm's table holds all the traffic it served (more rows than ``evolution.windows``); ``alternate`` commits
-    each window's trial, the gates' decisions and the detected shifts to the store itself. It ends with production (what passed the gates) deployed. With
+    each window's trial, the gates' decisions and the detected shifts to the store itself. It ends with production (what
+    passed the gates) deployed. With
     ``llm`` the compositional phases' controller is the LLM (:class:`~agents.evolution.llm_search.LLMSearch`, starting
     from production's wiring) instead of Optuna.
     """
-    from agents.decision.functional import ExperimentDesigner
-
     env: CompositionEnv = ctx.env.unwrapped
     agent = ctx.cfg.evolution.agent
     seeds = itertools.count(ctx.seed * 1000)  # a fresh study per phase, each with its own seed
@@ -546,7 +532,7 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
         info = {k: v for k, v in row.items() if "/" in k and not k.startswith("config/")}
         who = {"individual": agent, "compositional": "composition", "sentinel": "production"}.get(row["phase"], "gate")
         info |= {"day": row["day"], "phase": row["phase"], "config": config, "regime": None, "stored": True,
-                 "agent": who, **segment_metrics(env.last_log)}
+                 "agent": who, **segment_metrics(env.service.last_log)}
         if row["phase"] in ("individual", "compositional"):  # the history holds what was tried
             history.configs.append(config)
             history.rewards.append(float(row["reward"]))
@@ -556,9 +542,7 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
     def compositional(e: CompositionEnv) -> Any:
         if llm is None:
             return OptunaSearch(e.target_params(), seed=next(seeds))
-        from agents.evolution.composition import DESCRIPTION
-
-        return llm.controller(e.target_params(), DESCRIPTION, e.to_config(e.composition), next(seeds), ctx,
+            return llm.controller(e.target_params(), DESCRIPTION, e.to_config(e.composition), next(seeds), ctx,
                               "llm/composition")
 
     alt = alternate(env, agent, individual=lambda params: OptunaSearch(params, seed=next(seeds)),
@@ -575,7 +559,7 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
 
 @register_arm("individual", env="composition")
 def individual(ctx: ArmContext) -> EvolutionHistory:
-    """Optuna tunes one pooled agent (``evolution.agent``, e.g. ``main/rerank``) on its layered reward; the
+    """Optuna tunes one pooled agent (``evolution.agent``, e.g. ``main/rerank/mmr``) on its layered reward; the
     wiring stays the system config's (the alternation schedule's individual phase, never ending); exploits the
     best config it tried."""
     never = ctx.windows + 1
@@ -583,7 +567,7 @@ def individual(ctx: ArmContext) -> EvolutionHistory:
                          gate_windows=1, gate_min_requests=100)
     if ctx.cfg.evolution.exploit:  # no gate ever ran: exploit the best config it tried, on the unchanged wiring
         env, agent = ctx.env.unwrapped, ctx.cfg.evolution.agent
-        env.configure_agent(agent, best_config(history, env.agent(agent).params))
+        env.configure_agent(agent, best_config(history, env.service.agent(agent).params))
         exploit(ctx, lambda obs: env.to_config(env.composition))
     return history
 
@@ -594,7 +578,7 @@ def alternating(ctx: ArmContext) -> EvolutionHistory:
     back; a saturated phase's best reaches production only through an A/B gate; exploits production."""
     o: AlternatingOptions = ctx.options
     history = _alternate(ctx, SaturationTest(o.patience, o.min_gain, o.min_windows),
-                         ShiftTest(o.check_every, o.tolerance), o.gate_windows, o.gate_min_requests,
+                         ShiftTest(o.check_every, o.tolerance, o.settle), o.gate_windows, o.gate_min_requests,
                          llm=o if o.search == "llm" else None)
     env = ctx.env.unwrapped  # production (the agent's config and the wiring that passed the gates) is deployed
     exploit(ctx, lambda obs: env.to_config(env.composition))

@@ -16,7 +16,6 @@ and ``summary.json`` (the accepted structural changes with their effect and 95% 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -26,32 +25,19 @@ from typing import Any
 import pandas as pd
 import torch
 
-from agents.decision.configs import PipelineConfig, RouteConfig, SystemConfig, baseline_config, build_system
+from agents.decision.configs import SystemConfig, baseline_config, build_system, lean_config
 from agents.decision.functional import ExperimentDesigner
-from agents.decision.system import Simulation
+from agents.evolution.deployment import Deployment
 from agents.evolution.design import config_to_design, pipeline_to_config, summarize_design
 from agents.evolution.designer import MODES, LLMDesigner, design_step
-from agents.evolution.env import SMALL_EVOLUTION_WORLD
 from agents.evolution.llm import make_backend
 from agents.infra.store import KnowledgeStore
-from envs.config import WorldConfig
+from envs.config import WorldConfig, world_size
 from envs.validation import check_choice, check_int
-from envs.world import World
 
-__all__ = ["DesignExperimentConfig", "STARTS", "STRUCTURAL_KEYS", "lean_config", "run_design", "structural_changes"]
+__all__ = ["DesignExperimentConfig", "STARTS", "STRUCTURAL_KEYS", "run_design", "structural_changes"]
 
 log = logging.getLogger(__name__)
-
-def lean_config() -> PipelineConfig:
-    """A first-version pipeline: popularity and long-tail exploration recall only, a linear (logistic) ranker,
-    the usual re-rank. Every parameter an evolution env can tune is there; what differs from the hand-tuned
-    baseline is structure (routes, the ranker's architecture), which is the designer's job to find.
-    Measured on the small world (A/B, 3 windows of 2,000 requests): adding a content, collaborative or fresh
-    route to it changes clicks per request by -0.02 to +0.005 (not significant); the ranker's architecture
-    is what matters (linear vs MLP: about 0.3 clicks per request)."""
-    return dataclasses.replace(
-        baseline_config("linear"), routes=[RouteConfig("popularity", 0.7), RouteConfig("exploration", 0.3, {"k": 200})])
-
 
 STARTS = {"lean": lean_config, "baseline": baseline_config}
 
@@ -111,20 +97,21 @@ def run_design(cfg: DesignExperimentConfig, backend: Any = None) -> dict[str, An
     if backend is None:
         kw = {k: v for k, v in (("base_url", cfg.base_url), ("model", cfg.model)) if v is not None}
         backend = make_backend(cfg.backend, **kw)
-    world_cfg = WorldConfig(**SMALL_EVOLUTION_WORLD)
+    world_cfg = WorldConfig(**world_size("small"))
     start_cfg = STARTS[cfg.start]()
     system = build_system(SystemConfig([start_cfg], seed=cfg.seed), world_cfg)
-    sim = Simulation(World(world_cfg, seed=cfg.seed), system, concurrency=400, seed=cfg.seed)
-    for _ in range(cfg.warmup):
-        sim.window(cfg.window)
+    service = Deployment.start(world_cfg, system, world_seed=cfg.seed, sim_seed=cfg.seed, concurrency=400,
+                               window=cfg.window)
+    if cfg.warmup:
+        service.serve(cfg.warmup)
     rows = []
     start = config_to_design(start_cfg)
     with KnowledgeStore(out / "store.db") as store:
         exp = store.start_experiment("llm_design", asdict(cfg), cfg.seed)
         designer = LLMDesigner(backend, store, exp_id=exp, seed=cfg.seed, mode=cfg.mode)
         for step in range(cfg.budget):
-            before = config_to_design(pipeline_to_config(sim.system.pipelines[0]))
-            result = design_step(sim, designer, world_cfg, step=step, windows=cfg.ab_windows, window=cfg.window,
+            before = config_to_design(pipeline_to_config(service.system.pipelines[0]))
+            result = design_step(service, designer, step=step, windows=cfg.ab_windows,
                                  experiment=ExperimentDesigner(config={"min_requests": 1000}), seed=cfg.seed + step)
             row: dict[str, Any] = {"step": step, "proposed": result.proposal is not None, "error": result.error}
             if result.proposal is not None:
@@ -147,7 +134,7 @@ def run_design(cfg: DesignExperimentConfig, backend: Any = None) -> dict[str, An
         "config": asdict(cfg),
         "backend": getattr(backend, "name", type(backend).__name__),
         "start": summarize_design(start),
-        "final": summarize_design(config_to_design(pipeline_to_config(sim.system.pipelines[0]))),
+        "final": summarize_design(config_to_design(pipeline_to_config(service.system.pipelines[0]))),
         "steps": len(frame),
         "proposals": int(frame["proposed"].sum()),
         "tested": int(frame["effect"].notna().sum()) if "effect" in frame else 0,
@@ -165,7 +152,8 @@ def run_design(cfg: DesignExperimentConfig, backend: Any = None) -> dict[str, An
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for f in DesignExperimentConfig.__dataclass_fields__.values():
-        ap.add_argument(f"--{f.name.replace('_', '-')}", default=f.default, type=type(f.default) if f.default is not None else str)
+        kind = type(f.default) if f.default is not None else str
+        ap.add_argument(f"--{f.name.replace('_', '-')}", default=f.default, type=kind)
     a = vars(ap.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = run_design(DesignExperimentConfig(**a))

@@ -21,8 +21,8 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from agents.decision.configs import cold_start_config
 from agents.evolution.composition import ComponentPool, CompositionEnv, composition_of
+from agents.evolution.deployment import REGIME_SCALARS
 from agents.evolution.env import EvolutionEnv
 from agents.infra.store import KnowledgeStore
 from envs.validation import ConfigError, check_choice
@@ -63,28 +64,13 @@ class ConstrainedEvolution(gym.Wrapper):
         super().__init__(env)
         self.handler = handler
 
-    @property
-    def codec(self) -> Any:
-        return self.env.codec
-
-    def target_params(self) -> Any:
-        return self.env.target_params()
-
-    @property
-    def target(self) -> Any:
-        return self.env.target
-
-    @property
-    def role(self) -> str:
-        return self.env.role
-
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         outer = {k: info[k] for k in OUTER_KEYS if k in info}
         parts = self.handler.terms(outer)
         penalty = float(sum(parts.values()))
         self.handler.update(outer)
-        prefix = f"layered/{self.env.role}"
+        prefix = f"layered/{self.env.get_wrapper_attr('role')}"
         reward = float(reward) - penalty
         info = {**info, f"{prefix}/penalty": penalty, **{f"{prefix}/penalty/{k}": v for k, v in parts.items()},
                 f"{prefix}/total": reward, **self.handler.state()}
@@ -161,8 +147,6 @@ def _out_dir(cfg: ExperimentConfig, out_dir: str | os.PathLike[str] | None) -> P
 
 def _regime_columns(env: Any, regime: np.ndarray | None) -> dict[str, float]:
     """The observation the controller acted on, by name: segment request shares, then the regime scalars."""
-    from agents.evolution.env import REGIME_SCALARS
-
     if regime is None:
         return {}
     names = [f"regime/share/{s}" for s in env.unwrapped.world_cfg.segment_names] + [f"regime/{k}" for k in REGIME_SCALARS]
@@ -260,7 +244,7 @@ def run(
     frame = loggers.table.frame()
     figures: dict[str, Any] = {}
     if exp.logger.plots:
-        from experiments.plot import make_figures, save_figures, use_agg
+        from experiments.plot import make_figures, save_figures, use_agg  # matplotlib loads only when plots are on
 
         use_agg()
         figures = make_figures(frame, [(s.day, s.kind) for s in exp.world.shifts])

@@ -324,6 +324,7 @@ def check_world(cfg: WorldConfig) -> None:
         assert all(math.isfinite(w) and w >= 0 for w in cfg.graduate_to.values())
 
 
+@pytest.mark.slow
 @settings(max_examples=3000, **SETTINGS)
 @given(world_configs())
 def test_world_config(generated: tuple[dict[str, Any], set[str]]) -> None:
@@ -369,6 +370,7 @@ def extreme_worlds(draw: Any) -> WorldConfig:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # no overflow, no nan on the way
 @settings(max_examples=200, **SETTINGS)
 @given(extreme_worlds(), st.integers(0, 2**32 - 1))
@@ -680,6 +682,7 @@ def agent_configs(draw: Any) -> tuple[ParamSpace, Any, str]:
     return params, config, "agent"
 
 
+@pytest.mark.slow
 @settings(max_examples=1400, **SETTINGS)
 @given(agent_configs())
 def test_param_space_validate(generated: tuple[ParamSpace, Any, str]) -> None:

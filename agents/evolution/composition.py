@@ -23,18 +23,19 @@ from gymnasium import spaces
 
 from agents.decision.configs import ROUTES, PipelineConfig, RankerConfig, SystemConfig, baseline_config, cold_start_config
 from agents.decision.functional import SegmentRouter
-from agents.decision.params import Choice, ParamSpace
 from agents.decision.fusion import MultiTaskFusion, QuotaFusion
+from agents.decision.params import Choice, ParamSpace
 from agents.decision.ranking import EnsembleRanker, TorchRanker
 from agents.decision.recall import make_recall
 from agents.decision.rerank import Reranker
 from agents.decision.system import Pipeline, System, feature_dim
 from agents.evolution.codec import SpaceCodec
-from agents.evolution.env import BOUND, REGIME_SCALARS, WindowEnv
-from envs.log import InteractionLog
+from agents.evolution.deployment import REGIME_SCALARS
+from agents.evolution.env import BOUND, WindowEnv
 from envs.config import WorldConfig
+from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice
-from rewards.layered import LayeredRewardConfig, layered_reward
+from rewards.layered import LayeredRewardConfig
 
 __all__ = ["DESCRIPTION", "QUOTA_LEVELS", "RANKER_SETS", "SLOTS", "ComponentPool", "Composition", "CompositionEnv"]
 
@@ -86,8 +87,10 @@ class Composition:
 def composition_of(cfg: SystemConfig, specialist: PipelineConfig | None = None) -> Composition:
     """The composition a static system config corresponds to (quotas snapped to the nearest level)."""
     snap = lambda q: min(QUOTA_LEVELS[1:], key=lambda level: abs(level - q))  # noqa: E731
-    pipes = {SLOTS[0]: cfg.pipelines[0], SLOTS[1]: specialist or (cfg.pipelines[1] if len(cfg.pipelines) > 1 else cfg.pipelines[0])}
-    quotas = {slot: {k: 0.0 for k in ROUTES} | {r.kind: snap(r.quota) for r in p.routes if r.quota > 0} for slot, p in pipes.items()}
+    second = cfg.pipelines[1] if len(cfg.pipelines) > 1 else cfg.pipelines[0]
+    pipes = {SLOTS[0]: cfg.pipelines[0], SLOTS[1]: specialist or second}
+    quotas = {slot: {k: 0.0 for k in ROUTES} | {r.kind: snap(r.quota) for r in p.routes if r.quota > 0}
+              for slot, p in pipes.items()}
     rankers = {slot: p.ranker.arch for slot, p in pipes.items()}
     names = {p.name: slot for slot, p in pipes.items()}
     routing = {seg: names.get(pipe, SLOTS[0]) for seg, pipe in cfg.routing.items()}
@@ -118,7 +121,7 @@ class ComponentPool:
                 for j, arch in enumerate(("linear", "mlp"))
             }
             self.scorers[slot] = MultiTaskFusion(f"{slot}/multitask", dict(t.scorer))
-            self.rerankers[slot] = Reranker(f"{slot}/rerank", dict(t.rerank))
+            self.rerankers[slot] = Reranker(f"{slot}/mmr", dict(t.rerank))
             self.fusion_size[slot] = t.fusion_size
 
     def ranker(self, slot: str, which: str) -> Any:
@@ -126,7 +129,8 @@ class ComponentPool:
             return self.rankers[slot][which]
         key = (slot, which)
         if key not in self._ensembles:
-            self._ensembles[key] = EnsembleRanker([self.rankers[slot]["linear"], self.rankers[slot]["mlp"]], name=f"{slot}/{which}")
+            members = [self.rankers[slot]["linear"], self.rankers[slot]["mlp"]]
+            self._ensembles[key] = EnsembleRanker(members, name=f"{slot}/{which}")
         return self._ensembles[key]
 
     def pipeline(self, slot: str, quotas: dict[str, float], rankers: str) -> tuple[Pipeline, list[str]]:
@@ -139,7 +143,7 @@ class ComponentPool:
             on["popularity"] = QUOTA_LEVELS[1]  # history-based routes return nothing for users without history
             notes.append(f"{slot}: only {sorted(on)[0]} on, topped up by popularity at quota {QUOTA_LEVELS[1]}")
         kinds = [k for k in ROUTES if k in on]
-        fusion = QuotaFusion(kinds, name=f"{slot}/fusion",
+        fusion = QuotaFusion(kinds, name=f"{slot}/quota",
                              config={"size": self.fusion_size[slot], **{f"quota_{k}": on[k] for k in kinds}})
         pipe = Pipeline(slot, [self.recalls[slot][k] for k in kinds], fusion, self.ranker(slot, rankers),
                         self.scorers[slot], self.rerankers[slot])
@@ -159,11 +163,12 @@ class ComponentPool:
 
     @property
     def agents(self) -> dict[str, Any]:
-        """Every pooled agent by a unique name (``main/rerank``, ``specialist/popularity``...)."""
+        """Every pooled agent by its qualified name ``slot/role/name`` (``main/rerank/mmr``,
+        ``specialist/recall/popularity``, ``main/ranking/mlp``...), wired or not."""
         out: dict[str, Any] = {}
         for slot in SLOTS:
-            out |= {f"{slot}/{k}": a for k, a in self.recalls[slot].items()}
-            out |= {a.name: a for a in (*self.rankers[slot].values(), self.scorers[slot], self.rerankers[slot])}
+            for a in (*self.recalls[slot].values(), *self.rankers[slot].values(), self.scorers[slot], self.rerankers[slot]):
+                out[f"{slot}/{a.role}/{a.name.rsplit('/', 1)[-1]}"] = a
         return out
 
 
@@ -215,9 +220,6 @@ class CompositionEnv(WindowEnv):
         self.action_space = self.codec.space
         dim = len(self.segments) + len(REGIME_SCALARS) + len(self.nvec)
         self.observation_space = spaces.Box(-BOUND, BOUND, shape=(dim,), dtype=np.float32)
-        self.composition = self.initial
-        self.pool: ComponentPool | None = None
-        self.notes: list[str] = []
         self.overrides: dict[str, dict[str, Any]] = {}  # pooled agent name -> config, applied at every step
 
     # ------------------------------------------------------------------ encoding
@@ -247,52 +249,37 @@ class CompositionEnv(WindowEnv):
         return self.from_config(self.codec.decode(action))
 
     # ------------------------------------------------------------------ WindowEnv hooks
-    def _build_system(self) -> System:
-        self.pool = ComponentPool(self.world_cfg, self.templates, self.ranker_params, seed=int(self.np_random.integers(2**16)))
-        system, self.notes = self.pool.system(self.initial)
-        self.composition = self.initial
+    def _build_system(self) -> tuple[System, ComponentPool]:
+        pool = ComponentPool(self.world_cfg, self.templates, self.ranker_params, seed=int(self.np_random.integers(2**16)))
         self.overrides = {}
-        return system
-
-    def _after_restore(self) -> None:
-        # the snapshot holds its own copy of the pool's agents: rebind the pool to that copy
-        self.pool = self._sim.pool_ref  # type: ignore[attr-defined]
+        return pool.system(self.initial)[0], pool
 
     def _after_build(self) -> None:
-        self._sim.pool_ref = self.pool  # type: ignore[attr-defined]  # copied with the simulation
+        self.service.deploy_composition(self.initial)
+
+    @property
+    def composition(self) -> Composition:
+        """The composition deployed now (the initial one before the first reset)."""
+        return self.initial if self.deployment is None else self.deployment.composition
 
     def _current(self) -> dict[str, Any]:
-        return {"composition": self.composition.key(), "notes": list(self.notes)}
+        return {"composition": self.composition.key(), "notes": list(self.service.notes)}
 
     def _config_features(self) -> np.ndarray:
         return (self.encode(self.composition) / np.maximum(self.nvec - 1, 1)).astype(np.float32)
 
-    def deploy(self, comp: Composition) -> None:
-        """Wire ``comp`` into the running simulation (trained agents are reused from the pool)."""
-        comp.validate(self.segments)
-        self._sim.system, self.notes = self.pool.system(comp)
-        self.composition = comp
-
     def configure_agent(self, name: str, config: dict[str, Any]) -> None:
-        """Set a pooled agent's config for this and later steps (survives stationary restores)."""
-        agent = self.agent(name)
-        self.overrides[name] = agent.params.validate(dict(config), agent=name)
-        agent.configure(self.overrides[name])
+        """Set a pooled agent's config (qualified name, e.g. ``main/rerank/mmr``) for this and later steps: it is
+        re-applied at every step, so it survives a stationary env's restores."""
+        self.overrides[name] = self.service.agent(name).params.validate(dict(config), agent=name)
+        self.service.deploy_config(name, self.overrides[name])
 
     def _apply(self, action: np.ndarray) -> dict[str, Any]:
         comp = self.decode(action)  # a bad action fails here, before anything is reconfigured
         for name, config in self.overrides.items():
-            self.agent(name).configure(config)
-        self.deploy(comp)
+            self.service.deploy_config(name, config)
+        self.service.deploy_composition(comp)
         return self._current()
 
     def _reward(self, log: InteractionLog) -> tuple[float, dict[str, float]]:
-        lr = layered_reward("system", log, self.reward_cfg)
-        value = lr.value if np.isfinite(lr.value) else 0.0
-        return float(value), lr.terms
-
-    def agent(self, name: str) -> Any:
-        """A pooled agent by name (e.g. ``main/rerank``), to evolve individually alongside compositions."""
-        agents = self.pool.agents
-        check_choice("agent", name, list(agents))
-        return agents[name]
+        return self.service.score(log)

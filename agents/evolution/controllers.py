@@ -18,7 +18,8 @@ from agents.decision.params import Choice, ParamSpace
 from agents.evolution.codec import SpaceCodec
 from envs.validation import ConfigError, check_choice, check_int
 
-__all__ = ["CONTROLLERS", "Controller", "EvolutionHistory", "OptunaSearch", "PolicyController", "RandomSearch", "StaticController", "evolve"]
+__all__ = ["CONTROLLERS", "Controller", "EvolutionHistory", "OptunaSearch", "PolicyController", "RandomSearch",
+           "StaticController", "evolve"]
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -183,11 +184,12 @@ def evolve(env: Any, controller: Controller, windows: int, seed: int | None = No
     if reset:
         obs, _ = env.reset(seed=seed)
     else:
-        obs = env._observe(env._regime_log)
+        obs = env.get_wrapper_attr("regime")()
+    codec = env.get_wrapper_attr("codec")
     history = history if history is not None else EvolutionHistory()
     for step in range(len(history.rewards), len(history.rewards) + windows):
         config = controller.propose(obs)
-        action = env.codec.encode(config)
+        action = codec.encode(config)
         next_obs, reward, terminated, truncated, info = env.step(action)
         controller.tell(config, reward, obs)
         history.configs.append(info["config"])
@@ -202,8 +204,8 @@ def evolve(env: Any, controller: Controller, windows: int, seed: int | None = No
             sentinel = None
             if history.reference is not None:  # serve production (the incumbent of the last check) again
                 production, value = history.reference
-                free = {k: v for k, v in production.items() if k in env.codec.params.by_name}
-                obs, sentinel, *_ = env.step(env.codec.encode(free))
+                free = {k: v for k, v in production.items() if k in codec.params.by_name}
+                obs, sentinel, *_ = env.step(codec.encode(free))
                 history.sentinels.append((step, float(sentinel)))
                 if shift(value, sentinel):
                     log.info("shift detected after window %d: production's reward %.4f -> %.4f", step, value, sentinel)

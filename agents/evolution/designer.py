@@ -1,4 +1,4 @@
-"""The LLM designer: an LLM proposes pipeline structures in the design language; each is checked, A/B-tested, and kept only if it wins.
+"""The LLM designer: an LLM proposes pipeline structures in the design language; each is checked, A/B-tested, kept if it wins.
 
 One step reads top to bottom (:func:`design_step`):
 
@@ -46,10 +46,11 @@ from typing import Any
 import numpy as np
 
 from agents.decision.configs import ROUTES, PipelineConfig, SystemConfig, build_pipeline, build_system
-from agents.decision.fusion import FUSION_SIZES
 from agents.decision.functional import ABDecision, ExperimentDesigner
+from agents.decision.fusion import FUSION_SIZES
 from agents.decision.ranking import TorchRanker
-from agents.decision.system import Pipeline, Simulation
+from agents.decision.system import Pipeline
+from agents.evolution.deployment import DeploymentService
 from agents.evolution.design import (
     MIN_SUPPLY,
     SEGMENTS,
@@ -65,9 +66,8 @@ from agents.evolution.design import (
 )
 from agents.evolution.llm import REPLY_FAILURES, LLMBackend, LLMError, Reply, parse_json_reply, safe_text
 from agents.evolution.rollout import ab_rollout_pipeline, ab_test_systems
-from envs.log import InteractionLog
 from agents.infra.store import KnowledgeStore
-from envs.config import WorldConfig
+from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int, check_range
 
 __all__ = ["EDITS", "MODES", "Attempt", "DesignStep", "LLMDesigner", "Proposal", "applicable_edits", "apply_edit",
@@ -556,13 +556,11 @@ class DesignStep:
 
 
 def design_step(
-    sim: Simulation,
+    service: DeploymentService,
     designer: LLMDesigner,
-    world: WorldConfig,
     step: int = 0,
     experiment: ExperimentDesigner | None = None,
     windows: int = 2,
-    window: int = 2000,
     metric: str = "clicks",
     guardrail_tolerance: float | None = 0.05,
     seed: int = 0,
@@ -581,16 +579,17 @@ def design_step(
     the first) where the structure allows (:func:`warm_start`). ``on_log`` receives each A/B window's log.
     """
     check_int("step", step, 0)
-    names = [p.name for p in sim.system.pipelines]
+    world = service.world_cfg
+    names = [p.name for p in service.system.pipelines]
     whole = designer.max_pipelines > 1
     if whole:
         if target is not None:
             raise ConfigError(f"`target` names a pipeline to redesign; a system designer (max_pipelines="
                               f"{designer.max_pipelines}) redesigns the whole system (got target={target!r})")
-        base: PipelineConfig | SystemConfig = system_to_config(sim.system, seed)
+        base: PipelineConfig | SystemConfig = system_to_config(service.system, seed)
     else:
         target = names[0] if target is None else check_choice("target", target, names)
-        base = pipeline_to_config(sim.system.pipelines[names.index(target)])
+        base = pipeline_to_config(service.system.pipelines[names.index(target)])
     current = config_to_design(base)
     t = time.perf_counter()
     proposal = designer.propose(current)
@@ -602,21 +601,21 @@ def design_step(
         cfg = design_to_config(proposal.document, base=base, schema=designer.schema, system=whole, seed=seed)
         if whole:
             challenger = build_system(cfg, world)
-            running = {p.name: p for p in sim.system.pipelines}
+            running = {p.name: p for p in service.system.pipelines}
             if warm:
                 for p in challenger.pipelines:
-                    out.warm += [f"{p.name}: {n}" for n in warm_start(p, running.get(p.name, sim.system.pipelines[0]))]
-            decision = ab_test_systems(sim, challenger, experiment, windows, window, metric, guardrail_tolerance,
+                    out.warm += [f"{p.name}: {n}" for n in warm_start(p, running.get(p.name, service.system.pipelines[0]))]
+            decision = ab_test_systems(service, challenger, experiment, windows, metric, guardrail_tolerance,
                                        on_log=on_log)
             if decision.accepted:
-                sim.system = challenger
+                service.deploy_system(challenger)
         else:
-            incumbent = sim.system.pipelines[names.index(target)]
+            incumbent = service.system.pipelines[names.index(target)]
             cfg = dataclasses.replace(cfg, name=incumbent.name)  # agents keep the running pipeline's names
             challenger = build_pipeline(cfg, world, seed=seed)
             if warm:
                 out.warm = warm_start(challenger, incumbent)
-            decision = ab_rollout_pipeline(sim, challenger, experiment, windows, window, metric, guardrail_tolerance,
+            decision = ab_rollout_pipeline(service, challenger, experiment, windows, metric, guardrail_tolerance,
                                            target=target, on_log=on_log)
     except (ConfigError, RuntimeError) as e:  # a design that cannot be built or cannot fill slates
         out.error = f"{type(e).__name__}: {e}"

@@ -7,10 +7,14 @@ Tests used (stated, and configurable):
   ``patience`` windows beats the best reward before them by less than ``min_gain`` (relative to the
   magnitude of the earlier best), after at least ``min_windows`` windows.
 * **shift** (:class:`ShiftTest`): every ``check_every`` windows a sentinel window serves the incumbent
-  (production) decisions; a shift is declared when its outer reward differs from the previous
-  sentinel's (or from the first window after production last changed) by more than ``tolerance``
-  (relative). Comparing consecutive sentinels lets slow change (the agents' own learning) through and
-  catches abrupt change. A detected shift ends the phase and is recorded in the store.
+  (production) decisions; a shift is declared when its outer reward differs by more than ``tolerance``
+  (relative) from the reference: the mean of the two sentinels before it, once they agree within the
+  tolerance. Only sentinels at least ``settle`` windows after production (re)started count (the
+  run's start, an accepted gate, a detected shift), so the learning that follows a (re)start (an
+  untrained system's first windows climb far more than 20%) is never compared with a settled system;
+  a slow drift of the settled reward is followed, an abrupt change is caught. The tolerance must exceed
+  the sentinel window's noise by a few standard errors (clicks per request over 200 requests: ~10%
+  relative). A detected shift ends the phase and is recorded in the store.
 
 The loop (``alternate``) reads top to bottom: propose -> serve a window -> tell -> commit the trial;
 at a phase end, A/B the phase's best candidate against production (``ab_rollout`` for an agent config,
@@ -20,14 +24,14 @@ at a phase end, A/B the phase's best candidate against production (``ab_rollout`
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from agents.decision.functional import ExperimentDesigner
 from agents.evolution.composition import CompositionEnv
-from agents.evolution.env import agent_reward
 from agents.evolution.rollout import ab_rollout, ab_test_systems
 from envs.validation import check_choice, check_int, check_range
 
@@ -60,18 +64,50 @@ class SaturationTest:
 
 @dataclass
 class ShiftTest:
-    """A sentinel window of production every ``check_every`` windows; a shift if its outer reward moved by
-    more than ``tolerance`` (relative) from the previous sentinel's."""
+    """A sentinel window of production every ``check_every`` windows; a shift when its outer reward leaves
+    the band of ``tolerance`` (relative) around the reference (:meth:`reference`: the mean of the last
+    ``REFERENCE`` settled sentinels, once they agree within the tolerance).
+
+    A sentinel is settled when it comes at least ``settle`` windows after production (re)started (the run's
+    start, an accepted gate, a detected shift): before that the system is still learning (an untrained
+    system's clicks per request climb far more than 20% in its first windows) and its sentinels are only
+    recorded. Calling the test, ``test(reference, sentinel)``, is the band alone; :meth:`detect` is the
+    whole test on the settled sentinels of one deployment.
+    """
+
+    REFERENCE = 2  # settled sentinels that form the reference
 
     check_every: int = 5
     tolerance: float = 0.2
+    settle: int = 8  # windows after production (re)started before its sentinels count
 
     def __post_init__(self) -> None:
         check_int("shift.check_every", self.check_every, 1)
         check_range("shift.tolerance", self.tolerance, 0.0, low_inclusive=False)
+        check_int("shift.settle", self.settle, 0)
 
     def __call__(self, reference: float, sentinel: float) -> bool:
         return abs(sentinel - reference) > self.tolerance * max(abs(reference), 1e-9)
+
+    def settled(self, windows: int) -> bool:
+        """Whether a sentinel served after ``windows`` windows of production (since it (re)started) counts."""
+        return windows >= self.settle
+
+    def reference(self, sentinels: Sequence[float]) -> float | None:
+        """The mean of the last ``REFERENCE`` settled sentinels when they agree within the tolerance
+        (relative to their mean); None before (too few, or still moving: learning has not settled)."""
+        if len(sentinels) < self.REFERENCE:
+            return None
+        last = [float(x) for x in sentinels[-self.REFERENCE :]]
+        mean = sum(last) / len(last)
+        agree = max(last) - min(last) <= self.tolerance * max(abs(mean), 1e-9)
+        return mean if agree else None
+
+    def detect(self, sentinels: Sequence[float]) -> bool:
+        """Whether the last of ``sentinels`` (production's settled ones, in order, since it last (re)started)
+        leaves the band around the reference of the ones before it; never before a reference exists."""
+        reference = self.reference(sentinels[:-1])
+        return reference is not None and self(reference, sentinels[-1])
 
 
 @dataclass
@@ -111,7 +147,7 @@ def alternate(
     ``individual(params)`` and ``compositional(env)`` build fresh controllers (``propose``/``tell``) at
     each phase start; the individual controller is told the agent's layered reward, the compositional
     one the system's (outer) reward. ``windows`` counts exploration windows; sentinel and A/B windows come
-    on top. Every window served is a row of the history, passed to ``on_window`` (``env.last_log`` is its
+    on top. Every window served is a row of the history, passed to ``on_window`` (``env.service.last_log`` is its
     log) and, with a ``store``, committed as a trial of ``exp_id`` at step ``served`` (agent: ``agent``,
     ``composition``, ``production`` for a sentinel, ``gate`` for an A/B window, whose reward is the whole
     window's outer reward, both arms together).
@@ -121,7 +157,8 @@ def alternate(
     saturation, shift = saturation or SaturationTest(), shift or ShiftTest()
     designer = designer or (lambda: ExperimentDesigner(config={"min_requests": 1000}))
     obs, _ = env.reset(seed=seed)
-    target = env.agent(agent)
+    service = env.service
+    target = service.agent(agent)
     check_choice("agent role", target.role, ["rerank", "fusion", "ranking"])  # agents with one instance per slot
     history = AlternationHistory()
     done = set(store.completed_steps(exp_id)) if store is not None else set()
@@ -129,7 +166,7 @@ def alternate(
     def record(step: int, phase: str, reward: float, outer: float, terms: dict[str, Any], served: dict[str, Any],
                ctrl_name: str, regime: np.ndarray) -> None:
         row = {"window": step, "served": history.served, "phase": phase, "reward": float(reward), "outer": float(outer),
-               "day": env.sim.world.now, "composition": served["composition"].key(),
+               "day": service.now, "composition": served["composition"].key(),
                **{f"config/{k}": v for k, v in served["config"].items()},
                **{k: v for k, v in terms.items() if k.startswith(("outer/", "layered/", "inner/"))}}
         history.rows.append(row)
@@ -152,12 +189,14 @@ def alternate(
 
     def gate_window(step: int, phase: str) -> Callable[[Any], None]:
         def on_log(window_log: Any) -> None:
-            outer, terms = env.score(window_log)
+            outer, terms = env.service.score(window_log)
             record(step, "gate", outer, outer, terms, production, phase, obs)
         return on_log
 
     production = {"config": dict(target.config), "composition": env.composition}
-    reference = sentinel(0)
+    sentinel(0)  # recorded; the system is untrained, so it is no reference
+    sentinels: list[float] = []  # production's settled sentinels since it last (re)started, at window `start`
+    start = 0
     phase, ctrl = PHASES[0], individual(target.params)
     phase_rewards: list[float] = []
     phase_best: tuple[float, Any] | None = None
@@ -169,9 +208,8 @@ def alternate(
             candidate = ctrl.propose(obs)
             env.configure_agent(agent, candidate)
             next_obs, outer, _, _, info = env.step(env.encode(production["composition"]))
-            reward, terms = agent_reward(env.agent(agent), target.role, env.last_log, env.reward_cfg,
-                                         env.sim.world.catalog.embedding)
-            served = {"config": dict(env.agent(agent).config), "composition": production["composition"]}
+            reward, terms = service.score(service.last_log, agent)
+            served = {"config": dict(target.config), "composition": production["composition"]}
         else:
             candidate = ctrl.propose(obs)
             env.configure_agent(agent, production["config"])
@@ -191,13 +229,16 @@ def alternate(
             why = "saturated"
         elif (step + 1) % shift.check_every == 0:
             value = sentinel(step)
-            if shift(reference, value):
+            if shift.settled(step + 1 - start):
+                sentinels.append(value)
+            if shift.detect(sentinels):
                 why = "shift"
                 history.shifts.append(step)
                 if store is not None:
-                    store.add_shift(exp_id, int(env.sim.world.day), "detected", detected_at_step=step)
-                log.info("shift detected at window %d: sentinel %.4f vs previous %.4f", step, value, reference)
-            reference = value
+                    store.add_shift(exp_id, service.day, "detected", detected_at_step=step)
+                log.info("shift detected at window %d: sentinel %.4f vs reference %.4f", step, sentinels[-1],
+                         shift.reference(sentinels[:-1]))
+                sentinels, start = [], step + 1  # the system relearns: the new regime's reference settles anew
         if why is None:
             continue
 
@@ -205,8 +246,9 @@ def alternate(
         if phase_best is not None and why == "saturated":
             production, accepted = _gate(env, agent, phase, production, phase_best[1], designer(), gate_windows,
                                          history, store, exp_id, step, gate_window(step, phase))
-            if accepted:
-                reference = sentinel(step)
+            if accepted:  # a new production (recorded at once): its reference settles anew
+                sentinel(step)
+                sentinels, start = [], step + 1
         # individual -> compositional on saturation or shift; compositional -> individual on saturation,
         # and a fresh compositional phase after a shift
         phase = PHASES[1] if phase == PHASES[0] or why == "shift" else PHASES[0]
@@ -214,7 +256,7 @@ def alternate(
         phase_rewards, phase_best = [], None
         history.switches.append((step + 1, phase, why))
     env.configure_agent(agent, production["config"])
-    env.deploy(production["composition"])
+    env.service.deploy_composition(production["composition"])
     return history
 
 
@@ -223,19 +265,19 @@ def _gate(env: CompositionEnv, agent: str, phase: str, production: dict[str, Any
           step: int, on_log: Callable[[Any], None]) -> tuple[dict[str, Any], bool]:
     """A/B the phase's best against production on live traffic; return the (possibly new) production."""
     env.configure_agent(agent, production["config"])
-    env.deploy(production["composition"])
+    env.service.deploy_composition(production["composition"])
     if phase == "individual":
         if best["config"] == production["config"]:
             return production, False
-        decision = ab_rollout(env.sim, agent, best["config"], designer, windows=windows, window=env.window, deploy=False,
+        decision = ab_rollout(env.service, agent, best["config"], designer, windows=windows, deploy=False,
                               on_log=on_log)
         what, record = agent, best["config"]
     else:
         if best["composition"].key() == production["composition"].key():
             return production, False
-        challenger, _ = env.pool.system(best["composition"])
-        decision = ab_test_systems(env.sim, challenger, designer, windows=windows, window=env.window, on_log=on_log)
-        env.deploy(production["composition"])
+        challenger, _ = env.service.pool.system(best["composition"])
+        decision = ab_test_systems(env.service, challenger, designer, windows=windows, on_log=on_log)
+        env.service.deploy_composition(production["composition"])
         what, record = "composition", {"composition": best["composition"].key()}
     history.gates.append({"window": step, "phase": phase, "candidate": record, "accepted": decision.accepted,
                           "effect": decision.effect, "ci_low": decision.ci_low, "ci_high": decision.ci_high})
@@ -252,5 +294,5 @@ def _gate(env: CompositionEnv, agent: str, phase: str, production: dict[str, Any
     else:
         new["composition"] = best["composition"]
     env.configure_agent(agent, new["config"])
-    env.deploy(new["composition"])
+    env.service.deploy_composition(new["composition"])
     return new, True

@@ -12,6 +12,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # one module fixture simulates every segment (~10 s): the whole file is slow
+
 ENV_ID = "agentic-rs/Slate-v0"
 NUM_ENVS = 512
 NUM_STEPS = 300

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 from stable_baselines3 import PPO
 
 
+@pytest.mark.slow
 def test_ppo_learns_and_predicts_on_slate_small() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from envs.log import REQUEST_COLUMNS, InteractionLog
 from agents.infra.store import KnowledgeStore
+from envs.log import REQUEST_COLUMNS, InteractionLog
 from experiments.arms import ARMS, segment_metrics
 from experiments.run import run
 
@@ -105,7 +105,7 @@ def test_composition_arms_run_on_the_composition_env(tmp_path, arm):
     if schedule:  # the schedule's rows: the re-ranker's config changes, the wiring does not
         assert f["phase"].tolist() == ["sentinel", "individual", "individual", "individual", "exploit"]
         assert f["config/composition"].nunique() == 1 and f["config/mmr_lambda"][1:4].nunique() == 3
-        assert [t.agent for t in trials] == ["production"] + ["main/rerank"] * 3 + ["composition"]
+        assert [t.agent for t in trials] == ["production"] + ["main/rerank/mmr"] * 3 + ["composition"]
         assert {t.controller for t in trials[1:4]} == {"individual/optuna"}
 
 
@@ -119,13 +119,13 @@ def test_alternating_arm_switches_phase_through_an_ab_gate(tmp_path):
     with KnowledgeStore(tmp_path / "store.db") as store:
         rollouts = store.rollouts()
         trials = store.trials()
-    assert [(r.step, r.agent) for r in rollouts] == [(1, "main/rerank"), (3, "composition")]  # one gate per phase end
+    assert [(r.step, r.agent) for r in rollouts] == [(1, "main/rerank/mmr"), (3, "composition")]  # one gate per phase end
     # every window served is a row: the first sentinel, a gate window at each phase end, and a sentinel of the new
     # production after an accepted gate, and the shift test's sentinel after the 5th window (check_every 5)
     after = [["sentinel"] if r.decision == "accepted" else [] for r in rollouts]
     assert f["phase"].tolist() == (["sentinel", "individual", "individual", "gate", *after[0], "compositional",
                                     "compositional", "gate", *after[1], "individual", "sentinel"])
-    assert [t.agent for t in trials] == (["production", "main/rerank", "main/rerank", "gate", *["production"] * len(after[0]),
+    assert [t.agent for t in trials] == (["production", "main/rerank/mmr", "main/rerank/mmr", "gate", *["production"] * len(after[0]),
                                           "composition", "composition", "gate", *["production"] * len(after[1]),
-                                          "main/rerank", "production"])
+                                          "main/rerank/mmr", "production"])
     assert f["step"].tolist() == list(range(len(f))) and f["day"].is_monotonic_increasing

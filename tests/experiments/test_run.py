@@ -41,6 +41,7 @@ def quiet_home(tmp_path, monkeypatch):
     return {**os.environ, **{k: str(v) for k, v in env.items()}, "WANDB_MODE": "offline", "MPLBACKEND": "Agg"}
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_table_store_figures_wandb_and_tensorboard(tmp_path, quiet_home):
     out = tmp_path / "run"
     summary = run(compose_config("experiment=smoke", "controller=random", "seed=1"), out_dir=out)
@@ -67,7 +68,7 @@ def test_smoke_run_writes_table_store_figures_wandb_and_tensorboard(tmp_path, qu
         trials = store.trials(exp.id)
     assert [t.step for t in trials] == [0, 1, 2, 3]
     np.testing.assert_allclose([t.reward for t in trials], frame["reward"])
-    assert all(t.controller == "random" and t.agent == "baseline/rerank" for t in trials)
+    assert all(t.controller == "random" and t.agent == "baseline/rerank/mmr" for t in trials)
     assert trials[2].config["mmr_lambda"] == pytest.approx(frame["config/mmr_lambda"][2])
     assert trials[0].outer["outer/engagement/clicks_per_request"] == pytest.approx(frame[OUTER_KEYS[0]][0])
     assert len(trials[0].regime) == 3 + 8 + 6  # the observation acted on: segment shares, regime scalars, config
@@ -163,6 +164,7 @@ def _run_cli(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 240
     return proc
 
 
+@pytest.mark.slow
 def test_multirun_with_joblib_then_plot_and_report(tmp_path, quiet_home, capsys):
     sweep = tmp_path / "multirun"
     proc = _run_cli(["experiments.run", "-m", "experiment=smoke", "logger=csv", "logger.plots=false", "logger.progress=false",

@@ -33,6 +33,7 @@ def rollout(env_id: str, mode: str, steps: int = 3) -> list[tuple[np.ndarray, fl
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env_id", ["agentic-rs/Evolution-v0", "agentic-rs/Composition-v0"])
 def test_envs_step_and_learn_under_no_grad_and_inference_mode(env_id):
     reference = rollout(env_id, "grad")

@@ -36,6 +36,7 @@ def only(route: str, slot: str = "main") -> Composition:
     return Composition(quotas, {s: "mlp" for s in SLOTS}, {seg: slot for seg in ("new", "casual", "heavy")})
 
 
+@pytest.mark.slow
 def test_registered_checkers_pass_and_ppo_trains():
     assert "agentic-rs/Composition-v0" in envs.EVOLUTION_ENV_IDS
     env = gym.make("agentic-rs/Composition-v0", world=TINY, window=200, concurrency=100)
@@ -53,6 +54,7 @@ def test_registered_checkers_pass_and_ppo_trains():
     assert np.isfinite(reward) and info["config"]["composition"] == env.decode(action).key()
 
 
+@pytest.mark.slow
 def test_encoding_round_trips_and_builds_what_it_says():
     env = tiny_env()
     env.reset(seed=0)
@@ -64,30 +66,31 @@ def test_encoding_round_trips_and_builds_what_it_says():
         comp = env.decode(action)
         np.testing.assert_array_equal(env.encode(comp), action)
         env.step(action)
-        pipes = {p.name: p for p in env.system.pipelines}
+        pipes = {p.name: p for p in env.service.system.pipelines}
         assert set(pipes) == set(comp.used_slots(env.segments))
         for slot, pipe in pipes.items():
             on = sorted(k for k, q in comp.quotas[slot].items() if q > 0) or ["popularity"]
             on = sorted({*on, "popularity"}) if on == ["collaborative"] else on  # topped up (see info notes)
             assert sorted(r.name for r in pipe.recalls) == on  # a route at quota 0 does not run
             assert pipe.ranker.name == f"{slot}/{comp.rankers[slot]}"
-        assert env.system.router.config == {f"route_{s}": comp.routing[s] for s in env.segments}
+        assert {k: v for k, v in env.service.system.router.config.items() if k.startswith("route_")} == {
+            f"route_{s}": comp.routing[s] for s in env.segments}
         rng.random()
 
 
 def test_pooled_agents_keep_learning_across_compositions():
     env = tiny_env()
     env.reset(seed=0)
-    mlp = env.agent("main/mlp")
+    mlp = env.service.agent("main/ranking/mlp")
     seen = mlp.trained_on
     env.step(env.encode(only("content")))
     env.step(env.encode(only("popularity")))
-    assert env.agent("main/mlp") is mlp and mlp.trained_on > seen  # the same trained ranker, still learning
+    assert env.service.agent("main/ranking/mlp") is mlp and mlp.trained_on > seen  # the same trained ranker, still learning
     ensemble = only("content")
     ensemble.rankers["main"] = "linear+mlp"
-    before = env.agent("main/linear").trained_on
+    before = env.service.agent("main/ranking/linear").trained_on
     env.step(env.encode(ensemble))
-    assert env.agent("main/linear").trained_on > before  # ensemble members both learn
+    assert env.service.agent("main/ranking/linear").trained_on > before  # ensemble members both learn
 
 
 def test_bad_input_is_named():
@@ -95,10 +98,10 @@ def test_bad_input_is_named():
     env.reset(seed=0)
     with pytest.raises(ConfigError, match=r"`action` must lie in MultiDiscrete"):
         env.step(np.full(len(env.nvec), 9))
-    with pytest.raises(ConfigError, match=r"`agent` must be one of .* \(got 'main/rerenk'\); did you mean 'main/rerank'\?"):
-        env.agent("main/rerenk")
+    with pytest.raises(ConfigError, match=r"`agent` must be one of .* \(got 'main/rerank/mmrr'\); did you mean 'main/rerank/mmr'\?"):
+        env.service.agent("main/rerank/mmrr")
     with pytest.raises(ConfigError, match=r"`composition.routing\[new\]` must be one of \['main', 'specialist'\] \(got 'side'\)"):
-        env.deploy(Composition(routing={"new": "side"}))
+        env.service.deploy_composition(Composition(routing={"new": "side"}))
     with pytest.raises(ConfigError, match=r"quota_content` must be one of \[0.0, 0.1, 0.2, 0.3, 0.5\] \(got 0.25\)"):
         env.from_config(env.to_config(env.initial) | {"main/quota_content": 0.25})
     with pytest.raises(ConfigError, match=r"`templates slot` must be one of \['main', 'specialist'\] \(got 'mian'\)"):
@@ -113,19 +116,20 @@ def test_stationary_composition_rewards_are_deterministic():
     assert first == again and first != other
 
 
+@pytest.mark.slow
 def test_system_ab_accepts_the_better_composition_and_rejects_the_worse():
     # worse: everyone to the specialist slot, whose rankers have never seen traffic (the warm-up
     # trained the main slot's), fed by the long-tail exploration route alone; better: the baseline.
     env = tiny_env(window=1000, warmup=3)
     env.reset(seed=0)
     better, worse = env.initial, only("exploration", slot="specialist")
-    env.deploy(worse)
-    decision = ab_test_systems(env.sim, env.pool.system(better)[0], ExperimentDesigner(config={"min_requests": 1000}), windows=3, window=1000)
+    env.service.deploy_composition(worse)
+    decision = ab_test_systems(env.service, env.service.pool.system(better)[0], ExperimentDesigner(config={"min_requests": 1000}), windows=3)
     assert decision.accepted, decision
-    env.deploy(better)
-    decision = ab_test_systems(env.sim, env.pool.system(worse)[0], ExperimentDesigner(config={"min_requests": 1000}), windows=3, window=1000)
+    env.service.deploy_composition(better)
+    decision = ab_test_systems(env.service, env.service.pool.system(worse)[0], ExperimentDesigner(config={"min_requests": 1000}), windows=3)
     assert not decision.accepted and decision.effect < 0, decision
-    assert [p.name for p in env.system.pipelines] == ["main"]  # nothing deployed by the test itself
+    assert [p.name for p in env.service.system.pipelines] == ["main"]  # nothing deployed by the test itself
 
 
 def test_saturation_and_shift_tests_by_hand():
@@ -139,13 +143,14 @@ def test_saturation_and_shift_tests_by_hand():
         SaturationTest(patience=3, min_windows=2)
 
 
+@pytest.mark.slow
 def test_alternation_switches_phases_gates_winners_and_commits_everything(tmp_path):
     # a strong shift: from day 2 almost every request comes from new users (fewer clicks)
     world = {**TINY, "shifts": [{"kind": "segment_mix", "day": 2, "request_mix": {"new": 0.9, "casual": 0.05, "heavy": 0.05}}]}
     env = tiny_env(world=world, window=500, warmup=2)
     with KnowledgeStore(tmp_path / "store.db") as store:
         exp = store.start_experiment("alternation", {}, 0)
-        history = alternate(env, "main/rerank", lambda p: RandomSearch(p, seed=0),
+        history = alternate(env, "main/rerank/mmr", lambda p: RandomSearch(p, seed=0),
                             lambda e: OptunaSearch(e.target_params(), seed=0), windows=36, seed=0,
                             saturation=SaturationTest(patience=4, min_gain=0.02, min_windows=6),
                             shift=ShiftTest(check_every=4, tolerance=0.25), store=store, exp_id=exp)
@@ -163,7 +168,7 @@ def test_alternation_switches_phases_gates_winners_and_commits_everything(tmp_pa
         assert len(gated) == 2 * len(history.gates)  # gate_windows=2 per decided gate
         assert all(r["reward"] == r["outer"] and "outer/engagement/clicks_per_request" in r for r in sentinels + gated)
         assert len(store.trials(exp)) == len(rows) and store.completed_steps(exp) == set(range(len(rows)))
-        assert sorted({t.agent for t in store.trials(exp)}) == sorted({"composition", "main/rerank", "production"}
+        assert sorted({t.agent for t in store.trials(exp)}) == sorted({"composition", "main/rerank/mmr", "production"}
                                                                        | ({"gate"} if gated else set()))
         assert len(store.rollouts(exp)) == len(history.gates)
         # observed: the first sentinel pair (before/after the early learning jump, 0.23 -> 0.52) is

@@ -12,7 +12,7 @@ import torch
 import envs
 from agents.decision.configs import segment_routed_config, static_baseline
 from agents.decision.functional import ExperimentDesigner
-from agents.decision.system import Simulation
+from agents.evolution.deployment import Deployment
 from agents.evolution.design import DEFAULT_DESIGN, config_to_design, design_key, validate_design
 from agents.evolution.designer import LLMDesigner, design_step, schema_hint
 from agents.evolution.llm import LLMError, ScriptedBackend
@@ -128,29 +128,30 @@ def test_schema_hint_marks_optional_keys():
 # ---------------------------------------------------------------------------------- design_step
 
 
-def running(mmr_lambda: float, **rerank) -> Simulation:
+def running(mmr_lambda: float, **rerank) -> Deployment:
     torch.set_num_threads(1)
-    sim = Simulation(envs.World(TINY, seed=0), static_baseline(TINY), concurrency=400, seed=0)
-    sim.system.pipelines[0].reranker.configure({"mmr_lambda": mmr_lambda, **rerank})
-    sim.window(2000)
-    return sim
+    service = Deployment.start(TINY, static_baseline(TINY), world_seed=0, sim_seed=0, concurrency=400)
+    service.system.pipelines[0].reranker.configure({"mmr_lambda": mmr_lambda, **rerank})
+    service.serve()
+    return service
 
 
+@pytest.mark.slow
 # Measured in test_rollout: pure-diversity MMR over a pool of 200 (lambda 1, mmr_pool 200) vs plain ranking
 # (lambda 0) costs 0.08-0.10 clicks per request over 4 windows of 2000 requests on 3 sample paths, 3-4 times the
 # spread between paths above the acceptance line. (With the default pool of 100 the cost was 0.03-0.07 and
 # one machine's path sat just above the line: interval low end +0.008.)
 def test_design_step_deploys_a_winning_design_and_stores_it_with_its_decision(store):
-    sim = running(mmr_lambda=1.0, mmr_pool=200)
-    incumbent = sim.system.pipelines[0]
+    service = running(mmr_lambda=1.0, mmr_pool=200)
+    incumbent = service.system.pipelines[0]
     designer = LLMDesigner(ScriptedBackend([reply(rationale="less diversity", rerank={**RERANK, "mmr_lambda": 0.0})]),
                            store)
-    step = design_step(sim, designer, TINY, step=0, experiment=ExperimentDesigner(config={"min_requests": 1000}),
-                       windows=4, window=2000)
+    step = design_step(service, designer, step=0, experiment=ExperimentDesigner(config={"min_requests": 1000}),
+                       windows=4)
     assert step.accepted, step.decision
-    deployed = sim.system.pipelines[0]
-    assert deployed is not incumbent and deployed.name == "baseline" and len(sim.system.pipelines) == 1
-    assert deployed.reranker.config["mmr_lambda"] == 0.0 and deployed.reranker.name == "baseline/rerank"
+    deployed = service.system.pipelines[0]
+    assert deployed is not incumbent and deployed.name == "baseline" and len(service.system.pipelines) == 1
+    assert deployed.reranker.config["mmr_lambda"] == 0.0 and deployed.reranker.name == "baseline/mmr"
     assert [r.route_id for r in deployed.recalls] == list(range(5))
     (row,) = store.designs(valid=True)
     assert row.id == step.design_id and row.reward == pytest.approx(step.decision.effect) and row.rationale == "less diversity"
@@ -158,48 +159,51 @@ def test_design_step_deploys_a_winning_design_and_stores_it_with_its_decision(st
     assert rollout.decision == "accepted" and rollout.ci_low == pytest.approx(step.decision.ci_low)
     assert step.decision.ci_low > 0 and "ranker: copied" in step.warm
     assert rollout.reasons[0] == "route: direct" and rollout.candidate_config == row.document
-    sim.window(400)  # the system keeps serving
+    service.serve()  # the system keeps serving
 
 
 def test_design_step_keeps_the_incumbent_when_the_test_rejects(store):
-    sim = running(mmr_lambda=0.0)
-    incumbent = sim.system.pipelines[0]
+    service = running(mmr_lambda=0.0)
+    incumbent = service.system.pipelines[0]
     designer = LLMDesigner(ScriptedBackend([GOOD]), store)
-    step = design_step(sim, designer, TINY, step=3, experiment=ExperimentDesigner(config={"min_requests": 5000}),
-                       windows=1, window=1000)
+    service.window = 1000
+    step = design_step(service, designer, step=3, experiment=ExperimentDesigner(config={"min_requests": 5000}),
+                       windows=1)
     assert not step.accepted and "too few requests" in step.decision.reasons[0]
-    assert sim.system.pipelines == [incumbent]
+    assert service.system.pipelines == [incumbent]
     (rollout,) = store.rollouts()
     assert rollout.decision == "rejected" and rollout.step == 3
 
 
 def test_design_step_goes_on_when_there_is_no_proposal_or_the_design_cannot_be_tested(store, monkeypatch):
-    sim = running(mmr_lambda=0.0)
-    system = sim.system
-    none = design_step(sim, LLMDesigner(ScriptedBackend(["?", "?"]), store, max_retries=1), TINY)
-    assert none.proposal is None and none.decision is None and sim.system is system
+    service = running(mmr_lambda=0.0)
+    system = service.system
+    none = design_step(service, LLMDesigner(ScriptedBackend(["?", "?"]), store, max_retries=1))
+    assert none.proposal is None and none.decision is None and service.system is system
     import agents.evolution.designer as designer_module
 
     def fails(*args, **kwargs):
         raise RuntimeError("the candidate cannot fill slates")
 
     monkeypatch.setattr(designer_module, "build_pipeline", fails)  # a valid design whose candidate fails to build
-    step = design_step(sim, LLMDesigner(ScriptedBackend([GOOD]), store), TINY, step=1)
+    step = design_step(service, LLMDesigner(ScriptedBackend([GOOD]), store), step=1)
     assert step.decision is None and step.error == "RuntimeError: the candidate cannot fill slates"
-    assert sim.system is system
+    assert service.system is system
     rows = store.designs()
     assert [r.valid for r in rows] == [False, False, True] and rows[-1].error == step.error
-    sim.window(400)
+    service.serve()
 
 
+@pytest.mark.slow
 def test_a_system_designer_ab_tests_a_two_pipeline_design_against_the_running_system(store):
-    sim = running(mmr_lambda=0.0)
-    system = sim.system
+    service = running(mmr_lambda=0.0)
+    system = service.system
     two = config_to_design(segment_routed_config())  # baseline + a cold-start pipeline serving new users
     assert validate_design(two) == [] and two["routing"] == {"new": 1}
     designer = LLMDesigner(ScriptedBackend([json.dumps(two)]), store, max_pipelines=2)
     logs = []
-    step = design_step(sim, designer, TINY, step=2, windows=2, window=1000, on_log=logs.append,
+    service.window = 1000
+    step = design_step(service, designer, step=2, windows=2, on_log=logs.append,
                        experiment=ExperimentDesigner(config={"min_requests": 100}))
     assert step.decision is not None and step.error is None and len(logs) == 2
     assert {r for log in logs for r in set(log.requests["pipeline"].tolist())} == {0, 1, 2}  # both systems served
@@ -207,12 +211,12 @@ def test_a_system_designer_ab_tests_a_two_pipeline_design_against_the_running_sy
     (rollout,) = store.rollouts()
     assert rollout.agent == "designer/pipeline/system" and rollout.decision == ("accepted" if step.accepted else "rejected")
     if step.accepted:
-        assert [p.name for p in sim.system.pipelines] == ["baseline", "cold_start"]
+        assert [p.name for p in service.system.pipelines] == ["baseline", "cold_start"]
     else:
-        assert sim.system is system
-    sim.window(400)
+        assert service.system is system
+    service.serve()
     with pytest.raises(Exception, match="redesigns the whole system"):
-        design_step(sim, designer, TINY, target="baseline")
+        design_step(service, designer, target="baseline")
     with pytest.raises(Exception, match="edits one pipeline"):
         LLMDesigner(ScriptedBackend([]), max_pipelines=2, mode="edit")
 
@@ -222,8 +226,8 @@ def test_warm_start_carries_learned_state_into_a_new_structure():
     from agents.evolution.design import design_to_config, pipeline_to_config
     from agents.evolution.designer import warm_start
 
-    sim = running(mmr_lambda=0.0)
-    incumbent = sim.system.pipelines[0]
+    service = running(mmr_lambda=0.0)
+    incumbent = service.system.pipelines[0]
     doc = config_to_design(pipeline_to_config(incumbent))
     doc["pipelines"][0]["routes"] = {"popularity": {"quota": 0.5, "k": 400}, "fresh": {"quota": 0.5}}
     doc["pipelines"][0]["ranker"] = {"arch": "linear", "hidden": 64, "per_segment": False}
@@ -240,19 +244,19 @@ def test_design_step_targets_one_pipeline_of_a_routed_system(store):
     from agents.decision.configs import segment_routed
 
     torch.set_num_threads(1)
-    sim = Simulation(envs.World(TINY, seed=0), segment_routed(TINY), concurrency=400, seed=0)
-    sim.window(1000)
-    before = list(sim.system.pipelines)
+    service = Deployment.start(TINY, segment_routed(TINY), world_seed=0, sim_seed=0, concurrency=400, window=1000)
+    service.serve()
+    before = list(service.system.pipelines)
     cold = config_to_design(segment_routed_config().pipelines[1])
     cold["pipelines"][0]["fusion_size"] = 500
     designer = LLMDesigner(ScriptedBackend([json.dumps(cold)]), store)
-    step = design_step(sim, designer, TINY, target="cold_start", windows=1, window=1000,
+    step = design_step(service, designer, target="cold_start", windows=1,
                        experiment=ExperimentDesigner(config={"min_requests": 5000}))
-    assert step.decision is not None and not step.accepted and sim.system.pipelines == before
+    assert step.decision is not None and not step.accepted and service.system.pipelines == before
     assert step.decision.n_incumbent + step.decision.n_candidate < 1000  # only the new users' traffic was split
     assert store.rollouts()[0].agent == "designer/pipeline/cold_start"
     with pytest.raises(Exception, match=r"`target` must be one of \['baseline', 'cold_start'\]"):
-        design_step(sim, designer, TINY, target="cold")
+        design_step(service, designer, target="cold")
 
 
 def test_edit_mode_offers_only_edits_that_apply_and_applies_the_one_chosen(store):

@@ -26,6 +26,7 @@ def tiny_env(**kw) -> EvolutionEnv:
     return EvolutionEnv(**{"world": TINY, "window": 200, "concurrency": 100, **kw})
 
 
+@pytest.mark.slow
 def test_registered_and_checkers_pass():
     torch.set_num_threads(1)
     assert "agentic-rs/Evolution-v0" in envs.EVOLUTION_ENV_IDS
@@ -36,6 +37,7 @@ def test_registered_and_checkers_pass():
         sb3_check_env(tiny_env())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo,codec", [(PPO, "box"), (A2C, "multidiscrete")])
 def test_sb3_builds_and_trains(algo, codec):
     torch.set_num_threads(1)
@@ -62,8 +64,8 @@ def test_codec_round_trips_every_grid_point(kind):
 
 
 def test_bad_input_is_named():
-    with pytest.raises(ConfigError, match=r"`agent` must be one of .* \(got 'baseline/rerenk'\); did you mean 'baseline/rerank'\?"):
-        tiny_env(agent="baseline/rerenk")
+    with pytest.raises(ConfigError, match=r"`agent` must be one of .* \(got 'baseline/rerank/mmrr'\); did you mean 'baseline/rerank/mmr'\?"):
+        tiny_env(agent="baseline/rerank/mmrr")
     with pytest.raises(ConfigError, match=r"`codec` must be one of \['box', 'multidiscrete'\] \(got 'grid'\)"):
         tiny_env(codec="grid")
     with pytest.raises(ConfigError, match=r"`window` must be in \[1, inf\) \(got 0\)"):
@@ -84,28 +86,29 @@ def test_fixed_parameters_and_frozen_learning():
     assert [p.name for p in env.codec.params.params] == ["mmr_lambda", "risk_threshold"]
     assert env.action_space.nvec.tolist() == [5, 5]
     env.reset(seed=0)
-    ranker = next(a for a in env.system.agents if a.role == "ranking")
+    ranker = next(a for a in env.service.system.agents if a.role == "ranking")
     trained = ranker.trained_on
     _, _, _, _, info = env.step(np.array([4, 0]))
     assert info["config"] == {**fixed, "mmr_lambda": 1.0, "risk_threshold": 0.0}
     assert ranker.trained_on == trained  # learn=False: the system serves but does not learn
-    with pytest.raises(ConfigError, match=r"`baseline/rerank config key` must be one of .* \(got 'mmr_lamda'\); did you mean 'mmr_lambda'\?"):
+    with pytest.raises(ConfigError, match=r"`baseline/rerank/mmr config key` must be one of .* \(got 'mmr_lamda'\); did you mean 'mmr_lambda'\?"):
         tiny_env(fixed={"mmr_lamda": 0.5})
-    with pytest.raises(ConfigError, match=r"`fixed` leaves no parameter of `baseline/rerank` to evolve"):
+    with pytest.raises(ConfigError, match=r"`fixed` leaves no parameter of `baseline/rerank/mmr` to evolve"):
         tiny_env(fixed={**fixed, "mmr_lambda": 0.0, "risk_threshold": 1.0})
 
 
+@pytest.mark.slow
 def test_a_concurrent_control_serves_its_share_and_removes_the_learning_trend_from_the_reward():
     torch.set_num_threads(1)
     env = tiny_env(window=2000, control_share=0.5, reward={"inner_weight": {"rerank": 0.0}})  # reward: clicks/request
     env.reset(seed=0)
-    system, initial = env.system, dict(env.target.config)
+    system, initial = env.service.system, dict(env.target.config)
     same = {k: v for k, v in initial.items() if k in env.target_params().by_name}
     relative, absolute, shares = [], [], []
     for _ in range(6):  # the candidate is the control's config: only the system's learning moves the reward
         _, reward, _, _, info = env.step(env.codec.encode(same))
-        shares.append(float(np.mean(env.last_log.requests["pipeline"] == 1)))
-        assert set(np.unique(env.last_log.requests["pipeline"])) == {0, 1}
+        shares.append(float(np.mean(env.service.last_log.requests["pipeline"] == 1)))
+        assert set(np.unique(env.service.last_log.requests["pipeline"])) == {0, 1}
         assert reward == pytest.approx(info["evolution/candidate_reward"] - info["evolution/control_reward"])
         relative.append(reward)
         absolute.append(info["evolution/candidate_reward"])
@@ -118,12 +121,12 @@ def test_a_concurrent_control_serves_its_share_and_removes_the_learning_trend_fr
     assert abs(np.mean(shares) - 0.5) < 0.1, shares
     assert absolute[-1] - absolute[0] > 0.2, absolute
     assert max(abs(r) for r in relative) < 0.1 and abs(np.mean(relative)) < 0.05, relative
-    assert env.system is system and len(system.pipelines) == 1  # the split is only for the window
+    assert env.service.system is system and len(system.pipelines) == 1  # the split is only for the window
     env.step(env.codec.encode({**same, "mmr_lambda": 1.0}))
-    assert env.target.config["mmr_lambda"] == 1.0 and env._control.config == initial  # the control keeps its config
+    assert env.target.config["mmr_lambda"] == 1.0 and env.control.config == initial  # the control keeps its config
     env.set_control_share(0.0)
-    env.step(env.codec.encode(same))
-    assert set(np.unique(env.last_log.requests["pipeline"])) == {0} and "evolution/control_reward" not in env._last
+    *_, info = env.step(env.codec.encode(same))
+    assert set(np.unique(env.service.last_log.requests["pipeline"])) == {0} and "evolution/control_reward" not in info
     with pytest.raises(ConfigError, match=r"`control_share` needs a non-stationary env"):
         tiny_env(control_share=0.2, stationary=True)
     with pytest.raises(ConfigError, match=r"`control_share` must be in \[0.0, 0.5\] \(got 0.7\)"):

@@ -525,7 +525,7 @@ def test_the_openai_backend_turns_any_response_into_a_reply_or_an_llm_error(body
     client = OpenAIBackend(f"http://127.0.0.1:{body_server.server_port}/v1", "m", api_key_env="", timeout=10)
     counts: Counter[str] = Counter()
     messages = [{"role": "user", "content": "Propose a design. Last reply rejected: \ud800"}]
-    for kind, status, body in bodies:
+    for kind, _status, body in bodies:
         try:
             reply = client.complete(messages, max_tokens=64)
         except LLMError as e:

@@ -9,7 +9,7 @@ import torch
 import envs
 from agents.decision.configs import static_baseline
 from agents.decision.functional import ExperimentDesigner
-from agents.decision.system import Simulation
+from agents.evolution.deployment import Deployment
 from agents.evolution.rollout import ab_rollout
 from agents.infra.store import KnowledgeStore
 from envs.validation import ConfigError
@@ -17,12 +17,12 @@ from envs.validation import ConfigError
 TINY = envs.WorldConfig(num_items=1000, num_users=3000, num_topics=8, num_creators=50)
 
 
-def running(incumbent: dict) -> Simulation:
+def running(incumbent: dict) -> Deployment:
     torch.set_num_threads(1)
-    sim = Simulation(envs.World(TINY, seed=0), static_baseline(TINY), concurrency=400, seed=0)
-    sim.system.pipelines[0].reranker.configure(incumbent)
-    sim.window(2000)
-    return sim
+    service = Deployment.start(TINY, static_baseline(TINY), world_seed=0, sim_seed=0, concurrency=400)
+    service.system.pipelines[0].reranker.configure(incumbent)
+    service.serve()
+    return service
 
 
 # Measured (4 windows of 2000 requests, half to each arm; effect in clicks per request [95% interval]):
@@ -40,6 +40,7 @@ def running(incumbent: dict) -> Simulation:
 WORSE = {"mmr_lambda": 1.0, "mmr_pool": 200}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "incumbent, candidate, accepted",
     [
@@ -49,23 +50,23 @@ WORSE = {"mmr_lambda": 1.0, "mmr_pool": 200}
     ],
 )
 def test_ab_rollout_deploys_only_a_winner(tmp_path, incumbent, candidate, accepted):
-    sim = running(incumbent)
-    decision = ab_rollout(sim, "baseline/rerank", candidate, ExperimentDesigner(config={"min_requests": 1000}),
-                          windows=4, window=2000)
+    service = running(incumbent)
+    decision = ab_rollout(service, "baseline/rerank/mmr", candidate, ExperimentDesigner(config={"min_requests": 1000}),
+                          windows=4)
     if accepted is None:
         assert abs(decision.effect) < 0.06, decision
     else:
         assert decision.accepted is accepted, decision
     assert min(decision.n_incumbent, decision.n_candidate) >= 1000
-    deployed = sim.system.pipelines[0]
-    assert deployed.name == "baseline" and len(sim.system.pipelines) == 1
+    deployed = service.system.pipelines[0]
+    assert deployed.name == "baseline" and len(service.system.pipelines) == 1
     kept = candidate if decision.accepted else incumbent
     assert {k: deployed.reranker.config[k] for k in kept} == kept  # the winner's config, and only then
     assert [r.route_id for r in deployed.recalls] == list(range(5))
-    sim.window(400)  # the system keeps serving after the test
+    service.serve()  # the system keeps serving after the test
     with KnowledgeStore(tmp_path / "store.db") as store:
         exp = store.start_experiment("rollout", {}, 0)
-        store.add_rollout(exp, 0, "baseline/rerank", candidate, "accepted" if decision.accepted else "rejected",
+        store.add_rollout(exp, 0, "baseline/rerank/mmr", candidate, "accepted" if decision.accepted else "rejected",
                           effect=decision.effect, ci_low=decision.ci_low, ci_high=decision.ci_high,
                           p_value=decision.p_value, n_incumbent=decision.n_incumbent,
                           n_candidate=decision.n_candidate, reasons=decision.reasons)
@@ -74,21 +75,22 @@ def test_ab_rollout_deploys_only_a_winner(tmp_path, incumbent, candidate, accept
 
 
 def test_ab_rollout_rejects_unknown_agent():
-    sim = running({})
-    with pytest.raises(ConfigError, match=r"`agent` must be one of .* \(got 'baseline/rerenk'\); did you mean 'baseline/rerank'\?"):
-        ab_rollout(sim, "baseline/rerenk", {"mmr_lambda": 0.5})
+    service = running({})
+    with pytest.raises(ConfigError, match=r"`agent` must be one of .* \(got 'baseline/rerank/mmrr'\); did you mean 'baseline/rerank/mmr'\?"):
+        ab_rollout(service, "baseline/rerank/mmrr", {"mmr_lambda": 0.5})
 
 
+@pytest.mark.slow
 def test_ab_rollout_on_a_routed_system_splits_only_the_target_pipeline():
     torch.set_num_threads(1)
     from agents.decision.configs import segment_routed
 
-    sim = Simulation(envs.World(TINY, seed=0), segment_routed(TINY), concurrency=400, seed=0)
-    sim.window(1000)
-    before = sim.system.pipelines[0]
-    decision = ab_rollout(sim, "cold_start/rerank", {"mmr_lambda": 0.0}, ExperimentDesigner(config={"min_requests": 100}),
-                          windows=1, window=1000)
+    service = Deployment.start(TINY, segment_routed(TINY), world_seed=0, sim_seed=0, concurrency=400, window=1000)
+    service.serve()
+    before = service.system.pipelines[0]
+    decision = ab_rollout(service, "cold_start/rerank/mmr", {"mmr_lambda": 0.0}, ExperimentDesigner(config={"min_requests": 100}),
+                          windows=1)
     # only new users reach the cold-start pipeline (~20% of requests), so each arm sees a share of those
     assert 100 <= decision.n_incumbent + decision.n_candidate <= 600, decision
-    assert sim.system.pipelines[0] is before and [p.name for p in sim.system.pipelines] == ["baseline", "cold_start"]
-    sim.window(400)
+    assert service.system.pipelines[0] is before and [p.name for p in service.system.pipelines] == ["baseline", "cold_start"]
+    service.serve()

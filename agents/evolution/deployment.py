@@ -1,0 +1,397 @@
+"""The deployment service: the one owner of a world, its running system and their simulation.
+
+Every evolution path (the Gymnasium adapters in :mod:`agents.evolution.env` and
+:mod:`agents.evolution.composition`, the controllers' loops, the alternation schedule, the LLM designer,
+the A/B helpers of :mod:`agents.evolution.rollout` and the experiment arms) changes and measures the
+running system through this typed API, never through a simulation's or an env's private state:
+
+* deploy: a config to one agent (:meth:`Deployment.deploy_config`, agents named ``pipeline/role/name``),
+  a composition (:meth:`Deployment.deploy_composition`, over a :class:`ComponentPool`) or a whole system
+  (:meth:`Deployment.deploy_system`, e.g. a built design);
+* serve: :meth:`Deployment.serve` (windows of traffic; every agent learns unless ``learn=False``),
+  :meth:`Deployment.serve_split` (a challenger system on a share of the users, split by a hash with a
+  fresh salt per test), :meth:`Deployment.serving` (any system, e.g. an A/B split, for a block of windows);
+* measure: :meth:`Deployment.score` (a layered reward of any log, for an agent or the system, with any
+  reward config) and :meth:`Deployment.regime` (the data-regime summary of the last window served);
+* time: :meth:`Deployment.advance` (the world moves on: days pass, shifts fire);
+* state: :meth:`Deployment.snapshot` / :meth:`Deployment.restore` and :meth:`Deployment.fork` (a deep,
+  independent copy of world, system, pool and every random stream: the basis of counterfactual twins).
+
+:class:`DeploymentService` is the ``Protocol`` of that API, so another implementation (e.g. one backed by
+a remote simulator) can stand in wherever a :class:`Deployment` is used.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from agents.decision.configs import SystemConfig, build_system
+from agents.decision.context import RequestBatch
+from agents.decision.functional import ExperimentDesigner
+from agents.decision.system import Simulation, System
+from envs.config import WorldConfig
+from envs.log import InteractionLog
+from envs.validation import ConfigError, check_choice, check_int, check_range
+from envs.world import World
+from rewards.layered import LayeredRewardConfig, layered_reward
+
+__all__ = ["REGIME_SCALARS", "ABRouter", "ABSystemRouter", "Deployment", "DeploymentService", "SplitWindow", "agent_reward",
+           "qualified_agents", "regime_features"]
+
+REGIME_SCALARS = ("clicks_per_request", "clicks_trend", "return_rate", "churn_rate", "violations_per_request",
+                  "risk_slack", "freshness", "day")
+
+
+def qualified_agents(system: System) -> dict[str, Any]:
+    """Every agent of ``system`` by its qualified name ``pipeline/role/name`` (e.g. ``baseline/rerank/mmr``,
+    ``baseline/recall/popularity``); the router is ``system/router/<name>``. An agent shared by two pipelines
+    has a name in each, both naming the same object."""
+    out = {f"system/router/{system.router.name.rsplit('/', 1)[-1]}": system.router}
+    for p in system.pipelines:
+        for a in p.agents:
+            out[f"{p.name}/{a.role}/{a.name.rsplit('/', 1)[-1]}"] = a
+    return out
+
+
+def regime_features(log: InteractionLog, previous_ctr: float | None, risk_bound: float, now: float) -> np.ndarray:
+    """Segment request shares, then ``REGIME_SCALARS``, from one window's log (the trend is against
+    ``previous_ctr``, the window before's clicks per request; 0 when there is none)."""
+    req, imp = log.requests, log.impressions
+    n = max(len(req["request"]), 1)
+    shares = np.bincount(req["segment"].astype(np.int64), minlength=len(log.segment_names))[: len(log.segment_names)] / n
+    ctr = float(req["clicks"].mean()) if len(req["clicks"]) else 0.0
+    ended = req["session_end"]
+    ret = float(req["returned"][ended].mean()) if ended.any() else 0.0
+    churn = float(req["churned"][ended].mean()) if ended.any() else 0.0
+    viol = float(req["violations"].mean()) if len(req["violations"]) else 0.0
+    fresh = float(imp["freshness"].mean()) if len(imp["freshness"]) else 0.0
+    trend = 0.0 if previous_ctr is None else ctr - previous_ctr
+    scalars = [ctr, trend, ret, churn, viol, risk_bound - viol, fresh, now / 30.0]
+    return np.concatenate([shares, scalars]).astype(np.float32)
+
+
+def agent_reward(agent: Any, log: InteractionLog, cfg: LayeredRewardConfig,
+                 embedding: np.ndarray) -> tuple[float, dict[str, float]]:
+    """One agent's layered reward on a window's log (non-finite values count as 0) and all its terms."""
+    kw: dict[str, Any] = {}
+    if agent.role == "recall":
+        kw["route"] = agent.route_id
+    if agent.role == "rerank":
+        kw["embedding"] = embedding
+    lr = layered_reward(agent.role, log, cfg, **kw)
+    value = lr.value if np.isfinite(lr.value) else 0.0
+    return float(value), lr.terms
+
+
+class ABRouter:
+    """Sends the candidate's share of one pipeline's users to its challenger copy (not an evolvable agent).
+
+    The system's own router picks each request's pipeline; requests routed to pipeline ``target`` whose
+    user the experiment designer's hash puts in arm 1 go to the challenger, appended as pipeline
+    ``challenger`` (the last one).
+    """
+
+    name = "ab_router"
+    role = "router"
+
+    def __init__(self, designer: ExperimentDesigner, base: Any, target: int, pipeline_names: list[str]) -> None:
+        self.designer, self.base, self.target = designer, base, target
+        self.pipeline_names = list(pipeline_names)
+        self.challenger = len(self.pipeline_names) - 1
+
+    def act(self, batch: RequestBatch) -> np.ndarray:
+        pipe = np.asarray(self.base.act(batch)).copy()
+        pipe[(pipe == self.target) & (self.designer.arm(batch.users) == 1)] = self.challenger
+        return pipe
+
+    def observe(self, log: InteractionLog) -> None:
+        pass
+
+
+class ABSystemRouter:
+    """Arm 0 users are served by the incumbent system's pipelines, arm 1 users by the challenger's."""
+
+    name = "ab_system_router"
+    role = "router"
+
+    def __init__(self, designer: ExperimentDesigner, incumbent: System, challenger: System) -> None:
+        self.designer, self.incumbent, self.challenger = designer, incumbent, challenger
+        self.offset = len(incumbent.pipelines)
+        self.pipeline_names = [p.name for p in incumbent.pipelines] + [f"{p.name}/candidate" for p in challenger.pipelines]
+
+    def act(self, batch: RequestBatch) -> np.ndarray:
+        arm = self.designer.arm(batch.users)
+        return np.where(arm == 1, self.offset + np.asarray(self.challenger.router.act(batch)),
+                        np.asarray(self.incumbent.router.act(batch)))
+
+    def observe(self, log: InteractionLog) -> None:
+        pass
+
+
+@dataclass
+class SplitWindow:
+    """One window served to two arms: ``log`` holds both arms' traffic, ``candidate`` marks the requests the
+    challenger served (a boolean mask over ``log.requests``), ``salt`` is the hash salt the split used."""
+
+    log: InteractionLog
+    candidate: np.ndarray
+    salt: int
+
+    def arm(self, which: str) -> InteractionLog:
+        """The log of one arm: ``candidate`` or ``control``."""
+        check_choice("arm", which, ["candidate", "control"])
+        return self.log.where(self.candidate if which == "candidate" else ~self.candidate)
+
+
+@runtime_checkable
+class DeploymentService(Protocol):
+    """What every evolution path needs from a running recommender system (see the module docstring)."""
+
+    world_cfg: WorldConfig
+    reward_cfg: LayeredRewardConfig
+    window: int
+
+    @property
+    def system(self) -> System: ...
+    @property
+    def now(self) -> float: ...
+    @property
+    def day(self) -> int: ...
+    @property
+    def last_log(self) -> InteractionLog: ...
+    def agent_names(self) -> list[str]: ...
+    def agent(self, name: str) -> Any: ...
+    def pipeline_of(self, name: str) -> str: ...
+    def deploy_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]: ...
+    def deploy_system(self, system: System) -> None: ...
+    def serve(self, windows: int = 1, *, learn: bool | None = None) -> InteractionLog: ...
+    def serve_split(self, challenger: System, share: float, *, salt: int | None = None,
+                    learn: bool | None = None) -> SplitWindow: ...
+    def serving(self, system: System) -> Any: ...
+    def new_salt(self) -> int: ...
+    def score(self, log: InteractionLog, agent: str | Any | None = None,
+              reward: LayeredRewardConfig | None = None) -> tuple[float, dict[str, float]]: ...
+    def advance(self, windows: int) -> InteractionLog: ...
+    def snapshot(self) -> Any: ...
+    def restore(self, snapshot: Any) -> None: ...
+    def fork(self) -> DeploymentService: ...
+    def regime(self) -> np.ndarray: ...
+
+
+class Deployment:
+    """A world and a running system, served window by window (see the module docstring).
+
+    Build one with :meth:`start`. ``window`` is the number of requests one window serves; ``learn`` whether
+    agents learn from the windows served (each call may override it); ``reward_cfg`` and ``risk_bound`` are the
+    defaults of :meth:`score` and of the regime summary. ``pool`` (optional) holds every agent a composition may
+    wire (:class:`~agents.evolution.composition.ComponentPool`); it is copied with the rest by :meth:`fork`.
+    """
+
+    def __init__(self, sim: Simulation, world_cfg: WorldConfig, *, window: int = 2000, learn: bool = True,
+                 reward: LayeredRewardConfig | None = None, risk_bound: float = 0.1, pool: Any = None,
+                 salt_seed: int = 0) -> None:
+        self._sim = sim
+        self.world_cfg = world_cfg
+        self.window = check_int("window", window, 1)
+        self.learn = bool(learn)
+        self.reward_cfg = reward or LayeredRewardConfig()
+        self.risk_bound = check_range("risk_bound", risk_bound, 0.0)
+        self.pool = pool
+        self.composition: Any = None  # the composition deployed last (with a pool)
+        self.notes: list[str] = []  # what deploying it had to adjust (see ComponentPool.pipeline)
+        self._salts = np.random.default_rng([int(salt_seed), 0x5A17])  # A/B salts: their own stream
+        self._last: InteractionLog = InteractionLog(route_names=list(sim.system.route_names),
+                                                    segment_names=list(world_cfg.segment_names))
+        self._previous_ctr: float | None = None
+
+    @classmethod
+    def start(cls, world_cfg: WorldConfig, system: System | SystemConfig, *, seed: int | None = None,
+              world_seed: int | None = None, sim_seed: int | None = None, concurrency: int = 400, window: int = 2000,
+              learn: bool = True, reward: LayeredRewardConfig | None = None, risk_bound: float = 0.1,
+              pool: Any = None) -> Deployment:
+        """A fresh world running ``system`` (a ``System`` or a ``SystemConfig`` to build). Seeds: ``seed`` derives
+        the world's and the simulation's; ``world_seed`` and ``sim_seed`` set them directly (both, instead)."""
+        if (seed is None) == (world_seed is None or sim_seed is None):
+            raise ConfigError(f"give `seed`, or both `world_seed` and `sim_seed` (got seed={seed}, "
+                              f"world_seed={world_seed}, sim_seed={sim_seed})")
+        check_int("concurrency", concurrency, 1)
+        if concurrency > world_cfg.num_users:
+            raise ConfigError(f"`concurrency` must be <= `world.num_users`, one user per concurrent session "
+                              f"(got {concurrency} > {world_cfg.num_users}); lower it or raise num_users")
+        if seed is not None:
+            world_seed, sim_seed = (int(x) for x in np.random.SeedSequence(int(seed)).generate_state(2))
+        if isinstance(system, SystemConfig):
+            system = build_system(system, world_cfg)
+        elif not isinstance(system, System):
+            raise ConfigError(f"`system` must be a System or a SystemConfig (got {type(system).__name__})")
+        sim = Simulation(World(world_cfg, seed=int(world_seed)), system, concurrency=concurrency, seed=int(sim_seed))
+        return cls(sim, world_cfg, window=window, learn=learn, reward=reward, risk_bound=risk_bound, pool=pool,
+                   salt_seed=int(sim_seed))
+
+    @classmethod
+    def of(cls, sim: Simulation, world_cfg: WorldConfig, **kw: Any) -> Deployment:
+        """A service over an existing simulation (e.g. one a script built by hand)."""
+        return cls(sim, world_cfg, **kw)
+
+    # ------------------------------------------------------------------ what is running
+    @property
+    def system(self) -> System:
+        """The running system (read it; change it through the ``deploy_*`` methods)."""
+        return self._sim.system
+
+    @property
+    def now(self) -> float:
+        """The world's clock, in days."""
+        return float(self._sim.world.now)
+
+    @property
+    def day(self) -> int:
+        return int(self._sim.world.day)
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """The catalog's topic embeddings (what diversity metrics are computed in)."""
+        return self._sim.world.catalog.embedding
+
+    @property
+    def shift_events(self) -> list[Any]:
+        """The world's shift events so far."""
+        return list(self._sim.world.events)
+
+    @property
+    def last_log(self) -> InteractionLog:
+        """The log of the last window served (empty before any)."""
+        return self._last
+
+    def agent_names(self) -> list[str]:
+        """The qualified names (``pipeline/role/name``) of the running system's agents."""
+        return list(qualified_agents(self.system))
+
+    def agent(self, name: str) -> Any:
+        """A running agent by its qualified name (with a pool: a pooled agent by its name, e.g.
+        ``main/rerank/mmr``, whether or not the deployed composition wires it)."""
+        agents = self._agents()
+        check_choice("agent", name, list(agents))
+        return agents[name]
+
+    def pipeline_of(self, name: str) -> str:
+        """The pipeline an agent (qualified name) serves in."""
+        self.agent(name)
+        return name.split("/", 1)[0]
+
+    def _agents(self) -> dict[str, Any]:
+        return self.pool.agents if self.pool is not None else qualified_agents(self.system)
+
+    # ------------------------------------------------------------------ deploy
+    def deploy_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Set (part of) an agent's config (merged over its current one); returns its whole config after the change."""
+        agent = self.agent(name)
+        agent.configure(agent.params.validate({**agent.config, **config}, agent=name))
+        return dict(agent.config)
+
+    def deploy_system(self, system: System) -> None:
+        """Replace the running system (e.g. by a design that won its A/B test)."""
+        if not isinstance(system, System):
+            raise ConfigError(f"`system` must be a System (got {type(system).__name__})")
+        self._sim.system = system
+
+    def deploy_composition(self, composition: Any) -> list[str]:
+        """Wire ``composition`` from the pool's (trained) agents into the running simulation; returns the notes
+        on what had to be adjusted (e.g. a pipeline with every route off served by popularity)."""
+        if self.pool is None:
+            raise ConfigError("`deploy_composition` needs a deployment with a component pool (got none)")
+        composition.validate(list(self.world_cfg.segment_names))
+        self._sim.system, self.notes = self.pool.system(composition)
+        self.composition = composition
+        return list(self.notes)
+
+    # ------------------------------------------------------------------ serve
+    def _served(self, log: InteractionLog) -> InteractionLog:
+        self._previous_ctr = float(self._last.requests["clicks"].mean()) if self._last.num_requests else None
+        self._last = log
+        return log
+
+    def serve(self, windows: int = 1, *, learn: bool | None = None) -> InteractionLog:
+        """Serve ``windows`` windows with the running system; returns the last one's log."""
+        check_int("windows", windows, 1)
+        learn = self.learn if learn is None else bool(learn)
+        for _ in range(windows):
+            log = self._served(self._sim.window(self.window, learn=learn))
+        return log
+
+    def advance(self, windows: int) -> InteractionLog:
+        """Let ``windows`` windows pass with the current decisions (days pass, shifts fire; agents learn as set)."""
+        return self.serve(windows)
+
+    @contextmanager
+    def serving(self, system: System) -> Iterator[Deployment]:
+        """Serve ``system`` instead of the running one inside the block (e.g. an A/B split of it); the running
+        system is back in place afterwards, also on error."""
+        running = self._sim.system
+        self._sim.system = system
+        try:
+            yield self
+        finally:
+            self._sim.system = running
+
+    def new_salt(self) -> int:
+        """A fresh hash salt for a new test's user split (from the deployment's own stream)."""
+        return int(self._salts.integers(2**31))
+
+    def serve_split(self, challenger: System, share: float, *, salt: int | None = None,
+                    learn: bool | None = None) -> SplitWindow:
+        """Serve one window with ``share`` of the users (by a salted hash of their id; a fresh salt unless given)
+        on ``challenger`` and the rest on the running system; agents both systems share learn from both arms."""
+        check_range("share", share, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        salt = self.new_salt() if salt is None else int(salt)
+        running = self.system
+        renamed = [copy.copy(p) for p in challenger.pipelines]
+        for p, q in zip(challenger.pipelines, renamed):
+            q.name = f"{p.name}/candidate"
+        router = ABSystemRouter(ExperimentDesigner(config={"share": share}, salt=salt), running, challenger)
+        split = System([*running.pipelines, *renamed], router, running.route_names)
+        with self.serving(split):
+            log = self.serve(learn=learn)
+        return SplitWindow(log, log.requests["pipeline"] >= len(running.pipelines), salt)
+
+    # ------------------------------------------------------------------ measure
+    def score(self, log: InteractionLog, agent: str | Any | None = None,
+              reward: LayeredRewardConfig | None = None) -> tuple[float, dict[str, float]]:
+        """The layered reward of ``log`` and all its terms: for an agent (a qualified name or the agent itself:
+        its role's mix) or, with ``agent=None``, for the system (outer objectives); ``reward`` defaults to the
+        deployment's reward config."""
+        cfg = reward or self.reward_cfg
+        if agent is None:
+            lr = layered_reward("system", log, cfg)
+            return (float(lr.value) if np.isfinite(lr.value) else 0.0), lr.terms
+        return agent_reward(self.agent(agent) if isinstance(agent, str) else agent, log, cfg, self.embedding)
+
+    def regime(self) -> np.ndarray:
+        """The data regime of the last window served: segment request shares, then ``REGIME_SCALARS``."""
+        return regime_features(self._last, self._previous_ctr, self.risk_bound, self.now)
+
+    def restart_trend(self) -> None:
+        """Forget the window before the last one: the next regime summary reports no trend."""
+        self._previous_ctr = None
+
+    # ------------------------------------------------------------------ state
+    def fork(self) -> Deployment:
+        """A deep, independent copy: world, running system, pool, logs and every random stream. Serving the
+        fork changes nothing here; a fork served like the original serves identical traffic."""
+        return copy.deepcopy(self)
+
+    def snapshot(self) -> Deployment:
+        """A frozen copy of the whole state, for :meth:`restore`."""
+        return self.fork()
+
+    def restore(self, snapshot: Deployment) -> None:
+        """Go back to ``snapshot`` (which stays usable: it is copied, not consumed)."""
+        if not isinstance(snapshot, Deployment):
+            raise ConfigError(f"`snapshot` must come from Deployment.snapshot() (got {type(snapshot).__name__})")
+        self.__dict__.update(copy.deepcopy(snapshot).__dict__)
