@@ -42,7 +42,7 @@ from envs.world import World
 from rewards.layered import LayeredRewardConfig, layered_reward
 
 __all__ = ["REGIME_SCALARS", "ABRouter", "ABSystemRouter", "Deployment", "DeploymentService", "SplitWindow", "agent_reward",
-           "qualified_agents", "regime_features"]
+           "check_concurrency", "qualified_agents", "regime_features", "split_systems"]
 
 REGIME_SCALARS = ("clicks_per_request", "clicks_trend", "return_rate", "churn_rate", "violations_per_request",
                   "risk_slack", "freshness", "day")
@@ -134,6 +134,24 @@ class ABSystemRouter:
         pass
 
 
+def split_systems(running: System, challenger: System, designer: ExperimentDesigner) -> System:
+    """One system serving ``designer``'s arm-1 users with ``challenger``'s pipelines (renamed ``<name>/candidate``,
+    appended after the running ones) and everyone else with ``running``'s."""
+    renamed = [copy.copy(p) for p in challenger.pipelines]
+    for p, q in zip(challenger.pipelines, renamed):
+        q.name = f"{p.name}/candidate"
+    return System([*running.pipelines, *renamed], ABSystemRouter(designer, running, challenger), running.route_names)
+
+
+def check_concurrency(concurrency: int, world_cfg: WorldConfig) -> int:
+    """``concurrency`` concurrent sessions need as many users: one user per session."""
+    check_int("concurrency", concurrency, 1)
+    if concurrency > world_cfg.num_users:
+        raise ConfigError(f"`concurrency` must be <= `world.num_users`, one user per concurrent session "
+                          f"(got {concurrency} > {world_cfg.num_users}); lower it or raise num_users")
+    return concurrency
+
+
 @dataclass
 class SplitWindow:
     """One window served to two arms: ``log`` holds both arms' traffic, ``candidate`` marks the requests the
@@ -220,10 +238,7 @@ class Deployment:
         if (seed is None) == (world_seed is None or sim_seed is None):
             raise ConfigError(f"give `seed`, or both `world_seed` and `sim_seed` (got seed={seed}, "
                               f"world_seed={world_seed}, sim_seed={sim_seed})")
-        check_int("concurrency", concurrency, 1)
-        if concurrency > world_cfg.num_users:
-            raise ConfigError(f"`concurrency` must be <= `world.num_users`, one user per concurrent session "
-                              f"(got {concurrency} > {world_cfg.num_users}); lower it or raise num_users")
+        check_concurrency(concurrency, world_cfg)
         if seed is not None:
             world_seed, sim_seed = (int(x) for x in np.random.SeedSequence(int(seed)).generate_state(2))
         if isinstance(system, SystemConfig):
@@ -233,11 +248,6 @@ class Deployment:
         sim = Simulation(World(world_cfg, seed=int(world_seed)), system, concurrency=concurrency, seed=int(sim_seed))
         return cls(sim, world_cfg, window=window, learn=learn, reward=reward, risk_bound=risk_bound, pool=pool,
                    salt_seed=int(sim_seed))
-
-    @classmethod
-    def of(cls, sim: Simulation, world_cfg: WorldConfig, **kw: Any) -> Deployment:
-        """A service over an existing simulation (e.g. one a script built by hand)."""
-        return cls(sim, world_cfg, **kw)
 
     # ------------------------------------------------------------------ what is running
     @property
@@ -351,11 +361,7 @@ class Deployment:
         check_range("share", share, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         salt = self.new_salt() if salt is None else int(salt)
         running = self.system
-        renamed = [copy.copy(p) for p in challenger.pipelines]
-        for p, q in zip(challenger.pipelines, renamed):
-            q.name = f"{p.name}/candidate"
-        router = ABSystemRouter(ExperimentDesigner(config={"share": share}, salt=salt), running, challenger)
-        split = System([*running.pipelines, *renamed], router, running.route_names)
+        split = split_systems(running, challenger, ExperimentDesigner(config={"share": share}, salt=salt))
         with self.serving(split):
             log = self.serve(learn=learn)
         return SplitWindow(log, log.requests["pipeline"] >= len(running.pipelines), salt)

@@ -33,7 +33,7 @@ from agents.decision.functional import ExperimentDesigner
 from agents.decision.params import ParamSpace
 from agents.decision.system import Pipeline, System
 from agents.evolution.codec import SpaceCodec
-from agents.evolution.deployment import REGIME_SCALARS, ABRouter, Deployment, qualified_agents
+from agents.evolution.deployment import REGIME_SCALARS, ABRouter, Deployment, check_concurrency, qualified_agents
 from envs.config import WorldConfig, known_keys, world_size
 from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int, check_range
@@ -74,11 +74,8 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         else:
             self.reward_cfg = LayeredRewardConfig(**known_keys("reward", reward, LayeredRewardConfig))
         self.window = check_int("window", window, 1)
-        self.concurrency = check_int("concurrency", concurrency, 1)
+        self.concurrency = check_concurrency(concurrency, self.world_cfg)  # before any simulation
         self.warmup = check_int("warmup", warmup, 0)
-        if self.concurrency > self.world_cfg.num_users:
-            raise ConfigError(f"`concurrency` must be <= `world.num_users`, one user per concurrent session "
-                              f"(got {self.concurrency} > {self.world_cfg.num_users}); lower it or raise num_users")
         self.risk_bound = check_range("risk_bound", risk_bound, 0.0)
         if render_mode is not None:
             check_choice("render_mode", render_mode, self.metadata["render_modes"])

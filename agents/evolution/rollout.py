@@ -23,7 +23,7 @@ from typing import Any
 
 from agents.decision.functional import ABDecision, ExperimentDesigner
 from agents.decision.system import Pipeline, System
-from agents.evolution.deployment import ABRouter, ABSystemRouter, DeploymentService
+from agents.evolution.deployment import ABRouter, DeploymentService, split_systems
 from envs.log import InteractionLog
 from envs.validation import check_choice, check_int
 
@@ -115,16 +115,10 @@ def ab_test_systems(
     """
     check_int("windows", windows, 1)
     system = service.system
-    renamed = []
-    for p in challenger.pipelines:
-        q = copy.copy(p)
-        q.name = f"{p.name}/candidate"
-        renamed.append(q)
     designer = _fresh(service, designer, salt)
-    router = ABSystemRouter(designer, system, challenger)
     n = len(system.pipelines)
-    arms = (tuple(range(n)), tuple(range(n, n + len(renamed))))
-    split = System([*system.pipelines, *renamed], router, system.route_names)
+    arms = (tuple(range(n)), tuple(range(n, n + len(challenger.pipelines))))
+    split = split_systems(system, challenger, designer)
     return _run_split(service, split, designer, arms, windows, metric, guardrail_tolerance, on_log)
 
 
