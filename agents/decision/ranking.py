@@ -19,10 +19,24 @@ from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int
 from rewards.inner import ranking_metrics
 
-__all__ = ["ARCHITECTURES", "EnsembleRanker", "MultiTaskNet", "TorchRanker", "pair_features"]
+__all__ = ["ARCHITECTURES", "EnsembleRanker", "MultiTaskNet", "TorchRanker", "flush_subnormal", "pair_features"]
 
 ARCHITECTURES = ("linear", "mlp")
 HEADS = ("click", "like", "dwell")
+TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32; below it (but not 0) values are subnormal
+
+
+def flush_subnormal(a: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """``a`` with its subnormal float32 entries (0 < |x| < TINY) set to 0, in place; returns ``a``.
+
+    Arithmetic on subnormals runs in CPU microcode (~100x slower per instruction): a handful of them in a
+    weight matrix slows every matmul that reads it. Values that small are 0 for every purpose here.
+    """
+    if isinstance(a, torch.Tensor):
+        a.masked_fill_(a.abs() < TINY, 0.0)
+    else:
+        a[np.abs(a) < TINY] = 0.0
+    return a
 
 
 def pair_features(
@@ -41,7 +55,7 @@ def pair_features(
     """
     b, c = items.shape
     safe = np.maximum(items, 0)
-    item = catalog.features[safe]  # (B, C, F)
+    item = flush_subnormal(catalog.features[safe])  # (B, C, F), a copy; e.g. a Beta-drawn risk can be ~1e-41
     d = catalog.embedding_dim
     cross = item[..., :d] * batch.profile[:, None, :]
     user = np.broadcast_to(batch.user_features[:, None, :], (b, c, batch.user_features.shape[1]))
@@ -69,6 +83,8 @@ class _InputParts:
         self.w_user, w_item, self.w_cross, w_route, _ = torch.split(layer.weight, [user_dim, item_dim, d, num_routes, 1], dim=1)
         self.bias = layer.bias
         feats = torch.from_numpy(catalog.features)
+        if bool((torch.abs(feats) < TINY).logical_and_(feats != 0).any()):  # e.g. a Beta-drawn risk of ~1e-41
+            feats = flush_subnormal(feats.clone())
         self.item_part = feats @ w_item.T  # (N, H): once per call, shared by all requests
         self.embedding = feats[:, :d]
         self.route_part = w_route  # (H, R)
@@ -179,7 +195,29 @@ class TorchRanker(DecisionAgent):
         self.updates = 0  # gradient steps taken
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.config["lr"], weight_decay=self.config["weight_decay"])
+        # decoupled weight decay (AdamW: w <- w (1 - lr wd) per step). Adam's L2 term (wd w added to the gradient)
+        # is divided by Adam's own running scale of that gradient: a weight with no data gradient (into or out of
+        # a ReLU unit that never fires) then shrinks by a constant factor per step, geometrically toward 0, and
+        # passes through the float32 subnormals, where every matmul reading it runs ~10x slower
+        # (tests/agents/test_ranking_numerics.py)
+        # foreach: one kernel per step for all parameters instead of one per tensor (tiny tensors, Python overhead)
+        return torch.optim.AdamW(self.model.parameters(), lr=self.config["lr"], weight_decay=self.config["weight_decay"],
+                                 foreach=True)
+
+    @torch.no_grad()
+    def _flush_subnormal_state(self) -> None:
+        """Zero the subnormal entries of the parameters and of the optimizer's state (once per window).
+
+        Adam's first moment of a weight whose gradient became exactly 0 (a unit that stopped firing) decays by
+        ``beta1`` per step, reaching subnormals within ~800 steps; the parameters do not (decoupled decay) but are
+        flushed too, so serving never reads a subnormal weight whatever the optimizer state was loaded from.
+        """
+        for p in self.model.parameters():
+            flush_subnormal(p)
+        for state in self._opt.state.values():
+            for v in state.values():
+                if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim():
+                    flush_subnormal(v)
 
     def configure(self, config: dict) -> None:
         super().configure(config)
@@ -200,7 +238,7 @@ class TorchRanker(DecisionAgent):
     def act(
         self, batch: RequestBatch, candidates: Candidates, catalog: CatalogView, chunk: int = 32, factorized: bool = True
     ) -> dict[str, np.ndarray]:
-        """Heads (B, C) for every candidate; invalid candidates get click and like 0.
+        """Heads (B, C) for every candidate; invalid candidates get click and like 0 (and, factorized, dwell 0).
 
         ``factorized`` computes the input layer by parts instead of materialising (B, C, Fin) features:
         the user part once per request, the item part once per catalog item, and per pair only the
@@ -210,18 +248,26 @@ class TorchRanker(DecisionAgent):
         out = {h: np.zeros((b, c), np.float32) for h in HEADS}
         layer = self.model.input_layer if factorized else None
         parts = _InputParts(layer, catalog, batch.user_features.shape[1], self.num_routes) if layer is not None else None
+        valid = candidates.valid
         for lo in range(0, b, chunk):  # chunks of requests bound memory; not a loop over users
             rows = np.arange(lo, min(lo + chunk, b))
             sub = batch.subset(rows)
-            seg = np.repeat(sub.segment, c)
             if parts is not None:
-                heads = self._predict_parts(parts, sub, candidates.items[rows], candidates.route[rows], seg)
+                # the valid candidates of each row first, the chunk cut to its widest row: repeats emptied by fusion
+                # (~1/4 of a fused set) are not scored
+                v = valid[rows]
+                width = max(int(v.sum(axis=1).max()), 1)
+                cols = np.argsort(~v, axis=1, kind="stable")[:, :width] if width < c else np.broadcast_to(np.arange(c), v.shape)
+                items = np.take_along_axis(candidates.items[rows], cols, axis=1)
+                route = np.take_along_axis(candidates.route[rows], cols, axis=1)
+                heads = self._predict_parts(parts, sub, items, route, np.repeat(sub.segment, width))
+                for h in HEADS:
+                    out[h][rows[:, None], cols] = heads[h].reshape(len(rows), width)
             else:
                 x = pair_features(sub, candidates.items[rows], candidates.route[rows], catalog, self.num_routes)
-                heads = self.predict(x.reshape(-1, self.in_dim), seg)
-            for h in HEADS:
-                out[h][rows] = heads[h].reshape(len(rows), c)
-        valid = candidates.valid
+                heads = self.predict(x.reshape(-1, self.in_dim), np.repeat(sub.segment, c))
+                for h in HEADS:
+                    out[h][rows] = heads[h].reshape(len(rows), c)
         out["click"][~valid] = 0.0
         out["like"][~valid] = 0.0
         return out
@@ -238,7 +284,7 @@ class TorchRanker(DecisionAgent):
     def remember(self, x: np.ndarray, segment: np.ndarray, click: np.ndarray, like: np.ndarray, dwell: np.ndarray) -> None:
         """Store features of shown items with their outcome (dwell in seconds; 0 when not clicked)."""
         y = np.stack([click, like, np.where(click, np.log1p(dwell), 0.0)], axis=1).astype(np.float32)
-        self._pending.append((x.astype(np.float32), y, segment.astype(np.int64)))
+        self._pending.append((x.astype(np.float32, copy=False), y, segment.astype(np.int64, copy=False)))
 
     def memory(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The remembered impressions (features (n, Fin), targets (n, 3): click, like, log-dwell, segments (n,)),
@@ -288,27 +334,27 @@ class TorchRanker(DecisionAgent):
         if n == 0:
             return
         x, y, s = torch.from_numpy(self._buf_x), torch.from_numpy(self._buf_y), torch.from_numpy(self._buf_s)
-        bce = nn.BCEWithLogitsLoss()
+        bce = nn.functional.binary_cross_entropy_with_logits
         self.model.train()
         bs = int(self.config["batch_size"])
         batches = -(-n // bs)
         epochs = max(int(self.config["epochs"]), -(-min_updates // batches))
-        for _ in range(epochs):  # small buffers (early windows) get more passes: min_updates steps in all
+        for _ in range(epochs):  # small buffers (early windows) get more passes: at least min_updates steps in all
             perm = torch.randperm(n, generator=self.generator)
             for lo in range(0, n, bs):
                 idx = perm[lo : lo + bs]
                 out = self.model(x[idx], s[idx])
                 yb = y[idx]
-                clicked = yb[:, 0] > 0
-                loss = bce(out[:, 0], yb[:, 0])
-                if bool(clicked.any()):
-                    loss = loss + 0.5 * bce(out[clicked, 1], yb[clicked, 1])
-                    loss = loss + 0.1 * ((out[clicked, 2] - yb[clicked, 2]) ** 2).mean()
+                clicked = yb[:, 0]  # 0 / 1: the like and dwell heads learn from clicked rows only
+                # means over the clicked rows as masked sums (0 when none was clicked): no boolean indexing
+                given_click = 0.5 * bce(out[:, 1], yb[:, 1], reduction="none") + 0.1 * (out[:, 2] - yb[:, 2]) ** 2
+                loss = bce(out[:, 0], clicked) + (given_click * clicked).sum() / clicked.sum().clamp(min=1.0)
                 self._opt.zero_grad()
                 loss.backward()
                 self._opt.step()
                 self.updates += 1
         self.model.eval()
+        self._flush_subnormal_state()
         self.trained_on += n
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
