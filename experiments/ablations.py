@@ -3,10 +3,12 @@
 ``python -m experiments.ablations [--smoke] [--out DIR]`` runs, for every ablation in :data:`ABLATIONS`,
 ``python -m experiments.run -m experiment=<preset>`` (arms x seeds on the joblib launcher, tables only: no
 wandb, TensorBoard or per-run plots), then evaluates the claims the preset declares (``conf/experiment/<preset>.yaml``)
-and writes ``<out>/report.md``: a table of every claim's effect, 95% CI and verdict, then per ablation the claim
-lines, the per-arm summary and the figures (curves with CI bands per arm, shifts marked), with the runtime of each
-multirun. ``<out>/<preset>/`` keeps the runs (``runs/``), that ablation's own ``report.md``, its figures and the
-multirun's log; ``<out>/summary.json`` has the verdicts and timings.
+and writes ``<out>/report.md``: a table of every claim's effect, 95% CI, p-value and verdict (also after Holm's and
+Benjamini-Hochberg's adjustment over the whole suite), a table of each claim's power (MDE80, power at its
+``min_effect``, bootstrap interval, A/A noise floor), then per ablation the claim lines, the per-arm summary and
+the figures (curves with CI bands per arm, shifts marked), with the runtime of each multirun. ``<out>/<preset>/``
+keeps the runs (``runs/``), that ablation's own ``report.md``, its figures and the multirun's log;
+``<out>/summary.json`` has every claim's numbers and verdicts (:func:`suite_summary`) and the timings.
 
 ``--smoke`` runs a reduced suite (2 seeds, 3 + 1 windows of 100 requests, 50 sessions, rankers without minimum
 updates; the five multiruns at once, one job each: about two minutes on 2 cores) that checks the machinery end to
@@ -33,10 +35,20 @@ from pathlib import Path
 
 from experiments.config import ClaimConfig
 from experiments.plot import load_metrics, load_shifts, make_figures, save_figures, use_agg
-from experiments.report import ClaimResult, evaluate_claim, load_claims, load_gates, render_report
+from experiments.report import (
+    VERDICT_RULE,
+    ClaimResult,
+    adjust,
+    claims_table,
+    evaluate_claim,
+    load_claims,
+    load_gates,
+    power_table,
+    render_report,
+)
 
 __all__ = ["ABLATIONS", "SMOKE_OVERRIDES", "Ablation", "AblationResult", "evaluate_ablation", "main", "render_suite",
-           "run_ablation", "run_suite"]
+           "run_ablation", "run_suite", "suite_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +178,6 @@ def _demote(markdown: str) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
 
 
-def _fmt(x: float) -> str:
-    return "" if math.isnan(x) else f"{x:+.4g}"
-
-
 def render_suite(done: list[AblationResult], smoke: bool, total: float, command: str) -> str:
     """The combined Markdown report: every claim in one table, then one section per ablation."""
     lines = ["# Ablation suite: the paradigm's claims, measured", ""]
@@ -177,19 +185,15 @@ def render_suite(done: list[AblationResult], smoke: bool, total: float, command:
     lines.append(f"`{command}`: {suite}; "
                  f"{sum(r.runs for r in done)} runs in {total:.0f} s on {platform.machine()} with {os.cpu_count()} cores "
                  f"(Python {platform.python_version()}).")
+    results = [c for r in done for c in r.results]
+    tested = sum(c.verdict != "untestable" for c in results)
     lines += ["", "Each claim's effect is `a - b` of the metric averaged per seed over the claim's windows; the 95% "
-              "t-interval is across seeds (paired by seed: the arms of one seed share the world). A claim **held** "
-              "when the whole interval lies on the claimed side, is **contradicted** when it lies wholly on the "
-              "other side of 0, and is **inconclusive** otherwise.", ""]
-    lines += ["| claim | ablation | metric | a | b | claimed | effect (a - b) | 95% CI | n | verdict |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in done:
-        for c in r.results:
-            ci = "" if math.isnan(c.low) else f"[{c.low:+.4g}, {c.high:+.4g}]"
-            claimed = ">" if c.claim.direction == "greater" else "<"
-            lines.append(f"| {c.claim.name} | {r.ablation.key} {r.ablation.title.lower()} | {c.claim.metric} | "
-                         f"{' + '.join(c.claim.a)} | {' + '.join(c.claim.b)} | a {claimed} b | {_fmt(c.effect)} | {ci} | "
-                         f"{c.n} | **{c.verdict}** |")
+              "t-interval and the p-value are across seeds (paired by seed: the arms of one seed share the world). "
+              + VERDICT_RULE, "",
+              f"In the tables below *Holm* and *BH* adjust over all {tested} testable claims of the suite; in each "
+              "ablation's section, over that ablation's claims.", ""]
+    keys = [f"{r.ablation.key} {r.ablation.title.lower()}" for r in done for _ in r.results]
+    lines += [*claims_table(results, adjust(results), keys), "", *power_table(results)]
     lines += ["", "| ablation | preset | runs | runtime |", "|---|---|---|---|"]
     for r in done:
         runtime = "" if math.isnan(r.seconds) else f"{r.seconds:.0f} s"
@@ -201,6 +205,41 @@ def render_suite(done: list[AblationResult], smoke: bool, total: float, command:
                      f"report alone: `python -m experiments.report {r.run_dir}`.")
         lines += ["", _demote(r.section.split("\n", 1)[1] if r.section.startswith("# ") else r.section).strip()]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _json_safe(value: object) -> object:
+    """nan and inf become null (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def suite_summary(done: list[AblationResult], smoke: bool, total: float) -> dict:
+    """``summary.json``: per ablation its runs and runtime, per claim every number of its result
+    (:meth:`~experiments.report.ClaimResult.as_dict`) and its Holm and BH p-values and verdicts, adjusted over
+    the whole suite (``<key>_preset``: over the ablation's own claims)."""
+    results = [c for r in done for c in r.results]
+    suite = dict(zip((id(c) for c in results), adjust(results)))
+    ablations = {}
+    for r in done:
+        own = dict(zip((id(c) for c in r.results), adjust(r.results)))
+        claims = {}
+        for c in r.results:
+            s, o = suite[id(c)], own[id(c)]
+            claims[c.claim.name] = {**c.as_dict(), "p_holm": s.p_holm, "verdict_holm": s.verdict_holm, "p_bh": s.p_bh,
+                                    "verdict_bh": s.verdict_bh, "p_holm_preset": o.p_holm,
+                                    "verdict_holm_preset": o.verdict_holm, "p_bh_preset": o.p_bh,
+                                    "verdict_bh_preset": o.verdict_bh}
+        ablations[r.ablation.key] = {"preset": r.ablation.preset, "runs": r.runs, "seconds": round(r.seconds, 1),
+                                     "claims": claims}
+    return {"smoke": smoke, "seconds": round(total, 1), "alpha": 0.05, "power": 0.8,
+            "multiplicity": f"Holm and Benjamini-Hochberg over the suite's {sum(c.verdict != 'untestable' for c in results)} "
+                            f"testable claims (p_holm, p_bh); *_preset: over each ablation's own claims",
+            "ablations": ablations}
 
 
 def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[str] | None = None, jobs: int = 2,
@@ -242,12 +281,8 @@ def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[s
     total = time.perf_counter() - started if run else sum(r.seconds for r in done if not math.isnan(r.seconds))
     path = out / "report.md"
     path.write_text(render_suite(done, smoke, total, command))
-    summary = {"smoke": smoke, "seconds": round(total, 1),
-               "ablations": {r.ablation.key: {"preset": r.ablation.preset, "runs": r.runs, "seconds": round(r.seconds, 1),
-                                              "claims": {c.claim.name: {"verdict": c.verdict, "effect": c.effect,
-                                                                        "ci": [c.low, c.high], "n": c.n}
-                                                         for c in r.results}} for r in done}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=lambda x: None))
+    (out / "summary.json").write_text(json.dumps(_json_safe(suite_summary(done, smoke, total)), indent=1,
+                                                 default=lambda x: None))
     return path, done
 
 

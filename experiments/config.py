@@ -161,7 +161,7 @@ class RewardConfig(LayeredRewardConfig):
     def layered(self) -> LayeredRewardConfig:
         """The plain layered-reward part, for the evolution env."""
         return LayeredRewardConfig(dict(self.inner_weight), dict(self.inner_metric), dict(self.inner_sign), self.outer,
-                                   dict(self.outer_terms))
+                                   dict(self.outer_terms), self.outcome)
 
     def build_handler(self) -> LagrangianConstraints | WeightedScalarisation | None:
         """A fresh constraint handler (or None without constraints)."""
@@ -222,7 +222,11 @@ class ClaimConfig:
     that are ``>= from_step`` and ended on or after simulated day ``from_day`` (e.g. the windows after the last
     shift, whatever the window length), then over the group's arms;
     the effect ``a - b`` gets a 95% t-interval across seeds (paired by seed when both groups ran the same seeds).
-    The claim held when the whole interval lies beyond ``min_effect`` in ``direction``.
+    The claim held when the whole interval lies on the claimed side of 0 (significant at 5%, two-sided).
+
+    ``min_effect`` (required, > 0, in the metric's units) is the smallest effect worth detecting: the report gives
+    the power to detect it with the seeds run and whether the effect is beyond it (the interval wholly past it:
+    ``yes``; wholly short of it: ``no``), and calls an inconclusive claim underpowered when that power is < 0.8.
     """
 
     name: str = "C0"
@@ -230,8 +234,8 @@ class ClaimConfig:
     metric: str = "reward"
     a: list[str] = field(default_factory=list)
     b: list[str] = field(default_factory=list)
-    direction: str = "greater"  # greater: a - b > min_effect; less: a - b < -min_effect
-    min_effect: float = 0.0
+    direction: str = "greater"  # greater: a - b > 0; less: a - b < 0
+    min_effect: float | None = None  # required: the smallest |a - b| worth detecting, in the metric's units
     from_step: int = 0
     from_day: float = 0.0  # only windows whose ``day`` (the simulated day at their end) is >= this
     stage: str = "all"  # all | evolution | exploit
@@ -252,7 +256,11 @@ class ClaimConfig:
         if set(self.a) & set(self.b):
             raise ConfigError(f"`{key}.a` and `{key}.b` must not share arms (got {self.a} and {self.b})")
         check_choice(f"{key}.direction", self.direction, CLAIM_DIRECTIONS)
-        check_range(f"{key}.min_effect", self.min_effect, 0.0)
+        if self.min_effect is None:
+            raise ConfigError(f"`{key}.min_effect` is required: the smallest effect a - b worth detecting, in the metric's "
+                              f"units (a number > 0, e.g. 0.02 for clicks per request); the report gives the power to "
+                              f"detect it and whether the effect exceeds it (got none)")
+        check_range(f"{key}.min_effect", self.min_effect, 0.0, low_inclusive=False)
         check_int(f"{key}.from_step", self.from_step, 0)
         check_range(f"{key}.from_day", self.from_day, 0.0)
         check_choice(f"{key}.stage", self.stage, CLAIM_STAGES)

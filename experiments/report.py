@@ -4,11 +4,16 @@
 (or ``metrics.csv``) and the claims of its ``config.yaml`` (declared in ``conf/experiment/*.yaml``, see
 :class:`~experiments.config.ClaimConfig`). Per claim: the metric is averaged per seed over windows
 of the claim's ``stage`` (the evolution's, the exploit ones after it, or all), ``>= from_step``, ending on or after day
-``from_day``, and over each group's arms; the effect ``a - b`` gets a 95% t-interval across seeds,
-paired by seed when both groups ran the same seeds (else Welch's interval). The verdict is ``held`` when
-the interval lies beyond ``min_effect`` in the claimed direction, ``contradicted`` when it lies wholly on
-the other side of 0, ``inconclusive`` otherwise, and ``untestable`` when an arm, the metric or a second
-seed is missing. The figures of :mod:`experiments.plot` are written next to the report and embedded.
+``from_day``, and over each group's arms; the effect ``a - b`` gets a 95% t-interval across seeds and a two-sided p-value,
+paired by seed when both groups ran the same seeds (else Welch's interval). :data:`VERDICT_RULE`: the verdict is
+``held`` when the interval lies wholly on the claimed side of 0, ``contradicted`` when it lies wholly on
+the other side, ``inconclusive`` otherwise (``underpowered`` too when the power to detect the claim's
+``min_effect`` is < 0.8), and ``untestable`` when an arm, the metric or a second seed is missing; whether the
+effect is beyond ``min_effect`` (the smallest effect worth detecting) is reported apart. Each claim also gets its
+MDE at 80% power, the power at ``min_effect``, a bootstrap interval when there are few seeds, an A/A noise floor
+(its baseline group against itself, :class:`NoiseFloor`) and the verdicts after Holm's and Benjamini-Hochberg's
+adjustment over the report's claims (:func:`adjust`). The figures of :mod:`experiments.plot` are written next to
+the report and embedded.
 """
 
 from __future__ import annotations
@@ -26,23 +31,69 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from envs.validation import ConfigError
 from experiments.config import ClaimConfig
 from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, save_figures, use_agg
-from rewards.stats import mean_ci, welch_interval
+from rewards.stats import benjamini_hochberg, bootstrap_ci, holm, mde, mean_ci, mean_test, power_at, welch_interval
 
-__all__ = ["ClaimResult", "evaluate_claim", "load_claims", "main", "render_report", "scope_of", "write_report"]
+__all__ = ["ALPHA", "BOOTSTRAP_BELOW", "POWER", "VERDICT_RULE", "Adjustment", "ClaimResult", "NoiseFloor", "adjust",
+           "claim_samples", "claims_table", "evaluate_claim", "load_claims", "main", "noise_floor", "power_table",
+           "render_report", "scope_of", "window_table", "write_report"]
 
 log = logging.getLogger(__name__)
 
 VERDICTS = ("held", "contradicted", "inconclusive", "untestable")
+ALPHA = 0.05  # two-sided: the 95% intervals
+POWER = 0.8  # the MDE's power, and the power below which an inconclusive claim is called underpowered
+BOOTSTRAP_BELOW = 10  # seeds: a percentile bootstrap interval is shown next to the t-interval below this many
+VERDICT_RULE = (
+    "A claim **held** when the whole 95% interval of `a - b` lies on the claimed side of 0 (two-sided p < 0.05 "
+    "with the effect in the claimed direction), is **contradicted** when it lies wholly on the other side, and is "
+    "**inconclusive** otherwise (**underpowered** too when the power to detect its `min_effect` with these seeds "
+    "is < 0.8: a null result that says little), **untestable** when an arm, the metric or a second seed is missing. "
+    "Whether the effect is as large as the claim's `min_effect` (the smallest effect worth detecting) is reported "
+    "apart, as *beyond min_effect*: **yes** when the interval lies wholly past it, **no** when wholly short of it "
+    "(a significant but negligible effect), **unclear** otherwise. *Holm* and *BH* repeat the verdict with the "
+    "p-values adjusted over the table's claims (family-wise error, false discovery rate). *MDE80* is the effect "
+    "these seeds detect with 80% power given the observed spread; the *A/A* columns compare the baseline group `b` "
+    "with itself (its alternate windows, paired by seed): a noise floor whose interval should cover 0."
+)
 
 
 # --------------------------------------------------------------------------- claims
 
 
 @dataclass
+class NoiseFloor:
+    """An A/A check of a claim's baseline group ``b`` against itself: per seed, the metric over the odd-numbered
+    windows of the claim's scope minus the even-numbered ones (``effect``, its 95% interval and p-value across the
+    ``n`` seeds, paired; it should cover 0: a trend over windows or a bug shows here), and the spread of the group's
+    per-seed mean across seeds (``seed_sd``) with the MDE at 80% power of two independent groups of ``n`` seeds
+    of that spread (``mde80``: what seeds alone, without pairing, leave undetectable)."""
+
+    effect: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    p: float = math.nan
+    n: int = 0
+    seed_sd: float = math.nan
+    mde80: float = math.nan
+
+    def as_dict(self) -> dict[str, float | int | list[float]]:
+        return {"effect": self.effect, "ci": [self.low, self.high], "p": self.p, "n": self.n, "seed_sd": self.seed_sd,
+                "mde80": self.mde80}
+
+
+@dataclass
 class ClaimResult:
-    """A claim's effect ``a - b`` across seeds, its 95% interval and the verdict."""
+    """A claim's effect ``a - b`` across seeds, its 95% interval, p-value, power and the verdict.
+
+    ``sd`` is the spread behind the interval (paired: of the per-seed differences; Welch: the root mean square of
+    the two groups' standard deviations), ``mde80`` the effect detected with 80% power at this ``n`` and ``sd``,
+    ``n_a``/``n_b`` the groups' seeds, ``power`` the power at the claim's ``min_effect``, ``beyond_min`` whether
+    the effect is beyond ``min_effect`` (``yes``, ``no``, ``unclear``), ``boot_low``/``boot_high`` a percentile
+    bootstrap interval (fewer than :data:`BOOTSTRAP_BELOW` seeds), ``aa`` the A/A noise floor of group ``b``.
+    """
 
     claim: ClaimConfig
     verdict: str
@@ -55,21 +106,95 @@ class ClaimResult:
     paired: bool = False
     seeds: list[int] = field(default_factory=list)
     note: str = ""
+    p: float = math.nan
+    sd: float = math.nan
+    n_a: int = 0
+    n_b: int = 0
+    mde80: float = math.nan
+    power: float = math.nan
+    beyond_min: str = ""
+    boot_low: float = math.nan
+    boot_high: float = math.nan
+    aa: NoiseFloor = field(default_factory=NoiseFloor)
+
+    @property
+    def underpowered(self) -> bool:
+        """Inconclusive with less than :data:`POWER` power to detect ``min_effect``."""
+        return self.verdict == "inconclusive" and self.power < POWER
+
+    @property
+    def label(self) -> str:
+        """The verdict in words: ``inconclusive (underpowered: power 0.23 at min_effect)`` when it is."""
+        return f"{self.verdict} (underpowered: power {self.power:.2f} at min_effect)" if self.underpowered else self.verdict
 
     def line(self) -> str:
         """One Markdown line stating the claim and whether it held."""
         c = self.claim
         a, b = " + ".join(c.a), " + ".join(c.b)
         sign = ">" if c.direction == "greater" else "<"
-        bound = f"{c.min_effect if c.direction == 'greater' or c.min_effect == 0 else -c.min_effect:g}"
         scope = scope_of(c)
-        head = (f"**{c.name}: {self.verdict.upper()}**: {c.metric} of {a} {sign} {b} (effect a - b {sign} {bound})"
-                + (f" over {scope}" if scope else ""))
+        flag = f" (underpowered: power {self.power:.2f} at min_effect)" if self.underpowered else ""
+        head = (f"**{c.name}: {self.verdict.upper()}**{flag}: {c.metric} of {a} {sign} {b} (effect a - b {sign} 0; "
+                f"min_effect {c.min_effect:g})" + (f" over {scope}" if scope else ""))
         if self.verdict == "untestable":
             return f"{head}; {self.note}"
         test = "paired by seed" if self.paired else "Welch, unpaired"
+        boot = "" if math.isnan(self.boot_low) else f", bootstrap [{self.boot_low:+.4g}, {self.boot_high:+.4g}]"
         return (f"{head}; effect {self.effect:+.4g}, 95% CI [{self.low:+.4g}, {self.high:+.4g}] "
-                f"({a} {self.a_mean:.4g} vs {b} {self.b_mean:.4g}; {test}, n={self.n} seeds)")
+                f"({a} {self.a_mean:.4g} vs {b} {self.b_mean:.4g}; {test}, n={self.n} seeds); p={_fmt_p(self.p)}{boot}; "
+                f"MDE80 {_fmt_g(self.mde80)}, power {_fmt_pow(self.power)} at min_effect; "
+                f"beyond min_effect: {self.beyond_min}")
+
+    def as_dict(self) -> dict:
+        """The numbers of the result (``summary.json``); nan where not computed."""
+        return {"verdict": self.verdict, "label": self.label, "underpowered": self.underpowered, "effect": self.effect,
+                "ci": [self.low, self.high], "p": self.p, "n": self.n, "n_a": self.n_a, "n_b": self.n_b,
+                "paired": self.paired,
+                "sd": self.sd, "mde80": self.mde80, "min_effect": self.claim.min_effect,
+                "power_at_min_effect": self.power, "beyond_min_effect": self.beyond_min,
+                "bootstrap_ci": [self.boot_low, self.boot_high], "aa": self.aa.as_dict(), "note": self.note}
+
+
+def _fmt_p(p: float) -> str:
+    return "n/a" if math.isnan(p) else f"{p:.2g}" if p >= 1e-4 else "<1e-4"
+
+
+def _fmt_g(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.3g}"
+
+
+def _fmt_pow(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.2f}"
+
+
+@dataclass
+class Adjustment:
+    """A claim's p-value and verdict after Holm's and after Benjamini-Hochberg's adjustment over a family of claims."""
+
+    p_holm: float
+    verdict_holm: str
+    p_bh: float
+    verdict_bh: str
+
+
+def adjust(results: Sequence[ClaimResult], alpha: float = ALPHA) -> list[Adjustment]:
+    """Holm- and BH-adjusted p-values over ``results`` (untestable claims take no part) and the verdicts they give:
+    ``held`` / ``contradicted`` when the adjusted p is ``<= alpha`` and the effect is on the claimed / other side,
+    else ``inconclusive`` (``untestable`` stays)."""
+    p = np.array([r.p if r.verdict != "untestable" else math.nan for r in results], dtype=np.float64)
+    by_holm, by_bh = holm(p, alpha), benjamini_hochberg(p, alpha)
+    out = []
+    for i, r in enumerate(results):
+        side = (r.effect > 0) == (r.claim.direction == "greater")
+
+        def verdict(reject: bool, r: ClaimResult = r, side: bool = side) -> str:
+            if r.verdict == "untestable":
+                return "untestable"
+            return ("held" if side else "contradicted") if reject and r.effect != 0 else "inconclusive"
+
+        out.append(Adjustment(float(by_holm.p[i]), verdict(bool(by_holm.reject[i])), float(by_bh.p[i]),
+                              verdict(bool(by_bh.reject[i]))))
+    return out
 
 
 def scope_of(claim: ClaimConfig) -> str:
@@ -80,52 +205,116 @@ def scope_of(claim: ClaimConfig) -> str:
     return " and ".join(parts)
 
 
-def _group_means(frame: pd.DataFrame, arms: list[str], metric: str, from_step: int, from_day: float = 0.0,
-                 stage: str = "all") -> pd.Series:
-    """Per seed: the metric averaged over the ``stage``'s windows ``>= from_step`` ending on or after day ``from_day``,
-    then over the group's arms (seeds with all arms)."""
+def _in_scope(frame: pd.DataFrame, arms: list[str], from_step: int, from_day: float = 0.0, stage: str = "all") -> pd.Series:
+    """Rows of the group's arms in the ``stage``'s windows ``>= from_step`` ending on or after day ``from_day``."""
     keep = frame["arm"].isin(arms) & (frame["step"] >= from_step)
     if from_day > 0:
         keep &= frame["day"] >= from_day
     if stage != "all":
         exploit = frame["phase"] == "exploit" if "phase" in frame else pd.Series(False, index=frame.index)
         keep &= exploit if stage == "exploit" else ~exploit
-    sub = frame[keep]
+    return keep
+
+
+def _group_means(frame: pd.DataFrame, arms: list[str], metric: str, from_step: int, from_day: float = 0.0,
+                 stage: str = "all") -> pd.Series:
+    """Per seed: the metric averaged over the ``stage``'s windows ``>= from_step`` ending on or after day ``from_day``,
+    then over the group's arms (seeds with all arms)."""
+    sub = frame[_in_scope(frame, arms, from_step, from_day, stage)]
     per_run = sub.groupby(["arm", "seed"])[metric].mean().unstack("arm")
     return per_run.dropna().mean(axis=1) if set(arms) <= set(per_run.columns) else pd.Series(dtype=float)
 
 
-def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig) -> ClaimResult:
-    """The claim's effect and verdict on a metrics table with ``arm``, ``seed``, ``step`` and the metric."""
+def window_table(frame: pd.DataFrame, arms: list[str], claim: ClaimConfig, metric: str | None = None) -> pd.DataFrame:
+    """The group's metric per seed (rows) and window (columns: the window's position among the claim's windows of
+    its run, in step order: arms that serve extra windows, e.g. A/B gates, still line up), averaged over the group's
+    arms (seeds that ran all of them; nan where a seed's runs have fewer windows)."""
+    metric = metric or claim.metric
+    sub = frame[_in_scope(frame, arms, claim.from_step, claim.from_day, claim.stage)]
+    if sub.empty or metric not in sub:
+        return pd.DataFrame()
+    sub = sub.sort_values("step", kind="stable")
+    sub = sub.assign(window=sub.groupby(["arm", "seed"]).cumcount())
+    per = sub.groupby(["seed", "window", "arm"])[metric].mean().unstack("arm")
+    if not set(arms) <= set(per.columns):
+        return pd.DataFrame()
+    return per[arms].mean(axis=1, skipna=False).unstack("window")
+
+
+def claim_samples(frame: pd.DataFrame, claim: ClaimConfig) -> tuple[pd.Series, pd.Series, str]:
+    """Per seed, the claim's metric of group ``a`` and of group ``b`` over its windows (finite values only), and
+    why the claim cannot be tested ('' when it can: both groups have at least 2 seeds)."""
+    empty = pd.Series(dtype=float)
     present = set(frame["arm"].unique()) if "arm" in frame else set()
     missing = [arm for arm in [*claim.a, *claim.b] if arm not in present]
     if missing:
-        return ClaimResult(claim, "untestable", note=f"no runs of arm(s) {missing} (arms present: {sorted(present)})")
+        return empty, empty, f"no runs of arm(s) {missing} (arms present: {sorted(present)})"
     if claim.metric not in frame:
-        return ClaimResult(claim, "untestable", note=f"the metrics have no column {claim.metric!r}")
+        return empty, empty, f"the metrics have no column {claim.metric!r}"
     a = _group_means(frame, claim.a, claim.metric, claim.from_step, claim.from_day, claim.stage)
     b = _group_means(frame, claim.b, claim.metric, claim.from_step, claim.from_day, claim.stage)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     if len(a) < 2 or len(b) < 2:
+        return a, b, f"needs at least 2 seeds per group (got {len(a)} and {len(b)})"
+    return a, b, ""
+
+
+def noise_floor(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA, power: float = POWER) -> NoiseFloor:
+    """The A/A check of the claim's group ``b`` against itself (:class:`NoiseFloor`): odd minus even windows of the
+    claim's scope per seed, and the unpaired MDE of the group's spread across seeds."""
+    table = window_table(frame, claim.b, claim)
+    if table.empty:
+        return NoiseFloor()
+    per_seed = table.mean(axis=1)
+    per_seed = per_seed[np.isfinite(per_seed)]
+    n = len(per_seed)
+    seed_sd = float(per_seed.std(ddof=1)) if n >= 2 else math.nan
+    floor = mde(seed_sd, n, alpha, power, paired=False) if n >= 2 else math.nan
+    diffs = []
+    for _, row in table.iterrows():
+        w = row.dropna().to_numpy()
+        if len(w) >= 2:
+            diffs.append(float(w[1::2].mean() - w[0::2].mean()))
+    if len(diffs) < 2:
+        return NoiseFloor(n=len(diffs), seed_sd=seed_sd, mde80=floor)
+    t = mean_test(diffs, 1 - alpha)
+    return NoiseFloor(t.effect, t.low, t.high, t.p, t.n, seed_sd, floor)
+
+
+def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA, power: float = POWER) -> ClaimResult:
+    """The claim's effect, interval, p-value, power and verdict (:data:`VERDICT_RULE`) on a metrics table with
+    ``arm``, ``seed``, ``step`` and the metric."""
+    a, b, why = claim_samples(frame, claim)
+    if why:
         return ClaimResult(claim, "untestable", a_mean=float(a.mean()) if len(a) else math.nan,
-                           b_mean=float(b.mean()) if len(b) else math.nan,
-                           note=f"needs at least 2 seeds per group (got {len(a)} and {len(b)})")
+                           b_mean=float(b.mean()) if len(b) else math.nan, note=why)
     paired = set(a.index) == set(b.index)
+    small = False
     if paired:
         seeds = sorted(a.index)
-        effect, low, high = mean_ci((a[seeds] - b[seeds]).to_numpy())
-        if math.isnan(low):  # identical differences: the interval is the point
-            low = high = effect
-        n = len(seeds)
+        diffs = (a[seeds] - b[seeds]).to_numpy()
+        effect, low, high, _, p, sd, n = mean_test(diffs, 1 - alpha)
+        n_a = n_b = n
+        small = n < BOOTSTRAP_BELOW
+        _, boot_low, boot_high = bootstrap_ci(diffs, level=1 - alpha) if small else (math.nan, math.nan, math.nan)
     else:
         seeds = sorted(set(a.index) | set(b.index))
-        effect, low, high, _, _ = welch_interval(a.to_numpy(), b.to_numpy())  # a - b
-        n = min(len(a), len(b))
+        effect, low, high, _, p = welch_interval(a.to_numpy(), b.to_numpy(), 1 - alpha)  # a - b
+        n_a, n_b = len(a), len(b)
+        n = min(n_a, n_b)
+        sd = math.sqrt((float(a.var(ddof=1)) + float(b.var(ddof=1))) / 2)
+        small = n < BOOTSTRAP_BELOW
+        _, boot_low, boot_high = bootstrap_ci(a.to_numpy(), b.to_numpy(), 1 - alpha) if small else (math.nan,) * 3
     sign = 1.0 if claim.direction == "greater" else -1.0
     lo, hi = sorted((sign * low, sign * high))
-    verdict = "held" if lo > claim.min_effect else "contradicted" if hi < 0 else "inconclusive"
+    verdict = "held" if lo > 0 else "contradicted" if hi < 0 else "inconclusive"
+    floor = claim.min_effect
+    beyond = "yes" if lo > floor else "no" if hi < floor else "unclear"
+    mde80 = mde(sd, n_a, alpha, power, paired, n_b)
+    pw = power_at(floor, sd, n_a, alpha, paired, n_b)
     return ClaimResult(claim, verdict, effect, low, high, float(a.mean()), float(b.mean()), n, paired,
-                       [int(s) for s in seeds])
+                       [int(s) for s in seeds], p=p, sd=sd, n_a=n_a, n_b=n_b, mde80=mde80, power=pw, beyond_min=beyond,
+                       boot_low=boot_low, boot_high=boot_high, aa=noise_floor(frame, claim, alpha, power))
 
 
 # --------------------------------------------------------------------------- loading and rendering
@@ -136,14 +325,24 @@ def _configs(run_dir: Path) -> list[dict]:
     return [yaml.safe_load((d / "config.yaml").read_text()) or {} for d in run_dirs(run_dir) if (d / "config.yaml").exists()]
 
 
-def load_claims(run_dir: str | os.PathLike[str]) -> list[ClaimConfig]:
-    """The claims declared in the runs' ``config.yaml`` (they must agree across runs)."""
+def load_claims(run_dir: str | os.PathLike[str], min_effect: float | None = None) -> list[ClaimConfig]:
+    """The claims declared in the runs' ``config.yaml`` (they must agree across runs). ``min_effect`` fills in
+    claims stored without one (or with 0: runs made before it was required); without it they are a ConfigError."""
     declared = [c.get("claims") or [] for c in _configs(Path(run_dir))]
     if not declared:
         return []
     if any(d != declared[0] for d in declared[1:]):
         log.warning("runs under %s declare different claims; using the first run's", run_dir)
-    return [ClaimConfig(**c) for c in declared[0]]
+    claims = []
+    for c in declared[0]:
+        if min_effect is not None and not c.get("min_effect"):
+            c = {**c, "min_effect": min_effect}
+        try:
+            claims.append(ClaimConfig(**c))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} in the config.yaml of the runs under {run_dir} (runs made before `min_effect` "
+                              f"was required store 0 or none: set it there, or pass a default)") from None
+    return claims
 
 
 def _fmt_ci(values: Sequence[float]) -> str:
@@ -201,6 +400,49 @@ def render_gates(gates: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def _ci(low: float, high: float) -> str:
+    return "" if math.isnan(low) else f"[{low:+.4g}, {high:+.4g}]"
+
+
+def claims_table(results: Sequence[ClaimResult], adjustments: Sequence[Adjustment] | None = None,
+                 keys: Sequence[str] | None = None) -> list[str]:
+    """Markdown lines: every claim's effect, 95% CI, p, n, test, verdict and the verdicts after Holm and BH
+    (``adjustments``: default :func:`adjust` over ``results``); ``keys`` adds a first column (the ablation)."""
+    adjustments = adjust(results) if adjustments is None else adjustments
+    first = ("| ablation ", "|---") if keys is not None else ("", "")
+    lines = [f"| claim {first[0]}| metric | a | b | claimed | effect (a - b) | 95% CI | p | n | test | verdict | Holm | BH |",
+             f"|---{first[1]}|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for i, (r, adj) in enumerate(zip(results, adjustments)):
+        eff = "" if math.isnan(r.effect) else f"{r.effect:+.4g}"
+        test = "" if r.verdict == "untestable" else ("paired" if r.paired else "Welch")
+        p = "" if r.verdict == "untestable" else _fmt_p(r.p)
+        holm_, bh = (f"{v} (p {_fmt_p(q)})" if v != "untestable" else v
+                     for v, q in ((adj.verdict_holm, adj.p_holm), (adj.verdict_bh, adj.p_bh)))
+        key = f" {keys[i]} |" if keys is not None else ""
+        claimed = "a > b" if r.claim.direction == "greater" else "a < b"
+        lines.append(f"| {r.claim.name} |{key} {r.claim.metric} | {' + '.join(r.claim.a)} | {' + '.join(r.claim.b)} "
+                     f"| {claimed} | {eff} | {_ci(r.low, r.high)} | {p} | {r.n} | {test} | {r.label} | {holm_} | {bh} |")
+    return lines
+
+
+def power_table(results: Sequence[ClaimResult]) -> list[str]:
+    """Markdown lines: per claim its min_effect, whether the effect is beyond it, the spread, MDE80, power at
+    min_effect, the bootstrap interval (few seeds) and the A/A noise floor."""
+    lines = ["| claim | min_effect | beyond min_effect | sd | MDE80 | power at min_effect | bootstrap 95% CI "
+             "| A/A (b vs b) | A/A 95% CI | A/A p | seed sd of b | unpaired MDE80 of b |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        aa = r.aa
+        if r.verdict == "untestable":
+            lines.append(f"| {r.claim.name} | {r.claim.min_effect:g} | | | | | | | | | | |")
+            continue
+        lines.append(f"| {r.claim.name} | {r.claim.min_effect:g} | {r.beyond_min} | {_fmt_g(r.sd)} | {_fmt_g(r.mde80)} "
+                     f"| {_fmt_pow(r.power)} | {_ci(r.boot_low, r.boot_high)} "
+                     f"| {'' if math.isnan(aa.effect) else f'{aa.effect:+.3g}'} | {_ci(aa.low, aa.high)} "
+                     f"| {'' if math.isnan(aa.p) else _fmt_p(aa.p)} | {_fmt_g(aa.seed_sd)} | {_fmt_g(aa.mde80)} |")
+    return lines
+
+
 def render_report(frame: pd.DataFrame, results: list[ClaimResult], figures: dict[str, Path], out: Path,
                   title: str = "Experiment report", source: str = "", gates: pd.DataFrame | None = None) -> str:
     """The Markdown report: the claims (one line each, then a table), a per-arm summary (the usual metrics and
@@ -216,17 +458,12 @@ def render_report(frame: pd.DataFrame, results: list[ClaimResult], figures: dict
     lines += ["## Claims", ""]
     if not results:
         lines += ["No claims declared (add `claims:` to the experiment config).", ""]
+    else:
+        lines += [VERDICT_RULE, ""]
     for r in results:
         lines.append(f"- {r.line()}" + (f"  \n  _{r.claim.description}_" if r.claim.description else ""))
     if results:
-        lines += ["", "| claim | metric | a | b | effect (a - b) | 95% CI | n | test | verdict |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in results:
-            ci = "" if math.isnan(r.low) else f"[{r.low:+.4g}, {r.high:+.4g}]"
-            eff = "" if math.isnan(r.effect) else f"{r.effect:+.4g}"
-            test = "" if r.verdict == "untestable" else ("paired" if r.paired else "Welch")
-            lines.append(f"| {r.claim.name} | {r.claim.metric} | {' + '.join(r.claim.a)} | {' + '.join(r.claim.b)} "
-                         f"| {eff} | {ci} | {r.n} | {test} | {r.verdict} |")
+        lines += ["", *claims_table(results), "", *power_table(results)]
     lines += ["", "## Arms", "", "Mean over windows per run, then mean and 95% CI across seeds.", ""]
     cols = [m for m in dict.fromkeys([*SUMMARY_METRICS, *(r.claim.metric for r in results)]) if m in frame]
     if cols:
@@ -245,13 +482,14 @@ def render_report(frame: pd.DataFrame, results: list[ClaimResult], figures: dict
 
 
 def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
-                 claims: list[ClaimConfig] | None = None, figures: bool = True) -> tuple[Path, list[ClaimResult]]:
+                 claims: list[ClaimConfig] | None = None, figures: bool = True, min_effect: float | None = None
+                 ) -> tuple[Path, list[ClaimResult]]:
     """Evaluate the claims of the runs under ``run_dir``, draw the figures and write the report (default
-    ``<run_dir>/report.md``)."""
+    ``<run_dir>/report.md``); ``min_effect`` for stored claims without one (:func:`load_claims`)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "report.md"
     frame = load_metrics(run_dir)
-    claims = load_claims(run_dir) if claims is None else claims
+    claims = load_claims(run_dir, min_effect) if claims is None else claims
     results = [evaluate_claim(frame, c) for c in claims]
     paths: dict[str, Path] = {}
     if figures:
@@ -269,10 +507,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", help="a run or multirun directory (searched recursively for metrics)")
     parser.add_argument("--out", default=None, help="the report's path (default <run_dir>/report.md)")
     parser.add_argument("--no-figures", action="store_true", help="leave the figures out")
+    parser.add_argument("--min-effect", type=float, default=None,
+                        help="min_effect for claims stored without one (runs made before it was required)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     use_agg()
-    path, results = write_report(args.run_dir, args.out, figures=not args.no_figures)
+    path, results = write_report(args.run_dir, args.out, figures=not args.no_figures, min_effect=args.min_effect)
     for r in results:
         print(r.line())
     print(f"report: {path}")

@@ -3,8 +3,11 @@
 One sign convention everywhere: an effect is ``mean(treatment) - mean(control)`` (an A/B test's candidate minus
 its incumbent, a claim's group ``a`` minus group ``b``). :class:`~agents.decision.functional.ExperimentDesigner`
 decides A/B tests with :func:`welch_interval`; :mod:`experiments.report` judges claims with it (unpaired seeds)
-and with :func:`mean_ci` of per-seed differences (paired seeds); :mod:`experiments.plot` draws :func:`mean_ci` bands.
-Pure Python and numpy (no scipy): the t distribution through the regularised incomplete beta function.
+and with :func:`mean_test` of per-seed differences (paired seeds); :mod:`experiments.plot` draws :func:`mean_ci` bands.
+For planning and reading them: :func:`power_at`, :func:`mde` and :func:`n_for_mde` (t-test power, the shifted
+central t approximation), :func:`holm` and :func:`benjamini_hochberg` (multiplicity) and :func:`bootstrap_ci`
+(a percentile check for few seeds). Pure Python and numpy (no scipy): the t distribution through the regularised
+incomplete beta function.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["WelchInterval", "mean_ci", "t_quantile", "t_two_sided_p", "welch_interval"]
+__all__ = ["Adjusted", "MeanTest", "WelchInterval", "benjamini_hochberg", "bootstrap_ci", "clustered_mean_interval",
+           "holm", "mde", "mean_ci", "mean_test", "n_for_mde", "power_at", "t_cdf", "t_quantile", "t_two_sided_p",
+           "welch_interval"]
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -125,3 +130,205 @@ def welch_interval(treatment: Sequence[float] | np.ndarray, control: Sequence[fl
     df = (vt + vc) ** 2 / (vt**2 / (t.size - 1) + vc**2 / (c.size - 1))
     half = t_quantile(0.5 + level / 2, df) * se
     return WelchInterval(effect, effect - half, effect + half, df, t_two_sided_p(effect / se, df))
+
+
+# --------------------------------------------------------------------------- tests, power and multiplicity
+
+
+class MeanTest(NamedTuple):
+    """A one-sample t-test of the mean (e.g. of per-seed paired differences): the mean, its two-sided interval, the
+    degrees of freedom, the two-sided p-value against 0, the sample's standard deviation (ddof 1) and its size."""
+
+    effect: float
+    low: float
+    high: float
+    df: float
+    p: float
+    sd: float
+    n: int
+
+
+def mean_test(values: Sequence[float] | np.ndarray, level: float = 0.95) -> MeanTest:
+    """The ``level`` t-interval of the mean of the finite values and the two-sided p-value of ``mean / se`` on
+    ``n - 1`` degrees of freedom. Fewer than 2 values: infinite interval, ``p = 1``; no spread: the interval is the
+    point and ``p`` is 0 (1 when the mean is 0). The interval is :func:`mean_ci`'s."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    m = float(x.mean()) if x.size else math.nan
+    if x.size < 2:
+        return MeanTest(m, -math.inf, math.inf, math.nan, 1.0, math.nan, int(x.size))
+    sd = float(x.std(ddof=1))
+    if sd == 0.0:
+        return MeanTest(m, m, m, x.size - 1.0, 0.0 if m != 0 else 1.0, 0.0, int(x.size))
+    _, low, high = mean_ci(x, level)
+    return MeanTest(m, low, high, x.size - 1.0, t_two_sided_p(m / (sd / math.sqrt(x.size)), x.size - 1), sd, int(x.size))
+
+
+def t_cdf(t: float, df: float) -> float:
+    """``P(T <= t)`` for Student's t with ``df`` degrees of freedom (inf: the standard normal)."""
+    tail = 0.5 * t_two_sided_p(t, df)
+    return 1.0 - tail if t >= 0 else tail
+
+
+def _design(sd: float, n: int, paired: bool, n_b: int | None) -> tuple[float, float]:
+    """Standard error and degrees of freedom of a mean difference: paired (one sample of ``n`` differences of
+    standard deviation ``sd``: ``sd / sqrt(n)``, ``n - 1``) or two independent groups of ``n`` and ``n_b`` (default
+    ``n``) values of standard deviation ``sd`` each (``sd * sqrt(1/n + 1/n_b)``, ``n + n_b - 2``: Welch's degrees of
+    freedom when the variances and sizes are equal)."""
+    if not (sd >= 0 and math.isfinite(sd)):
+        raise ValueError(f"`sd` must be a finite number >= 0 (got {sd})")
+    n_b = n if n_b is None else n_b
+    if n < 2 or (not paired and n_b < 2):
+        raise ValueError(f"power needs at least 2 values per group (got n={n}{'' if paired else f', n_b={n_b}'})")
+    if paired:
+        return sd / math.sqrt(n), n - 1.0
+    return sd * math.sqrt(1.0 / n + 1.0 / n_b), n + n_b - 2.0
+
+
+def power_at(effect: float, sd: float, n: int, alpha: float = 0.05, paired: bool = True, n_b: int | None = None) -> float:
+    """Power of the two-sided level-``alpha`` t-test to detect a true difference ``effect`` (paired: ``n``
+    differences of standard deviation ``sd``; unpaired: groups of ``n`` and ``n_b``, each of standard deviation
+    ``sd``, see :func:`mde`).
+
+    The shifted central t approximation of the noncentral t (Student's t quantiles, normal-style shift):
+    with ``d = |effect| / se`` and ``c = t_{1 - alpha/2, df}``, ``power = F_df(d - c) + F_df(-d - c)``; at
+    ``effect = 0`` it is ``alpha``. Slightly optimistic for very small ``n`` (the exact noncentral t is wider).
+    """
+    se, df = _design(sd, n, paired, n_b)
+    if se == 0.0:
+        return 1.0 if effect != 0 else alpha
+    d, c = abs(effect) / se, t_quantile(1.0 - alpha / 2, df)
+    return t_cdf(d - c, df) + t_cdf(-d - c, df)
+
+
+def mde(sd: float, n: int, alpha: float = 0.05, power: float = 0.8, paired: bool = True, n_b: int | None = None) -> float:
+    """The minimum detectable effect: the true difference the two-sided level-``alpha`` t-test detects with
+    probability ``power``, ``(t_{1 - alpha/2, df} + t_{power, df}) * se`` (the same approximation as
+    :func:`power_at`, whose far tail it neglects, so ``power_at(mde(...)) ~= power``).
+
+    ``paired=True``: one sample of ``n`` differences (per-seed ``a - b``) of standard deviation ``sd``,
+    ``se = sd / sqrt(n)``, ``df = n - 1``; ``paired=False``: two independent groups (Welch) of ``n`` and ``n_b``
+    (default ``n``) values with standard deviation ``sd`` each, ``se = sd * sqrt(1/n + 1/n_b)``,
+    ``df = n + n_b - 2``. For large ``n`` the two-sample MDE tends to ``(z_{0.975} + z_{0.8}) * sd * sqrt(2 / n)``
+    = ``2.80 * sd * sqrt(2 / n)``.
+    """
+    if not 0.0 < alpha < 1.0 or not 0.0 < power < 1.0:
+        raise ValueError(f"`alpha` and `power` must be in (0, 1) (got alpha={alpha}, power={power})")
+    se, df = _design(sd, n, paired, n_b)
+    return (t_quantile(1.0 - alpha / 2, df) + t_quantile(power, df)) * se
+
+
+def n_for_mde(sd: float, target: float, alpha: float = 0.05, power: float = 0.8, paired: bool = True,
+              max_n: int = 10**7) -> int:
+    """The smallest ``n`` (paired: differences, e.g. seeds; unpaired: per group) whose :func:`mde` is at most
+    ``target``; at least 2, and ``max_n + 1`` when even ``max_n`` is not enough."""
+    if not target > 0:
+        raise ValueError(f"`target` (the minimum detectable effect wanted) must be > 0 (got {target})")
+
+    def ok(n: int) -> bool:
+        return mde(sd, n, alpha, power, paired) <= target
+
+    if ok(2):
+        return 2
+    lo, hi = 2, 4
+    while not ok(hi):  # mde falls with n: double, then bisect
+        if hi > max_n:
+            return max_n + 1
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi if hi <= max_n else max_n + 1
+
+
+class Adjusted(NamedTuple):
+    """Multiplicity-adjusted p-values (nan where the input was nan) and whether each hypothesis is rejected."""
+
+    p: np.ndarray
+    reject: np.ndarray
+
+
+def _adjust(p: Sequence[float] | np.ndarray, alpha: float, method: str) -> Adjusted:
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"`alpha` must be in (0, 1) (got {alpha})")
+    p = np.asarray(p, dtype=np.float64).ravel()
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))  # nan (untestable) take no part: m counts the tested hypotheses
+    m = ok.size
+    if m:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        ranked = p[order]
+        rank = np.arange(1, m + 1)
+        if method == "holm":  # step-down: max over j <= i of (m - j + 1) p_(j)
+            adj = np.maximum.accumulate(np.minimum(1.0, (m - rank + 1) * ranked))
+        else:  # Benjamini-Hochberg step-up: min over j >= i of m p_(j) / j
+            adj = np.minimum.accumulate(np.minimum(1.0, m * ranked / rank)[::-1])[::-1]
+        out[order] = adj
+    return Adjusted(out, np.where(np.isfinite(out), out <= alpha, False))
+
+
+def holm(p: Sequence[float] | np.ndarray, alpha: float = 0.05) -> Adjusted:
+    """Holm's step-down adjustment (controls the family-wise error rate): sorted ascending, ``p_(i)`` becomes
+    ``max_{j <= i} min(1, (m - j + 1) p_(j))``; reject where the adjusted p is ``<= alpha``. nan p-values (claims
+    that could not be tested) stay nan, are never rejected and do not count in ``m``."""
+    return _adjust(p, alpha, "holm")
+
+
+def benjamini_hochberg(p: Sequence[float] | np.ndarray, alpha: float = 0.05) -> Adjusted:
+    """Benjamini-Hochberg's step-up adjustment (controls the false discovery rate): sorted ascending, ``p_(i)``
+    becomes ``min_{j >= i} min(1, m p_(j) / j)``; reject where the adjusted p is ``<= alpha``. nan as in :func:`holm`."""
+    return _adjust(p, alpha, "bh")
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, control: Sequence[float] | np.ndarray | None = None,
+                 level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """The mean (of ``values``, or ``mean(values) - mean(control)``) and its percentile bootstrap ``level``
+    interval: ``resamples`` resamples with replacement (each group on its own when ``control`` is given) from a
+    ``numpy.random.Generator`` seeded with ``seed`` (reproducible). Non-finite values are dropped; nan bounds for
+    fewer than 2 values in a group. With very few values (n < 5) the percentile interval is too narrow (it cannot
+    be wider than the sample's range): read it next to the t-interval, not instead of it."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"`level` must be in (0, 1) (got {level})")
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    c = None if control is None else np.asarray(control, dtype=np.float64)
+    c = None if c is None else c[np.isfinite(c)]
+    if x.size == 0 or (c is not None and c.size == 0):
+        return math.nan, math.nan, math.nan
+    point = float(x.mean() - (c.mean() if c is not None else 0.0))
+    if x.size < 2 or (c is not None and c.size < 2):
+        return point, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    if c is not None:
+        means = means - c[rng.integers(0, c.size, size=(resamples, c.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return point, float(low), float(high)
+
+
+def clustered_mean_interval(values: np.ndarray, clusters: np.ndarray | None = None, level: float = 0.95) -> WelchInterval:
+    """The two-sided ``level`` t-interval of the mean of ``values`` (e.g. per-request credit differences of an
+    interleaved test) with requests clustered by ``clusters`` (e.g. their users; None: every value its own cluster).
+
+    ``se^2 = G / (G - 1) * sum_g (sum_{i in g} (v_i - mean))^2 / n^2`` (the cluster-robust sandwich; ``G``
+    clusters, ``n`` values), ``G - 1`` degrees of freedom, ``p`` the two-sided p-value of ``mean / se``. Fewer than
+    2 clusters: the interval is ``(-inf, inf)`` and ``p = 1`` (the mean is nan without values); ``se = 0``: the
+    interval is the point and ``p`` is 0 (or 1 when the mean is 0). Returned as a :class:`WelchInterval`.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"`level` must be in (0, 1) (got {level})")
+    v = np.asarray(values, dtype=np.float64).ravel()
+    c = np.arange(len(v)) if clusters is None else np.asarray(clusters).ravel()
+    if len(c) != len(v):
+        raise ValueError(f"`clusters` must have one entry per value (got {len(c)} for {len(v)} values)")
+    mean = float(v.mean()) if v.size else math.nan
+    _, group = np.unique(c, return_inverse=True)
+    g = int(group.max()) + 1 if v.size else 0
+    if g < 2:
+        return WelchInterval(mean, -math.inf, math.inf, math.nan, 1.0)
+    sums = np.bincount(group, weights=v - mean, minlength=g)
+    se = math.sqrt(g / (g - 1) * float((sums**2).sum())) / v.size
+    if se == 0.0:
+        return WelchInterval(mean, mean, mean, math.inf, 0.0 if mean != 0 else 1.0)
+    half = t_quantile(0.5 + level / 2, g - 1) * se
+    return WelchInterval(mean, mean - half, mean + half, float(g - 1), t_two_sided_p(mean / se, g - 1))

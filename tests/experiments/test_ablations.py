@@ -36,8 +36,12 @@ def test_smoke_suite_reports_every_claim_with_a_verdict_and_the_figures(tmp_path
         for name, result in claims.items():
             assert result["verdict"] in VERDICTS, (name, result)  # every arm ran: nothing untestable
             assert result["n"] == 2  # 2 seeds, paired
+            assert result["min_effect"] > 0 and result["mde80"] >= 0 and 0 < result["power_at_min_effect"] <= 1
+            assert result["verdict_holm"] in VERDICTS and result["verdict_bh"] in VERDICTS and 0 <= result["p"] <= 1
+            assert result["p_holm"] >= result["p_bh"] >= result["p"] - 1e-12 and len(result["bootstrap_ci"]) == 2
+            assert result["underpowered"] == (result["verdict"] == "inconclusive" and result["power_at_min_effect"] < 0.8)
             row = [ln for ln in report.splitlines() if ln.startswith(f"| {name} | {key} ")]
-            assert len(row) == 1 and re.search(rf"\| \*\*{result['verdict']}\*\* \|$", row[0]), row
+            assert len(row) == 1 and f"| {result['label']} | {result['verdict_holm']} (p " in row[0], row
             assert f"- **{name}: {result['verdict'].upper()}**" in report  # the claim line in its section
             assert f"**{name}: {result['verdict'].upper()}**" in proc.stdout  # printed too
         assert f"## {key}: {ablation.title}" in report
@@ -68,3 +72,34 @@ def test_smoke_suite_reports_every_claim_with_a_verdict_and_the_figures(tmp_path
 def test_only_rejects_an_unknown_ablation(tmp_path):
     with pytest.raises(ValueError, match=r"`--only` must name ablations among \[.*'C1'.*\] \(got \['C9'\]\)"):
         main(["--only", "C9", "--out", str(tmp_path)])
+
+
+def test_suite_table_and_summary_adjust_over_the_whole_suite(tmp_path):
+    from pathlib import Path
+
+    from experiments.ablations import AblationResult, render_suite, suite_summary
+    from experiments.config import ClaimConfig
+    from experiments.report import ClaimResult
+
+    def result(name, p, effect=0.1, power=0.9):
+        claim = ClaimConfig(name, a=["x"], b=["y"], min_effect=0.05)
+        low, high = (effect - 0.05, effect + 0.05) if p < 0.05 else (effect - 0.2, effect + 0.2)
+        return ClaimResult(claim, "held" if p < 0.05 else "inconclusive", effect, low, high, n=5, paired=True, p=p,
+                           sd=0.1, mde80=0.13, power=power, beyond_min="unclear")
+
+    one = AblationResult(ABLATIONS[0], Path("r1"), [result("C1-a", 0.01), result("C1-b", 0.5, power=0.3)], 1.0, 10,
+                         Path("r1/report.md"), "# C1\n\nsection one")
+    two = AblationResult(ABLATIONS[1], Path("r2"), [result("C2-a", 0.02)], 2.0, 10, Path("r2/report.md"), "# C2\n\ntwo")
+    text = render_suite([one, two], smoke=False, total=3.0, command="python -m experiments.ablations")
+    assert "*Holm* and *BH* adjust over all 3 testable claims of the suite" in text
+    # Holm over (0.01, 0.5, 0.02): 0.03, 0.5, 0.04; BH: 0.03, 0.5, 0.03
+    assert "| C1-a | C1 heterogeneity | reward | x | y | a > b | +0.1 |" in text
+    assert "| held | held (p 0.03) | held (p 0.03) |" in text and "| held | held (p 0.04) | held (p 0.03) |" in text
+    assert "| inconclusive (underpowered: power 0.30 at min_effect) | inconclusive (p 0.5) | inconclusive (p 0.5) |" in text
+    summary = suite_summary([one, two], smoke=False, total=3.0)
+    c1a, c2a = summary["ablations"]["C1"]["claims"]["C1-a"], summary["ablations"]["C2"]["claims"]["C2-a"]
+    assert (c1a["p_holm"], c2a["p_holm"], c2a["p_bh"]) == pytest.approx((0.03, 0.04, 0.03))
+    assert (c1a["p_holm_preset"], c2a["p_holm_preset"]) == pytest.approx((0.02, 0.02))  # within each ablation
+    assert c1a["min_effect"] == 0.05 and c1a["power_at_min_effect"] == 0.9 and c1a["mde80"] == 0.13
+    b = summary["ablations"]["C1"]["claims"]["C1-b"]
+    assert b["underpowered"] and b["label"].startswith("inconclusive (underpowered")

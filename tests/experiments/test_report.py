@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -28,61 +29,62 @@ B = {0: 0.5, 1: 0.6, 2: 0.4, 3: 0.7}  # paired differences 0.5, 0.6, 0.7, 0.6
 def test_paired_claim_held_contradicted_and_inconclusive():
     frame = table({"optuna": A, "static": B})
     # mean 0.6, sd 0.081650, se 0.040825, t(0.975, 3) = 3.182446 -> [0.470077, 0.729923]
-    held = evaluate_claim(frame, ClaimConfig("C1", metric="reward", a=["optuna"], b=["static"]))
+    held = evaluate_claim(frame, ClaimConfig("C1", min_effect=0.1, metric="reward", a=["optuna"], b=["static"]))
     assert held.verdict == "held" and held.paired and held.n == 4 and held.seeds == [0, 1, 2, 3]
     assert (held.effect, held.low, held.high) == pytest.approx((0.6, 0.470077, 0.729923), abs=1e-6)
     assert (held.a_mean, held.b_mean) == pytest.approx((1.15, 0.55))
     assert "**C1: HELD**: reward of optuna > static" in held.line()
     assert "effect +0.6, 95% CI [+0.4701, +0.7299]" in held.line() and "paired by seed, n=4 seeds" in held.line()
-    less = evaluate_claim(frame, ClaimConfig("C2", metric="reward", a=["optuna"], b=["static"], direction="less"))
+    less = evaluate_claim(frame, ClaimConfig("C2", min_effect=0.1, metric="reward", a=["optuna"], b=["static"], direction="less"))
     assert less.verdict == "contradicted"
     strict = evaluate_claim(frame, ClaimConfig("C3", metric="reward", a=["optuna"], b=["static"], min_effect=0.5))
-    assert strict.verdict == "inconclusive"  # 0.470 < 0.5: the interval reaches below the claimed effect
+    assert strict.verdict == "held" and strict.beyond_min == "unclear"  # significant; 0.470 < 0.5 < 0.730
+    assert held.beyond_min == "yes" and less.beyond_min == "no"  # [0.47, 0.73] beyond 0.1; the claimed -0.6 short of it
 
 
 def test_from_step_drops_early_windows_and_groups_average_their_arms():
     frame = table({"optuna": A, "static": B}, steps=3, early=-10.0)
-    assert evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"])).effect == pytest.approx(0.6)
-    assert evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], from_step=1)).effect == pytest.approx(0.6)
+    assert evaluate_claim(frame, ClaimConfig("C1", min_effect=0.1, a=["optuna"], b=["static"])).effect == pytest.approx(0.6)
+    assert evaluate_claim(frame, ClaimConfig("C1", min_effect=0.1, a=["optuna"], b=["static"], from_step=1)).effect == pytest.approx(0.6)
     frame = table({"optuna": A, "random": {s: v - 0.2 for s, v in A.items()}, "static": B})
-    both = evaluate_claim(frame, ClaimConfig("C1", a=["optuna", "random"], b=["static"]))
+    both = evaluate_claim(frame, ClaimConfig("C1", min_effect=0.1, a=["optuna", "random"], b=["static"]))
     assert both.effect == pytest.approx(0.5) and both.a_mean == pytest.approx(1.05)
 
 
 def test_from_day_keeps_the_windows_ending_on_or_after_that_day():
     frame = table({"optuna": A, "static": B}, steps=3)  # windows end on days 0.3, 0.6, 0.9
     frame.loc[(frame["arm"] == "optuna") & (frame["step"] == 0), "reward"] = -10.0  # optuna's first window, before a shift
-    everything = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"]))
+    everything = evaluate_claim(frame, ClaimConfig("C1", min_effect=0.1, a=["optuna"], b=["static"]))
     assert everything.verdict == "contradicted"
-    after = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], from_day=0.6))
+    after = evaluate_claim(frame, ClaimConfig("C1", min_effect=0.1, a=["optuna"], b=["static"], from_day=0.6))
     assert after.verdict == "held" and after.effect == pytest.approx(0.6)
     assert "over windows ending on or after day 0.6" in after.line()
-    both = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], from_step=2, from_day=0.6))
+    both = evaluate_claim(frame, ClaimConfig("C1", min_effect=0.1, a=["optuna"], b=["static"], from_step=2, from_day=0.6))
     assert both.effect == pytest.approx(0.6) and "over windows >= 2 and windows ending on or after day 0.6" in both.line()
 
 
 def test_unpaired_claim_uses_welch():
     frame = table({"optuna": {0: 1.0, 1: 2.0, 2: 3.0}, "static": {3: 4.0, 4: 5.0, 5: 6.0}})
-    r = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], direction="less"))
+    r = evaluate_claim(frame, ClaimConfig("C1", min_effect=0.1, a=["optuna"], b=["static"], direction="less"))
     assert not r.paired and r.verdict == "held" and "Welch, unpaired" in r.line()
     assert (r.low, r.high) == pytest.approx((-5.266958, -0.733042), abs=1e-5)
 
 
 def test_untestable_claims_say_why():
     frame = table({"optuna": A, "static": B})
-    r = evaluate_claim(frame, ClaimConfig("C1", a=["ppo"], b=["static"]))
+    r = evaluate_claim(frame, ClaimConfig("C1", min_effect=0.1, a=["ppo"], b=["static"]))
     assert r.verdict == "untestable" and "no runs of arm(s) ['ppo']" in r.line()
-    r = evaluate_claim(frame, ClaimConfig("C1", metric="outer/long_term/return_rate", a=["optuna"], b=["static"]))
+    r = evaluate_claim(frame, ClaimConfig("C1", min_effect=0.1, metric="outer/long_term/return_rate", a=["optuna"], b=["static"]))
     assert r.verdict == "untestable" and "no column 'outer/long_term/return_rate'" in r.note
-    r = evaluate_claim(table({"optuna": {0: 1.0}, "static": {0: 0.5}}), ClaimConfig("C1", a=["optuna"], b=["static"]))
+    r = evaluate_claim(table({"optuna": {0: 1.0}, "static": {0: 0.5}}), ClaimConfig("C1", min_effect=0.1, a=["optuna"], b=["static"]))
     assert r.verdict == "untestable" and "needs at least 2 seeds per group (got 1 and 1)" in r.note
 
 
 def test_write_report_reads_claims_from_the_runs_and_embeds_the_figures(tmp_path):
     claims = [{"name": "C1", "description": "Search beats the static config.", "metric": "reward",
-               "a": ["optuna"], "b": ["static"], "direction": "greater", "min_effect": 0.0, "from_step": 0},
+               "a": ["optuna"], "b": ["static"], "direction": "greater", "min_effect": 0.1, "from_step": 0},
               {"name": "C2", "description": "", "metric": "reward", "a": ["ppo"], "b": ["static"],
-               "direction": "greater", "min_effect": 0.0, "from_step": 0}]
+               "direction": "greater", "min_effect": 0.1, "from_step": 0}]
     frame = table({"optuna": A, "static": B})
     frame["outer/engagement/clicks_per_request"] = 0.3
     frame["outer/risk/violations_per_request"] = 0.01
@@ -100,7 +102,10 @@ def test_write_report_reads_claims_from_the_runs_and_embeds_the_figures(tmp_path
     assert text.startswith("# Report: toy")
     assert "- **C1: HELD**: reward of optuna > static" in text and "_Search beats the static config._" in text
     assert "- **C2: UNTESTABLE**" in text
-    assert "| C1 | reward | optuna | static | +0.6 | [+0.4701, +0.7299] | 4 | paired | held |" in text
+    assert ("| C1 | reward | optuna | static | a > b | +0.6 | [+0.4701, +0.7299] | 0.00068 | 4 | paired | held "
+            "| held (p 0.00068) | held (p 0.00068) |") in text  # Holm and BH over the one testable claim
+    assert "| C1 | 0.1 | yes | 0.0816 | 0.17 | 0.26 | [+0.525, +0.675] | +0 | [+0, +0] | 1 | 0.129 | 0.306 |" in text
+    assert "A claim **held** when the whole 95% interval of `a - b` lies on the claimed side of 0" in text
     assert "| optuna | 4 | 1.15 [" in text  # per-arm summary: mean and CI across seeds
     for name in ("reward", "decomposition", "pareto"):
         assert f"![{name}](figures/{name}.png)" in text and (tmp_path / "reports" / "figures" / f"{name}.png").exists()
@@ -139,3 +144,85 @@ def test_gated_changes_are_read_from_the_runs_stores_and_listed(tmp_path):
     assert "| llm_designer | 1 | 1 |" in text and "| alternating | 1 | 0 |" in text
     assert "| llm_designer | 0 | 4 | add route fresh (quota 0.05) | +0.0524 | [+0.0045, +0.1002] |" in text
     assert "mmr_lambda=0.3" not in text  # only accepted changes are listed one by one
+
+
+def test_min_effect_is_required_and_positive():
+    import experiments.arms  # noqa: F401  (registers the arms load_config checks)
+    from envs.validation import ConfigError
+    from experiments.config import load_config
+
+    with pytest.raises(ConfigError, match=r"`claims\[C1\].min_effect` is required: the smallest effect a - b worth "
+                                          r"detecting, in the metric's units .*\(got none\)"):
+        ClaimConfig("C1", a=["optuna"], b=["static"])
+    with pytest.raises(ConfigError, match=r"`claims\[C1\].min_effect` must be in \(0.0, inf\) \(got 0.0\)"):
+        ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.0)
+    claim = {"name": "X1", "metric": "reward", "a": ["optuna"], "b": ["static"]}  # as a preset's yaml without it
+    with pytest.raises(ConfigError, match=r"`claims\[X1\].min_effect` is required"):
+        load_config({"claims": [claim]})
+
+
+def test_power_mde_and_underpowered_inconclusive_claims():
+    # paired differences 0.5, 0.6, 0.7, 0.6: sd 0.081650, se 0.040825, df 3;
+    # MDE80 = (t_{0.975,3} 3.182446 + t_{0.8,3} 0.978472) * se = 0.169869
+    frame = table({"optuna": A, "static": B})
+    r = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.1))
+    assert r.sd == pytest.approx(0.081650, abs=1e-6) and r.mde80 == pytest.approx(0.169869, abs=1e-5)
+    assert r.p == pytest.approx(0.000683, abs=2e-6) and 0.2 < r.power < 0.3 and not r.underpowered
+    at_mde = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=r.mde80))
+    assert at_mde.power == pytest.approx(0.8, abs=0.01)
+    # a noisy null: differences +-0.3 around 0.05 -> inconclusive, and 4 seeds cannot detect 0.1
+    noisy = table({"optuna": {0: 1.35, 1: 0.45, 2: 1.3, 3: 0.5}, "static": {s: 1.0 for s in range(4)}})
+    r = evaluate_claim(noisy, ClaimConfig("N1", a=["optuna"], b=["static"], min_effect=0.1))
+    assert r.verdict == "inconclusive" and r.underpowered and r.power < 0.2
+    assert r.label == f"inconclusive (underpowered: power {r.power:.2f} at min_effect)"
+    assert r.line().startswith(f"**N1: INCONCLUSIVE** (underpowered: power {r.power:.2f} at min_effect): reward of")
+    assert r.beyond_min == "unclear" and r.as_dict()["underpowered"] is True
+    enough = evaluate_claim(noisy, ClaimConfig("N2", a=["optuna"], b=["static"], min_effect=5.0))
+    assert enough.verdict == "inconclusive" and not enough.underpowered and enough.label == "inconclusive"
+
+
+def test_bootstrap_interval_for_few_seeds_only():
+    frame = table({"optuna": A, "static": B})
+    r = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.1))
+    assert r.boot_low >= 0.5 - 1e-12 and r.boot_high <= 0.7 + 1e-12 and r.boot_low < 0.6 < r.boot_high
+    many = table({"optuna": {s: 1.0 + 0.01 * (s % 3) for s in range(12)}, "static": {s: 0.5 for s in range(12)}})
+    r = evaluate_claim(many, ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.1))
+    assert r.n == 12 and np.isnan(r.boot_low) and "bootstrap" not in r.line()
+
+
+def test_adjust_holm_and_bh_over_a_family_of_claims():
+    from experiments.report import ClaimResult, adjust
+
+    def result(name, p, effect=1.0, verdict="held", direction="greater"):
+        return ClaimResult(ClaimConfig(name, a=["x"], b=["y"], min_effect=0.1, direction=direction), verdict,
+                           effect=effect, p=p)
+
+    # p = 0.01, 0.04, 0.03, 0.005 -> Holm 0.03, 0.06, 0.06, 0.02; BH 0.02, 0.04, 0.04, 0.02
+    rs = [result("A", 0.01), result("B", 0.04), result("C", 0.03, effect=-1.0, verdict="contradicted"),
+          result("D", 0.005, direction="less"), result("E", float("nan"), verdict="untestable")]
+    adj = adjust(rs)
+    assert [a.p_holm for a in adj[:4]] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [a.p_bh for a in adj[:4]] == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert [a.verdict_holm for a in adj] == ["held", "inconclusive", "inconclusive", "contradicted", "untestable"]
+    assert [a.verdict_bh for a in adj] == ["held", "held", "contradicted", "contradicted", "untestable"]
+
+
+def test_noise_floor_compares_the_baseline_with_itself():
+    from experiments.report import noise_floor
+
+    rows = []
+    for seed, level in enumerate([0.5, 0.6, 0.4, 0.7]):
+        for step in range(6):  # odd windows 0.1 above even ones: a window-level alternation the A/A must show
+            rows += [{"arm": "static", "seed": seed, "step": step, "day": step, "reward": level + 0.1 * (step % 2)},
+                     {"arm": "optuna", "seed": seed, "step": step, "day": step, "reward": level + 0.2}]
+    frame = pd.DataFrame(rows)
+    claim = ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.1)
+    floor = noise_floor(frame, claim)
+    assert floor.n == 4 and floor.effect == pytest.approx(0.1) and floor.p < 1e-6
+    # the baseline's per-seed means 0.55, 0.65, 0.45, 0.75: sd 0.129099; unpaired MDE80 of 4 vs 4 seeds
+    # (t_{0.975,6} 2.446912 + t_{0.8,6} 0.905744) * 0.129099 * sqrt(2 / 4) = 0.306050
+    assert floor.seed_sd == pytest.approx(0.129099, abs=1e-6) and floor.mde80 == pytest.approx(0.306050, abs=1e-5)
+    frame.loc[frame["arm"] == "static", "reward"] = frame["seed"].map({0: 0.5, 1: 0.6, 2: 0.4, 3: 0.7})
+    flat = evaluate_claim(frame, claim).aa
+    assert (flat.effect, flat.low, flat.high, flat.p) == (0.0, 0.0, 0.0, 1.0)
+    assert evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.1, stage="exploit")).aa.n == 0

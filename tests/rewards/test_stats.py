@@ -7,7 +7,20 @@ import math
 import numpy as np
 import pytest
 
-from rewards.stats import mean_ci, t_quantile, t_two_sided_p, welch_interval
+from rewards.stats import (
+    benjamini_hochberg,
+    bootstrap_ci,
+    holm,
+    mde,
+    mean_ci,
+    mean_test,
+    n_for_mde,
+    power_at,
+    t_cdf,
+    t_quantile,
+    t_two_sided_p,
+    welch_interval,
+)
 
 
 @pytest.mark.parametrize("df,q", [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (9, 2.2622), (30, 2.0423),
@@ -76,3 +89,92 @@ def test_too_little_data_and_no_spread():
     assert (point.effect, point.low, point.high, point.p) == (1.0, 1.0, 1.0, 0.0)
     with pytest.raises(ValueError, match=r"`level` must be in \(0, 1\) \(got 95\)"):
         welch_interval([1.0, 2.0], [1.0, 2.0], level=95)
+
+
+def test_mean_test_worked_example():
+    # [1, 2, 3, 4]: mean 2.5, se 0.645497, t = 3.872983 on 3 df -> p = 0.030466; the interval is mean_ci's
+    r = mean_test([1.0, 2, 3, 4])
+    assert (r.effect, r.low, r.high, r.df, r.n) == pytest.approx((2.5, 0.445739, 4.554261, 3, 4), abs=1e-6)
+    assert r.p == pytest.approx(0.030466, abs=1e-6) and r.sd == pytest.approx(1.290994, abs=1e-6)
+    assert mean_test([1.0]).p == 1.0 and mean_test([2.0, 2.0]).p == 0.0 and mean_test([0.0, 0.0]).p == 1.0
+    assert t_cdf(1.0, 1) == pytest.approx(0.75) and t_cdf(-1.959964, math.inf) == pytest.approx(0.025, abs=1e-6)
+
+
+def test_mde_worked_examples():
+    # paired, 5 differences of sd 1: (t_{0.975,4} 2.776445 + t_{0.8,4} 0.940965) / sqrt(5) = 1.662476
+    assert mde(1.0, 5) == pytest.approx(1.662476, abs=1e-5)
+    # two groups, large n: (z_{0.975} + z_{0.8}) * sd * sqrt(2 / n) = 2.801585 * sd * sqrt(2 / n)
+    assert mde(2.0, 5000, paired=False) == pytest.approx(2.801585 * 2.0 * math.sqrt(2 / 5000), rel=1e-3)
+    assert mde(1.0, 10, paired=False) == pytest.approx(mde(1.0, 10, paired=False, n_b=10))
+    assert mde(1.0, 10, paired=False, n_b=40) < mde(1.0, 10, paired=False)  # a bigger control group helps
+    assert mde(1.0, 10, alpha=0.01) > mde(1.0, 10) and mde(1.0, 10, power=0.9) > mde(1.0, 10)
+    assert mde(0.0, 3) == 0.0
+    with pytest.raises(ValueError, match="at least 2 values per group"):
+        mde(1.0, 1)
+
+
+@pytest.mark.parametrize("n,paired", [(3, True), (5, True), (10, True), (30, True), (5, False), (20, False)])
+def test_power_at_the_mde_is_the_target(n, paired):
+    d = mde(0.3, n, paired=paired)
+    assert power_at(d, 0.3, n, paired=paired) == pytest.approx(0.8, abs=0.01)  # + the far tail (n=3: 0.005)
+    assert power_at(-d, 0.3, n, paired=paired) == pytest.approx(power_at(d, 0.3, n, paired=paired))
+    assert power_at(0.0, 0.3, n, paired=paired) == pytest.approx(0.05, abs=1e-9)
+    assert power_at(d / 2, 0.3, n, paired=paired) < 0.8 < power_at(2 * d, 0.3, n, paired=paired)
+
+
+def test_power_matches_a_simulated_t_test():
+    # 8 paired differences, sd 1, true effect 1: the t-test's rejection rate over 4000 seeded samples
+    rng = np.random.default_rng(7)
+    x = rng.normal(1.0, 1.0, size=(4000, 8))
+    t = x.mean(axis=1) / (x.std(axis=1, ddof=1) / math.sqrt(8))
+    simulated = float(np.mean(np.abs(t) > t_quantile(0.975, 7)))
+    assert power_at(1.0, 1.0, 8) == pytest.approx(simulated, abs=0.03)
+
+
+def test_n_for_mde():
+    # two groups, Cohen's d = 0.5 at 80% power: 64 per group (the textbook / G*Power value)
+    assert n_for_mde(1.0, 0.5, paired=False) == 64
+    n = n_for_mde(1.0, 0.5)  # paired: ((1.96 + 0.84) / 0.5)^2 = 31.4 by the normal formula; t quantiles add a few
+    assert n == 34 and mde(1.0, n) <= 0.5 < mde(1.0, n - 1)
+    assert n_for_mde(0.0, 0.1) == 2 and n_for_mde(1.0, 1e-6, max_n=1000) == 1001
+    with pytest.raises(ValueError, match="must be > 0"):
+        n_for_mde(1.0, 0.0)
+
+
+BH95 = [0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459, 0.3240, 0.4262, 0.5719, 0.6528,
+        0.7590, 1.0]  # Benjamini & Hochberg (1995), section 4: 15 p-values
+
+
+def test_holm_and_bh_on_the_textbook_example():
+    h, b = holm(BH95), benjamini_hochberg(BH95)
+    # BH at 0.05 rejects the 4 smallest (0.0095 <= 4/15 * 0.05 = 0.0133); Holm (and Bonferroni) only 3
+    assert b.reject.tolist() == [True] * 4 + [False] * 11
+    assert h.reject.tolist() == [True] * 3 + [False] * 12
+    assert h.p[:4] == pytest.approx([15 * 0.0001, 14 * 0.0004, 13 * 0.0019, 12 * 0.0095])
+    assert b.p[:4] == pytest.approx([0.0015, 0.003, 0.0095, 0.035625])
+    assert np.all(np.diff(h.p) >= 0) and np.all(np.diff(b.p) >= 0) and h.p[-1] == b.p[-1] == 1.0
+    assert np.all(b.p <= h.p)  # BH never stricter than Holm
+
+
+def test_holm_and_bh_small_vector_any_order_and_nan():
+    p = [0.01, 0.04, 0.03, 0.005, math.nan]
+    h, b = holm(p), benjamini_hochberg(p)
+    assert h.p[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and b.p[:4] == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert math.isnan(h.p[4]) and not h.reject[4] and not b.reject[4]  # untestable: not counted, never rejected
+    assert h.reject.tolist() == [True, False, False, True, False] and b.reject[:4].all()
+    assert holm([]).p.size == 0 and holm([0.2]).p[0] == 0.2
+    with pytest.raises(ValueError, match="alpha"):
+        holm(p, alpha=5)
+
+
+def test_bootstrap_ci_is_seeded_and_covers_at_about_the_nominal_rate():
+    assert bootstrap_ci([1.0, 2, 3, 4, 5]) == bootstrap_ci([1.0, 2, 3, 4, 5])  # seeded
+    m, lo, hi = bootstrap_ci([1.0, 2, 3, 4, 5])
+    assert m == 3.0 and 1.0 <= lo < 3.0 < hi <= 5.0
+    assert bootstrap_ci([1.0])[0] == 1.0 and math.isnan(bootstrap_ci([1.0])[1]) and math.isnan(bootstrap_ci([])[0])
+    d, lo, hi = bootstrap_ci([3.0, 4, 5, 6], control=[1.0, 2, 3])
+    assert d == pytest.approx(2.5) and lo < 2.5 < hi
+    rng = np.random.default_rng(11)  # 300 samples of 30 draws from a skewed distribution (mean 1)
+    covered = [lo <= 1.0 <= hi for lo, hi in (bootstrap_ci(rng.exponential(1.0, 30), resamples=2000, seed=i)[1:]
+                                              for i in range(300))]
+    assert 0.88 <= np.mean(covered) <= 0.98
