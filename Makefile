@@ -51,6 +51,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/evolution.py
+	$(BIN)/python bench/loop.py
+	$(BIN)/python bench/sensitivity.py
 	$(BIN)/python bench/llm.py
 
 # refresh the exact pins from the current venv (after changing setup.cfg deliberately)

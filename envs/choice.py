@@ -27,8 +27,9 @@ class ChoiceModel(Protocol):
         """(B, K) utilities, (B,) no-click utility, (B, K) shown mask -> (B, K + 1); column 0 is no click."""
         ...
 
-    def sample(self, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """(B, K + 1) probabilities -> (B,) choice: 0 for no click, k + 1 for the item at position k."""
+    def sample(self, probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """(B, K + 1) probabilities and (B,) uniforms in [0, 1) -> (B,) choice: 0 for no click, k + 1 for the item
+        at position k (inverse CDF: the same uniform and probabilities give the same choice)."""
         ...
 
 
@@ -48,7 +49,7 @@ class MultinomialLogitChoice:
         logits /= logits.sum(axis=1, keepdims=True)
         return logits
 
-    def sample(self, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, probs: np.ndarray, u: np.ndarray) -> np.ndarray:
         cum = np.cumsum(probs, axis=1)
-        r = rng.random(probs.shape[0], dtype=np.float32)[:, None] * cum[:, -1:]
+        r = u.astype(probs.dtype, copy=False)[:, None] * cum[:, -1:]
         return np.minimum((cum <= r).sum(axis=1), probs.shape[1] - 1)

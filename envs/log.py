@@ -43,6 +43,10 @@ IMPRESSION_COLUMNS: dict[str, type] = {
     "dwell": np.float32,  # seconds
     "like": np.bool_,
     "violation": np.bool_,
+    # what the choice model expected of this impression (the noise-free outcome; ``envs.world.Response``)
+    "click_exp": np.float32,  # P(click)
+    "dwell_exp": np.float32,  # E[dwell seconds] = P(click) E[dwell | click]
+    "like_exp": np.float32,  # P(click and like)
 }
 REQUEST_COLUMNS: dict[str, type] = {
     "request": np.int64,
@@ -57,6 +61,12 @@ REQUEST_COLUMNS: dict[str, type] = {
     "session_end": np.bool_,  # the session ended after this request
     "returned": np.bool_,  # next-day return (meaningful where session_end)
     "churned": np.bool_,  # (meaningful where session_end)
+    # expected versions (violations need none: the shown items' latent flags decide them, so realised = expected)
+    "clicks_exp": np.float32,  # 1 - P(no click)
+    "dwell_exp": np.float32,  # expected dwell seconds of the slate
+    "exit_exp": np.float32,  # P(the session ends after this slate)
+    "return_exp": np.float32,  # P(next-day return) given the session (where session_end, else 0)
+    "churn_exp": np.float32,  # P(no return and churn) given the session (where session_end, else 0)
 }
 CANDIDATE_COLUMNS: dict[str, type] = {
     "request": np.int64,

@@ -200,9 +200,9 @@ class SessionBatch:
         """Draw fresh candidate sets for every slot (or for ``slots`` only: the others keep theirs) and return
         the batched observation."""
         if slots is None:
-            self.candidate_ids, self.candidate_features = self.world.candidates(self.n, self.num_candidates)
+            self.candidate_ids, self.candidate_features = self.world.candidates(self.users, self.num_candidates)
         else:
-            ids, feats = self.world.candidates(len(slots), self.num_candidates)
+            ids, feats = self.world.candidates(self.users[slots], self.num_candidates)
             # copies: the arrays of the previous observation, already handed out, stay as they were
             self.candidate_ids = self.candidate_ids.copy()
             self.candidate_ids[slots] = ids

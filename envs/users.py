@@ -13,6 +13,7 @@ import numpy as np
 
 from envs.config import SegmentConfig, WorldConfig
 from envs.items import unit_rows
+from envs.streams import KeyedDraws, Streams
 
 __all__ = ["Population", "SegmentTable"]
 
@@ -58,12 +59,20 @@ class Population:
         self.session_steps = np.zeros(n, np.int32)
         self.session_clicks = np.zeros(n, np.int32)
         self.session_experience = np.zeros(n, np.float32)  # sum of per-step experience this session
+        # event counters that key the synchronised random streams (``envs.streams``): requests this user answered,
+        # sessions it started, and how many users have held its slot before it
+        self.requests = np.zeros(n, np.int64)
+        self.sessions = np.zeros(n, np.int64)
+        self.generation = np.zeros(n, np.int64)
+        # when each free user's next visit is due (in steps): the free user due first makes the next request of its
+        # segment; set from the user's own stream when it becomes free (``schedule_return``)
+        self.due = np.zeros(n, np.float64)
         mix = np.array([cfg.request_mix.get(s, 0.0) for s in self.table.names])
-        self._create(np.arange(n), segment=rng.choice(len(self.table), size=n, p=mix))
+        self._create(np.arange(n), rng.choice(len(self.table), size=n, p=mix), rng)
 
     # ------------------------------------------------------------------ creation
-    def _create(self, slots: np.ndarray, segment: np.ndarray) -> None:
-        rng, k = self.rng, len(slots)
+    def _create(self, slots: np.ndarray, segment: np.ndarray, rng: np.random.Generator | KeyedDraws) -> None:
+        k = len(slots)
         if k == 0:
             return
         t = self.topic_centers.shape[0]
@@ -87,6 +96,8 @@ class Population:
         self.session_steps[slots] = 0
         self.session_clicks[slots] = 0
         self.session_experience[slots] = 0.0
+        self.requests[slots] = 0
+        self.sessions[slots] = 0
         grad = self.cfg.graduate_to
         names = self.table.names
         if self.cfg.graduate_after > 0:
@@ -96,15 +107,31 @@ class Population:
             latent = segment.astype(np.int16)
         self.latent_segment[slots] = np.where(segment == self.new_segment, latent, segment)
 
-    def replace_with_new(self, slots: np.ndarray) -> None:
-        """Churned (or displaced) users leave; new cold-start users take their slots."""
-        self._create(slots, segment=np.full(len(slots), self.new_segment, np.int16))
+    def replace_with_new(self, slots: np.ndarray, streams: Streams) -> None:
+        """Churned (or displaced) users leave; new cold-start users take their slots.
+
+        The newcomer in a slot is drawn from the synchronised streams keyed by (slot, the slot's generation)
+        (``envs.streams.KeyedDraws``), so two runs of one traffic seed that replace the same user get the same newcomer.
+        """
+        slots = np.asarray(slots, np.int64)
+        self.generation[slots] += 1
+        draws = KeyedDraws(streams, "new_user", slots, self.generation[slots])
+        self._create(slots, np.full(len(slots), self.new_segment, np.int16), draws)
 
     # ------------------------------------------------------------------ requests
-    def sample(self, n: int, request_mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Draw ``n`` distinct users not in a session: a segment by the request mix, then a user in it."""
+    def sample(self, n: int, request_mix: np.ndarray, streams: Streams, first: int = 0) -> np.ndarray:
+        """Draw ``n`` distinct users not in a session: a segment by the request mix, then a user in it.
+
+        Synchronised draws (``envs.streams``): the ``first + r``-th arrival of the run (``first``: arrivals so far) is
+        of the segment a uniform keyed by ``first + r`` picks, and it is the free user of that segment whose
+        return is due first (:attr:`due`, a time each user draws from its own stream when it becomes free). Two runs
+        of one traffic seed therefore see the same users arrive in the same order wherever their sets of free users
+        agree, even when sessions end at other steps.
+        """
         free = ~self.in_session
-        seg_of_request = rng.choice(len(self.table), size=n, p=request_mix)
+        u = streams.uniform("segment", first + np.arange(n))
+        cum = np.cumsum(request_mix / request_mix.sum())
+        seg_of_request = np.minimum(np.searchsorted(cum, u, side="right"), len(self.table) - 1)
         out = np.empty(n, np.int64)
         leftover = []
         for s in range(len(self.table)):  # a loop over segments (a handful), not over users
@@ -113,7 +140,8 @@ class Population:
                 continue
             pool = np.flatnonzero(free & (self.segment == s))
             take = min(len(want), len(pool))
-            out[want[:take]] = rng.choice(pool, size=take, replace=False) if take else []
+            if take:
+                out[want[:take]] = _lowest(pool, self.due[pool], take)
             free[out[want[:take]]] = False
             leftover.extend(want[take:])
         if leftover:  # a segment ran dry: fall back to any free user, and say so
@@ -127,11 +155,22 @@ class Population:
                     f"not enough free users for {n} concurrent requests (num_users={self.num_users}); "
                     "raise `world.num_users` above the number of parallel sessions"
                 )
-            out[leftover] = rng.choice(pool, size=len(leftover), replace=False)
+            out[leftover] = _lowest(pool, self.due[pool], len(leftover))
         return out
+
+    def schedule_return(self, users: np.ndarray, now: int, streams: Streams) -> None:
+        """Users who just became free (or were just created) are due back after an exponential gap with a mean of
+        one day of steps, keyed by (user, its sessions so far)."""
+        u = streams.uniform("arrival", self.identity(users), self.sessions[users])
+        self.due[users] = now - np.log1p(-u) * self.cfg.steps_per_day
+
+    def identity(self, users: np.ndarray) -> np.ndarray:
+        """Who holds each slot, as a stream key: the slot plus its generation (a newcomer is a new person)."""
+        return np.asarray(users, np.int64) + (self.generation[users] << 32)
 
     def start_sessions(self, users: np.ndarray) -> None:
         self.in_session[users] = True
+        self.sessions[users] += 1
         self.session_steps[users] = 0
         self.session_clicks[users] = 0
         self.session_experience[users] = 0.0
@@ -158,3 +197,11 @@ class Population:
     @property
     def observation_size(self) -> int:
         return len(self.table) + self.profile.shape[1] + 3
+
+
+def _lowest(pool: np.ndarray, priority: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` members of ``pool`` with the lowest ``priority``, in increasing priority."""
+    if k < len(pool):
+        part = np.argpartition(priority, k - 1)[:k]
+        return pool[part[np.argsort(priority[part], kind="stable")]]
+    return pool[np.argsort(priority, kind="stable")]

@@ -1,8 +1,12 @@
 """The simulated world: a catalog, a user population, a clock with a shift schedule, and user responses.
 
 Everything is vectorised over a batch of requests: ``respond(users, slates)`` takes ``B`` users and a
-``(B, K)`` slate of item ids and answers with arrays. Each stochastic part owns a generator spawned
-from one ``SeedSequence``, so one seed gives bit-identical runs.
+``(B, K)`` slate of item ids and answers with arrays. The world itself (catalog, initial users, what shifts
+do to the catalog) draws from generators spawned from one ``SeedSequence``; every draw about a user or a
+request (arrival, candidate set, choice, dwell, like, exit, return, churn, the newcomer who replaces a
+churned user) comes from the synchronised streams of ``envs.streams``, keyed by a traffic seed (derived from
+the seed unless given) and the user's own event counters. One seed gives bit-identical runs, and two runs of
+one seed serving different systems share every uniform wherever their users' histories agree.
 
 Per-step dynamics for user ``i`` shown slate ``s`` (all vectorised):
 
@@ -28,12 +32,15 @@ from numpy.lib.stride_tricks import as_strided
 from envs.choice import MultinomialLogitChoice
 from envs.config import WorldConfig
 from envs.items import Catalog, unit_rows
+from envs.streams import Streams, box_muller
 from envs.users import Population
 
 __all__ = ["Response", "SessionEnd", "World"]
 
 SMALL_BATCH = 8  # candidate draws for at most this many rows skip the full-catalog permutation
 DWELL_LOG_BASE = 3.4  # log seconds: median dwell ~30 s on a neutral item
+DWELL_NOISE = 0.4  # standard deviation of log dwell around its mean
+RESPONSE_PURPOSES = ("choice", "dwell_u", "dwell_v", "like", "exit")  # the keyed uniforms of one response
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -53,10 +60,24 @@ class Response:
     choice_prob: np.ndarray  # (B, K + 1) choice probabilities; column 0 is no click
     experience: np.ndarray  # (B,) float32 per-step experience that drives satisfaction
     satisfaction: np.ndarray  # (B,) float32 satisfaction after the step (hidden state, for diagnostics)
+    # what the choice model expected (the noise-free outcomes): E[click] per item is ``choice_prob[:, 1:]``
+    expected_dwell: np.ndarray  # (B, K) float32 E[dwell seconds at k] = P(click k) E[dwell | click k]
+    expected_like: np.ndarray  # (B, K) float32 P(click k and like)
+    exit_prob: np.ndarray  # (B,) float32 P(the user ends the session after this slate)
 
     @property
     def clicked(self) -> np.ndarray:
         return self.click.any(axis=1)
+
+    @property
+    def expected_click(self) -> np.ndarray:
+        """(B, K) P(click at k) under the choice model."""
+        return self.choice_prob[:, 1:]
+
+    @property
+    def expected_clicks(self) -> np.ndarray:
+        """(B,) expected clicks per request: 1 - P(no click)."""
+        return 1.0 - self.choice_prob[:, 0]
 
 
 @dataclass
@@ -67,25 +88,29 @@ class SessionEnd:
     churned: np.ndarray  # (B,) bool
     session_steps: np.ndarray  # (B,) int
     session_clicks: np.ndarray  # (B,) int
+    return_prob: np.ndarray  # (B,) float32 P(return next day) given the session
+    churn_prob: np.ndarray  # (B,) float32 P(not returning and churning) given the session
 
 
 class World:
     """Items, users, a clock and a shift schedule; answers requests with vectorised responses."""
 
-    def __init__(self, cfg: WorldConfig | None = None, seed: int | np.random.SeedSequence | None = None) -> None:
+    def __init__(self, cfg: WorldConfig | None = None, seed: int | np.random.SeedSequence | None = None,
+                 traffic_seed: int | None = None) -> None:
         self.cfg = cfg if cfg is not None else WorldConfig()
         ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         self.seed_sequence = ss
-        items_ss, users_ss, choice_ss, requests_ss, candidates_ss, shift_ss = ss.spawn(6)
+        items_ss, users_ss, _, _, _, shift_ss, traffic_ss = ss.spawn(7)  # 2-4: retired (sequential traffic streams)
         c = self.cfg
         self.catalog = Catalog(
             c.items, c.num_items, c.num_topics, c.embedding_dim, c.num_creators, np.random.default_rng(items_ss)
         )
         self.users = Population(c, self.catalog.topic_centers, np.random.default_rng(users_ss))
-        self.choice_rng = np.random.default_rng(choice_ss)
-        self.request_rng = np.random.default_rng(requests_ss)
-        self.candidate_rng = np.random.default_rng(candidates_ss)
-        self.shift_rng = np.random.default_rng(shift_ss)
+        # every draw about a user or a request: synchronised streams keyed by the traffic seed (``envs.streams``)
+        self.streams = Streams(traffic_ss if traffic_seed is None else np.random.SeedSequence(int(traffic_seed)))
+        self._arrivals = 0  # arrivals so far (keys the next arrival's segment)
+        self.users.schedule_return(np.arange(c.num_users), 0, self.streams)  # first visits: within about a day
+        self.shift_rng = np.random.default_rng(shift_ss)  # what shifts do to the catalog (a world property)
         self.request_mix = np.array([c.request_mix.get(s, 0.0) for s in c.segment_names], np.float64)
         self.steps = 0
         self.day = 0
@@ -111,7 +136,7 @@ class World:
 
     def _apply_shifts(self, day: int) -> None:
         cat, pop = self.catalog, self.users
-        for shift in self.cfg.shifts:
+        for i, shift in enumerate(self.cfg.shifts):
             if shift.day != day:
                 continue
             if shift.kind == "segment_mix":
@@ -126,7 +151,9 @@ class World:
             elif shift.kind == "cold_start_influx":
                 free = np.flatnonzero(~pop.in_session)
                 k = int(round(shift.fraction * len(free)))
-                pop.replace_with_new(self.shift_rng.choice(free, size=k, replace=False))
+                influx = self.streams.generator("shift", i, day).choice(free, size=k, replace=False)
+                pop.replace_with_new(influx, self.streams)
+                pop.due[influx] = self.steps  # the newcomers are due now
                 mix = self.request_mix.copy()
                 mix[pop.new_segment] *= 1.0 + shift.strength
                 self.request_mix = mix / mix.sum()
@@ -138,25 +165,36 @@ class World:
     # ------------------------------------------------------------------ requests
     def new_requests(self, n: int) -> np.ndarray:
         """Start ``n`` sessions of distinct free users drawn by the current request mix; return their ids."""
-        users = self.users.sample(n, self.request_mix, self.request_rng)
+        users = self.users.sample(n, self.request_mix, self.streams, self._arrivals)
+        self._arrivals += n
         self.users.start_sessions(users)
         return users
 
-    def candidates(self, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` uniformly random candidate sets of ``size`` distinct items: ids (n, size), features (n, size, F).
+    def candidates(self, users: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """A uniformly random candidate set of ``size`` distinct items for each of ``users`` at its next request:
+        ids (n, size), features (n, size, F).
 
-        Each set is a window of one fresh permutation of the catalog (a uniform random subset; sets in
-        one call overlap at random). Windows are contiguous, so features are copied in blocks.
+        Each set is a window of a permutation of the catalog drawn for this step (a uniform random subset; sets in
+        one call overlap at random), starting where the user's stream (keyed by its request counter) says: a user
+        offered candidates at the same step and request in two runs gets the same set. Windows are contiguous, so
+        features are copied in blocks.
         """
         cat = self.catalog
         num = cat.num_items
+        users = np.asarray(users, np.int64)
+        if users.ndim != 1:
+            raise TypeError(f"`users` must be a 1-D array of user ids (got shape {users.shape}); "
+                            "candidate sets are drawn per user from its own stream")
+        n = len(users)
+        ident = self.users.identity(users)
         if n <= SMALL_BATCH:  # a few rows: draw each set directly (O(size), not O(num_items))
-            ids = np.stack([self.candidate_rng.choice(num, size, replace=False) for _ in range(n)])
+            ids = np.stack([_distinct(row, size, num) for row in self.streams.integers(
+                "candidates", ident, self.users.requests[users], num, size + size // 2 + 8)]).reshape(n, size)
             return ids, cat.features[ids]
-        perm = self.candidate_rng.permutation(num)
+        perm = self.streams.generator("catalog_order", self.steps).permutation(num)
         ring = np.concatenate([perm, perm[: size - 1]])
         feats = cat.features[ring]
-        start = self.candidate_rng.integers(0, num, n)
+        start = (self.streams.uniform("candidates", ident, self.users.requests[users]) * num).astype(np.int64)
         fs, ids = feats.strides, ring.strides
         win_f = as_strided(feats, shape=(num, size, feats.shape[1]), strides=(fs[0], fs[0], fs[1]), writeable=False)
         win_i = as_strided(ring, shape=(num, size), strides=(ids[0], ids[0]), writeable=False)
@@ -182,15 +220,23 @@ class World:
         return u, affinity
 
     def respond(self, users: np.ndarray, slate: np.ndarray) -> Response:
-        """Users ``(B,)`` (distinct, in session) see slates ``(B, K)`` of item ids; sample and apply their response."""
-        cat, pop, tab, rng = self.catalog, self.users, self.users.table, self.choice_rng
+        """Users ``(B,)`` (distinct, in session) see slates ``(B, K)`` of item ids; sample and apply their response.
+
+        Every uniform is keyed by (user, its request counter) (``envs.streams``): a user shown the same slate in the
+        same state in two runs responds the same way. The response also carries what the choice model expected
+        (``expected_*``), the noise-free version of each outcome.
+        """
+        cat, pop, tab, streams = self.catalog, self.users, self.users.table, self.streams
         b, k = slate.shape
         seg = pop.segment[users]
+        ident, counter = pop.identity(users), pop.requests[users]
+        pop.requests[users] += 1
         shown = _first_occurrence(slate)  # later copies of an item in the same slate are not shown again
         utility, affinity = self.utility(users, slate)
         model = self.choice_model(k)
         probs = model.probabilities(utility, tab.no_click_utility[seg], shown)
-        choice = model.sample(probs, rng)
+        u_choice, u_dwell, v_dwell, u_like, u_exit = streams.uniform(RESPONSE_PURPOSES, ident, counter).astype(np.float32)
+        choice = model.sample(probs, u_choice)
         clicked = choice > 0
         pos = np.maximum(choice - 1, 0)
         rows = np.arange(b)
@@ -199,13 +245,18 @@ class World:
         item = slate[rows, pos]
         aff_c = affinity[rows, pos]
         q_c = cat.quality[item]
-        z = rng.standard_normal(b, dtype=np.float32)
-        dwell_c = np.exp(DWELL_LOG_BASE + 0.8 * aff_c + q_c + 0.4 * z).astype(np.float32)
-        like_c = rng.random(b, dtype=np.float32) < sigmoid(-2.0 + 2.0 * aff_c + 2.0 * q_c)
+        z = box_muller(u_dwell, v_dwell)
+        dwell_c = np.exp(DWELL_LOG_BASE + 0.8 * aff_c + q_c + DWELL_NOISE * z).astype(np.float32)
+        like_c = u_like < sigmoid(-2.0 + 2.0 * aff_c + 2.0 * q_c)
         dwell = np.zeros((b, k), np.float32)
         dwell[rows[clicked], pos[clicked]] = dwell_c[clicked]
         like = np.zeros((b, k), bool)
         like[rows[clicked], pos[clicked]] = like_c[clicked]
+        # expected outcomes per item: P(click at k), E[dwell 1{click at k}] (log-normal mean), P(like at k)
+        p_item = probs[:, 1:]
+        q_all = cat.quality[slate]
+        expected_dwell = p_item * np.exp(DWELL_LOG_BASE + 0.8 * affinity + q_all + 0.5 * DWELL_NOISE**2)
+        expected_like = p_item * sigmoid(-2.0 + 2.0 * affinity + 2.0 * q_all)
         violation = cat.violating[slate] & shown
         n_viol = violation.sum(axis=1)
         experience = np.where(clicked, 0.5 + q_c + like_c, -0.3) - tab.risk_sensitivity[seg] * n_viol
@@ -216,9 +267,11 @@ class World:
         pop.session_clicks[users] += clicked
         pop.session_experience[users] += experience
         pop.fatigue[users] *= tab.fatigue_decay[seg, None]  # fatigue fades every step, grows on clicks
-        exit_ = rng.random(b, dtype=np.float32) >= sigmoid(tab.patience[seg] + 2.0 * sat)
+        stay = sigmoid(tab.patience[seg] + 2.0 * sat)
+        exit_ = u_exit >= stay
         self._learn(users[clicked], item[clicked], seg[clicked])
-        return Response(click, dwell, like, violation, exit_, probs, experience, sat.astype(np.float32))
+        return Response(click, dwell, like, violation, exit_, probs, experience, sat.astype(np.float32),
+                        expected_dwell.astype(np.float32), expected_like.astype(np.float32), (1.0 - stay).astype(np.float32))
 
     def _learn(self, users: np.ndarray, item: np.ndarray, seg: np.ndarray) -> None:
         """Consumption changes users: interest drift, observable profile, history, topic fatigue, graduation."""
@@ -242,25 +295,44 @@ class World:
         The users stay reserved (not drawn for new requests, not yet replaced if they churn) until
         :meth:`release`, so the ended session can still be observed as it was.
         """
-        pop, tab, rng = self.users, self.users.table, self.choice_rng
+        pop, tab, streams = self.users, self.users.table, self.streams
+        if not len(users):
+            empty = np.zeros(0, np.float32)
+            return SessionEnd(np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, np.int32), np.zeros(0, np.int32), empty, empty)
         seg = pop.segment[users]
+        ident, session = pop.identity(users), pop.sessions[users]
         steps = pop.session_steps[users].copy()
         clicks = pop.session_clicks[users].copy()
         mean_x = pop.session_experience[users] / np.maximum(steps, 1)
-        returned = rng.random(len(users)) < sigmoid(tab.return_bias[seg] + mean_x)
-        churned = ~returned & (rng.random(len(users)) < tab.churn_probability[seg])
-        return SessionEnd(returned, churned, steps, clicks)
+        p_return = sigmoid(tab.return_bias[seg] + mean_x)
+        p_churn = tab.churn_probability[seg]
+        u_return, u_churn = streams.uniform(("return", "churn"), ident, session)
+        returned = u_return < p_return
+        churned = ~returned & (u_churn < p_churn)
+        return SessionEnd(returned, churned, steps, clicks, p_return.astype(np.float32),
+                          ((1.0 - p_return) * p_churn).astype(np.float32))
 
     def release(self, users: np.ndarray, churned: np.ndarray) -> None:
         """Free users whose sessions were closed; churned ones leave and new users take their slots."""
         self.users.in_session[users] = False
-        self.users.replace_with_new(users[churned])
+        self.users.replace_with_new(users[churned], self.streams)
+        self.users.schedule_return(users, self.steps, self.streams)
 
     def end_sessions(self, users: np.ndarray) -> SessionEnd:
         """Close and release at once: draw return and churn, free the users, replace the churned."""
         ended = self.close_sessions(users)
         self.release(users, ended.churned)
         return ended
+
+
+def _distinct(draws: np.ndarray, size: int, num: int) -> np.ndarray:
+    """The first ``size`` distinct values of ``draws`` (keyed uniform integers in [0, num)), in draw order; topped up
+    with the smallest unused ids in the rare case that too few are distinct (only when ``size`` nears ``num``)."""
+    _, first = np.unique(draws, return_index=True)
+    out = draws[np.sort(first)[:size]]
+    if len(out) < size:
+        out = np.concatenate([out, np.setdiff1d(np.arange(num), out)[: size - len(out)]])
+    return out
 
 
 def _first_occurrence(slate: np.ndarray) -> np.ndarray:

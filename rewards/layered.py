@@ -11,7 +11,7 @@ from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_probability, check_range
 from rewards.constraints import ConstraintHandler
 from rewards.inner import INNER_METRICS, ROLES, inner_metrics
-from rewards.outer import OUTER_KEYS, outer_metrics
+from rewards.outer import OUTCOMES, OUTER_KEYS, outcome_key, outer_metrics
 
 __all__ = [
     "DEFAULT_INNER_METRIC",
@@ -52,7 +52,8 @@ def _merged(key: str, given: dict, defaults: dict) -> dict:
 class LayeredRewardConfig:
     """Per role: the weight of the inner term, the inner metric and its sign; the outer objective and extra terms.
 
-    ``reward = w * sign * inner + (1 - w) * (outer + sum_k c_k * outer_k) - penalty``. Role dicts may name only the
+    ``reward = w * sign * inner + (1 - w) * (outer + sum_k c_k * outer_k) - penalty``, the outer metrics in their
+    expected version by default (``outcome``). Role dicts may name only the
     roles they change; the others keep the defaults (:data:`DEFAULT_INNER_WEIGHT` and friends).
 
     Costs enter as extra outer terms with a negative weight, e.g. ``outer_terms={"outer/cost/serving_per_request":
@@ -65,6 +66,9 @@ class LayeredRewardConfig:
     inner_sign: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_INNER_SIGN))
     outer: str = "outer/engagement/clicks_per_request"
     outer_terms: dict[str, float] = field(default_factory=dict)  # extra outer metric -> signed weight
+    # judge by the expected outcomes (the choice model's probabilities: no sampling noise) or the realised ones; a
+    # metric without sampling noise (exposure, violations, cost) has one version only. Both are always logged.
+    outcome: str = "expected"
 
     def __post_init__(self) -> None:
         self.inner_weight = _merged("inner_weight", dict(self.inner_weight), DEFAULT_INNER_WEIGHT)
@@ -86,6 +90,7 @@ class LayeredRewardConfig:
             sign = self.inner_sign[role]
             if sign not in (1.0, -1.0) or isinstance(sign, bool):
                 raise ConfigError(f"`inner_sign.{role}` must be 1 (higher is better) or -1 (lower is better) (got {sign!r})")
+        check_choice("outcome", self.outcome, OUTCOMES)
         check_choice("outer", self.outer, OUTER_KEYS)
         for key, c in self.outer_terms.items():
             check_choice("outer_terms key", key, OUTER_KEYS)
@@ -140,7 +145,8 @@ def layered_reward(
         if name not in inner_raw:
             check_choice(f"inner_metric.{role}", metric, [k.removeprefix(f"inner/{role}/") for k in inner_raw])
         inner = cfg.inner_sign[role] * inner_raw[name]
-    outer = outer_raw[cfg.outer] + sum(c * outer_raw[key] for key, c in cfg.outer_terms.items())
+    judged = lambda key: outer_raw[outcome_key(key, cfg.outcome)]  # noqa: E731
+    outer = judged(cfg.outer) + sum(c * judged(key) for key, c in cfg.outer_terms.items())
 
     prefix = f"layered/{role}"
     parts = constraint.terms(outer_raw) if constraint is not None else {}

@@ -9,7 +9,7 @@ import numpy as np
 from envs.log import InteractionLog
 from rewards.inner import TAIL_TIER
 
-__all__ = ["OUTER_KEYS", "exposure_counts", "gini", "outer_metrics"]
+__all__ = ["EXPECTED_SUFFIX", "OUTCOMES", "OUTER_KEYS", "exposure_counts", "gini", "outcome_key", "outer_metrics"]
 
 OUTER_KEYS: tuple[str, ...] = (
     "outer/engagement/clicks_per_request",
@@ -23,7 +23,28 @@ OUTER_KEYS: tuple[str, ...] = (
     "outer/risk/violations_per_request",
     "outer/cost/candidates_per_request",
     "outer/cost/serving_per_request",
+    # expected versions (the choice model's probabilities instead of the sampled outcomes, ``envs.world.Response``) of
+    # the metrics that have sampling noise; the others are functions of what was shown (exposure, violations, cost)
+    "outer/engagement/clicks_per_request/exp",
+    "outer/engagement/dwell_min_per_request/exp",
+    "outer/long_term/return_rate/exp",
+    "outer/long_term/churn_rate/exp",
 )
+EXPECTED_SUFFIX = "/exp"
+OUTCOMES = ("expected", "realised")
+
+
+def outcome_key(key: str, outcome: str) -> str:
+    """The metric to judge by: ``key`` itself (realised), or its expected version ``key + "/exp"`` where one exists
+    (``outcome="expected"``; a metric without sampling noise has only one version)."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"`outcome` must be one of {list(OUTCOMES)} (got {outcome!r})")
+    if outcome == "expected" and not key.endswith(EXPECTED_SUFFIX) and key + EXPECTED_SUFFIX in _KEYS:
+        return key + EXPECTED_SUFFIX
+    return key
+
+
+_KEYS = frozenset(OUTER_KEYS)
 
 
 def gini(values: np.ndarray) -> float:
@@ -69,7 +90,9 @@ def outer_metrics(log: InteractionLog) -> dict[str, float]:
     session; Gini and coverage count every item (``log.num_items``) and creator (``log.num_creators``), unseen ones
     included (nan where the log's size is 0: unknown); tail share is the share of impressions of tier-2 items.
     Two costs: candidates the rankers scored, and the serving cost of the shown items (the impressions' ``cost``,
-    the catalog's per-item cost) summed per request. Undefined rates (nothing to divide by) are nan.
+    the catalog's per-item cost) summed per request. Undefined rates (nothing to divide by) are nan. Engagement and
+    long-term metrics also come in their expected version (``.../exp``: expected clicks ``1 - P(no click)``, expected
+    dwell, return and churn probabilities of the ended sessions), free of the choice's sampling noise.
     """
     req, imp = log.requests, log.impressions
     n_req, n_imp = log.num_requests, log.num_impressions
@@ -89,5 +112,9 @@ def outer_metrics(log: InteractionLog) -> dict[str, float]:
         _ratio(req["violations"].sum(dtype=np.int64), n_req),
         _ratio(req["candidates_scored"].sum(dtype=np.int64), n_req),
         _ratio(imp["cost"].sum(dtype=np.float64), n_req),
+        _ratio(req["clicks_exp"].sum(dtype=np.float64), n_req),
+        _ratio(req["dwell_exp"].sum(dtype=np.float64) / 60.0, n_req),
+        _ratio(req["return_exp"][ends].sum(dtype=np.float64), n_end),
+        _ratio(req["churn_exp"][ends].sum(dtype=np.float64), n_end),
     )
     return dict(zip(OUTER_KEYS, values))

@@ -5,6 +5,11 @@ deterministic hash of the user id, so a user stays in one arm across requests. I
 Welch's two-sample t-interval on per-request outcomes (:func:`rewards.stats.welch_interval`); the candidate
 is **accepted** when the lower end of the two-sided ``1 - alpha`` interval for (candidate - incumbent) is above
 ``min_effect`` and every guardrail holds, **rejected** otherwise (including when the data are insufficient).
+
+With ``method="interleaving"`` the designer splits nothing: every request of the test sees an interleaved slate of
+both systems (:mod:`agents.evolution.interleaving`), the caller feeds it each request's credit difference
+(candidate - incumbent) with :meth:`ExperimentDesigner.observe_paired`, and the same rule is applied to the
+user-clustered t-interval of the mean difference (:func:`rewards.stats.clustered_mean_interval`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from agents.decision.context import RequestBatch
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from envs.log import InteractionLog
 from rewards.inner import inner_metrics, router_metrics
-from rewards.stats import welch_interval
+from rewards.stats import clustered_mean_interval, welch_interval
 
 __all__ = ["ABDecision", "ExperimentDesigner", "SegmentRouter"]
 
@@ -141,7 +146,13 @@ class ABDecision:
 
 
 class ExperimentDesigner(DecisionAgent):
-    """Splits traffic between incumbent and candidate, decides with a stated rule, reports effect and interval."""
+    """Splits traffic between incumbent and candidate, decides with a stated rule, reports effect and interval.
+
+    ``method``: ``ab`` splits users by the hash (:meth:`arm`) and compares the arms' per-request outcomes
+    (:meth:`observe`, Welch); ``interleaving`` shows every request of the test an interleaved slate of both and
+    compares the teams' credit within each request (:meth:`observe_paired`, the user-clustered interval of the
+    mean difference); ``share`` does not apply to it and ``min_requests`` counts the test's requests.
+    """
 
     role = "experiment"
     params = ParamSpace([
@@ -149,6 +160,7 @@ class ExperimentDesigner(DecisionAgent):
         Choice("alpha", (0.01, 0.05, 0.1), 0.05),
         Range("min_effect", 0.0, 0.5, 0.0),  # the candidate must beat the incumbent by this much
         Choice("min_requests", (100, 1000, 5000), 1000),  # per arm
+        Choice("method", ("ab", "interleaving"), "ab"),  # split users, or interleave both slates on every request
     ])
 
     def __init__(self, name: str = "experiment", config: dict | None = None, salt: int = 0) -> None:
@@ -156,6 +168,13 @@ class ExperimentDesigner(DecisionAgent):
         self.salt = salt
         self.outcomes: list[list[np.ndarray]] = [[], []]
         self.guardrails: list[list[np.ndarray]] = [[], []]
+        self.paired: list[tuple[np.ndarray, np.ndarray]] = []  # interleaving: (credit difference, user) per request
+        self.paired_guardrails: list[np.ndarray] = []
+
+    @property
+    def interleaving(self) -> bool:
+        """Whether the test interleaves (``method`` interleaving) rather than splitting users."""
+        return self.config.get("method", "ab") == "interleaving"
 
     def arm(self, users: np.ndarray) -> np.ndarray:
         """0 (incumbent) or 1 (candidate) per user, by a deterministic multiplicative hash of the user id."""
@@ -176,8 +195,45 @@ class ExperimentDesigner(DecisionAgent):
             if guardrail is not None:
                 self.guardrails[a].append(req[guardrail][m].astype(np.float64))
 
+    def observe_paired(self, difference: np.ndarray, users: np.ndarray, guardrail: np.ndarray | None = None) -> None:
+        """Collect an interleaved test's per-request credit differences (candidate's team - incumbent's team, e.g.
+        clicks), the requests' users (the clusters of the interval) and optionally the guardrail's difference
+        (e.g. violations) of the same requests."""
+        difference, users = np.asarray(difference, np.float64).ravel(), np.asarray(users).ravel()
+        if len(difference) != len(users) or (guardrail is not None and len(np.ravel(guardrail)) != len(users)):
+            raise ValueError(f"`difference`, `users` and `guardrail` must have one entry per request (got "
+                             f"{len(difference)}, {len(users)}, {None if guardrail is None else len(np.ravel(guardrail))})")
+        self.paired.append((difference, users))
+        if guardrail is not None:
+            self.paired_guardrails.append(np.asarray(guardrail, np.float64).ravel())
+
+    def _decide_paired(self, metric: str, guardrail_tolerance: float | None) -> ABDecision:
+        d = np.concatenate([x for x, _ in self.paired]) if self.paired else np.zeros(0)
+        users = np.concatenate([u for _, u in self.paired]) if self.paired else np.zeros(0, np.int64)
+        effect, lo, hi, _, p = clustered_mean_interval(d, users, 1 - self.config["alpha"])
+        reasons = []
+        enough = len(d) >= self.config["min_requests"]
+        if not enough:
+            reasons.append(f"too few interleaved requests ({len(d)} < {self.config['min_requests']})")
+        wins = lo > self.config["min_effect"]
+        if enough and not wins:
+            reasons.append(f"interval lower end {lo:.4f} <= min_effect {self.config['min_effect']}")
+        guard_ok = True
+        if guardrail_tolerance is not None and self.paired_guardrails:
+            g_eff, g_lo, _, _, _ = clustered_mean_interval(np.concatenate(self.paired_guardrails), users,
+                                                           1 - self.config["alpha"])
+            guard_ok = not (g_lo > guardrail_tolerance)
+            if not guard_ok:
+                reasons.append(f"guardrail worsened: increase {g_eff:.4f} (interval low {g_lo:.4f}) > {guardrail_tolerance}")
+        accepted = bool(enough and wins and guard_ok)
+        return ABDecision(f"interleaving/{metric}", effect, lo, hi, p, len(d), len(d), accepted, reasons)
+
     def decide(self, metric: str = "clicks", guardrail_tolerance: float | None = None) -> ABDecision:
-        """Apply the decision rule to everything observed so far."""
+        """Apply the decision rule to everything observed so far (``method`` interleaving: to the paired credit
+        differences of :meth:`observe_paired`; the decision's metric is then ``interleaving/<metric>`` and both
+        of its counts are the test's requests)."""
+        if self.interleaving:
+            return self._decide_paired(metric, guardrail_tolerance)
         a = np.concatenate(self.outcomes[0]) if self.outcomes[0] else np.zeros(0)
         b = np.concatenate(self.outcomes[1]) if self.outcomes[1] else np.zeros(0)
         effect, lo, hi, _, p = welch_interval(b, a, 1 - self.config["alpha"])  # candidate - incumbent
@@ -200,6 +256,7 @@ class ExperimentDesigner(DecisionAgent):
 
     def reset(self) -> None:
         self.outcomes, self.guardrails = [[], []], [[], []]
+        self.paired, self.paired_guardrails = [], []
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
         """The role's allocation metrics (``rewards.inner`` for 'experiment') and the current test's effect."""

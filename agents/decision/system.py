@@ -34,6 +34,8 @@ __all__ = ["Pipeline", "Served", "Simulation", "System", "feature_dim", "probe_i
 
 log = logging.getLogger(__name__)
 
+SYSTEM_STREAM = 0x5157  # keys the per-step generator of the served system's own randomness
+
 
 def feature_dim(cfg: WorldConfig, num_routes: int) -> int:
     """Width of the ranker's (request, candidate) features for a world and a number of routes."""
@@ -150,7 +152,7 @@ class Simulation:
         check_probability("candidate_log_rate", candidate_log_rate)
         self.world, self.system, self.slate_size = world, system, slate_size
         self.candidate_log_rate = candidate_log_rate
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(seed)
         self.sessions = SessionBatch(world, concurrency, slate_size, slate_size, ResponseReward(), max_session_steps)
         self.sessions.start(np.arange(concurrency))
         self.next_request = 0
@@ -164,6 +166,9 @@ class Simulation:
         imp, req, cand = [], [], []
         served_requests = 0
         while served_requests < num_requests:
+            # the system's own randomness (exploration routes, candidate logging): a generator per step, so two runs
+            # of one seed draw the same numbers at the same step whatever they served before
+            rng = np.random.default_rng([self.seed, SYSTEM_STREAM, world.steps])
             slots = np.arange(n)
             request = self.next_request + slots
             self.next_request += n
@@ -181,12 +186,12 @@ class Simulation:
                 rows = rows_of[i]
                 if not len(rows):
                     continue
-                out = p.serve(batch.subset(rows), catalog, self.rng, self.slate_size)
+                out = p.serve(batch.subset(rows), catalog, rng, self.slate_size)
                 items[rows], route[rows], score[rows], served_p[rows] = out.items, out.route, out.score, out.p_click
                 scored[rows] = out.candidates.valid.sum(axis=1)
                 feats[i] = out.features
                 if self.candidate_log_rate > 0:
-                    keep = self.rng.random(len(rows)) < self.candidate_log_rate
+                    keep = rng.random(len(rows)) < self.candidate_log_rate
                     for r in out.routes:
                         sel = r.items[keep]
                         valid = sel >= 0
@@ -221,12 +226,19 @@ class Simulation:
                 "risk": catalog.column("risk")[items].ravel(), "cost": world.catalog.cost[items].ravel(),
                 "click": resp.click.ravel(), "dwell": resp.dwell.ravel(),
                 "like": resp.like.ravel(), "violation": resp.violation.ravel(),
+                "click_exp": resp.expected_click.ravel(), "dwell_exp": resp.expected_dwell.ravel(),
+                "like_exp": resp.expected_like.ravel(),
             })
+            return_exp = np.zeros(n, np.float32)
+            churn_exp = np.zeros(n, np.float32)
+            return_exp[done], churn_exp[done] = result.ended.return_prob, result.ended.churn_prob
             req.append({
                 "request": request, "step": np.full(n, world.steps), "user": batch.users.copy(), "segment": segment,
                 "pipeline": pipe, "candidates_scored": scored, "clicks": resp.click.sum(axis=1),
                 "dwell": resp.dwell.sum(axis=1), "violations": resp.violation.sum(axis=1),
                 "session_end": done, "returned": returned, "churned": churned,
+                "clicks_exp": resp.expected_clicks, "dwell_exp": resp.expected_dwell.sum(axis=1),
+                "exit_exp": resp.exit_prob, "return_exp": return_exp, "churn_exp": churn_exp,
             })
             sessions.start(slots[done])
             world.tick()

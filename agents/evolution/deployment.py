@@ -35,13 +35,16 @@ from agents.decision.configs import SystemConfig, build_system
 from agents.decision.context import RequestBatch
 from agents.decision.functional import ExperimentDesigner
 from agents.decision.system import Simulation, System
+from agents.evolution.interleaving import METHODS, PreferenceTest, credit_column, interleaved_system, preference_test, team_credit
 from envs.config import WorldConfig
 from envs.log import InteractionLog
+from envs.streams import Streams
 from envs.validation import ConfigError, check_choice, check_int, check_range
 from envs.world import World
 from rewards.layered import LayeredRewardConfig, layered_reward
 
-__all__ = ["REGIME_SCALARS", "ABRouter", "ABSystemRouter", "Deployment", "DeploymentService", "SplitWindow", "agent_reward",
+__all__ = ["REGIME_SCALARS", "ABRouter", "ABSystemRouter", "Deployment", "DeploymentService", "InterleavedWindow",
+           "SplitWindow", "agent_reward",
            "check_concurrency", "qualified_agents", "regime_features", "split_systems"]
 
 REGIME_SCALARS = ("clicks_per_request", "clicks_trend", "return_rate", "churn_rate", "violations_per_request",
@@ -167,6 +170,29 @@ class SplitWindow:
         return self.log.where(self.candidate if which == "candidate" else ~self.candidate)
 
 
+@dataclass
+class InterleavedWindow:
+    """One window served interleaved (:meth:`Deployment.serve_interleaved`): ``log`` the traffic, ``team`` the team
+    of each impression of ``log`` (0 the running system, 1 the challenger, -1 outside the test: a request both
+    systems route to the same pipeline), ``salt`` seeded the interleaving's coins, ``method`` the interleaving."""
+
+    log: InteractionLog
+    team: np.ndarray
+    salt: int
+    method: str
+
+    def credit(self, metric: str = "clicks") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per request of the test: ids, users and each team's credit (n, 2) (see
+        :func:`~agents.evolution.interleaving.team_credit`)."""
+        return team_credit(self.log, self.team, metric)
+
+    def test(self, metric: str = "clicks", alpha: float = 0.05, statistic: str = "difference",
+             min_effect: float = 0.0) -> PreferenceTest:
+        """The user-clustered preference test of this window (see :func:`~agents.evolution.interleaving.preference_test`)."""
+        _, users, credit = self.credit(metric)
+        return preference_test(credit, users, alpha, statistic, min_effect, metric, credit_column(self.log, metric))
+
+
 @runtime_checkable
 class DeploymentService(Protocol):
     """What every evolution path needs from a running recommender system (see the module docstring)."""
@@ -191,6 +217,8 @@ class DeploymentService(Protocol):
     def serve(self, windows: int = 1, *, learn: bool | None = None) -> InteractionLog: ...
     def serve_split(self, challenger: System, share: float, *, salt: int | None = None,
                     learn: bool | None = None) -> SplitWindow: ...
+    def serve_interleaved(self, challenger: System, method: str = "team_draft", *, length: int | None = None,
+                          learn: bool = False, salt: int | None = None, tau: float = 3.0) -> InterleavedWindow: ...
     def serving(self, system: System) -> Any: ...
     def new_salt(self) -> int: ...
     def score(self, log: InteractionLog, agent: str | Any | None = None,
@@ -198,7 +226,7 @@ class DeploymentService(Protocol):
     def advance(self, windows: int) -> InteractionLog: ...
     def snapshot(self) -> Any: ...
     def restore(self, snapshot: Any) -> None: ...
-    def fork(self) -> DeploymentService: ...
+    def fork(self, traffic_seed: int | None = None) -> DeploymentService: ...
     def regime(self) -> np.ndarray: ...
 
 
@@ -245,7 +273,10 @@ class Deployment:
             system = build_system(system, world_cfg)
         elif not isinstance(system, System):
             raise ConfigError(f"`system` must be a System or a SystemConfig (got {type(system).__name__})")
-        sim = Simulation(World(world_cfg, seed=int(world_seed)), system, concurrency=concurrency, seed=int(sim_seed))
+        # the simulation seed keys the traffic (every draw about users and requests: envs.streams) and the system's
+        # own randomness; the world seed fixes the catalog and the population
+        world = World(world_cfg, seed=int(world_seed), traffic_seed=int(sim_seed))
+        sim = Simulation(world, system, concurrency=concurrency, seed=int(sim_seed))
         return cls(sim, world_cfg, window=window, learn=learn, reward=reward, risk_bound=risk_bound, pool=pool,
                    salt_seed=int(sim_seed))
 
@@ -366,6 +397,23 @@ class Deployment:
             log = self.serve(learn=learn)
         return SplitWindow(log, log.requests["pipeline"] >= len(running.pipelines), salt)
 
+    def serve_interleaved(self, challenger: System, method: str = "team_draft", *, length: int | None = None,
+                          learn: bool = False, salt: int | None = None, tau: float = 3.0) -> InterleavedWindow:
+        """Serve one window in which every request is ranked by both the running system (team 0) and ``challenger``
+        (team 1) and the user sees the ``method``'s interleaving of the two (:data:`~agents.evolution.interleaving.
+        METHODS`; ``length``: items each side ranks, default twice the slate; ``tau``: probabilistic interleaving's
+        softmax exponent). The coins come from a stream seeded by ``salt`` (a fresh one unless given). Agents do not
+        learn from the test unless ``learn`` (then both systems' agents learn from the whole window). Requests both
+        systems route to the same pipeline object are served by it alone and are outside the test (team -1)."""
+        check_choice("method", method, list(METHODS))
+        salt = self.new_salt() if salt is None else int(salt)
+        system, pipe = interleaved_system(self.system, challenger, method, np.random.default_rng([salt, 0x1EAF]),
+                                          length=length, tau=tau)
+        pipe.learn = bool(learn)
+        with self.serving(system):
+            log = self.serve(learn=learn)
+        return InterleavedWindow(log, pipe.team_of(log.impressions["request"], log.impressions["position"]), salt, method)
+
     # ------------------------------------------------------------------ measure
     def score(self, log: InteractionLog, agent: str | Any | None = None,
               reward: LayeredRewardConfig | None = None) -> tuple[float, dict[str, float]]:
@@ -387,10 +435,18 @@ class Deployment:
         self._previous_ctr = None
 
     # ------------------------------------------------------------------ state
-    def fork(self) -> Deployment:
+    def fork(self, traffic_seed: int | None = None) -> Deployment:
         """A deep, independent copy: world, running system, pool, logs and every random stream. Serving the
-        fork changes nothing here; a fork served like the original serves identical traffic."""
-        return copy.deepcopy(self)
+        fork changes nothing here; a fork served like the original serves identical traffic (a twin).
+
+        ``traffic_seed``: the fork's future traffic (every draw about users and requests, ``envs.streams``, and the
+        system's own randomness) comes from this seed instead: an independent replicate from the same state (what
+        a comparison without common random numbers sees)."""
+        twin = copy.deepcopy(self)
+        if traffic_seed is not None:
+            twin._sim.world.streams = Streams(int(traffic_seed))
+            twin._sim.seed = int(traffic_seed)
+        return twin
 
     def snapshot(self) -> Deployment:
         """A frozen copy of the whole state, for :meth:`restore`."""

@@ -561,7 +561,7 @@ def design_step(
     step: int = 0,
     experiment: ExperimentDesigner | None = None,
     windows: int = 2,
-    metric: str = "clicks",
+    metric: str = "clicks_exp",
     guardrail_tolerance: float | None = 0.05,
     seed: int = 0,
     warm: bool = True,

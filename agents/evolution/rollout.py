@@ -13,6 +13,12 @@ Every helper works on a :class:`~agents.evolution.deployment.DeploymentService`:
 ``service.serving`` (the running system is back in place afterwards) and each test splits users with a fresh
 salt from ``service.new_salt()`` unless one is given, so successive tests do not put the same users in the
 candidate arm.
+
+With a designer whose ``method`` is ``interleaving`` the gate interleaves instead of splitting users: for ``windows``
+windows every request of the tested traffic sees the interleaving of the incumbent's and the candidate's slates
+(:meth:`~agents.evolution.deployment.Deployment.serve_interleaved`, agents not learning), and the designer judges the
+per-request credit difference of ``metric`` (``clicks``, ``clicks_exp``: expected clicks where the log has them,
+``dwell``; the guardrail: violations credited to each team). The decision and what follows it are the same.
 """
 
 from __future__ import annotations
@@ -25,9 +31,12 @@ from agents.decision.functional import ABDecision, ExperimentDesigner
 from agents.decision.system import Pipeline, System
 from agents.evolution.deployment import ABRouter, DeploymentService, split_systems
 from envs.log import InteractionLog
-from envs.validation import check_choice, check_int
+from envs.validation import ConfigError, check_choice, check_int
 
-__all__ = ["ab_rollout", "ab_rollout_pipeline", "ab_test_systems"]
+__all__ = ["INTERLEAVING_METRICS", "ab_rollout", "ab_rollout_pipeline", "ab_test_systems"]
+
+# an A/B metric (a request column) -> the interleaving credit metric of the same outcome
+INTERLEAVING_METRICS = {"clicks": "clicks", "clicks_exp": "expected_clicks", "dwell": "dwell", "violations": "violations"}
 
 
 def ab_rollout(
@@ -36,7 +45,7 @@ def ab_rollout(
     candidate: dict[str, Any],
     designer: ExperimentDesigner | None = None,
     windows: int = 2,
-    metric: str = "clicks",
+    metric: str = "clicks_exp",
     guardrail_tolerance: float | None = 0.05,
     deploy: bool = True,
     on_log: Callable[[InteractionLog], None] | None = None,
@@ -62,7 +71,7 @@ def ab_rollout_pipeline(
     challenger: Pipeline,
     designer: ExperimentDesigner | None = None,
     windows: int = 2,
-    metric: str = "clicks",
+    metric: str = "clicks_exp",
     guardrail_tolerance: float | None = 0.05,
     target: str | None = None,
     deploy: bool = True,
@@ -85,10 +94,14 @@ def ab_rollout_pipeline(
     index = names.index(target)
     challenger.name = f"{target}/candidate"
     designer = _fresh(service, designer, salt)
-    arms = (index, len(names))
-    split = System([*system.pipelines, challenger],
-                   ABRouter(designer, system.router, index, [*names, challenger.name]), system.route_names)
-    decision = _run_split(service, split, designer, arms, windows, metric, guardrail_tolerance, on_log)
+    if designer.interleaving:
+        pipelines = list(system.pipelines)
+        pipelines[index], challenger.name = challenger, target
+        decision = _run_interleaved(service, System(pipelines, system.router, system.route_names), designer, windows,
+                                    metric, guardrail_tolerance, on_log)
+    else:
+        decision = _split_pipeline(service, system, challenger, designer, index, windows, metric, guardrail_tolerance,
+                                   on_log)
     challenger.name = target
     if decision.accepted and deploy:
         pipelines = list(system.pipelines)
@@ -97,12 +110,23 @@ def ab_rollout_pipeline(
     return decision
 
 
+def _split_pipeline(service: DeploymentService, system: System, challenger: Pipeline, designer: ExperimentDesigner,
+                    index: int, windows: int, metric: str, guardrail_tolerance: float | None,
+                    on_log: Callable[[InteractionLog], None] | None) -> ABDecision:
+    """The A/B test of one pipeline: the users the system routes to pipeline ``index`` split by the designer."""
+    names = [p.name for p in system.pipelines]
+    arms = (index, len(names))
+    split = System([*system.pipelines, challenger],
+                   ABRouter(designer, system.router, index, [*names, challenger.name]), system.route_names)
+    return _run_split(service, split, designer, arms, windows, metric, guardrail_tolerance, on_log)
+
+
 def ab_test_systems(
     service: DeploymentService,
     challenger: System,
     designer: ExperimentDesigner | None = None,
     windows: int = 2,
-    metric: str = "clicks",
+    metric: str = "clicks_exp",
     guardrail_tolerance: float | None = 0.05,
     on_log: Callable[[InteractionLog], None] | None = None,
     salt: int | None = None,
@@ -116,6 +140,8 @@ def ab_test_systems(
     check_int("windows", windows, 1)
     system = service.system
     designer = _fresh(service, designer, salt)
+    if designer.interleaving:
+        return _run_interleaved(service, challenger, designer, windows, metric, guardrail_tolerance, on_log)
     n = len(system.pipelines)
     arms = (tuple(range(n)), tuple(range(n, n + len(challenger.pipelines))))
     split = split_systems(system, challenger, designer)
@@ -142,4 +168,22 @@ def _run_split(service: DeploymentService, split: System, designer: ExperimentDe
                              arms=arms)
             if on_log is not None:
                 on_log(log)
+    return designer.decide(metric, guardrail_tolerance)
+
+
+def _run_interleaved(service: DeploymentService, challenger: System, designer: ExperimentDesigner, windows: int,
+                     metric: str, guardrail_tolerance: float | None,
+                     on_log: Callable[[InteractionLog], None] | None = None) -> ABDecision:
+    """Serve ``windows`` interleaved windows of the running system and ``challenger``, feed each request's credit
+    difference (challenger - running) of ``metric`` (and of violations, the guardrail) to the designer, decide."""
+    check_int("windows", windows, 1)
+    if metric not in INTERLEAVING_METRICS:
+        raise ConfigError(f"`metric` of an interleaved test must be one of {list(INTERLEAVING_METRICS)} (got {metric!r})")
+    for _ in range(windows):
+        window = service.serve_interleaved(challenger, learn=False)
+        _, users, credit = window.credit(INTERLEAVING_METRICS[metric])
+        guard = window.credit("violations")[2] if guardrail_tolerance is not None else None
+        designer.observe_paired(credit[:, 1] - credit[:, 0], users, None if guard is None else guard[:, 1] - guard[:, 0])
+        if on_log is not None:
+            on_log(window.log)
     return designer.decide(metric, guardrail_tolerance)

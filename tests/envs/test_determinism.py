@@ -110,7 +110,7 @@ def _world_run(seed: int) -> list[Any]:
     record: list[Any] = []
     users = world.new_requests(32)
     for _ in range(30):
-        ids, feats = world.candidates(len(users), 10)
+        ids, feats = world.candidates(users, 10)
         slate = np.take_along_axis(ids, np.argsort(actions.random(ids.shape), axis=1)[:, :4], axis=1)
         response = world.respond(users, slate)
         ended = world.end_sessions(users[response.exit])

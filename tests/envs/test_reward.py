@@ -24,6 +24,9 @@ def _response() -> Response:
         choice_prob=np.full((2, 4), 0.25, np.float32),
         experience=np.zeros(2, np.float32),
         satisfaction=np.zeros(2, np.float32),
+        expected_dwell=np.zeros((2, 3), np.float32),
+        expected_like=np.zeros((2, 3), np.float32),
+        exit_prob=np.full(2, 0.5, np.float32),
     )
 
 

@@ -50,7 +50,7 @@ def _run(shift: str | None, seed: int = 0) -> dict[str, np.ndarray]:
         for _ in range(cfg.steps_per_day):
             users = world.new_requests(REQUESTS_PER_STEP)
             requests += np.bincount(pop.segment[users], minlength=len(cfg.segments))
-            ids, _ = world.candidates(REQUESTS_PER_STEP, 50)
+            ids, _ = world.candidates(users, 50)
             slate = np.take_along_axis(ids, np.argsort(rng.random(ids.shape), axis=1)[:, :10], axis=1)
             clicked = slate[world.respond(users, slate).click]
             clicks += len(clicked)

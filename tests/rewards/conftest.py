@@ -9,9 +9,15 @@ import pytest
 
 from envs.log import CANDIDATE_COLUMNS, IMPRESSION_COLUMNS, REQUEST_COLUMNS, InteractionLog
 
+# an expected column not given copies its realised column, so hand-worked numbers hold under either outcome setting
+EXPECTED_OF = {"click_exp": "click", "dwell_exp": "dwell", "like_exp": "like", "clicks_exp": "clicks",
+               "return_exp": "returned", "churn_exp": "churned"}
+
 
 def _table(given: dict[str, list], columns: dict[str, type]) -> dict[str, np.ndarray]:
-    """The given columns as typed arrays; every other column zeros of the same length."""
+    """The given columns as typed arrays; an expected column not given copies its realised one (:data:`EXPECTED_OF`);
+    every other column zeros of the same length."""
+    given = {**{e: given[r] for e, r in EXPECTED_OF.items() if e in columns and e not in given and r in given}, **given}
     n = len(next(iter(given.values()))) if given else 0
     return {c: np.asarray(given[c], dtype=t) if c in given else np.zeros(n, dtype=t) for c, t in columns.items()}
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rewards.outer import OUTER_KEYS, gini, outer_metrics
+from rewards.layered import LayeredRewardConfig, layered_reward
+from rewards.outer import OUTER_KEYS, gini, outcome_key, outer_metrics
 
 
 def test_gini_hand_worked_vectors() -> None:
@@ -86,3 +87,27 @@ def test_outer_rejects_items_outside_the_catalog(make_log) -> None:
     log = make_log(impressions={"request": [0], "item": [7]}, requests={"request": [0]}, num_items=5, num_creators=1)
     with pytest.raises(ValueError, match=r"`item` ids must lie in \[0, 5\) \(got ids from 7 to 7\)"):
         outer_metrics(log)
+
+
+def test_expected_versions_and_the_outcome_setting(make_log) -> None:
+    """Realised and expected metrics side by side; the layered reward judges by the one its config names."""
+    log = make_log(
+        requests={"request": [0, 1, 2, 3], "clicks": [1, 0, 2, 1], "clicks_exp": [0.5, 0.25, 0.75, 0.5],
+                  "dwell": [60, 0, 120, 60], "dwell_exp": [30, 15, 60, 15], "session_end": [0, 1, 1, 1],
+                  "returned": [1, 0, 1, 1], "return_exp": [0.9, 0.2, 0.6, 0.7], "churned": [0, 1, 0, 0],
+                  "churn_exp": [0.0, 0.5, 0.1, 0.0]},
+    )
+    m = outer_metrics(log)
+    assert m["outer/engagement/clicks_per_request"] == pytest.approx(1.0)
+    assert m["outer/engagement/clicks_per_request/exp"] == pytest.approx(0.5)
+    assert m["outer/engagement/dwell_min_per_request/exp"] == pytest.approx(120 / 60 / 4)
+    assert m["outer/long_term/return_rate/exp"] == pytest.approx((0.2 + 0.6 + 0.7) / 3)  # over the ended sessions only
+    assert m["outer/long_term/churn_rate/exp"] == pytest.approx(0.6 / 3)
+    assert outcome_key("outer/engagement/clicks_per_request", "expected") == "outer/engagement/clicks_per_request/exp"
+    assert outcome_key("outer/risk/violations_per_request", "expected") == "outer/risk/violations_per_request"  # one version
+    assert outcome_key("outer/engagement/clicks_per_request", "realised") == "outer/engagement/clicks_per_request"
+    expected = layered_reward("system", log, LayeredRewardConfig())
+    realised = layered_reward("system", log, LayeredRewardConfig(outcome="realised"))
+    assert expected.value == pytest.approx(0.5) and realised.value == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="outcome.*expected.*realised.*'sampled'"):
+        LayeredRewardConfig(outcome="sampled")

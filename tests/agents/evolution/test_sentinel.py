@@ -84,12 +84,13 @@ def production_rewards(shifts: list[dict], seed: int) -> list[float]:
 def test_false_alarm_rate_on_a_world_without_shifts():
     """20 seeds, no shift: the settled sentinel declares none in <= 2 (measured on seeds 0-19 under
     ATEN_CPU_CAPABILITY=default: 0/20 at a 30% band; 3/12 seeds alarm at 20% with a sentinel every window; the
-    former rule: 19/20, at window 1 or 2, on the learning jump)."""
+    former rule: 19/20, at window 1 or 2, on the learning jump; 15/20 once the reward became the expected clicks,
+    whose windows are less noisy)."""
     runs = [production_rewards([], seed) for seed in range(20)]
     alarms = [seed for seed, r in enumerate(runs) if first_detection(SENTINEL, r) is not None]
     old = [seed for seed, r in enumerate(runs) if old_first_detection(SENTINEL, r) is not None]
     assert len(alarms) <= 2, alarms
-    assert len(old) >= 18, old  # the former rule fires on the learning itself
+    assert len(old) >= 12, old  # the former rule fires on the learning itself
 
 
 @pytest.mark.slow
