@@ -18,7 +18,8 @@ parameter) on a deployment whose ranker has learned for a few windows:
 Every quantity is measured on expected clicks (``exp``: ``clicks_exp`` / ``click_exp``, realised clicks where the log
 has none) and on realised clicks (``clk``), from the same windows. Prints a table, then a last line of JSON:
 ``interleaving_sensitivity_ratio`` (the median, over pairs whose true effect is clear (> 3 twin s.e.), of A/B
-requests needed (both arms) / interleaving requests needed, on expected clicks when logged) and
+requests needed (both arms) / interleaving requests needed with the first-pick adjustment the A/B gate uses, on
+expected clicks when logged; ``..._unadjusted`` without it) and
 ``interleaving_sign_agreement`` (the share of those pairs whose interleaving effect has the truth's sign), a summary
 per metric and the per-pair numbers.
 
@@ -170,8 +171,9 @@ def interleaving_summary(windows: int = 3, window: int = 2000, warmup: int = 3, 
     main_key = "exp" if any(r["expected"] for r in rows.values()) else "clk"
     sums = {"expected_clicks": summary("exp"), "clicks": summary("clk")}
     head = sums["expected_clicks" if main_key == "exp" else "clicks"]
-    return {
-        "interleaving_sensitivity_ratio": head["ratio"], "interleaving_sign_agreement": head["il_sign_agreement"],
+    return {  # the gate's test adjusts for the coins' first picks (agents.evolution.interleaving.adjust_for_design)
+        "interleaving_sensitivity_ratio": head["ratio_position_adjusted"], "interleaving_sensitivity_ratio_unadjusted":
+        head["ratio"], "interleaving_sign_agreement": head["il_sign_agreement"],
         "metric": "expected_clicks" if main_key == "exp" else "clicks", "summary": sums, "method": method,
         "seed": seed, "windows": windows, "window": window, "seconds": round(time.perf_counter() - t0, 1),
         "pairs": {n: {m: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v if not isinstance(v, float)

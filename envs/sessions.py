@@ -3,6 +3,8 @@
 ``n`` slots each hold one user in a session. Each step every active slot's user sees a slate chosen
 among its candidates; the world responds; sessions end on the user's exit or at ``max_session_steps``.
 The single-user env runs one slot, the vector env ``num_envs`` slots, with no per-user Python loop.
+Observations come in two modes (:data:`OBS_MODES`): ``"dense"`` copies each candidate's feature row into the
+observation; ``"ids"`` hands out candidate item ids only, to be looked up in the catalog's feature table.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from gymnasium import spaces
 from envs.config import WorldConfig
 from envs.items import FEATURE_BOUND, ITEM_FEATURES
 from envs.reward import ResponseReward
-from envs.validation import ConfigError, check_int
+from envs.validation import ConfigError, check_choice, check_int
 from envs.world import Response, SessionEnd, World
 
-__all__ = ["ObservationLayout", "SessionBatch", "StepResult", "observation_space"]
+__all__ = ["OBS_MODES", "ObservationLayout", "SessionBatch", "StepResult", "check_obs_mode", "observation_space", "read_only"]
 
 IDLE, OPEN, CLOSED = 0, 1, 2  # slot states
+# "dense": obs["candidates"] (C, F) item features per user; "ids": obs["candidate_ids"] (C,) item ids, features
+# served once per env by a read-only view of the catalog's feature table (``catalog_features``)
+OBS_MODES = ("dense", "ids")
 
 
 @dataclass(frozen=True)
@@ -65,17 +70,30 @@ class ObservationLayout:
         return self.embedding_dim + ITEM_FEATURES.index(name)
 
 
-def observation_space(cfg: WorldConfig, num_candidates: int) -> spaces.Dict:
-    """Fixed-shape observation: the user's observable features and the candidates' features."""
+def check_obs_mode(obs_mode: str) -> str:
+    """``obs_mode`` as one of :data:`OBS_MODES`, or a ConfigError naming the key, the allowed values and the value."""
+    return check_choice("obs_mode", obs_mode, OBS_MODES)
+
+
+def observation_space(cfg: WorldConfig, num_candidates: int, obs_mode: str = "dense") -> spaces.Dict:
+    """Fixed-shape observation: the user's observable features, and the candidates' features (``"dense"``) or
+    their item ids (``"ids"``: a policy gathers their rows from the env's read-only ``catalog_features``)."""
+    obs_mode = check_obs_mode(obs_mode)
     user_dim = len(cfg.segments) + cfg.embedding_dim + 3
-    item_dim = cfg.embedding_dim + len(ITEM_FEATURES)
     b = FEATURE_BOUND
-    return spaces.Dict(
-        {
-            "user": spaces.Box(-b, b, shape=(user_dim,), dtype=np.float32),
-            "candidates": spaces.Box(-b, b, shape=(num_candidates, item_dim), dtype=np.float32),
-        }
-    )
+    user = spaces.Box(-b, b, shape=(user_dim,), dtype=np.float32)
+    if obs_mode == "ids":
+        ids = spaces.Box(0, cfg.num_items - 1, shape=(num_candidates,), dtype=np.int64)
+        return spaces.Dict({"user": user, "candidate_ids": ids})
+    item_dim = cfg.embedding_dim + len(ITEM_FEATURES)
+    return spaces.Dict({"user": user, "candidates": spaces.Box(-b, b, shape=(num_candidates, item_dim), dtype=np.float32)})
+
+
+def read_only(features: np.ndarray) -> np.ndarray:
+    """A read-only view of a live feature table: it shows every later in-place update, and cannot be written to."""
+    view = features.view()
+    view.flags.writeable = False
+    return view
 
 
 @dataclass
@@ -103,7 +121,9 @@ class SessionBatch:
         slate_size: int,
         reward: ResponseReward,
         max_session_steps: int | None = None,
+        obs_mode: str = "dense",
     ) -> None:
+        self.obs_mode = check_obs_mode(obs_mode)
         check_int("num_candidates", num_candidates, 1)
         check_int("slate_size", slate_size, 1)
         if slate_size > num_candidates:
@@ -132,7 +152,10 @@ class SessionBatch:
         self.churned = np.zeros(n, bool)  # for CLOSED slots: the user churns on release
         self.steps = np.zeros(n, np.int32)
         self.candidate_ids = np.zeros((n, num_candidates), np.int64)
-        self.candidate_features = np.zeros((n, num_candidates, world.catalog.features.shape[1]), np.float32)
+        # dense mode only: the (n, C, F) feature rows of the candidates (ids mode keeps and hands out none)
+        self.candidate_features: np.ndarray | None = None
+        if self.obs_mode == "dense":
+            self.candidate_features = np.zeros((n, num_candidates, world.catalog.features.shape[1]), np.float32)
 
     def start(self, slots: np.ndarray) -> None:
         """Give each slot in ``slots`` a new request.
@@ -198,16 +221,23 @@ class SessionBatch:
 
     def observe(self, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Draw fresh candidate sets for every slot (or for ``slots`` only: the others keep theirs) and return
-        the batched observation."""
+        the batched observation: ``{"user", "candidates"}`` (dense) or ``{"user", "candidate_ids"}`` (ids)."""
         if slots is None:
-            self.candidate_ids, self.candidate_features = self.world.candidates(self.users, self.num_candidates)
+            ids, feats = self.world.candidates(self.users, self.num_candidates, self.candidate_features is not None)
+            self.candidate_ids = ids
+            if self.candidate_features is not None:  # dense mode
+                self.candidate_features = feats
         else:
-            ids, feats = self.world.candidates(self.users[slots], self.num_candidates)
+            ids, feats = self.world.candidates(self.users[slots], self.num_candidates, self.candidate_features is not None)
             # copies: the arrays of the previous observation, already handed out, stay as they were
             self.candidate_ids = self.candidate_ids.copy()
             self.candidate_ids[slots] = ids
-            self.candidate_features = self.candidate_features.copy()
-            self.candidate_features[slots] = feats
+            if self.candidate_features is not None:  # dense mode
+                self.candidate_features = self.candidate_features.copy()
+                self.candidate_features[slots] = feats
         user = self.world.users.observation(self.users)
         np.clip(user, -FEATURE_BOUND, FEATURE_BOUND, out=user)
-        return {"user": user, "candidates": self.candidate_features}
+        if self.candidate_features is not None:
+            return {"user": user, "candidates": self.candidate_features}
+        # a copy: the slots' own ids decide what ``serve`` shows, whatever the caller does to its observation
+        return {"user": user, "candidate_ids": self.candidate_ids.copy()}

@@ -15,7 +15,7 @@ from gymnasium import spaces
 
 from envs.config import WorldConfig, known_keys
 from envs.reward import ResponseReward
-from envs.sessions import SessionBatch, StepResult, observation_space
+from envs.sessions import SessionBatch, StepResult, check_obs_mode, observation_space, read_only
 from envs.validation import check_action, check_choice
 from envs.world import World
 
@@ -43,7 +43,10 @@ def make_reward(reward: ResponseReward | dict[str, float] | None) -> ResponseRew
 class SlateEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     """Recommend a slate of ``slate_size`` items out of ``num_candidates`` to one user per step.
 
-    Observation: ``{"user": (U,), "candidates": (C, F)}`` float32 (observable features only).
+    Observation: ``{"user": (U,), "candidates": (C, F)}`` float32 (observable features only); with
+    ``obs_mode="ids"``, ``{"user": (U,), "candidate_ids": (C,) int64}`` item ids whose feature rows a policy gathers
+    from :attr:`catalog_features` (the catalog's current ``(num_items, F)`` table, read-only), as a ranker reads
+    a feature store: ``catalog_features[obs["candidate_ids"]]`` equals the dense ``obs["candidates"]``.
     Action: ``MultiDiscrete([C] * K)``: candidate indices by position (a repeated index shows nothing).
     Reward: :class:`rewards.ResponseReward` of the user's response (default: clicks).
     ``info``: the response per item and the true user state, for diagnostics only.
@@ -58,17 +61,21 @@ class SlateEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         slate_size: int = 10,
         reward: ResponseReward | dict[str, float] | None = None,
         render_mode: str | None = None,
+        obs_mode: str = "dense",
     ) -> None:
+        self.obs_mode = check_obs_mode(obs_mode)
         self.world_cfg = make_world_config(world)
         self.reward_fn = make_reward(reward)
         if render_mode is not None:
             check_choice("render_mode", render_mode, RENDER_MODES)
         self.render_mode = render_mode
         # a throwaway world validates the sizes now; reset() builds the seeded one
-        self._batch = SessionBatch(World(self.world_cfg, seed=0), 1, num_candidates, slate_size, self.reward_fn)
+        self._batch = SessionBatch(
+            World(self.world_cfg, seed=0), 1, num_candidates, slate_size, self.reward_fn, obs_mode=self.obs_mode
+        )
         self.num_candidates = num_candidates
         self.slate_size = slate_size
-        self.observation_space = observation_space(self.world_cfg, num_candidates)
+        self.observation_space = observation_space(self.world_cfg, num_candidates, self.obs_mode)
         self.action_space = spaces.MultiDiscrete(np.full(slate_size, num_candidates, dtype=np.int64))
         self._world: World | None = None
         self._last: StepResult | None = None
@@ -80,6 +87,13 @@ class SlateEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             raise gym.error.ResetNeeded("call reset() before using the environment")
         return self._world
 
+    @property
+    def catalog_features(self) -> np.ndarray:
+        """The catalog's current item feature table ``(num_items, F)`` float32, rows by item id, columns as in
+        ``obs["candidates"]``: a read-only view of the world's live array, so it follows every refresh (freshness
+        at day boundaries, expired and refreshed items); a seeded ``reset`` builds a new world: read it again then."""
+        return read_only(self.world.catalog.features)
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -88,7 +102,7 @@ class SlateEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             world_seed = int(self.np_random.integers(2**63))
             self._world = World(self.world_cfg, seed=world_seed)
             self._batch = SessionBatch(
-                self._world, 1, self.num_candidates, self.slate_size, self.reward_fn
+                self._world, 1, self.num_candidates, self.slate_size, self.reward_fn, obs_mode=self.obs_mode
             )
         else:
             self._world.tick()

@@ -7,6 +7,7 @@ entries paired with boolean ``_key`` masks. All sub-envs share one world (one ca
 population), as concurrent requests on a real platform do, so sub-envs are not independent copies.
 ``reset(options={"reset_mask": mask})`` is Gymnasium's partial reset: new sessions start in the masked
 slots only (a pending autoreset there is cancelled), the others keep their sessions and observations.
+``obs_mode="ids"`` observes candidate item ids instead of their feature rows (see :class:`envs.SlateEnv`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs.config import WorldConfig
 from envs.reward import ResponseReward
-from envs.sessions import SessionBatch, StepResult, observation_space
+from envs.sessions import SessionBatch, StepResult, check_obs_mode, observation_space, read_only
 from envs.slate import RENDER_MODES, make_reward, make_world_config, render_step
 from envs.validation import check_action, check_choice, check_int
 from envs.world import World
@@ -42,8 +43,10 @@ class SlateVectorEnv(VectorEnv):
         reward: ResponseReward | dict[str, float] | None = None,
         max_episode_steps: int | None = 200,
         render_mode: str | None = None,
+        obs_mode: str = "dense",
     ) -> None:
         check_int("num_envs", num_envs, 1)
+        self.obs_mode = check_obs_mode(obs_mode)
         if render_mode is not None:
             check_choice("render_mode", render_mode, RENDER_MODES)
         self.num_envs = num_envs
@@ -54,7 +57,7 @@ class SlateVectorEnv(VectorEnv):
         self.max_episode_steps = max_episode_steps
         self.render_mode = render_mode
         self._batch = self._new_batch(World(self.world_cfg, seed=0))  # validates sizes now
-        self.single_observation_space = observation_space(self.world_cfg, num_candidates)
+        self.single_observation_space = observation_space(self.world_cfg, num_candidates, self.obs_mode)
         self.single_action_space = spaces.MultiDiscrete(np.full(slate_size, num_candidates, dtype=np.int64))
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -64,7 +67,8 @@ class SlateVectorEnv(VectorEnv):
 
     def _new_batch(self, world: World) -> SessionBatch:
         return SessionBatch(
-            world, self.num_envs, self.num_candidates, self.slate_size, self.reward_fn, self.max_episode_steps
+            world, self.num_envs, self.num_candidates, self.slate_size, self.reward_fn, self.max_episode_steps,
+            obs_mode=self.obs_mode,
         )
 
     @property
@@ -72,6 +76,13 @@ class SlateVectorEnv(VectorEnv):
         if self._world is None:
             raise RuntimeError("call reset() before using the environment")
         return self._world
+
+    @property
+    def catalog_features(self) -> np.ndarray:
+        """The shared catalog's current item feature table ``(num_items, F)`` float32, read-only: with
+        ``obs_mode="ids"``, ``catalog_features[obs["candidate_ids"]]`` is the dense ``obs["candidates"]``. A view of
+        the world's live array: it follows every refresh; a seeded ``reset`` builds a new world: read it again then."""
+        return read_only(self.world.catalog.features)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -170,9 +170,9 @@ class World:
         self.users.start_sessions(users)
         return users
 
-    def candidates(self, users: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, users: np.ndarray, size: int, features: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """A uniformly random candidate set of ``size`` distinct items for each of ``users`` at its next request:
-        ids (n, size), features (n, size, F).
+        ids (n, size), features (n, size, F) (None with ``features=False``: ids only, no copy of item rows).
 
         Each set is a window of a permutation of the catalog drawn for this step (a uniform random subset; sets in
         one call overlap at random), starting where the user's stream (keyed by its request counter) says: a user
@@ -190,11 +190,13 @@ class World:
         if n <= SMALL_BATCH:  # a few rows: draw each set directly (O(size), not O(num_items))
             ids = np.stack([_distinct(row, size, num) for row in self.streams.integers(
                 "candidates", ident, self.users.requests[users], num, size + size // 2 + 8)]).reshape(n, size)
-            return ids, cat.features[ids]
+            return ids, (cat.features[ids] if features else None)
         perm = self.streams.generator("catalog_order", self.steps).permutation(num)
         ring = np.concatenate([perm, perm[: size - 1]])
-        feats = cat.features[ring]
         start = (self.streams.uniform("candidates", ident, self.users.requests[users]) * num).astype(np.int64)
+        if not features:
+            return ring[start[:, None] + np.arange(size)], None
+        feats = np.take(cat.features, ring, axis=0)
         fs, ids = feats.strides, ring.strides
         win_f = as_strided(feats, shape=(num, size, feats.shape[1]), strides=(fs[0], fs[0], fs[1]), writeable=False)
         win_i = as_strided(ring, shape=(num, size), strides=(ids[0], ids[0]), writeable=False)
@@ -211,7 +213,7 @@ class World:
         cat, pop, tab = self.catalog, self.users, self.users.table
         seg = pop.segment[users]
         d = cat.embedding.shape[1]
-        f = cat.features[slate]  # (B, K, D + 4): one gather for embedding and scalar features
+        f = np.take(cat.features, slate, axis=0)  # (B, K, D + 4): one gather for embedding and scalar features
         affinity = np.einsum("bkd,bd->bk", f[..., :d], pop.interest[users])
         fatigue = pop.fatigue[users[:, None], cat.topic[slate]]
         u = tab.affinity_scale[seg, None] * affinity

@@ -22,7 +22,7 @@ from agents.decision.context import RequestBatch
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from envs.log import InteractionLog
 from rewards.inner import inner_metrics, router_metrics
-from rewards.stats import clustered_mean_interval, welch_interval
+from rewards.stats import WelchInterval, clustered_mean_interval, welch_interval
 
 __all__ = ["ABDecision", "ExperimentDesigner", "SegmentRouter"]
 
@@ -207,52 +207,45 @@ class ExperimentDesigner(DecisionAgent):
         if guardrail is not None:
             self.paired_guardrails.append(np.asarray(guardrail, np.float64).ravel())
 
-    def _decide_paired(self, metric: str, guardrail_tolerance: float | None) -> ABDecision:
-        d = np.concatenate([x for x, _ in self.paired]) if self.paired else np.zeros(0)
-        users = np.concatenate([u for _, u in self.paired]) if self.paired else np.zeros(0, np.int64)
-        effect, lo, hi, _, p = clustered_mean_interval(d, users, 1 - self.config["alpha"])
+    def _rule(self, metric: str, interval: WelchInterval, n: tuple[int, int], too_few: str,
+              guard: WelchInterval | None, guardrail_tolerance: float | None) -> ABDecision:
+        """The decision rule: enough requests, the interval's lower end above ``min_effect``, the guardrail's
+        increase not significantly above its tolerance."""
+        effect, lo, hi, _, p = interval
         reasons = []
-        enough = len(d) >= self.config["min_requests"]
+        enough = min(n) >= self.config["min_requests"]
         if not enough:
-            reasons.append(f"too few interleaved requests ({len(d)} < {self.config['min_requests']})")
+            reasons.append(f"{too_few} ({min(n)} < {self.config['min_requests']})")
         wins = lo > self.config["min_effect"]
         if enough and not wins:
             reasons.append(f"interval lower end {lo:.4f} <= min_effect {self.config['min_effect']}")
         guard_ok = True
-        if guardrail_tolerance is not None and self.paired_guardrails:
-            g_eff, g_lo, _, _, _ = clustered_mean_interval(np.concatenate(self.paired_guardrails), users,
-                                                           1 - self.config["alpha"])
+        if guardrail_tolerance is not None and guard is not None:
+            g_eff, g_lo = guard[0], guard[1]
             guard_ok = not (g_lo > guardrail_tolerance)
             if not guard_ok:
                 reasons.append(f"guardrail worsened: increase {g_eff:.4f} (interval low {g_lo:.4f}) > {guardrail_tolerance}")
-        accepted = bool(enough and wins and guard_ok)
-        return ABDecision(f"interleaving/{metric}", effect, lo, hi, p, len(d), len(d), accepted, reasons)
+        return ABDecision(metric, effect, lo, hi, p, n[0], n[1], bool(enough and wins and guard_ok), reasons)
 
     def decide(self, metric: str = "clicks", guardrail_tolerance: float | None = None) -> ABDecision:
         """Apply the decision rule to everything observed so far (``method`` interleaving: to the paired credit
         differences of :meth:`observe_paired`; the decision's metric is then ``interleaving/<metric>`` and both
         of its counts are the test's requests)."""
+        level = 1 - self.config["alpha"]
         if self.interleaving:
-            return self._decide_paired(metric, guardrail_tolerance)
+            d = np.concatenate([x for x, _ in self.paired]) if self.paired else np.zeros(0)
+            users = np.concatenate([u for _, u in self.paired]) if self.paired else np.zeros(0, np.int64)
+            guard = (clustered_mean_interval(np.concatenate(self.paired_guardrails), users, level)
+                     if guardrail_tolerance is not None and self.paired_guardrails else None)
+            return self._rule(f"interleaving/{metric}", clustered_mean_interval(d, users, level), (len(d), len(d)),
+                              "too few interleaved requests", guard, guardrail_tolerance)
         a = np.concatenate(self.outcomes[0]) if self.outcomes[0] else np.zeros(0)
         b = np.concatenate(self.outcomes[1]) if self.outcomes[1] else np.zeros(0)
-        effect, lo, hi, _, p = welch_interval(b, a, 1 - self.config["alpha"])  # candidate - incumbent
-        reasons = []
-        enough = min(len(a), len(b)) >= self.config["min_requests"]
-        if not enough:
-            reasons.append(f"too few requests per arm ({min(len(a), len(b))} < {self.config['min_requests']})")
-        wins = lo > self.config["min_effect"]
-        if enough and not wins:
-            reasons.append(f"interval lower end {lo:.4f} <= min_effect {self.config['min_effect']}")
-        guard_ok = True
+        guard = None
         if guardrail_tolerance is not None and self.guardrails[0]:
-            ga, gb = np.concatenate(self.guardrails[0]), np.concatenate(self.guardrails[1])
-            g_eff, g_lo, _, _, _ = welch_interval(gb, ga, 1 - self.config["alpha"])
-            guard_ok = not (g_lo > guardrail_tolerance)
-            if not guard_ok:
-                reasons.append(f"guardrail worsened: increase {g_eff:.4f} (interval low {g_lo:.4f}) > {guardrail_tolerance}")
-        accepted = bool(enough and wins and guard_ok)
-        return ABDecision(metric, effect, lo, hi, p, len(a), len(b), accepted, reasons)
+            guard = welch_interval(np.concatenate(self.guardrails[1]), np.concatenate(self.guardrails[0]), level)
+        return self._rule(metric, welch_interval(b, a, level), (len(a), len(b)),  # candidate - incumbent
+                          "too few requests per arm", guard, guardrail_tolerance)
 
     def reset(self) -> None:
         self.outcomes, self.guardrails = [[], []], [[], []]

@@ -35,7 +35,15 @@ from agents.decision.configs import SystemConfig, build_system
 from agents.decision.context import RequestBatch
 from agents.decision.functional import ExperimentDesigner
 from agents.decision.system import Simulation, System
-from agents.evolution.interleaving import METHODS, PreferenceTest, credit_column, interleaved_system, preference_test, team_credit
+from agents.evolution.interleaving import (
+    METHODS,
+    PreferenceTest,
+    credit_column,
+    design_covariates,
+    interleaved_system,
+    preference_test,
+    team_credit,
+)
 from envs.config import WorldConfig
 from envs.log import InteractionLog
 from envs.streams import Streams
@@ -186,11 +194,17 @@ class InterleavedWindow:
         :func:`~agents.evolution.interleaving.team_credit`)."""
         return team_credit(self.log, self.team, metric)
 
+    def covariates(self, requests: np.ndarray) -> np.ndarray:
+        """The interleaving's randomised first picks per request (:func:`~agents.evolution.interleaving.design_covariates`)."""
+        return design_covariates(self.log, self.team, requests, self.method)
+
     def test(self, metric: str = "clicks", alpha: float = 0.05, statistic: str = "difference",
-             min_effect: float = 0.0) -> PreferenceTest:
-        """The user-clustered preference test of this window (see :func:`~agents.evolution.interleaving.preference_test`)."""
-        _, users, credit = self.credit(metric)
-        return preference_test(credit, users, alpha, statistic, min_effect, metric, credit_column(self.log, metric))
+             min_effect: float = 0.0, adjust: bool = True) -> PreferenceTest:
+        """The user-clustered preference test of this window (see :func:`~agents.evolution.interleaving.preference_test`),
+        adjusted for the coins' first picks unless ``adjust=False``."""
+        requests, users, credit = self.credit(metric)
+        return preference_test(credit, users, alpha, statistic, min_effect, metric, credit_column(self.log, metric),
+                               self.covariates(requests) if adjust else None)
 
 
 @runtime_checkable

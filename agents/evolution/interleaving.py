@@ -40,6 +40,7 @@ from envs.validation import ConfigError, check_choice, check_int, check_range
 from rewards.stats import clustered_mean_interval
 
 __all__ = ["CREDIT_METRICS", "METHODS", "STATISTICS", "InterleavedPipeline", "Interleaving", "PreferenceTest",
+           "adjust_for_design", "design_covariates",
            "interleave", "interleaved_system", "preference_test", "probabilistic_interleave", "team_credit",
            "team_draft", "team_draft_multileave"]
 
@@ -207,6 +208,24 @@ def team_credit(log: InteractionLog, team: np.ndarray, metric: str = "clicks",
     return requests, users, credit
 
 
+def design_covariates(log: InteractionLog, team: np.ndarray, requests: np.ndarray, method: str) -> np.ndarray:
+    """The randomised part of each request's interleaving, centred at its design mean: (n, m) ``team - 1/2`` of the
+    positions the coins decide (team draft: every round's first pick, the even positions; probabilistic: every
+    position). Regressing the credit difference on them (:func:`preference_test` ``covariates``) removes the
+    variance due to which team happened to go first without biasing the mean, because the coins are independent of
+    the rankers (a CUPED-style adjustment by design variables)."""
+    check_choice("method", method, list(METHODS))
+    imp = log.impressions
+    pos = imp["position"].astype(np.int64)
+    step = 2 if method == "team_draft" else 1
+    width = (int(pos.max(initial=0)) // step) + 1
+    idx = np.searchsorted(requests, imp["request"])
+    keep = (np.asarray(team) >= 0) & (pos % step == 0) & np.isin(imp["request"], requests)
+    x = np.zeros((len(requests), width))
+    x[idx[keep], pos[keep] // step] = np.asarray(team)[keep] - 0.5
+    return x
+
+
 @dataclass
 class PreferenceTest:
     """An interleaved test's result: ``effect`` the mean per-request statistic (challenger - incumbent: the credit
@@ -237,12 +256,26 @@ class PreferenceTest:
         return {f"interleaving/{k}": v for k, v in self.__dict__.items()} | {"interleaving/preference": self.preference}
 
 
+def adjust_for_design(stat: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+    """``stat`` less its least-squares fit on the centred design ``covariates`` (see :func:`design_covariates`)."""
+    x = np.asarray(covariates, np.float64)
+    if x.ndim != 2 or len(x) != len(stat):
+        raise ValueError(f"`covariates` must be (n, m) with one row per request (got {x.shape} for {len(stat)} requests)")
+    x = x[:, np.ptp(x, axis=0) > 0]  # constant columns carry nothing
+    if len(stat) <= x.shape[1] + 2 or not x.shape[1]:
+        return stat
+    beta, *_ = np.linalg.lstsq(np.column_stack([np.ones(len(stat)), x]), stat, rcond=None)
+    return stat - x @ beta[1:]
+
+
 def preference_test(credit: np.ndarray, users: np.ndarray | None = None, alpha: float = 0.05,
                     statistic: str = "difference", min_effect: float = 0.0, metric: str = "clicks",
-                    column: str = "") -> PreferenceTest:
+                    column: str = "", covariates: np.ndarray | None = None) -> PreferenceTest:
     """Test an interleaved comparison: ``credit`` (n, 2) per request (incumbent's team, challenger's team), ``users``
     (n,) the clusters (None: requests independent). The per-request statistic is ``credit[:, 1] - credit[:, 0]``
-    (``difference``) or its sign (``wins``); its mean is judged with the user-clustered ``1 - alpha`` t-interval."""
+    (``difference``) or its sign (``wins``); its mean is judged with the user-clustered ``1 - alpha`` t-interval.
+    ``covariates`` (the design's randomised first picks, :func:`design_covariates`): the ``difference`` statistic is
+    adjusted for them first (same mean in expectation, less variance)."""
     check_choice("statistic", statistic, list(STATISTICS))
     check_range("alpha", alpha, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
     credit = np.asarray(credit, np.float64)
@@ -250,6 +283,8 @@ def preference_test(credit: np.ndarray, users: np.ndarray | None = None, alpha: 
         raise ValueError(f"`credit` must be (n, 2): incumbent's and challenger's credit per request (got {credit.shape})")
     diff = credit[:, 1] - credit[:, 0]
     stat = np.sign(diff) if statistic == "wins" else diff
+    if covariates is not None and statistic == "difference":
+        stat = adjust_for_design(stat, covariates)
     effect, lo, hi, _, p = clustered_mean_interval(stat, users, 1 - alpha)
     verdict = "challenger" if lo > min_effect else "incumbent" if hi < -min_effect else "none"
     n_users = len(np.unique(users)) if users is not None else len(diff)

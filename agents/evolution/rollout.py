@@ -30,6 +30,7 @@ from typing import Any
 from agents.decision.functional import ABDecision, ExperimentDesigner
 from agents.decision.system import Pipeline, System
 from agents.evolution.deployment import ABRouter, DeploymentService, split_systems
+from agents.evolution.interleaving import adjust_for_design
 from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int
 
@@ -175,15 +176,19 @@ def _run_interleaved(service: DeploymentService, challenger: System, designer: E
                      metric: str, guardrail_tolerance: float | None,
                      on_log: Callable[[InteractionLog], None] | None = None) -> ABDecision:
     """Serve ``windows`` interleaved windows of the running system and ``challenger``, feed each request's credit
-    difference (challenger - running) of ``metric`` (and of violations, the guardrail) to the designer, decide."""
+    difference (challenger - running) of ``metric``, adjusted for the interleaving's randomised first picks
+    (:func:`~agents.evolution.interleaving.adjust_for_design`), and of violations (the guardrail) to the designer,
+    decide."""
     check_int("windows", windows, 1)
     if metric not in INTERLEAVING_METRICS:
         raise ConfigError(f"`metric` of an interleaved test must be one of {list(INTERLEAVING_METRICS)} (got {metric!r})")
     for _ in range(windows):
         window = service.serve_interleaved(challenger, learn=False)
-        _, users, credit = window.credit(INTERLEAVING_METRICS[metric])
+        requests, users, credit = window.credit(INTERLEAVING_METRICS[metric])
+        # each window's differences adjusted for its coins' first picks (same mean, less variance)
+        diff = adjust_for_design(credit[:, 1] - credit[:, 0], window.covariates(requests))
         guard = window.credit("violations")[2] if guardrail_tolerance is not None else None
-        designer.observe_paired(credit[:, 1] - credit[:, 0], users, None if guard is None else guard[:, 1] - guard[:, 0])
+        designer.observe_paired(diff, users, None if guard is None else guard[:, 1] - guard[:, 0])
         if on_log is not None:
             on_log(window.log)
     return designer.decide(metric, guardrail_tolerance)
