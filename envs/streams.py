@@ -33,7 +33,6 @@ PURPOSES: dict[str, int] = {
     "churn": 10,  # a user who does not return leaves
     "new_user": 11,  # the attributes of the user who takes a churned user's slot
     "shift": 12,  # scheduled shifts (which users an influx replaces, which items a risk surge touches)
-    "system": 13,  # the served system's own randomness (exploration routes), per step
     "catalog_order": 14,  # the permutation of the catalog that candidate sets are windows of, per step
 }
 

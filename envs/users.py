@@ -42,7 +42,6 @@ class Population:
 
     def __init__(self, cfg: WorldConfig, topic_centers: np.ndarray, rng: np.random.Generator) -> None:
         self.cfg = cfg
-        self.rng = rng
         self.table = SegmentTable(cfg.segments)
         self.topic_centers = topic_centers
         n, d, t = cfg.num_users, topic_centers.shape[1], topic_centers.shape[0]

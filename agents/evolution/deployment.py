@@ -38,6 +38,7 @@ from agents.decision.system import Simulation, System
 from agents.evolution.interleaving import (
     METHODS,
     PreferenceTest,
+    adjust_for_design,
     credit_column,
     design_covariates,
     interleaved_system,
@@ -197,6 +198,13 @@ class InterleavedWindow:
     def covariates(self, requests: np.ndarray) -> np.ndarray:
         """The interleaving's randomised first picks per request (:func:`~agents.evolution.interleaving.design_covariates`)."""
         return design_covariates(self.log, self.team, requests, self.method)
+
+    def differences(self, metric: str = "clicks", adjust: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Per request of the test: its user and the credit difference challenger - running system of ``metric``,
+        adjusted for the coins' first picks unless ``adjust=False`` (what an A/B gate judges)."""
+        requests, users, credit = self.credit(metric)
+        diff = credit[:, 1] - credit[:, 0]
+        return users, (adjust_for_design(diff, self.covariates(requests)) if adjust else diff)
 
     def test(self, metric: str = "clicks", alpha: float = 0.05, statistic: str = "difference",
              min_effect: float = 0.0, adjust: bool = True) -> PreferenceTest:

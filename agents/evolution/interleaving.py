@@ -26,7 +26,7 @@ user-to-user variance that dominates an A/B test's per-request outcomes cancels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,6 +293,11 @@ def preference_test(credit: np.ndarray, users: np.ndarray | None = None, alpha: 
 
 
 # ---------------------------------------------------------------------------------------------- serving
+def _by_identity(objects: Iterable[Any]) -> list[Any]:
+    """Distinct objects (by identity, not equality), in order of first appearance: agents two sides share count once."""
+    return list({id(o): o for o in objects}.values())
+
+
 class _Router:
     """The interleaved system's router: every request to its one pipeline (not an evolvable agent)."""
 
@@ -362,27 +367,15 @@ class InterleavedPipeline:
         self._source: np.ndarray | None = None  # (B, K) index into _rankers of the last batch's shown items
 
     def _pipelines(self) -> list[Any]:
-        seen: dict[int, Any] = {}
-        for s in self.sides:
-            for p in s.pipelines:
-                seen.setdefault(id(p), p)
-        return list(seen.values())
+        return _by_identity(p for s in self.sides for p in s.pipelines)
 
     @property
     def recalls(self) -> list[Any]:
-        seen: dict[int, Any] = {}
-        for p in self._pipelines():
-            for r in p.recalls:
-                seen.setdefault(id(r), r)
-        return list(seen.values())
+        return _by_identity(r for p in self._pipelines() for r in p.recalls)
 
     @property
     def agents(self) -> list[Any]:
-        seen: dict[int, Any] = {}
-        for p in self._pipelines():
-            for a in p.agents:
-                seen.setdefault(id(a), a)
-        return list(seen.values())
+        return _by_identity(a for p in self._pipelines() for a in p.agents)
 
     def serve(self, batch: RequestBatch, catalog: CatalogView, rng: np.random.Generator, slate_size: int) -> Served:
         inc, ch = self.sides

@@ -30,7 +30,6 @@ from typing import Any
 from agents.decision.functional import ABDecision, ExperimentDesigner
 from agents.decision.system import Pipeline, System
 from agents.evolution.deployment import ABRouter, DeploymentService, split_systems
-from agents.evolution.interleaving import adjust_for_design
 from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int
 
@@ -184,11 +183,9 @@ def _run_interleaved(service: DeploymentService, challenger: System, designer: E
         raise ConfigError(f"`metric` of an interleaved test must be one of {list(INTERLEAVING_METRICS)} (got {metric!r})")
     for _ in range(windows):
         window = service.serve_interleaved(challenger, learn=False)
-        requests, users, credit = window.credit(INTERLEAVING_METRICS[metric])
-        # each window's differences adjusted for its coins' first picks (same mean, less variance)
-        diff = adjust_for_design(credit[:, 1] - credit[:, 0], window.covariates(requests))
-        guard = window.credit("violations")[2] if guardrail_tolerance is not None else None
-        designer.observe_paired(diff, users, None if guard is None else guard[:, 1] - guard[:, 0])
+        users, diff = window.differences(INTERLEAVING_METRICS[metric])  # adjusted for the coins' first picks
+        guard = window.differences("violations", adjust=False)[1] if guardrail_tolerance is not None else None
+        designer.observe_paired(diff, users, guard)
         if on_log is not None:
             on_log(window.log)
     return designer.decide(metric, guardrail_tolerance)
