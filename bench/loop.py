@@ -14,6 +14,10 @@ same batch size, same network) as the ranker took in that window. Real windows a
 blocks, so a noisy shared machine slows both alike). ``roofline_ratio`` = ``requests_per_s`` /
 ``roofline_requests_per_s``: the share of the bare-compute speed the loop reaches.
 
+``--fusion-size`` and ``--min-updates`` change the two shapes that bound the loop (candidates scored by the MLP per
+request; gradient steps per window) to measure what a cheaper pipeline (e.g. a cascade that passes fewer candidates
+to the ranker) would gain.
+
 A separate cProfile pass (``--profile-windows``) splits a window's time into serving stages, the environment's
 response, logging and each agent kind's learning (``shares``; cumulative times, so profiler overhead inflates Python-
 heavy parts). Last line: one JSON object with ``requests_per_s``, ``window_requests``, ``roofline_requests_per_s``,
@@ -46,8 +50,14 @@ from envs.sessions import SessionBatch
 from envs.world import World
 
 
-def start(world: WorldConfig, ranker: str, window: int, concurrency: int, seed: int) -> Deployment:
+def start(world: WorldConfig, ranker: str, window: int, concurrency: int, seed: int, fusion_size: int | None = None,
+          min_updates: int | None = None) -> Deployment:
     cfg = static_baseline_config(fast=ranker == "fast", seed=seed)
+    pipe = cfg.pipelines[0]
+    if fusion_size is not None:  # candidates the ranker scores per request
+        pipe.fusion_size = fusion_size
+    if min_updates is not None:  # gradient steps the ranker takes at least per window
+        pipe.ranker.params["min_updates"] = min_updates
     return Deployment.start(world, cfg, seed=seed, window=window, concurrency=concurrency)
 
 
@@ -143,10 +153,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--profile-windows", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fusion-size", type=int, default=None,
+                    help="candidates the ranker scores per request (default: the baseline's 500)")
+    ap.add_argument("--min-updates", type=int, default=None,
+                    help="the ranker's minimum gradient steps per window (default: the fast ranker's 100)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     world = WorldConfig()
-    dep = start(world, a.ranker, a.window, a.concurrency, a.seed)
+    dep = start(world, a.ranker, a.window, a.concurrency, a.seed, a.fusion_size, a.min_updates)
     pipe = dep.system.pipelines[0]
     ranker = pipe.ranker
     dep.serve(1)  # warm-up: first-call costs, the first training
@@ -177,6 +191,7 @@ def main() -> None:
         "roofline_requests_per_s": round(roof_rate, 1), "roofline_ratio": round(rate / roof_rate, 4),
         "shares": split, "window_s": [round(s, 3) for s in real], "roofline_window_s": [round(s, 3) for s in bare],
         "ranker": a.ranker, "threads": a.threads, "concurrency": a.concurrency,
+        "fusion_size": int(pipe.fusion.config["size"]), "min_updates": int(ranker.config["min_updates"]),
     }))
 
 

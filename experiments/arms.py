@@ -15,9 +15,11 @@ from ``ctx.env.reset(seed=ctx.seed)``, and returns what it tried. To add an arm:
     @register_arm("greedy", options=GreedyOptions)
     def greedy(ctx: ArmContext) -> EvolutionHistory:
         \"\"\"Epsilon-greedy over past trials.\"\"\"
-        return evolve(ctx.env, MyGreedy(ctx.env.target_params(), ctx.options.epsilon, ctx.seed), ctx.windows, seed=ctx.seed)
+        return evolve(ctx.env, MyGreedy(ctx.env.target_params(), ctx.options.epsilon, ctx.agent_seed), ctx.windows, seed=ctx.seed)
 
-and a ``conf/controller/greedy.yaml`` with ``name: greedy`` and its ``options``. An arm that runs windows
+and a ``conf/controller/greedy.yaml`` with ``name: greedy`` and its ``options``. The env resets with ``ctx.seed``
+(the world and its traffic); the controller's own randomness takes ``ctx.agent_seed``, which an A/A replicate
+(``controller.replicate``) re-seeds. An arm that runs windows
 outside ``ctx.env`` (several envs, a rollout loop) reports each one through ``ctx.on_window(step, config,
 reward, info)``; ``ctx.store`` / ``ctx.exp_id`` let it read and write the knowledge store (designs, rollouts).
 
@@ -51,7 +53,7 @@ import numpy as np
 from agents.decision.functional import ExperimentDesigner
 from agents.evolution.composition import DESCRIPTION, CompositionEnv
 from agents.evolution.controllers import EvolutionHistory, OptunaSearch, RandomSearch, StaticController, evolve
-from agents.evolution.deployment import Deployment
+from agents.evolution.deployment import Deployment, replicate_seed
 from agents.evolution.designer import MODES, LLMDesigner, design_step
 from agents.evolution.env import EvolutionEnv
 from agents.evolution.llm import BACKENDS, make_backend
@@ -86,7 +88,14 @@ class ArmContext:
 
     @property
     def seed(self) -> int:
+        """The run's seed: what the env resets with (the world and its traffic)."""
         return self.cfg.seed
+
+    @property
+    def agent_seed(self) -> int:
+        """The controller's own seed (its sampler, policy initialisation, LLM sampling): the run's seed, re-seeded for
+        an A/A replicate (``controller.replicate``) so that the replicate repeats the arm with its own randomness."""
+        return replicate_seed(self.cfg.seed, self.cfg.controller.replicate)
 
     @property
     def windows(self) -> int:
@@ -252,13 +261,13 @@ def static(ctx: ArmContext) -> EvolutionHistory:
 @register_arm("random")
 def random_search(ctx: ArmContext) -> EvolutionHistory:
     """A uniformly random config every window (the floor); exploits the best one it tried."""
-    return _search(ctx, RandomSearch(ctx.params, seed=ctx.seed))
+    return _search(ctx, RandomSearch(ctx.params, seed=ctx.agent_seed))
 
 
 @register_arm("optuna")
 def optuna_search(ctx: ArmContext) -> EvolutionHistory:
     """Optuna's TPE proposes a config every window and learns from its reward; exploits the best one it tried."""
-    return _search(ctx, OptunaSearch(ctx.params, seed=ctx.seed))
+    return _search(ctx, OptunaSearch(ctx.params, seed=ctx.agent_seed))
 
 
 @dataclass
@@ -278,7 +287,7 @@ def optuna_ab(ctx: ArmContext) -> EvolutionHistory:
     the best relative reward, on all traffic."""
     set_control_share = ctx.env.get_wrapper_attr("set_control_share")
     set_control_share(ctx.options.control_share)
-    evolve(ctx.env, OptunaSearch(ctx.params, seed=ctx.seed), ctx.windows, seed=ctx.seed)
+    evolve(ctx.env, OptunaSearch(ctx.params, seed=ctx.agent_seed), ctx.windows, seed=ctx.seed)
     best = best_config(ctx.env.history, ctx.params)
     set_control_share(0.0)
     exploit(ctx, lambda obs: best)
@@ -325,7 +334,8 @@ def ppo(ctx: ArmContext) -> EvolutionHistory:
 
     model = PPO("MlpPolicy", ctx.env, n_steps=opts.n_steps, batch_size=opts.batch_size, n_epochs=opts.n_epochs,
                 learning_rate=opts.learning_rate, gamma=opts.gamma, gae_lambda=opts.gae_lambda, ent_coef=opts.ent_coef,
-                policy_kwargs={"net_arch": [opts.hidden, opts.hidden]}, seed=ctx.seed, device="cpu", verbose=0)
+                policy_kwargs={"net_arch": [opts.hidden, opts.hidden]}, seed=ctx.agent_seed, device="cpu", verbose=0)
+    model.get_env().seed(ctx.seed)  # the policy's randomness is the controller's; the env resets with the run's seed
     model.learn(total_timesteps=windows, callback=StopAfter())  # the first reset uses `seed`, like the other arms
     exploit(ctx, lambda obs: ctx.codec.decode(model.predict(obs, deterministic=True)[0]))
     return ctx.env.history
@@ -348,7 +358,7 @@ def static_composition(ctx: ArmContext) -> EvolutionHistory:
 def compositional(ctx: ArmContext) -> EvolutionHistory:
     """Optuna's TPE rewires the system every window (routes and quotas, rankers, segment routing); told the
     system's (outer) reward; exploits the best wiring it tried."""
-    return _search(ctx, OptunaSearch(ctx.params, seed=ctx.seed))
+    return _search(ctx, OptunaSearch(ctx.params, seed=ctx.agent_seed))
 
 
 @dataclass
@@ -401,7 +411,7 @@ def llm_search(ctx: ArmContext) -> EvolutionHistory:
                    + ("rerank: mmr_lambda trades score for diversity, freshness_boost favours new items, "
                       "risk_threshold blocks riskier items, exposure_cap caps an item's shows."
                       if inner.role == "rerank" else ""))
-    return _search(ctx, opts.controller(ctx.params, description, initial_config(ctx), ctx.seed, ctx,
+    return _search(ctx, opts.controller(ctx.params, description, initial_config(ctx), ctx.agent_seed, ctx,
                                     f"llm/{inner.agent_name}"))
 
 
@@ -410,7 +420,7 @@ def llm_compositional(ctx: ArmContext) -> EvolutionHistory:
     """An LLM rewires the system every window, one edit of the best wiring so far (routes and quotas, rankers,
     segment routing); told the system's (outer) reward; exploits the best wiring it tried."""
     env: CompositionEnv = ctx.env.unwrapped
-    return _search(ctx, ctx.options.controller(env.target_params(), DESCRIPTION, env.to_config(env.initial), ctx.seed, ctx,
+    return _search(ctx, ctx.options.controller(env.target_params(), DESCRIPTION, env.to_config(env.initial), ctx.agent_seed, ctx,
                                            "llm/composition"))
 
 
@@ -446,8 +456,8 @@ def llm_designer(ctx: ArmContext) -> EvolutionHistory:
     env.reset(seed=ctx.seed)
     service, agent = ctx.deployment, env.get_wrapper_attr("agent_name")
     target = service.pipeline_of(agent)
-    designer = LLMDesigner(opts.backend(), ctx.store, ctx.exp_id, agent="llm_designer",
-                           max_retries=opts.llm_max_retries, temperature=opts.llm_temperature, seed=ctx.seed, mode=opts.mode)
+    designer = LLMDesigner(opts.backend(), ctx.store, ctx.exp_id, agent="llm_designer", max_retries=opts.llm_max_retries,
+                           temperature=opts.llm_temperature, seed=ctx.agent_seed, mode=opts.mode)
     names = ctx.params.by_name
 
     def production() -> dict[str, Any]:  # the evolved agent's parameters in the running pipeline
@@ -466,7 +476,7 @@ def llm_designer(ctx: ArmContext) -> EvolutionHistory:
     env.phase = "design"
     step = 0
     while env.steps < ctx.windows:
-        result = design_step(service, designer, step=step, target=target, seed=ctx.seed * 1000 + step,
+        result = design_step(service, designer, step=step, target=target, seed=ctx.agent_seed * 1000 + step,
                              experiment=ExperimentDesigner(config={"min_requests": opts.gate_min_requests}),
                              windows=min(opts.ab_windows, ctx.windows - env.steps), warm=opts.warm, on_log=on_log)
         if result.decision is None:  # no valid proposal, or it could not be built: production serves a window
@@ -523,7 +533,7 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
     """
     env: CompositionEnv = ctx.env.unwrapped
     agent = ctx.cfg.evolution.agent
-    seeds = itertools.count(ctx.seed * 1000)  # a fresh study per phase, each with its own seed
+    seeds = itertools.count(ctx.agent_seed * 1000)  # a fresh study per phase, each with its own seed
     history = EvolutionHistory()
 
     def on_row(row: dict[str, Any]) -> None:

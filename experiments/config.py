@@ -36,6 +36,7 @@ __all__ = [
     "EvolutionSettings",
     "ExperimentConfig",
     "LoggerConfig",
+    "REPLICATE_SUFFIX",
     "RewardConfig",
     "TensorBoardConfig",
     "WandbConfig",
@@ -51,6 +52,7 @@ __all__ = [
 CLAIM_DIRECTIONS = ("greater", "less")
 CLAIM_STAGES = ("all", "evolution", "exploit")  # which windows: all, those of the evolution, or the exploit ones after it
 WANDB_MODES = ("offline", "online", "disabled")
+REPLICATE_SUFFIX = "_r"  # an A/A replicate's arm label: <arm>_r<n>
 CONSTRAINT_HANDLERS = ("lagrangian", "weighted")
 FREE_PREFIXES = ("config/", "regime/", "constraint/", "segment/")  # data-dependent metric names
 
@@ -95,8 +97,13 @@ class ControllerConfig:
 
     name: str = "static"
     options: dict[str, Any] = field(default_factory=dict)  # validated by the arm's options dataclass
+    # A/A replicate: > 0 runs the same arm with its own randomness (the system's initial weights, exploration and
+    # logging draws, A/B salts; the controller's seed) re-seeded, on the same world and traffic; labelled
+    # ``<arm>_r<replicate>``. The report compares it with the arm: the noise floor of its claims.
+    replicate: int = 0
 
     def __post_init__(self) -> None:
+        check_int("controller.replicate", self.replicate, 0)
         if ARMS:
             self.typed_options()
 
@@ -300,7 +307,10 @@ class ExperimentConfig:
 
     @property
     def arm_label(self) -> str:
-        return self.arm or self.controller.name
+        """The arm's label in tables, plots and claims: ``arm`` (default the controller's name), with ``_r<n>``
+        for A/A replicate n (:data:`REPLICATE_SUFFIX`)."""
+        label = self.arm or self.controller.name
+        return f"{label}{REPLICATE_SUFFIX}{self.controller.replicate}" if self.controller.replicate else label
 
 
 def _prefixed(group: str, message: str) -> str:

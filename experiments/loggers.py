@@ -135,7 +135,7 @@ class RunLoggers:
     def window(self, row: dict[str, Any]) -> None:
         self.table.add(row)
         self.last_step = int(row["step"])
-        values = scalars({k: v for k, v in row.items() if k not in ("step", "seed")})
+        values = scalars({k: v for k, v in row.items() if k not in ("step", "seed", "replicate")})
         for sink in self.sinks:
             sink.log(values, self.last_step)
 

@@ -32,13 +32,13 @@ import pandas as pd
 import yaml
 
 from envs.validation import ConfigError
-from experiments.config import ClaimConfig
+from experiments.config import REPLICATE_SUFFIX, ClaimConfig
 from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, save_figures, use_agg
 from rewards.stats import benjamini_hochberg, bootstrap_ci, holm, mde, mean_ci, mean_test, power_at, welch_interval
 
 __all__ = ["ALPHA", "BOOTSTRAP_BELOW", "POWER", "VERDICT_RULE", "Adjustment", "ClaimResult", "NoiseFloor", "adjust",
-           "claim_samples", "claims_table", "evaluate_claim", "load_claims", "main", "noise_floor", "power_table",
-           "render_report", "scope_of", "window_table", "write_report"]
+           "claim_samples", "claims_table", "evaluate_claim", "false_alarm_line", "load_claims", "main", "noise_floor",
+           "power_table", "render_report", "replicates", "scope_of", "window_table", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,12 @@ VERDICT_RULE = (
     "apart, as *beyond min_effect*: **yes** when the interval lies wholly past it, **no** when wholly short of it "
     "(a significant but negligible effect), **unclear** otherwise. *Holm* and *BH* repeat the verdict with the "
     "p-values adjusted over the table's claims (family-wise error, false discovery rate). *MDE80* is the effect "
-    "these seeds detect with 80% power given the observed spread; the *A/A* columns compare the baseline group `b` "
-    "with itself (its alternate windows, paired by seed): a noise floor whose interval should cover 0."
+    "these seeds detect with 80% power given the observed spread. The *A/A* columns are the noise floor, an "
+    "interval that should cover 0: where the preset ran an A/A arm (`<arm>_r1`: the same arm with the system's and "
+    "the controller's own randomness re-seeded, on the same world and traffic) its difference from the arm over the "
+    "claim's windows, paired by seed (the arm is the claim's `b` when it has one); otherwise a placebo, `b`'s odd "
+    "minus even windows. An A/A interval that excludes 0 is a *false alarm*: the report counts them (a 5%-level "
+    "test raises one in ~5% of A/A comparisons; many more say the claims' intervals are too narrow)."
 )
 
 
@@ -65,11 +69,17 @@ VERDICT_RULE = (
 
 @dataclass
 class NoiseFloor:
-    """An A/A check of a claim's baseline group ``b`` against itself: per seed, the metric over the odd-numbered
-    windows of the claim's scope minus the even-numbered ones (``effect``, its 95% interval and p-value across the
-    ``n`` seeds, paired; it should cover 0: a trend over windows or a bug shows here), and the spread of the group's
-    per-seed mean across seeds (``seed_sd``) with the MDE at 80% power of two independent groups of ``n`` seeds
-    of that spread (``mde80``: what seeds alone, without pairing, leave undetectable)."""
+    """An A/A check: what the claim's test says when nothing differs (it should cover 0).
+
+    ``kind`` ``replicate`` (a true A/A arm, ``controller.replicate``): per seed, the metric of an arm's A/A replicate
+    minus the arm's own over the claim's windows, paired by seed (``pair`` names them, e.g. ``static_r1 - static``;
+    the arm is the claim's ``b`` when it has a replicate, else ``a``'s, else the preset's A/A arm): the spread of
+    two runs that differ only in the system's and the controller's own randomness, the noise a claim's paired
+    effect must clear. ``placebo`` (no A/A arm ran): group ``b`` against itself, its odd-numbered windows of the
+    claim's scope minus the even-numbered ones (a trend over windows or a bug shows here). ``effect``, its 95%
+    interval and p-value are across the ``n`` seeds; ``seed_sd`` is the spread of group ``b``'s per-seed mean across
+    seeds and ``mde80`` the MDE at 80% power of two independent groups of ``n`` seeds of that spread (what seeds
+    alone, without pairing, leave undetectable)."""
 
     effect: float = math.nan
     low: float = math.nan
@@ -78,10 +88,17 @@ class NoiseFloor:
     n: int = 0
     seed_sd: float = math.nan
     mde80: float = math.nan
+    kind: str = ""  # replicate | placebo ('' when neither could be computed)
+    pair: str = ""  # the runs compared: '<arm>_r1 - <arm>' or 'b: odd - even windows'
 
-    def as_dict(self) -> dict[str, float | int | list[float]]:
-        return {"effect": self.effect, "ci": [self.low, self.high], "p": self.p, "n": self.n, "seed_sd": self.seed_sd,
-                "mde80": self.mde80}
+    @property
+    def false_alarm(self) -> bool:
+        """The A/A interval excludes 0 (what a test at the 5% level does in 5% of A/A comparisons)."""
+        return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
+
+    def as_dict(self) -> dict[str, float | int | str | bool | list[float]]:
+        return {"kind": self.kind, "pair": self.pair, "effect": self.effect, "ci": [self.low, self.high], "p": self.p,
+                "n": self.n, "seed_sd": self.seed_sd, "mde80": self.mde80, "false_alarm": self.false_alarm}
 
 
 @dataclass
@@ -259,26 +276,60 @@ def claim_samples(frame: pd.DataFrame, claim: ClaimConfig) -> tuple[pd.Series, p
     return a, b, ""
 
 
+def replicates(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """The A/A replicates in a metrics table: arm label -> the labels of its replicates that ran
+    (``<arm>_r<n>`` rows with ``replicate`` = n, :attr:`~experiments.config.ExperimentConfig.arm_label`)."""
+    if "replicate" not in frame or "arm" not in frame:
+        return {}
+    arms = set(frame["arm"].unique())
+    out: dict[str, list[str]] = {}
+    for label, rep in frame.loc[frame["replicate"].fillna(0) > 0, ["arm", "replicate"]].drop_duplicates().itertuples(index=False):
+        suffix = f"{REPLICATE_SUFFIX}{int(rep)}"
+        base = label[: -len(suffix)] if label.endswith(suffix) else None
+        if base in arms:
+            out.setdefault(base, []).append(label)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _aa_arm(frame: pd.DataFrame, claim: ClaimConfig) -> tuple[str, str] | None:
+    """(arm, replicate) for the claim's true A/A check: ``b``'s arm if it has a replicate, else ``a``'s, else the
+    first arm that has one (the preset's A/A arm); None when no replicate ran."""
+    reps = replicates(frame)
+    for group in (claim.b, claim.a):
+        for arm in group:
+            if arm in reps:
+                return arm, reps[arm][0]
+    return next(((arm, labels[0]) for arm, labels in sorted(reps.items())), None)
+
+
 def noise_floor(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA, power: float = POWER) -> NoiseFloor:
-    """The A/A check of the claim's group ``b`` against itself (:class:`NoiseFloor`): odd minus even windows of the
-    claim's scope per seed, and the unpaired MDE of the group's spread across seeds."""
+    """The A/A check of the claim (:class:`NoiseFloor`): an arm's A/A replicate against the arm where one ran, else
+    group ``b``'s odd minus even windows; and the unpaired MDE of group ``b``'s spread across seeds."""
     table = window_table(frame, claim.b, claim)
-    if table.empty:
-        return NoiseFloor()
-    per_seed = table.mean(axis=1)
+    per_seed = table.mean(axis=1) if not table.empty else pd.Series(dtype=float)
     per_seed = per_seed[np.isfinite(per_seed)]
     n = len(per_seed)
     seed_sd = float(per_seed.std(ddof=1)) if n >= 2 else math.nan
     floor = mde(seed_sd, n, alpha, power, paired=False) if n >= 2 else math.nan
+    pair = _aa_arm(frame, claim) if claim.metric in frame else None
+    if pair is not None:
+        arm, rep = pair
+        x, y = (_group_means(frame, [r], claim.metric, claim.from_step, claim.from_day, claim.stage) for r in (rep, arm))
+        seeds = sorted(set(x[np.isfinite(x)].index) & set(y[np.isfinite(y)].index))
+        if len(seeds) >= 2:
+            t = mean_test((x[seeds] - y[seeds]).to_numpy(), 1 - alpha)
+            return NoiseFloor(t.effect, t.low, t.high, t.p, t.n, seed_sd, floor, "replicate", f"{rep} - {arm}")
+    if table.empty:
+        return NoiseFloor()
     diffs = []
     for _, row in table.iterrows():
         w = row.dropna().to_numpy()
         if len(w) >= 2:
             diffs.append(float(w[1::2].mean() - w[0::2].mean()))
     if len(diffs) < 2:
-        return NoiseFloor(n=len(diffs), seed_sd=seed_sd, mde80=floor)
+        return NoiseFloor(n=len(diffs), seed_sd=seed_sd, mde80=floor, kind="placebo", pair="b: odd - even windows")
     t = mean_test(diffs, 1 - alpha)
-    return NoiseFloor(t.effect, t.low, t.high, t.p, t.n, seed_sd, floor)
+    return NoiseFloor(t.effect, t.low, t.high, t.p, t.n, seed_sd, floor, "placebo", "b: odd - even windows")
 
 
 def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA, power: float = POWER) -> ClaimResult:
@@ -429,18 +480,34 @@ def power_table(results: Sequence[ClaimResult]) -> list[str]:
     """Markdown lines: per claim its min_effect, whether the effect is beyond it, the spread, MDE80, power at
     min_effect, the bootstrap interval (few seeds) and the A/A noise floor."""
     lines = ["| claim | min_effect | beyond min_effect | sd | MDE80 | power at min_effect | bootstrap 95% CI "
-             "| A/A (b vs b) | A/A 95% CI | A/A p | seed sd of b | unpaired MDE80 of b |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| A/A | A/A effect | A/A 95% CI | A/A p | seed sd of b | unpaired MDE80 of b |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         aa = r.aa
         if r.verdict == "untestable":
-            lines.append(f"| {r.claim.name} | {r.claim.min_effect:g} | | | | | | | | | | |")
+            lines.append(f"| {r.claim.name} | {r.claim.min_effect:g} | | | | | | | | | | | |")
             continue
+        what = f"{aa.kind}: {aa.pair}" if aa.kind else ""
         lines.append(f"| {r.claim.name} | {r.claim.min_effect:g} | {r.beyond_min} | {_fmt_g(r.sd)} | {_fmt_g(r.mde80)} "
-                     f"| {_fmt_pow(r.power)} | {_ci(r.boot_low, r.boot_high)} "
+                     f"| {_fmt_pow(r.power)} | {_ci(r.boot_low, r.boot_high)} | {what} "
                      f"| {'' if math.isnan(aa.effect) else f'{aa.effect:+.3g}'} | {_ci(aa.low, aa.high)} "
                      f"| {'' if math.isnan(aa.p) else _fmt_p(aa.p)} | {_fmt_g(aa.seed_sd)} | {_fmt_g(aa.mde80)} |")
-    return lines
+    return lines + ["", false_alarm_line(results)]
+
+
+def false_alarm_line(results: Sequence[ClaimResult]) -> str:
+    """One sentence: how many of the claims' A/A intervals exclude 0, by kind."""
+    parts = []
+    for kind in ("replicate", "placebo"):
+        checked = [r for r in results if r.verdict != "untestable" and r.aa.kind == kind and not math.isnan(r.aa.low)]
+        if checked:
+            alarms = sum(r.aa.false_alarm for r in checked)
+            parts.append(f"{alarms} of {len(checked)} {'A/A-arm' if kind == 'replicate' else 'placebo'} intervals "
+                         f"exclude 0")
+    if not parts:
+        return "A/A false alarms: none computed (no claim had two seeds of an A/A pair)."
+    return ("A/A false alarms: " + "; ".join(parts) + " (about 5% expected at the 5% level; the claims of one "
+            "preset share runs, so their A/A checks are not independent).")
 
 
 def render_report(frame: pd.DataFrame, results: list[ClaimResult], figures: dict[str, Path], out: Path,

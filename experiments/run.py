@@ -95,7 +95,8 @@ def build_composition_env(cfg: ExperimentConfig) -> CompositionEnv:
     initial.routing = {seg: initial.routing.get(seg, "main") for seg in cfg.world.segment_names}  # every segment named
     env = CompositionEnv(world=cfg.world, templates=templates, window=e.window, concurrency=e.concurrency,
                          warmup=e.warmup, reward=cfg.reward.layered(), risk_bound=e.risk_bound, initial=initial,
-                         ranker_params=dict(templates["main"].ranker.params), learn=e.learn, stationary=e.stationary)
+                         ranker_params=dict(templates["main"].ranker.params), learn=e.learn, stationary=e.stationary,
+                         replicate=cfg.controller.replicate)
     pooled = ComponentPool(env.world_cfg, templates, env.ranker_params).agents  # names only; rebuilt at reset
     evolvable = sorted(n for n, a in pooled.items() if a.role in ("rerank", "fusion", "ranking"))
     check_choice("evolution.agent", e.agent, evolvable)
@@ -119,7 +120,7 @@ def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution | Co
         env = EvolutionEnv(world=cfg.world, system=cfg.system, agent=e.agent, window=e.window,
                            concurrency=e.concurrency, warmup=e.warmup, codec=e.codec, bins=e.bins,
                            reward=cfg.reward.layered(), risk_bound=e.risk_bound, fixed=dict(e.fixed) or None,
-                           learn=e.learn, stationary=e.stationary)
+                           learn=e.learn, stationary=e.stationary, replicate=cfg.controller.replicate)
     except ConfigError as exc:  # the agent's name or its fixed parameters: say where they are set
         message = str(exc).replace("`agent`", "`evolution.agent`", 1)
         raise ConfigError(message if message != str(exc) else f"{exc} (in `evolution.fixed` = {dict(e.fixed)})") from None
@@ -213,7 +214,8 @@ def run(
                 store.add_trial(exp_id, step, info.get("agent", exp.evolution.agent), arm, config,
                                 [float(info["day"])] if regime is None else regime, inner, outer, reward)
             loggers.window({
-                "experiment": exp.name, "arm": arm, "controller": exp.controller.name, "seed": exp.seed, "step": step,
+                "experiment": exp.name, "arm": arm, "controller": exp.controller.name, "seed": exp.seed,
+                "replicate": exp.controller.replicate, "step": step,
                 "day": float(info["day"]), **({"phase": info["phase"]} if "phase" in info else {}),
                 "reward": reward, "evolution/best_reward": best,
                 **{k: float(v) for k, v in info.items() if "/" in k and isinstance(v, (int, float, np.floating))},
@@ -255,6 +257,7 @@ def run(
     half = max(len(rewards) // 2, 1)
     summary = {
         "experiment": exp.name, "arm": arm, "controller": exp.controller.name, "seed": exp.seed,
+        "replicate": exp.controller.replicate,
         "windows": int(len(frame)), "seconds": round(time.perf_counter() - started, 2), "out_dir": str(out),
         "final/reward_mean": float(rewards.mean()), "final/reward_second_half": float(rewards[-half:].mean()),
         "final/best_reward": float(rewards.max()),

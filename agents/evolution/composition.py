@@ -30,7 +30,7 @@ from agents.decision.recall import make_recall
 from agents.decision.rerank import Reranker
 from agents.decision.system import Pipeline, System, feature_dim
 from agents.evolution.codec import SpaceCodec
-from agents.evolution.deployment import REGIME_SCALARS
+from agents.evolution.deployment import REGIME_SCALARS, replicate_seed
 from agents.evolution.env import BOUND, WindowEnv
 from envs.config import WorldConfig
 from envs.log import InteractionLog
@@ -195,8 +195,9 @@ class CompositionEnv(WindowEnv):
         learn: bool = True,
         stationary: bool = False,
         render_mode: str | None = None,
+        replicate: int = 0,
     ) -> None:
-        super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode)
+        super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode, replicate)
         self.templates = templates or {SLOTS[0]: baseline_config(), SLOTS[1]: cold_start_config()}
         for slot in self.templates:
             check_choice("templates slot", slot, SLOTS)
@@ -250,7 +251,8 @@ class CompositionEnv(WindowEnv):
 
     # ------------------------------------------------------------------ WindowEnv hooks
     def _build_system(self) -> tuple[System, ComponentPool]:
-        pool = ComponentPool(self.world_cfg, self.templates, self.ranker_params, seed=int(self.np_random.integers(2**16)))
+        seed = replicate_seed(int(self.np_random.integers(2**16)), self.replicate) % 2**16
+        pool = ComponentPool(self.world_cfg, self.templates, self.ranker_params, seed=seed)
         self.overrides = {}
         return pool.system(self.initial)[0], pool
 

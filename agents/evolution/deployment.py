@@ -54,7 +54,7 @@ from rewards.layered import LayeredRewardConfig, layered_reward
 
 __all__ = ["REGIME_SCALARS", "ABRouter", "ABSystemRouter", "Deployment", "DeploymentService", "InterleavedWindow",
            "SplitWindow", "agent_reward",
-           "check_concurrency", "qualified_agents", "regime_features", "split_systems"]
+           "check_concurrency", "qualified_agents", "regime_features", "replicate_seed", "split_systems"]
 
 REGIME_SCALARS = ("clicks_per_request", "clicks_trend", "return_rate", "churn_rate", "violations_per_request",
                   "risk_slack", "freshness", "day")
@@ -153,6 +153,15 @@ def split_systems(running: System, challenger: System, designer: ExperimentDesig
     for p, q in zip(challenger.pipelines, renamed):
         q.name = f"{p.name}/candidate"
     return System([*running.pipelines, *renamed], ABSystemRouter(designer, running, challenger), running.route_names)
+
+
+def replicate_seed(seed: int, replicate: int) -> int:
+    """The seed of A/A replicate ``replicate`` of whatever ``seed`` seeds: ``seed`` itself for replicate 0, else an
+    independent seed derived from both (the same for the same pair on every machine)."""
+    check_int("replicate", replicate, 0)
+    if replicate == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(replicate), 0xAA]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def check_concurrency(concurrency: int, world_cfg: WorldConfig) -> int:
@@ -282,9 +291,12 @@ class Deployment:
     def start(cls, world_cfg: WorldConfig, system: System | SystemConfig, *, seed: int | None = None,
               world_seed: int | None = None, sim_seed: int | None = None, concurrency: int = 400, window: int = 2000,
               learn: bool = True, reward: LayeredRewardConfig | None = None, risk_bound: float = 0.1,
-              pool: Any = None) -> Deployment:
+              pool: Any = None, system_seed: int | None = None) -> Deployment:
         """A fresh world running ``system`` (a ``System`` or a ``SystemConfig`` to build). Seeds: ``seed`` derives
-        the world's and the simulation's; ``world_seed`` and ``sim_seed`` set them directly (both, instead)."""
+        the world's and the simulation's; ``world_seed`` and ``sim_seed`` set them directly (both, instead).
+        The simulation seed keys the traffic and, unless ``system_seed`` is given, the system's own randomness
+        (exploration draws, logged candidates, A/B salts): a different ``system_seed`` on the same world and
+        traffic is an A/A replicate (:func:`replicate_seed`)."""
         if (seed is None) == (world_seed is None or sim_seed is None):
             raise ConfigError(f"give `seed`, or both `world_seed` and `sim_seed` (got seed={seed}, "
                               f"world_seed={world_seed}, sim_seed={sim_seed})")
@@ -297,10 +309,11 @@ class Deployment:
             raise ConfigError(f"`system` must be a System or a SystemConfig (got {type(system).__name__})")
         # the simulation seed keys the traffic (every draw about users and requests: envs.streams) and the system's
         # own randomness; the world seed fixes the catalog and the population
+        own = int(sim_seed) if system_seed is None else check_int("system_seed", system_seed, 0)
         world = World(world_cfg, seed=int(world_seed), traffic_seed=int(sim_seed))
-        sim = Simulation(world, system, concurrency=concurrency, seed=int(sim_seed))
+        sim = Simulation(world, system, concurrency=concurrency, seed=own)
         return cls(sim, world_cfg, window=window, learn=learn, reward=reward, risk_bound=risk_bound, pool=pool,
-                   salt_seed=int(sim_seed))
+                   salt_seed=own)
 
     # ------------------------------------------------------------------ what is running
     @property

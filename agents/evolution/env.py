@@ -21,6 +21,7 @@ on by ``n`` windows (e.g. past a scheduled shift) to change the regime.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +34,14 @@ from agents.decision.functional import ExperimentDesigner
 from agents.decision.params import ParamSpace
 from agents.decision.system import Pipeline, System
 from agents.evolution.codec import SpaceCodec
-from agents.evolution.deployment import REGIME_SCALARS, ABRouter, Deployment, check_concurrency, qualified_agents
+from agents.evolution.deployment import (
+    REGIME_SCALARS,
+    ABRouter,
+    Deployment,
+    check_concurrency,
+    qualified_agents,
+    replicate_seed,
+)
 from envs.config import WorldConfig, known_keys, world_size
 from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int, check_range
@@ -65,6 +73,7 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         learn: bool,
         stationary: bool,
         render_mode: str | None,
+        replicate: int = 0,
     ) -> None:
         if world is None:
             world = world_size("small")
@@ -81,6 +90,9 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
             check_choice("render_mode", render_mode, self.metadata["render_modes"])
         self.render_mode = render_mode
         self.learn, self.stationary = bool(learn), bool(stationary)
+        # A/A replicate: > 0 re-seeds the system's own randomness (its models' initial weights, exploration draws,
+        # logged candidates, A/B salts) while the world and its traffic stay those of the reset's seed
+        self.replicate = check_int("replicate", replicate, 0)
         self.deployment: Deployment | None = None
         self._snapshot: Deployment | None = None
         self._last: dict[str, Any] = {}
@@ -123,7 +135,8 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         system, pool = self._build_system()
         self.deployment = Deployment.start(self.world_cfg, system, world_seed=world_seed, sim_seed=sim_seed,
                                            concurrency=self.concurrency, window=self.window, learn=self.learn,
-                                           reward=self.reward_cfg, risk_bound=self.risk_bound, pool=pool)
+                                           reward=self.reward_cfg, risk_bound=self.risk_bound, pool=pool,
+                                           system_seed=replicate_seed(sim_seed, self.replicate))
         self._after_build()
         if self.warmup:
             self.deployment.serve(self.warmup, learn=True)
@@ -201,8 +214,9 @@ class EvolutionEnv(WindowEnv):
         stationary: bool = False,
         render_mode: str | None = None,
         control_share: float = 0.0,
+        replicate: int = 0,
     ) -> None:
-        super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode)
+        super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode, replicate)
         self.control: Any = None  # the concurrent control's copy of the agent (with control_share > 0)
         self._salt = 0
         self.set_control_share(control_share)
@@ -240,7 +254,10 @@ class EvolutionEnv(WindowEnv):
         return self.service.agent(self.agent_name)
 
     def _build_system(self) -> tuple[System, Any]:
-        return build_system(self.system_cfg, self.world_cfg), None
+        cfg = self.system_cfg
+        if self.replicate:
+            cfg = dataclasses.replace(cfg, seed=replicate_seed(cfg.seed, self.replicate))
+        return build_system(cfg, self.world_cfg), None
 
     def _after_build(self) -> None:
         self.service.deploy_config(self.agent_name, self.fixed)

@@ -40,11 +40,14 @@ def test_smoke_suite_reports_every_claim_with_a_verdict_and_the_figures(tmp_path
             assert result["verdict_holm"] in VERDICTS and result["verdict_bh"] in VERDICTS and 0 <= result["p"] <= 1
             assert result["p_holm"] >= result["p_bh"] >= result["p"] - 1e-12 and len(result["bootstrap_ci"]) == 2
             assert result["underpowered"] == (result["verdict"] == "inconclusive" and result["power_at_min_effect"] < 0.8)
+            assert result["aa"]["kind"] == "replicate" and result["aa"]["pair"].split(" - ")[0].endswith("_r1")  # A/A arm
+            assert result["aa"]["n"] == 2 and isinstance(result["aa"]["false_alarm"], bool)
             row = [ln for ln in report.splitlines() if ln.startswith(f"| {name} | {key} ")]
             assert len(row) == 1 and f"| {result['label']} | {result['verdict_holm']} (p " in row[0], row
             assert f"- **{name}: {result['verdict'].upper()}**" in report  # the claim line in its section
             assert f"**{name}: {result['verdict'].upper()}**" in proc.stdout  # printed too
         assert f"## {key}: {ablation.title}" in report
+        assert "A/A false alarms: " in report and "A/A-arm intervals exclude 0" in report
         runs = out / preset / "runs"
         assert summary["ablations"][key]["runs"] == len([d for d in runs.iterdir() if d.is_dir()]) >= 4
         assert (out / preset / "report.md").exists() and summary["ablations"][key]["seconds"] > 0

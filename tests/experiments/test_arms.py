@@ -130,3 +130,18 @@ def test_alternating_arm_switches_phase_through_an_ab_gate(tmp_path):
                                           "composition", "composition", "gate", *["production"] * len(after[1]),
                                           "main/rerank/mmr", "production"])
     assert f["step"].tolist() == list(range(len(f))) and f["day"].is_monotonic_increasing
+
+
+def test_an_a_a_replicate_arm_is_labelled_and_reseeds_only_the_arms_own_randomness(tmp_path):
+    """``controller=static_r1``: the static arm again with its own randomness re-seeded (label ``static_r1``,
+    ``replicate`` 1 in every row), on the same world and traffic: other rewards, the same days and window count."""
+    short = ("experiment=smoke", "evolution.windows=2", "evolution.exploit=0", "seed=1", *TINY_RUN)
+    base = run(compose_config("controller=static", *short), out_dir=tmp_path / "static")
+    rep = run(compose_config("controller=static_r1", *short), out_dir=tmp_path / "static_r1")
+    assert (base["arm"], rep["arm"]) == ("static", "static_r1") and (base["replicate"], rep["replicate"]) == (0, 1)
+    a, b = pd.read_csv(tmp_path / "static" / "metrics.csv"), pd.read_csv(tmp_path / "static_r1" / "metrics.csv")
+    assert (b["replicate"] == 1).all() and (a["replicate"] == 0).all() and len(a) == len(b)
+    np.testing.assert_array_equal(a["day"], b["day"])
+    assert not np.array_equal(a["reward"], b["reward"])
+    with KnowledgeStore(tmp_path / "static_r1" / "store.db") as store:
+        assert [e.name for e in store.experiments()] == ["smoke/static_r1"]

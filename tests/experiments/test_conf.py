@@ -19,7 +19,7 @@ from agents.decision.configs import static_baseline_config
 from agents.evolution.composition import CompositionEnv
 from agents.evolution.env import EvolutionEnv
 from envs.validation import ConfigError
-from experiments.config import ExperimentConfig, load_config
+from experiments.config import REPLICATE_SUFFIX, ExperimentConfig, load_config
 from experiments.run import ConstrainedEvolution, build_env, run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -66,8 +66,9 @@ def sweep_jobs(preset: str) -> list[list[str]]:
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_validates_and_builds(group, option):
     cfg = load_config(compose_config(f"{group}={option}"))
-    if group == "controller":
-        assert cfg.controller.name == option
+    if group == "controller":  # an option is its arm, or that arm's A/A replicate (<arm>_r<n>)
+        rep = cfg.controller.replicate
+        assert cfg.arm_label == option and cfg.controller.name == option.removesuffix(f"{REPLICATE_SUFFIX}{rep}" * bool(rep))
         cfg.controller.typed_options()
     if group in ("world", "system", "reward", "variant"):
         env = build_env(cfg)  # builds the system and checks the agent; no simulation
@@ -87,6 +88,8 @@ def test_every_option_composes_validates_and_builds(group, option):
             build_env(job_cfg)  # every arm's env builds (its agent exists, its reward fits the env)
             arms.add(job_cfg.arm_label)
         assert len(arms) == len(sweep_jobs(option)) >= 2, "every job of a sweep is a distinct arm"
+        if option.startswith("c"):  # an ablation preset runs an A/A arm: one of its arms re-seeded (the noise floor)
+            assert any(f"{a}{REPLICATE_SUFFIX}1" in arms for a in arms), f"{option} runs no A/A arm"
         for claim in cfg.claims:
             assert set(claim.a) | set(claim.b) <= arms, f"claim {claim.name} names an arm the sweep does not run"
 

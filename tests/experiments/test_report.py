@@ -104,7 +104,7 @@ def test_write_report_reads_claims_from_the_runs_and_embeds_the_figures(tmp_path
     assert "- **C2: UNTESTABLE**" in text
     assert ("| C1 | reward | optuna | static | a > b | +0.6 | [+0.4701, +0.7299] | 0.00068 | 4 | paired | held "
             "| held (p 0.00068) | held (p 0.00068) |") in text  # Holm and BH over the one testable claim
-    assert "| C1 | 0.1 | yes | 0.0816 | 0.17 | 0.26 | [+0.525, +0.675] | +0 | [+0, +0] | 1 | 0.129 | 0.306 |" in text
+    assert "| C1 | 0.1 | yes | 0.0816 | 0.17 | 0.26 | [+0.525, +0.675] | placebo: b: odd - even windows | +0 | [+0, +0] | 1 | 0.129 | 0.306 |" in text
     assert "A claim **held** when the whole 95% interval of `a - b` lies on the claimed side of 0" in text
     assert "| optuna | 4 | 1.15 [" in text  # per-arm summary: mean and CI across seeds
     for name in ("reward", "decomposition", "pareto"):
@@ -226,3 +226,34 @@ def test_noise_floor_compares_the_baseline_with_itself():
     flat = evaluate_claim(frame, claim).aa
     assert (flat.effect, flat.low, flat.high, flat.p) == (0.0, 0.0, 0.0, 1.0)
     assert evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.1, stage="exploit")).aa.n == 0
+
+
+def test_noise_floor_uses_the_a_a_arm_when_one_ran():
+    from experiments.report import false_alarm_line, noise_floor, replicates
+
+    rows = []
+    drift = {0: 0.01, 1: -0.02, 2: 0.015, 3: 0.0}  # the replicate's per-seed difference from static: mean 0.00125
+    for seed, level in enumerate([0.5, 0.6, 0.4, 0.7]):
+        for step in range(4):
+            rows += [{"arm": "static", "replicate": 0, "seed": seed, "step": step, "day": step, "reward": level},
+                     {"arm": "static_r1", "replicate": 1, "seed": seed, "step": step, "day": step,
+                      "reward": level + drift[seed]},
+                     {"arm": "optuna", "replicate": 0, "seed": seed, "step": step, "day": step, "reward": level + 0.2},
+                     {"arm": "ppo", "replicate": 0, "seed": seed, "step": step, "day": step, "reward": level + 0.1}]
+    frame = pd.DataFrame(rows)
+    assert replicates(frame) == {"static": ["static_r1"]}
+    floor = noise_floor(frame, ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.1))
+    diffs = np.array(list(drift.values()))
+    assert floor.kind == "replicate" and floor.pair == "static_r1 - static" and floor.n == 4
+    assert floor.effect == pytest.approx(diffs.mean()) and floor.low < 0 < floor.high and not floor.false_alarm
+    # a claim whose groups have no replicate is checked against the preset's A/A arm, on its own metric and windows
+    other = noise_floor(frame, ClaimConfig("C2", a=["optuna"], b=["ppo"], min_effect=0.1, from_step=2))
+    assert other.kind == "replicate" and other.pair == "static_r1 - static"
+    # a replicate that differs (a bug, or a claim's interval too narrow) is a false alarm, counted in the report
+    frame.loc[frame["arm"] == "static_r1", "reward"] += 0.05
+    alarm = evaluate_claim(frame, ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.1))
+    assert alarm.aa.false_alarm and alarm.aa.effect == pytest.approx(diffs.mean() + 0.05)
+    assert "1 of 1 A/A-arm intervals exclude 0" in false_alarm_line([alarm])
+    # without the replicate's rows: the placebo (odd minus even windows of b)
+    placebo = noise_floor(frame[frame["arm"] != "static_r1"], ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.1))
+    assert placebo.kind == "placebo" and placebo.effect == 0.0
