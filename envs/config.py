@@ -23,6 +23,7 @@ from envs.validation import (
 
 __all__ = [
     "SHIFT_KINDS",
+    "TASTE_PARAMS",
     "WORLD_SIZES",
     "ItemConfig",
     "SegmentConfig",
@@ -30,11 +31,15 @@ __all__ = [
     "WorldConfig",
     "default_segments",
     "known_keys",
+    "shift_days",
     "world_cells",
     "world_size",
 ]
 
-SHIFT_KINDS = ("segment_mix", "topic_shock", "catalog_refresh", "cold_start_influx", "risk_surge")
+SHIFT_KINDS = ("segment_mix", "topic_shock", "catalog_refresh", "cold_start_influx", "risk_surge", "taste")
+# what a ``taste`` shift may set: the segment parameters that weigh an item or a slate in the user's choice
+TASTE_PARAMS = ("affinity_scale", "quality_sensitivity", "novelty_sensitivity", "popularity_sensitivity", "risk_appeal",
+                "risk_sensitivity", "fatigue_sensitivity", "fatigue_increment", "no_click_utility")
 
 # The named world sizes, the one place they are written (WorldConfig's own defaults are the full-size world).
 # tiny: seconds per run, the experiment app's default (conf/world/small, shifting, shifting_long);
@@ -175,7 +180,14 @@ class ShiftConfig:
     of the catalog is replaced by new items), ``cold_start_influx`` (``fraction`` of users are replaced
     by new users and the new segment's request share is multiplied by ``1 + strength``), ``risk_surge``
     (``fraction`` of the catalog becomes riskier: risk multiplied by ``1 + strength``, capped at 1, e.g. a
-    wave of borderline creators or a stricter policy).
+    wave of borderline creators or a stricter policy), ``taste`` (the users of ``segment``, every segment when
+    empty, now weigh items with ``param`` = ``value``, one of :data:`TASTE_PARAMS`: e.g. ``fatigue_sensitivity``
+    up, users tire of a topic sooner and a diverse slate is worth more; ``novelty_sensitivity`` up, they seek
+    fresh items).
+
+    ``every`` > 0 repeats the shift every ``every`` days from ``day`` (recurring regimes: two ``taste`` or
+    ``segment_mix`` shifts with the same period and offset days alternate A -> B -> A -> B; a ``taste`` or
+    ``segment_mix`` shift sets a value, so repeating it returns to the same regime).
     """
 
     kind: str = "segment_mix"
@@ -184,6 +196,18 @@ class ShiftConfig:
     topic: int = 0
     strength: float = 1.0
     fraction: float = 0.5
+    segment: str = ""  # taste: the segment whose users change ("" = every segment)
+    param: str = ""  # taste: the segment parameter set (TASTE_PARAMS)
+    value: float = 0.0  # taste: its new value
+    every: int = 0  # > 0: the shift repeats every this many days from ``day``
+
+    def fires_on(self, day: int) -> bool:
+        """Whether the shift applies at the start of ``day``."""
+        return day == self.day or (self.every > 0 and day > self.day and (day - self.day) % self.every == 0)
+
+    def days(self, until: int) -> list[int]:
+        """The days up to ``until`` (inclusive) at whose start the shift applies."""
+        return shift_days(self.day, self.every, until)
 
     def __post_init__(self) -> None:
         check_choice("shifts.kind", self.kind, SHIFT_KINDS)
@@ -198,6 +222,18 @@ class ShiftConfig:
                 check_range(f"shifts.request_mix.{_name(name)}", w, 0.0)
         if self.kind == "segment_mix" and not self.request_mix:
             raise ConfigError(f"`shifts.request_mix` is required for kind 'segment_mix' (got {self.request_mix!r})")
+        check_int("shifts.every", self.every, 0, MAX_DAYS)
+        check_range("shifts.value", self.value, -MAX_UTILITY_WEIGHT, MAX_UTILITY_WEIGHT)
+        if self.kind == "taste":  # the segment's name is checked against the segments by WorldConfig
+            check_choice("shifts.param", self.param, list(TASTE_PARAMS))
+            if self.param != "no_click_utility" and self.value < 0:  # a weight (the no-click utility is an offset)
+                raise ConfigError(f"`shifts.value` must be >= 0 for param {self.param!r}, a utility weight "
+                                  f"(got {self.value!r})")
+
+
+def shift_days(day: int, every: int, until: int) -> list[int]:
+    """The days up to ``until`` (inclusive) at whose start a shift of ``day`` repeated ``every`` days (0: once) applies."""
+    return list(range(day, until + 1, every)) if every > 0 else [day] if day <= until else []
 
 
 @dataclass
@@ -266,6 +302,8 @@ class WorldConfig:
                 check_int("shifts.topic", shift.topic, 0, self.num_topics - 1)
             if shift.request_mix is not None:
                 shift.request_mix = check_simplex("shifts.request_mix", shift.request_mix, names)
+            if shift.kind == "taste" and shift.segment:
+                check_choice("shifts.segment", shift.segment, names)
 
     @property
     def segment_names(self) -> list[str]:

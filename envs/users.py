@@ -28,10 +28,19 @@ class SegmentTable:
         cfgs = list(segments.values())
         for key in SegmentConfig.__dataclass_fields__:
             setattr(self, key, np.array([getattr(c, key) for c in cfgs], np.float32))
+        self._weights()
+
+    def _weights(self) -> None:
         # utility weights of the observable item features, in ``envs.items.ITEM_FEATURES`` order
         self.feature_weights = np.stack(
             [self.quality_sensitivity, self.novelty_sensitivity, self.popularity_sensitivity, self.risk_appeal], axis=1
         )
+
+    def set(self, key: str, value: float, segment: int | None = None) -> None:
+        """Set parameter ``key`` of ``segment`` (every segment when None) to ``value`` (a ``taste`` shift)."""
+        column = getattr(self, key)
+        column[slice(None) if segment is None else segment] = value
+        self._weights()
 
     def __len__(self) -> int:
         return len(self.names)

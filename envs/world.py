@@ -137,7 +137,7 @@ class World:
     def _apply_shifts(self, day: int) -> None:
         cat, pop = self.catalog, self.users
         for i, shift in enumerate(self.cfg.shifts):
-            if shift.day != day:
+            if not shift.fires_on(day):
                 continue
             if shift.kind == "segment_mix":
                 mix = shift.request_mix or {}
@@ -157,6 +157,9 @@ class World:
                 mix = self.request_mix.copy()
                 mix[pop.new_segment] *= 1.0 + shift.strength
                 self.request_mix = mix / mix.sum()
+            elif shift.kind == "taste":
+                names = self.cfg.segment_names
+                pop.table.set(shift.param, shift.value, names.index(shift.segment) if shift.segment else None)
             elif shift.kind == "risk_surge":
                 cat.surge_risk(self.shift_rng.random(cat.num_items) < shift.fraction, 1.0 + shift.strength, self.shift_rng)
             self.events.append((day, shift.kind))

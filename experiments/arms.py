@@ -59,6 +59,7 @@ from agents.evolution.env import EvolutionEnv
 from agents.evolution.llm import BACKENDS, make_backend
 from agents.evolution.llm_search import LLMSearch
 from agents.evolution.schedule import SaturationTest, ShiftTest, alternate
+from agents.evolution.twins import evaluate as twin_values
 from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int, check_range
 from experiments.registry import ARMS  # filled by register_arm below; experiments.config reads it
@@ -193,6 +194,7 @@ class WindowRecorder(gym.Wrapper):
         self.phase: str | None = None
         self.history = EvolutionHistory()
         self.last_obs: np.ndarray | None = None
+        self.extra: Callable[[], dict[str, float]] | None = None  # more numbers for each window's info (an arm's)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
@@ -202,7 +204,8 @@ class WindowRecorder(gym.Wrapper):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         inner = self.env.unwrapped
-        info = {**info, "regime": self.last_obs, **segment_metrics(inner.service.last_log)}
+        info = {**info, "regime": self.last_obs, **segment_metrics(inner.service.last_log),
+                **(self.extra() if self.extra is not None else {})}
         if isinstance(inner, CompositionEnv):
             info |= {"config": {"composition": inner.composition.key(), **inner.to_config(inner.composition)},
                      "agent": "composition"}
@@ -268,6 +271,66 @@ def random_search(ctx: ArmContext) -> EvolutionHistory:
 def optuna_search(ctx: ArmContext) -> EvolutionHistory:
     """Optuna's TPE proposes a config every window and learns from its reward; exploits the best one it tried."""
     return _search(ctx, OptunaSearch(ctx.params, seed=ctx.agent_seed))
+
+
+@dataclass
+class OracleOptions:
+    """The oracle's grid: the hand-tuned config plus ``grid - 1`` configs sampled uniformly from the agent's space
+    (the same sample in every run: ``grid_seed``)."""
+
+    grid: int = 12
+    grid_seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("controller.options.grid", self.grid, 2, 256)
+        check_int("controller.options.grid_seed", self.grid_seed, 0)
+
+
+class OracleController:
+    """Clairvoyant per window: every config of ``grid`` is served on a twin of the running deployment for the
+    coming window (the same state and traffic, learning off: agents learn after a window, so one window's value does
+    not depend on it) and the one with the best run reward (``service.score``) is proposed; the real window served
+    with it is then the best twin's window exactly. ``last`` keeps the window's twin values: ``oracle/best_value``,
+    ``oracle/static_value`` (the hand-tuned config, ``grid[0]``) and ``oracle/gap`` (best - static: the headroom of
+    this window, on identical traffic)."""
+
+    name = "oracle"
+
+    def __init__(self, service: Callable[[], Deployment], agent: str, grid: list[dict[str, Any]]) -> None:
+        self.service, self.agent, self.grid = service, agent, grid
+        self.last: dict[str, float] = {}
+
+    def propose(self, obs: np.ndarray | None) -> dict[str, Any]:
+        values = twin_values(self.service(), self.grid, agent=self.agent, score=lambda twin, log: twin.score(log, self.agent)[0])
+        scores = [v.value if math.isfinite(v.value) else -math.inf for v in values]
+        best = int(np.argmax(scores))
+        self.last = {"oracle/best_value": scores[best], "oracle/static_value": scores[0],
+                     "oracle/gap": scores[best] - scores[0], "oracle/best_index": float(best)}
+        return dict(self.grid[best])
+
+    def tell(self, config: dict[str, Any], reward: float | list[float], obs: np.ndarray) -> None:
+        pass
+
+
+def oracle_grid(ctx: ArmContext, size: int, seed: int) -> list[dict[str, Any]]:
+    """The hand-tuned config, then ``size - 1`` uniform samples of the agent's space."""
+    sampler = RandomSearch(ctx.params, seed=seed)
+    return [initial_config(ctx), *(sampler.propose(None) for _ in range(size - 1))]
+
+
+@register_arm("oracle", options=OracleOptions)
+def oracle(ctx: ArmContext) -> EvolutionHistory:
+    """A reference, not a policy a platform could run: before each window (exploit windows too) it serves every
+    config of a fixed grid on a twin of the system for that window and deploys the best by the run's reward
+    (:class:`OracleController`). Its rows carry ``oracle/gap``, the best twin minus the hand-tuned config's twin
+    on the same traffic: the per-window headroom an adaptive arm could gain over ``static`` within the grid."""
+    opts: OracleOptions = ctx.options
+    agent = ctx.env.get_wrapper_attr("agent_name")
+    controller = OracleController(lambda: ctx.deployment, agent, oracle_grid(ctx, opts.grid, opts.grid_seed))
+    ctx.env.extra = lambda: controller.last
+    evolve(ctx.env, controller, ctx.windows, seed=ctx.seed)
+    exploit(ctx, controller.propose)
+    return ctx.env.history
 
 
 @dataclass

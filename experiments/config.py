@@ -234,6 +234,12 @@ class ClaimConfig:
     ``min_effect`` (required, > 0, in the metric's units) is the smallest effect worth detecting: the report gives
     the power to detect it with the seeds run and whether the effect is beyond it (the interval wholly past it:
     ``yes``; wholly short of it: ``no``), and calls an inconclusive claim underpowered when that power is < 0.8.
+
+    ``headroom`` (> 0 turns the check on, in the metric's units): the smallest gap between the two
+    ``headroom_arms`` (default the clairvoyant ``oracle`` arm and ``static``) on the claim's metric and windows,
+    averaged over seeds, for the claim to be testable. Below it the claim is ``untestable (no headroom)`` with the
+    measured gap: an adaptive arm cannot beat a static config by more than the oracle does, so such a claim could
+    only come out null, whatever the paradigm is worth.
     """
 
     name: str = "C0"
@@ -246,6 +252,8 @@ class ClaimConfig:
     from_step: int = 0
     from_day: float = 0.0  # only windows whose ``day`` (the simulated day at their end) is >= this
     stage: str = "all"  # all | evolution | exploit
+    headroom: float = 0.0  # > 0: the claim needs headroom_arms[0] - headroom_arms[1] >= this to be testable
+    headroom_arms: list[str] = field(default_factory=lambda: ["oracle", "static"])
 
     def __post_init__(self) -> None:
         key = f"claims[{self.name}]"
@@ -271,6 +279,10 @@ class ClaimConfig:
         check_int(f"{key}.from_step", self.from_step, 0)
         check_range(f"{key}.from_day", self.from_day, 0.0)
         check_choice(f"{key}.stage", self.stage, CLAIM_STAGES)
+        check_range(f"{key}.headroom", self.headroom, 0.0)
+        if isinstance(self.headroom_arms, str) or len(self.headroom_arms) != 2 or len(set(self.headroom_arms)) != 2:
+            raise ConfigError(f"`{key}.headroom_arms` must name two different arms, the reference (e.g. the oracle) "
+                              f"and the baseline (got {self.headroom_arms!r})")
 
 
 @dataclass

@@ -5,7 +5,9 @@ the directory and writes PNGs to ``<dir>/figures``: ``reward.png`` (mean and 95%
 ``decomposition.png`` (the reward's inner and outer terms over time), ``pareto.png`` (clicks vs policy
 violations per request, one point per run, arm means with CIs and their Pareto front) and, when the metrics
 have per-segment columns (``segment/<name>/<metric>``), ``segments.png``; given the claims' metrics,
-``claims.png`` (each claim metric the reward figure does not show, over time per arm with its CI band).
+``claims.png`` (each claim metric the reward figure does not show, over time per arm with its CI band); with an
+``oracle`` arm, ``headroom.png`` (its per-window gap over the hand-tuned config, and each arm's share of that gap
+recovered since the last shift).
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from envs.config import shift_days
 from rewards.stats import mean_ci
 
-__all__ = ["LABELS", "ci_curves", "claims_figure", "day_curves", "decomposition_figure", "load_metrics", "load_shifts",
-           "main", "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "save_figures",
-           "segment_figure", "use_agg"]
+__all__ = ["GAP", "LABELS", "ci_curves", "claims_figure", "day_curves", "decomposition_figure", "gap_recovered",
+           "headroom_figure", "load_metrics", "load_shifts", "main", "make_figures", "pareto_figure", "pareto_front",
+           "reward_figure", "run_dirs", "save_figures", "segment_figure", "use_agg"]
 
 CLICKS = "outer/engagement/clicks_per_request"
 VIOLATIONS = "outer/risk/violations_per_request"
@@ -89,15 +92,20 @@ def load_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+SHIFT_HORIZON = 3650  # days up to which a recurring shift (``every``) is listed
+
+
 def load_shifts(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
-    """The world's shift schedule (day, kind) from the runs' ``config.yaml``, without duplicates."""
+    """The world's shift schedule (day, kind) from the runs' ``config.yaml``, without duplicates; a recurring shift
+    (``every`` > 0) once per occurrence up to :data:`SHIFT_HORIZON` days."""
     shifts: dict[tuple[int, str], None] = {}
     for d in run_dirs(path):
         cfg = d / "config.yaml"
         if cfg.exists():
             world = (yaml.safe_load(cfg.read_text()) or {}).get("world") or {}
             for s in world.get("shifts") or []:
-                shifts[(int(s["day"]), str(s["kind"]))] = None
+                for day in shift_days(int(s["day"]), int(s.get("every") or 0), SHIFT_HORIZON):
+                    shifts[(day, str(s["kind"]))] = None
     return sorted(shifts)
 
 
@@ -265,6 +273,63 @@ def claims_figure(frame: pd.DataFrame, metrics: Iterable[str], shifts: Iterable[
     return fig
 
 
+GAP = "oracle/gap"  # the oracle arm's per-window headroom: its best twin minus the hand-tuned config's twin
+
+
+def gap_recovered(frame: pd.DataFrame, column: str = "reward", oracle: str = "oracle", static: str = "static",
+                  shifts: Iterable[tuple[int, str]] = ()) -> pd.DataFrame:
+    """Per arm, seed and window: the share of the oracle's gap over ``static`` an arm has recovered, cumulated since the
+    last shift (and since the first window): ``sum(arm - static) / sum(oracle - static)`` over the windows of the
+    current regime so far, windows aligned by step within a seed (columns ``arm``, ``seed``, ``step``, ``day``,
+    ``recovered``; 1: as good as the clairvoyant oracle, 0: no better than static, < 0: worse). Empty without both
+    reference arms."""
+    if column not in frame or not {oracle, static} <= set(frame["arm"]):
+        return pd.DataFrame(columns=["arm", "seed", "step", "day", "recovered"])
+    wide = frame.pivot_table(index=["seed", "step"], columns="arm", values=column)
+    day = frame.groupby(["seed", "step"])["day"].mean()
+    starts = sorted(d for d, _ in shifts)
+    regime = np.searchsorted(np.array(starts, dtype=np.float64), day.to_numpy(), side="left")  # a window ending on a
+    # shift's day belongs to the regime before it (the shift applies at the start of that day)
+    room = (wide[oracle] - wide[static]).to_frame("room").assign(regime=regime)
+    rows = []
+    for arm in wide.columns:
+        if arm in (oracle, static):
+            continue
+        part = room.assign(gain=wide[arm] - wide[static]).dropna()
+        cum = part.groupby(["seed", "regime"])[["gain", "room"]].cumsum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(cum["room"] > 0, cum["gain"] / cum["room"], np.nan)
+        rows.append(pd.DataFrame({"arm": arm, "seed": part.index.get_level_values("seed"),
+                                  "step": part.index.get_level_values("step"), "day": day.loc[part.index].to_numpy(),
+                                  "recovered": share}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["arm", "seed", "step", "day", "recovered"])
+
+
+def headroom_figure(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = ()) -> Any | None:
+    """With the oracle arm's rows: its per-window headroom over the hand-tuned config (``oracle/gap``, on identical
+    traffic), and per arm the share of the oracle's gap recovered since the last shift (:func:`gap_recovered`);
+    None without an oracle arm."""
+    if GAP not in frame or not frame[GAP].notna().any():
+        return None
+    plt = _pyplot()
+    shifts = list(shifts)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), squeeze=False)
+    ci_curves(axes[0][0], frame[frame[GAP].notna()], GAP, shifts, label="oracle gap (best of grid - hand-tuned)",
+              title="headroom per window: what adapting could gain")
+    axes[0][0].axhline(0.0, color="grey", lw=0.8)
+    recovered = gap_recovered(frame, shifts=shifts)
+    if len(recovered):
+        ci_curves(axes[0][1], recovered, "recovered", shifts, label="share of the oracle gap recovered",
+                  title="share of the oracle gap recovered, cumulated since the last shift")
+        axes[0][1].axhline(0.0, color="grey", lw=0.8)
+        axes[0][1].axhline(1.0, color="grey", lw=0.8, ls=":")
+    else:
+        axes[0][1].set_visible(False)
+    fig.suptitle("mean and 95% CI across seeds; dashed: world shifts", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def make_figures(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = (),
                  claim_metrics: Iterable[str] = ()) -> dict[str, Any]:
     """All figures that apply to the metrics (name -> matplotlib figure); ``claim_metrics`` adds ``claims``."""
@@ -275,6 +340,9 @@ def make_figures(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = (),
     seg = segment_figure(frame)
     if seg is not None:
         figures["segments"] = seg
+    room = headroom_figure(frame, shifts)
+    if room is not None:
+        figures["headroom"] = room
     claims = claims_figure(frame, [m for m in claim_metrics if m not in ("reward", CLICKS)], shifts)
     if claims is not None:
         figures["claims"] = claims

@@ -37,8 +37,8 @@ from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, 
 from rewards.stats import benjamini_hochberg, bootstrap_ci, holm, mde, mean_ci, mean_test, power_at, welch_interval
 
 __all__ = ["ALPHA", "BOOTSTRAP_BELOW", "POWER", "VERDICT_RULE", "Adjustment", "ClaimResult", "NoiseFloor", "adjust",
-           "claim_samples", "claims_table", "evaluate_claim", "false_alarm_line", "load_claims", "main", "noise_floor",
-           "power_table", "render_report", "replicates", "scope_of", "window_table", "write_report"]
+           "claim_samples", "claims_table", "evaluate_claim", "false_alarm_line", "headroom_of", "load_claims", "main",
+           "noise_floor", "power_table", "render_report", "replicates", "scope_of", "window_table", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,11 @@ VERDICT_RULE = (
     "A claim **held** when the whole 95% interval of `a - b` lies on the claimed side of 0 (two-sided p < 0.05 "
     "with the effect in the claimed direction), is **contradicted** when it lies wholly on the other side, and is "
     "**inconclusive** otherwise (**underpowered** too when the power to detect its `min_effect` with these seeds "
-    "is < 0.8: a null result that says little), **untestable** when an arm, the metric or a second seed is missing. "
+    "is < 0.8: a null result that says little), **untestable** when an arm, the metric or a second seed is missing, "
+    "or **untestable (no headroom)** when the claim declares a `headroom` and the clairvoyant `oracle` arm beats "
+    "`static` by less than that on the claim's metric and windows (*headroom* column: oracle - static, mean over "
+    "seeds): no arm could show the claimed gain there, so a null result would be a property of the world, not an "
+    "answer. "
     "Whether the effect is as large as the claim's `min_effect` (the smallest effect worth detecting) is reported "
     "apart, as *beyond min_effect*: **yes** when the interval lies wholly past it, **no** when wholly short of it "
     "(a significant but negligible effect), **unclear** otherwise. *Holm* and *BH* repeat the verdict with the "
@@ -133,6 +137,14 @@ class ClaimResult:
     boot_low: float = math.nan
     boot_high: float = math.nan
     aa: NoiseFloor = field(default_factory=NoiseFloor)
+    headroom: float = math.nan  # headroom_arms[0] - headroom_arms[1] on the claim's metric and windows (mean over seeds)
+    headroom_low: float = math.nan
+    headroom_high: float = math.nan
+
+    @property
+    def no_headroom(self) -> bool:
+        """Untestable because the measured headroom is below the claim's ``headroom``."""
+        return self.verdict == "untestable" and self.note.startswith("no headroom")
 
     @property
     def underpowered(self) -> bool:
@@ -142,6 +154,8 @@ class ClaimResult:
     @property
     def label(self) -> str:
         """The verdict in words: ``inconclusive (underpowered: power 0.23 at min_effect)`` when it is."""
+        if self.no_headroom:
+            return f"untestable (no headroom: {self.headroom:+.3g} < {self.claim.headroom:g})"
         return f"{self.verdict} (underpowered: power {self.power:.2f} at min_effect)" if self.underpowered else self.verdict
 
     def line(self) -> str:
@@ -169,7 +183,9 @@ class ClaimResult:
                 "paired": self.paired,
                 "sd": self.sd, "mde80": self.mde80, "min_effect": self.claim.min_effect,
                 "power_at_min_effect": self.power, "beyond_min_effect": self.beyond_min,
-                "bootstrap_ci": [self.boot_low, self.boot_high], "aa": self.aa.as_dict(), "note": self.note}
+                "bootstrap_ci": [self.boot_low, self.boot_high], "aa": self.aa.as_dict(), "note": self.note,
+                "headroom": self.headroom, "headroom_ci": [self.headroom_low, self.headroom_high],
+                "headroom_min": self.claim.headroom, "no_headroom": self.no_headroom}
 
 
 def _fmt_p(p: float) -> str:
@@ -332,13 +348,50 @@ def noise_floor(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA, p
     return NoiseFloor(t.effect, t.low, t.high, t.p, t.n, seed_sd, floor, "placebo", "b: odd - even windows")
 
 
+ORACLE_GAP = "oracle/gap"  # the oracle arm's per-window gap over the hand-tuned config, on identical traffic
+
+
+def headroom_of(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA) -> tuple[float, float, float]:
+    """The claim's headroom, mean and 95% interval across seeds (nan when it cannot be measured).
+
+    With the default ``headroom_arms`` (``oracle``, ``static``) and the oracle's rows: the oracle's per-window gap
+    over the hand-tuned config (``oracle/gap``: its best twin minus the hand-tuned config's twin on the same state
+    and traffic, in reward units) averaged over the claim's windows per seed. Otherwise: ``headroom_arms[0] -
+    headroom_arms[1]`` on the claim's metric and windows, paired by seed (which also carries how the two runs'
+    learning diverged)."""
+    ref, base = claim.headroom_arms
+    arms = set(frame["arm"].unique()) if "arm" in frame else set()
+    if (ref, base) == ("oracle", "static") and ref in arms and ORACLE_GAP in frame:
+        per_seed = _group_means(frame, [ref], ORACLE_GAP, claim.from_step, claim.from_day, claim.stage)
+        diffs = per_seed[np.isfinite(per_seed)].to_numpy()
+    elif claim.metric in frame and {ref, base} <= arms:
+        x, y = (_group_means(frame, [arm], claim.metric, claim.from_step, claim.from_day, claim.stage) for arm in (ref, base))
+        seeds = sorted(set(x[np.isfinite(x)].index) & set(y[np.isfinite(y)].index))
+        diffs = (x[seeds] - y[seeds]).to_numpy()
+    else:
+        return math.nan, math.nan, math.nan
+    if not len(diffs):
+        return math.nan, math.nan, math.nan
+    if len(diffs) < 2:
+        return float(diffs.mean()), math.nan, math.nan
+    t = mean_test(diffs, 1 - alpha)
+    return t.effect, t.low, t.high
+
+
 def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA, power: float = POWER) -> ClaimResult:
     """The claim's effect, interval, p-value, power and verdict (:data:`VERDICT_RULE`) on a metrics table with
-    ``arm``, ``seed``, ``step`` and the metric."""
+    ``arm``, ``seed``, ``step`` and the metric; its headroom (:func:`headroom_of`), which makes it untestable when
+    below the claim's ``headroom``."""
+    room = headroom_of(frame, claim, alpha)
     a, b, why = claim_samples(frame, claim)
+    if not why and claim.headroom > 0 and room[0] < claim.headroom:  # nan (not measured) passes: stated in the table
+        ref, base = claim.headroom_arms
+        why = (f"no headroom: {ref} - {base} = {room[0]:+.4g} (95% CI {_ci(room[1], room[2]) or 'n/a'}) over the "
+               f"claim's windows, below the {claim.headroom:g} the claim needs; no arm can show the claimed gain here")
     if why:
         return ClaimResult(claim, "untestable", a_mean=float(a.mean()) if len(a) else math.nan,
-                           b_mean=float(b.mean()) if len(b) else math.nan, note=why)
+                           b_mean=float(b.mean()) if len(b) else math.nan, note=why, headroom=room[0],
+                           headroom_low=room[1], headroom_high=room[2])
     paired = set(a.index) == set(b.index)
     small = False
     if paired:
@@ -365,7 +418,8 @@ def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA
     pw = power_at(floor, sd, n_a, alpha, paired, n_b)
     return ClaimResult(claim, verdict, effect, low, high, float(a.mean()), float(b.mean()), n, paired,
                        [int(s) for s in seeds], p=p, sd=sd, n_a=n_a, n_b=n_b, mde80=mde80, power=pw, beyond_min=beyond,
-                       boot_low=boot_low, boot_high=boot_high, aa=noise_floor(frame, claim, alpha, power))
+                       boot_low=boot_low, boot_high=boot_high, aa=noise_floor(frame, claim, alpha, power),
+                       headroom=room[0], headroom_low=room[1], headroom_high=room[2])
 
 
 # --------------------------------------------------------------------------- loading and rendering
@@ -461,8 +515,9 @@ def claims_table(results: Sequence[ClaimResult], adjustments: Sequence[Adjustmen
     (``adjustments``: default :func:`adjust` over ``results``); ``keys`` adds a first column (the ablation)."""
     adjustments = adjust(results) if adjustments is None else adjustments
     first = ("| ablation ", "|---") if keys is not None else ("", "")
-    lines = [f"| claim {first[0]}| metric | a | b | claimed | effect (a - b) | 95% CI | p | n | test | verdict | Holm | BH |",
-             f"|---{first[1]}|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| claim {first[0]}| metric | a | b | claimed | effect (a - b) | 95% CI | p | n | test | headroom | verdict "
+             f"| Holm | BH |",
+             f"|---{first[1]}|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, (r, adj) in enumerate(zip(results, adjustments)):
         eff = "" if math.isnan(r.effect) else f"{r.effect:+.4g}"
         test = "" if r.verdict == "untestable" else ("paired" if r.paired else "Welch")
@@ -471,8 +526,11 @@ def claims_table(results: Sequence[ClaimResult], adjustments: Sequence[Adjustmen
                      for v, q in ((adj.verdict_holm, adj.p_holm), (adj.verdict_bh, adj.p_bh)))
         key = f" {keys[i]} |" if keys is not None else ""
         claimed = "a > b" if r.claim.direction == "greater" else "a < b"
+        room = "" if math.isnan(r.headroom) else f"{r.headroom:+.3g}"
+        room += f" (min {r.claim.headroom:g})" if room and r.claim.headroom else ""
         lines.append(f"| {r.claim.name} |{key} {r.claim.metric} | {' + '.join(r.claim.a)} | {' + '.join(r.claim.b)} "
-                     f"| {claimed} | {eff} | {_ci(r.low, r.high)} | {p} | {r.n} | {test} | {r.label} | {holm_} | {bh} |")
+                     f"| {claimed} | {eff} | {_ci(r.low, r.high)} | {p} | {r.n} | {test} | {room} | {r.label} | {holm_} "
+                     f"| {bh} |")
     return lines
 
 

@@ -246,10 +246,10 @@ def run(
     frame = loggers.table.frame()
     figures: dict[str, Any] = {}
     if exp.logger.plots:
-        from experiments.plot import make_figures, save_figures, use_agg  # matplotlib loads only when plots are on
+        from experiments.plot import SHIFT_HORIZON, make_figures, save_figures, use_agg  # matplotlib loads only when plots are on
 
         use_agg()
-        figures = make_figures(frame, [(s.day, s.kind) for s in exp.world.shifts])
+        figures = make_figures(frame, [(d, s.kind) for s in exp.world.shifts for d in s.days(SHIFT_HORIZON)])
         loggers.figures(figures)
         save_figures(figures, out / "figures")
     phase("figures")

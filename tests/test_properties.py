@@ -40,7 +40,7 @@ import envs
 from agents.decision import functional, fusion, ranking, recall, rerank
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from agents.evolution.codec import CODECS, SpaceCodec
-from envs.config import SHIFT_KINDS, ItemConfig, SegmentConfig, ShiftConfig, WorldConfig
+from envs.config import SHIFT_KINDS, TASTE_PARAMS, ItemConfig, SegmentConfig, ShiftConfig, WorldConfig
 from envs.registration import NAMESPACE
 from envs.slate import make_world_config
 from envs.validation import ConfigError
@@ -89,6 +89,8 @@ SHIFT_DOMAIN: dict[str, tuple[float, float, bool]] = {
     "topic": (0, 10**4 - 1, True),
     "strength": (0.0, 100.0, False),
     "fraction": (0.0, 1.0, False),
+    "value": (-50.0, 50.0, False),
+    "every": (0, 10**6, True),
 }
 SEGMENT_NAMES = ("new", "casual", "heavy", "s3")
 
@@ -208,6 +210,13 @@ def base_world(seed: int) -> tuple[dict[str, Any], list[str]]:
                                  "fraction": rng_number(rng, SHIFT_DOMAIN["fraction"])}
         if kind == "segment_mix" or rng.random() < 0.5:
             shift["request_mix"] = rng_weights(rng, names)
+        if kind == "taste":
+            shift["param"] = str(rng.choice(TASTE_PARAMS))
+            low = -50.0 if shift["param"] == "no_click_utility" else 0.0
+            shift["value"] = rng_number(rng, (low, 50.0, False))
+            shift["segment"] = str(rng.choice(["", *names]))
+        if rng.random() < 0.3:
+            shift["every"] = int(rng.integers(1, 10))
         shifts.append(shift)
     cfg["shifts"] = shifts
     return cfg, names
@@ -361,7 +370,9 @@ def extreme_worlds(draw: Any) -> WorldConfig:
     for seg in segments.values():
         seg["history_mean"] = min(seg["history_mean"], draw(st.sampled_from([0.0, 1e3, 1e6])))
     shifts = [{"kind": kind, "day": 1, "topic": 0, "strength": pick(SHIFT_DOMAIN["strength"]),
-               "fraction": pick(SHIFT_DOMAIN["fraction"]), "request_mix": {"new": 1.0}} for kind in SHIFT_KINDS]
+               "fraction": pick(SHIFT_DOMAIN["fraction"]), "request_mix": {"new": 1.0},
+               **({"param": draw(st.sampled_from(TASTE_PARAMS)), "value": pick((0.0, 50.0, False)), "every": 1}
+                  if kind == "taste" else {})} for kind in SHIFT_KINDS]
     return WorldConfig(
         num_items=30, num_users=40, num_topics=3, embedding_dim=4, num_creators=draw(st.sampled_from([1, 10])),
         steps_per_day=1, position_decay=pick(WORLD_DOMAIN["position_decay"]), graduate_after=draw(st.sampled_from([0, 1])),

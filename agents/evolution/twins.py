@@ -17,7 +17,7 @@ differences between twins are the candidates' effects, not the noise of who happ
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,14 +89,17 @@ def _value(logs: list[InteractionLog], metric: str, outcome: str) -> tuple[float
 
 
 def evaluate(service: DeploymentService, candidates: Sequence[Any], *, agent: str | None = None, windows: int = 1,
-             learn: bool = False, metric: str = DEFAULT_METRIC, outcome: str = "expected") -> list[TwinValue]:
+             learn: bool = False, metric: str = DEFAULT_METRIC, outcome: str = "expected",
+             score: Callable[[DeploymentService, InteractionLog], float] | None = None) -> list[TwinValue]:
     """Serve each candidate on its own twin of ``service`` for ``windows`` windows from the current state.
 
     A candidate is a config dict of ``agent`` (merged over its current config, :meth:`deploy_config`), a
     :class:`~agents.decision.system.System`, or a composition (with a component pool). ``learn``: whether the
     twins' agents learn from the windows they serve (the value then includes what each candidate teaches the
-    system). ``metric``: an outer metric (``rewards.outer.OUTER_KEYS``), judged in its ``outcome`` version
-    (``expected`` by default; both are returned). The service is not changed.
+    system; over one window it changes nothing, as agents learn after the window). ``metric``: an outer metric
+    (``rewards.outer.OUTER_KEYS``), judged in its ``outcome`` version (``expected`` by default; both are returned).
+    ``score(twin, log)``, when given, is the value instead (e.g. a run's reward: ``twin.score(log, agent)[0]``;
+    ``expected`` and ``realised`` stay the metric's). The service is not changed.
     """
     check_int("windows", windows, 1)
     check_choice("outcome", outcome, OUTCOMES)
@@ -115,6 +118,8 @@ def evaluate(service: DeploymentService, candidates: Sequence[Any], *, agent: st
             twin.deploy_composition(cand)
         logs = [twin.serve(learn=learn) for _ in range(windows)]
         value, expected, realised = _value(logs, metric, outcome)
+        if score is not None:
+            value = float(score(twin, InteractionLog.concat(logs)))
         out.append(TwinValue(cand, value, expected, realised, logs))
     return out
 

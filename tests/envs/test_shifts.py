@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from envs import World, WorldConfig
+from envs.validation import ConfigError
 
 SHIFT_DAY = 3
 NUM_DAYS = 6
@@ -157,3 +158,30 @@ def test_risk_surge_raises_risk_and_keeps_every_violating_item_violating() -> No
     np.testing.assert_allclose(cat.risk[kept], np.minimum(2.0 * risk[kept], 1.0), rtol=1e-6)
     assert (cat.violating[kept] >= violating[kept]).all()
     assert abs(cat.violating[kept].mean() - cat.risk[kept].mean()) < 0.03  # observed: 0.043 vs 0.041
+
+
+def test_taste_shifts_set_a_segment_parameter_and_recurring_ones_alternate_regimes() -> None:
+    # A -> B -> A -> B: heavy users' fatigue sensitivity 4 from day 1, back to 1.5 from day 2, every 2 days
+    shifts = [{"kind": "taste", "day": 1, "every": 2, "segment": "heavy", "param": "fatigue_sensitivity", "value": 4.0},
+              {"kind": "taste", "day": 2, "every": 2, "segment": "heavy", "param": "fatigue_sensitivity", "value": 1.5},
+              {"kind": "taste", "day": 3, "param": "novelty_sensitivity", "value": 2.0}]
+    world = World(WorldConfig(**{**SMALL, "steps_per_day": 1}, shifts=shifts), seed=0)
+    tab = world.users.table
+    seen = []
+    for _ in range(5):
+        world.tick()
+        seen.append(float(tab.fatigue_sensitivity[HEAVY]))
+        assert tab.fatigue_sensitivity[CASUAL] == WorldConfig().segments["casual"].fatigue_sensitivity  # others kept
+    assert seen == [4.0, 1.5, 4.0, 1.5, 4.0]
+    assert [d for d, k in world.events] == [1, 2, 3, 3, 4, 5]
+    np.testing.assert_array_equal(tab.novelty_sensitivity, 2.0)  # every segment
+    np.testing.assert_array_equal(tab.feature_weights[:, 1], 2.0)  # the utility's freshness weight follows
+
+
+def test_taste_shift_validation_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"`shifts.param` must be one of .*fatigue_sensitivity.* \(got 'patience'\)"):
+        WorldConfig(**SMALL, shifts=[{"kind": "taste", "param": "patience", "value": 1.0}])
+    with pytest.raises(ConfigError, match=r"`shifts.segment` must be one of \['new', 'casual', 'heavy'\]"):
+        WorldConfig(**SMALL, shifts=[{"kind": "taste", "segment": "vip", "param": "fatigue_sensitivity", "value": 1.0}])
+    with pytest.raises(ConfigError, match=r"`shifts.every` must be in"):
+        WorldConfig(**SMALL, shifts=[{"kind": "topic_shock", "every": -1}])

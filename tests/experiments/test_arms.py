@@ -145,3 +145,19 @@ def test_an_a_a_replicate_arm_is_labelled_and_reseeds_only_the_arms_own_randomne
     assert not np.array_equal(a["reward"], b["reward"])
     with KnowledgeStore(tmp_path / "static_r1" / "store.db") as store:
         assert [e.name for e in store.experiments()] == ["smoke/static_r1"]
+
+
+def test_the_oracle_serves_the_best_twin_of_its_grid_each_window(tmp_path):
+    """The oracle's window is its best twin's exactly (same state, same traffic); the hand-tuned config is in its grid,
+    so its gap is never negative, and on the first window (the same state for both arms) the hand-tuned twin is the
+    static arm's window."""
+    short = ("experiment=c2_individual", "evolution.windows=3", "evolution.exploit=1", "seed=0", *TINY_RUN)
+    run(compose_config("controller=oracle", "controller.options.grid=4", *short), out_dir=tmp_path / "oracle")
+    run(compose_config("controller=static", *short), out_dir=tmp_path / "static")
+    o, s = pd.read_csv(tmp_path / "oracle" / "metrics.csv"), pd.read_csv(tmp_path / "static" / "metrics.csv")
+    assert len(o) == 4 and (o["phase"].iloc[-1] == "exploit")
+    np.testing.assert_array_equal(o["reward"], o["oracle/best_value"])
+    assert (o["oracle/gap"] >= 0).all() and (o["oracle/gap"] == o["oracle/best_value"] - o["oracle/static_value"]).all()
+    assert o["oracle/static_value"].iloc[0] == s["reward"].iloc[0]
+    chosen = o["oracle/best_index"].astype(int)
+    assert chosen.between(0, 3).all()

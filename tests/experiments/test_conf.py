@@ -92,6 +92,8 @@ def test_every_option_composes_validates_and_builds(group, option):
             assert any(f"{a}{REPLICATE_SUFFIX}1" in arms for a in arms), f"{option} runs no A/A arm"
         for claim in cfg.claims:
             assert set(claim.a) | set(claim.b) <= arms, f"claim {claim.name} names an arm the sweep does not run"
+            if claim.headroom:
+                assert set(claim.headroom_arms) <= arms, f"claim {claim.name}'s headroom needs arms the sweep does not run"
 
 
 ABLATION_PRESETS = ("c1_heterogeneity", "c2_individual", "c4_composition", "c5_reward")
@@ -242,7 +244,7 @@ def test_wrong_type_or_unknown_key_fails_while_composing(override, cause):
     (["world.shifts.0.kind=segment_mixx"], r"`world.shifts.kind` must be one of \[.*\] \(got 'segment_mixx'\); "
                                            r"did you mean 'segment_mix'\?"),
     (["controller.name=optuan"], r"`controller.name` must be one of \['alternating', 'compositional', 'individual', "
-                                 r"'llm', 'llm_compositional', 'llm_designer', 'optuna', 'optuna_ab', 'ppo', 'random', 'static', 'static_composition'\] "
+                                 r"'llm', 'llm_compositional', 'llm_designer', 'optuna', 'optuna_ab', 'oracle', 'ppo', 'random', 'static', 'static_composition'\] "
                                  r"\(got 'optuan'\); did you mean 'optuna'\?"),
     (["controller=ppo", "controller.options.batch_size=8"],
      r"`controller.options.batch_size` must be in \[2, 4\] \(got 8\)"),

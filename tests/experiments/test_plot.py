@@ -143,3 +143,28 @@ def test_a_stationary_run_is_plotted_against_the_window():
     assert ax.get_xlabel() == "window" and len(ax.lines) == 2  # no shift marks
     np.testing.assert_allclose(ax.lines[0].get_xdata(), np.arange(6))
     plt.close(fig)
+
+
+def test_gap_recovered_cumulates_per_regime_and_the_headroom_figure_draws_it():
+    from experiments.plot import gap_recovered, headroom_figure
+
+    rows = []
+    for seed in (0, 1):
+        for step, day in enumerate([0.5, 1.0, 1.5, 2.0]):  # a shift on day 1: windows ending after it are regime 1
+            static = 0.5
+            oracle = static + (0.1 if step < 2 else 0.2)
+            optuna = static + (0.05 if step < 2 else [0.0, 0.2][step - 2])
+            for arm, v in (("static", static), ("oracle", oracle), ("optuna", optuna)):
+                rows.append({"arm": arm, "seed": seed, "step": step, "day": day, "reward": v,
+                             "oracle/gap": oracle - static if arm == "oracle" else np.nan})
+    frame = pd.DataFrame(rows)
+    rec = gap_recovered(frame, shifts=[(1, "topic_shock")])
+    got = rec[rec["seed"] == 0].sort_values("step")["recovered"].to_numpy()
+    # regime 0 (days 0.5, 1.0): 0.05 / 0.1 twice; regime 1 (1.5, 2.0): 0 / 0.2, then 0.2 / 0.4
+    np.testing.assert_allclose(got, [0.5, 0.5, 0.0, 0.5])
+    assert set(rec["arm"]) == {"optuna"}
+    assert gap_recovered(frame[frame["arm"] != "oracle"]).empty
+    fig = headroom_figure(frame, [(1, "topic_shock")])
+    assert fig is not None and len([ax for ax in fig.axes if ax.get_visible()]) == 2
+    plt.close(fig)
+    assert headroom_figure(frame.drop(columns="oracle/gap")) is None

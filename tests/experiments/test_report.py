@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from envs.validation import ConfigError
 from experiments.config import ClaimConfig
 from experiments.report import evaluate_claim, load_claims, main, write_report
 
@@ -102,7 +103,7 @@ def test_write_report_reads_claims_from_the_runs_and_embeds_the_figures(tmp_path
     assert text.startswith("# Report: toy")
     assert "- **C1: HELD**: reward of optuna > static" in text and "_Search beats the static config._" in text
     assert "- **C2: UNTESTABLE**" in text
-    assert ("| C1 | reward | optuna | static | a > b | +0.6 | [+0.4701, +0.7299] | 0.00068 | 4 | paired | held "
+    assert ("| C1 | reward | optuna | static | a > b | +0.6 | [+0.4701, +0.7299] | 0.00068 | 4 | paired |  | held "
             "| held (p 0.00068) | held (p 0.00068) |") in text  # Holm and BH over the one testable claim
     assert "| C1 | 0.1 | yes | 0.0816 | 0.17 | 0.26 | [+0.525, +0.675] | placebo: b: odd - even windows | +0 | [+0, +0] | 1 | 0.129 | 0.306 |" in text
     assert "A claim **held** when the whole 95% interval of `a - b` lies on the claimed side of 0" in text
@@ -257,3 +258,30 @@ def test_noise_floor_uses_the_a_a_arm_when_one_ran():
     # without the replicate's rows: the placebo (odd minus even windows of b)
     placebo = noise_floor(frame[frame["arm"] != "static_r1"], ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.1))
     assert placebo.kind == "placebo" and placebo.effect == 0.0
+
+
+def test_a_claim_without_headroom_is_untestable_with_the_measured_gap():
+    rows = []
+    for seed, level in enumerate([0.5, 0.6, 0.4, 0.7]):
+        for step in range(3):
+            for arm, lift in (("static", 0.0), ("optuna", 0.003 * (seed % 2)), ("oracle", 0.01)):
+                rows.append({"arm": arm, "seed": seed, "step": step, "day": step, "reward": level + lift})
+    frame = pd.DataFrame(rows)
+    claim = ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.02, headroom=0.02)
+    r = evaluate_claim(frame, claim)
+    assert r.verdict == "untestable" and r.no_headroom and r.headroom == pytest.approx(0.01)
+    assert r.label == "untestable (no headroom: +0.01 < 0.02)" and "oracle - static = +0.01" in r.note
+    assert r.as_dict()["no_headroom"] and r.as_dict()["headroom_min"] == 0.02
+    # enough headroom: the claim is tested as usual, its headroom reported beside it
+    frame.loc[frame["arm"] == "oracle", "reward"] += 0.05
+    tested = evaluate_claim(frame, claim)
+    assert tested.verdict != "untestable" and tested.headroom == pytest.approx(0.06) and not tested.no_headroom
+    # no oracle ran: the headroom is not measured, the claim is tested (its headroom column is empty)
+    free = evaluate_claim(frame[frame["arm"] != "oracle"], claim)
+    assert free.verdict != "untestable" and np.isnan(free.headroom)
+    # the oracle's own per-window gap (on identical traffic) is the headroom when its rows carry it
+    frame["oracle/gap"] = np.where(frame["arm"] == "oracle", 0.005, np.nan)
+    gap = evaluate_claim(frame, claim)
+    assert gap.no_headroom and gap.headroom == pytest.approx(0.005)
+    with pytest.raises(ConfigError, match="headroom_arms"):
+        ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.02, headroom_arms=["oracle"])
