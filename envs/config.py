@@ -22,6 +22,7 @@ from envs.validation import (
 )
 
 __all__ = [
+    "MIX_OF",
     "SHIFT_KINDS",
     "TASTE_PARAMS",
     "WORLD_SIZES",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 SHIFT_KINDS = ("segment_mix", "topic_shock", "catalog_refresh", "cold_start_influx", "risk_surge", "taste")
+MIX_OF = ("sessions", "requests")  # what a request mix is a share of
 # what a ``taste`` shift may set: the segment parameters that weigh an item or a slate in the user's choice
 TASTE_PARAMS = ("affinity_scale", "quality_sensitivity", "novelty_sensitivity", "popularity_sensitivity", "risk_appeal",
                 "risk_sensitivity", "fatigue_sensitivity", "fatigue_increment", "no_click_utility")
@@ -253,6 +255,10 @@ class WorldConfig:
     items: ItemConfig = field(default_factory=ItemConfig)
     segments: dict[str, SegmentConfig] = field(default_factory=default_segments)
     request_mix: dict[str, float] = field(default_factory=lambda: {"new": 0.2, "casual": 0.5, "heavy": 0.3})
+    # what request_mix (and a segment_mix shift) sets: the share of session starts (``sessions``: a segment of short
+    # sessions then makes fewer of the requests, e.g. new users ~6% at 0.2) or of requests (``requests``: session
+    # starts are weighted by each segment's inverse session length, measured in the run and updated daily)
+    mix_of: str = "sessions"
     shifts: list[ShiftConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -291,6 +297,7 @@ class WorldConfig:
         names = list(self.segments)
         check_choice("new_user_segment", self.new_user_segment, names)
         self.request_mix = check_simplex("request_mix", self.request_mix, names)
+        check_choice("mix_of", self.mix_of, list(MIX_OF))
         if self.graduate_after > 0:
             self.graduate_to = check_simplex("graduate_to", self.graduate_to, names)
         else:  # unused (no graduation), but never holds garbage

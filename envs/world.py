@@ -112,6 +112,11 @@ class World:
         self.users.schedule_return(np.arange(c.num_users), 0, self.streams)  # first visits: within about a day
         self.shift_rng = np.random.default_rng(shift_ss)  # what shifts do to the catalog (a world property)
         self.request_mix = np.array([c.request_mix.get(s, 0.0) for s in c.segment_names], np.float64)
+        # requests per session by segment (mix_of="requests"): a prior from patience at a moderate satisfaction,
+        # then each day half the last day's measured mean; and the day's ended sessions and their requests
+        tab = self.users.table
+        self.session_length = (1.0 / (1.0 - sigmoid(tab.patience.astype(np.float64) + 1.0))).astype(np.float64)
+        self._ended = np.zeros((2, len(tab)), np.float64)  # sessions, requests
         self.steps = 0
         self.day = 0
         self.events: list[tuple[int, str]] = []
@@ -130,9 +135,25 @@ class World:
         day = self.steps // self.cfg.steps_per_day
         while self.day < day:
             self.day += 1
+            self._update_session_length()
             self.catalog.expire(self.now)
             self._apply_shifts(self.day)
             self.catalog.refresh_features(self.now)
+
+    def _update_session_length(self) -> None:
+        sessions, requests = self._ended
+        seen = sessions > 0
+        self.session_length[seen] = 0.5 * self.session_length[seen] + 0.5 * requests[seen] / sessions[seen]
+        self._ended[:] = 0.0
+
+    @property
+    def arrival_mix(self) -> np.ndarray:
+        """The share of session starts by segment: the request mix itself (``mix_of="sessions"``), or the request
+        mix divided by each segment's mean session length (``"requests"``), so that requests follow the mix."""
+        if self.cfg.mix_of == "sessions":
+            return self.request_mix
+        weights = self.request_mix / self.session_length
+        return weights / weights.sum()
 
     def _apply_shifts(self, day: int) -> None:
         cat, pop = self.catalog, self.users
@@ -167,8 +188,9 @@ class World:
 
     # ------------------------------------------------------------------ requests
     def new_requests(self, n: int) -> np.ndarray:
-        """Start ``n`` sessions of distinct free users drawn by the current request mix; return their ids."""
-        users = self.users.sample(n, self.request_mix, self.streams, self._arrivals)
+        """Start ``n`` sessions of distinct free users drawn by the current arrival mix (:attr:`arrival_mix`); return
+        their ids."""
+        users = self.users.sample(n, self.arrival_mix, self.streams, self._arrivals)
         self._arrivals += n
         self.users.start_sessions(users)
         return users
@@ -314,6 +336,8 @@ class World:
         u_return, u_churn = streams.uniform(("return", "churn"), ident, session)
         returned = u_return < p_return
         churned = ~returned & (u_churn < p_churn)
+        self._ended[0] += np.bincount(seg, minlength=len(tab))[: len(tab)]
+        self._ended[1] += np.bincount(seg, weights=steps, minlength=len(tab))[: len(tab)]
         return SessionEnd(returned, churned, steps, clicks, p_return.astype(np.float32),
                           ((1.0 - p_return) * p_churn).astype(np.float32))
 

@@ -185,3 +185,40 @@ def test_taste_shift_validation_names_the_key() -> None:
         WorldConfig(**SMALL, shifts=[{"kind": "taste", "segment": "vip", "param": "fatigue_sensitivity", "value": 1.0}])
     with pytest.raises(ConfigError, match=r"`shifts.every` must be in"):
         WorldConfig(**SMALL, shifts=[{"kind": "topic_shock", "every": -1}])
+
+
+def _request_shares(mix_of: str, shifts: list[dict[str, Any]], days: int = 6, seed: int = 0) -> np.ndarray:
+    """Per day, the share of requests by segment under a random slate policy (sessions of 256 concurrent users)."""
+    cfg = WorldConfig(**SMALL, mix_of=mix_of, shifts=shifts)
+    world = World(cfg, seed=seed)
+    rng = np.random.default_rng(seed)
+    out = []
+    active = np.zeros(0, np.int64)
+    for _ in range(days):
+        counts = np.zeros(len(cfg.segments))
+        for _ in range(cfg.steps_per_day):
+            active = np.concatenate([active, world.new_requests(REQUESTS_PER_STEP - len(active))])
+            counts += np.bincount(world.users.segment[active], minlength=len(cfg.segments))
+            ids, _ = world.candidates(active, 50)
+            slate = np.take_along_axis(ids, np.argsort(rng.random(ids.shape), axis=1)[:, :10], axis=1)
+            exit_ = world.respond(active, slate).exit
+            world.end_sessions(active[exit_])
+            active = active[~exit_]
+            world.tick()
+        out.append(counts / counts.sum())
+    return np.array(out)
+
+
+def test_mix_of_requests_realises_the_request_share_and_a_segment_mix_shift_moves_it() -> None:
+    """``mix_of="sessions"``: the mix is of session starts, and new users (short sessions) make far fewer of the
+    requests than their 0.2; ``"requests"``: session starts are weighted by inverse session length and the realised
+    request share follows the mix, before and after a segment-mix shift (day 3: new users 0.6)."""
+    shift = [{"kind": "segment_mix", "day": SHIFT_DAY, "request_mix": SHIFTED_MIX}]
+    by_sessions = _request_shares("sessions", shift)
+    by_requests = _request_shares("requests", shift)
+    assert by_sessions[1:SHIFT_DAY, NEW].mean() < 0.12  # measured ~0.06
+    np.testing.assert_allclose(by_requests[1:SHIFT_DAY].mean(axis=0), [0.2, 0.5, 0.3], atol=0.05)
+    np.testing.assert_allclose(by_requests[SHIFT_DAY + 1:].mean(axis=0), [0.6, 0.3, 0.1], atol=0.08)  # measured 0.61, 0.25, 0.14
+    assert by_sessions[SHIFT_DAY + 1:, NEW].mean() < 0.45  # a session-start mix of 0.6 leaves new users short
+    with pytest.raises(ConfigError, match=r"`mix_of` must be one of \['sessions', 'requests'\] \(got 'visits'\)"):
+        WorldConfig(**SMALL, mix_of="visits")

@@ -279,9 +279,12 @@ def test_a_claim_without_headroom_is_untestable_with_the_measured_gap():
     # no oracle ran: the headroom is not measured, the claim is tested (its headroom column is empty)
     free = evaluate_claim(frame[frame["arm"] != "oracle"], claim)
     assert free.verdict != "untestable" and np.isnan(free.headroom)
-    # the oracle's own per-window gap (on identical traffic) is the headroom when its rows carry it
+    # without static's runs, the oracle's own per-window gap (on identical traffic) is the headroom
     frame["oracle/gap"] = np.where(frame["arm"] == "oracle", 0.005, np.nan)
-    gap = evaluate_claim(frame, claim)
+    assert evaluate_claim(frame, claim).headroom == pytest.approx(0.06)  # both arms ran: their difference
+    only = frame[frame["arm"] != "static"].assign(arm=lambda f: f["arm"].replace({"optuna": "a"}))
+    only = pd.concat([only, only[only["arm"] == "a"].assign(arm="b")])
+    gap = evaluate_claim(only, ClaimConfig("C1", a=["a"], b=["b"], min_effect=0.02, headroom=0.02))
     assert gap.no_headroom and gap.headroom == pytest.approx(0.005)
     with pytest.raises(ConfigError, match="headroom_arms"):
         ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.02, headroom_arms=["oracle"])
