@@ -115,7 +115,7 @@ class World:
         # requests per session by segment (mix_of="requests"): a prior from patience at a moderate satisfaction,
         # then each day half the last day's measured mean; and the day's ended sessions and their requests
         tab = self.users.table
-        self.session_length = (1.0 / (1.0 - sigmoid(tab.patience.astype(np.float64) + 1.0))).astype(np.float64)
+        self.session_length = 1.0 / np.maximum(1.0 - sigmoid(tab.patience.astype(np.float64) + 1.0), 1e-9)
         self._ended = np.zeros((2, len(tab)), np.float64)  # sessions, requests
         self.steps = 0
         self.day = 0

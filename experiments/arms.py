@@ -539,7 +539,7 @@ def llm_designer(ctx: ArmContext) -> EvolutionHistory:
     env.phase = "design"
     step = 0
     while env.steps < ctx.windows:
-        result = design_step(service, designer, step=step, target=target, seed=ctx.agent_seed * 1000 + step,
+        result = design_step(service, designer, step=step, target=target, seed=(ctx.agent_seed * 1000 + step) % 2**31,
                              experiment=ExperimentDesigner(config={"min_requests": opts.gate_min_requests}),
                              windows=min(opts.ab_windows, ctx.windows - env.steps), warm=opts.warm, on_log=on_log)
         if result.decision is None:  # no valid proposal, or it could not be built: production serves a window
@@ -596,7 +596,7 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
     """
     env: CompositionEnv = ctx.env.unwrapped
     agent = ctx.cfg.evolution.agent
-    seeds = itertools.count(ctx.agent_seed * 1000)  # a fresh study per phase, each with its own seed
+    seeds = itertools.count((ctx.agent_seed * 1000) % 2**31)  # a fresh study per phase, each with its own seed
     history = EvolutionHistory()
 
     def on_row(row: dict[str, Any]) -> None:

@@ -145,6 +145,10 @@ def test_an_a_a_replicate_arm_is_labelled_and_reseeds_only_the_arms_own_randomne
     assert not np.array_equal(a["reward"], b["reward"])
     with KnowledgeStore(tmp_path / "static_r1" / "store.db") as store:
         assert [e.name for e in store.experiments()] == ["smoke/static_r1"]
+    # an arm that derives many seeds from its own (a study per phase) stays within the samplers' seed range
+    ind = run(compose_config("experiment=c4_composition", "controller=individual_r1", "evolution.windows=2",
+                             "evolution.exploit=0", *TINY_RUN), out_dir=tmp_path / "individual_r1")
+    assert ind["arm"] == "individual_r1" and ind["windows"] >= 2
 
 
 def test_the_oracle_serves_the_best_twin_of_its_grid_each_window(tmp_path):
