@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/evolution.py
 	$(BIN)/python bench/loop.py
 	$(BIN)/python bench/sensitivity.py
+	$(BIN)/python bench/aa.py
 	$(BIN)/python bench/llm.py
 
 # refresh the exact pins from the current venv (after changing setup.cfg deliberately)
