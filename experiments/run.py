@@ -108,6 +108,10 @@ def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution | Co
     if ARMS[cfg.controller.name].env == "composition":
         return build_composition_env(cfg)
     e = cfg.evolution
+    if cfg.controller.name == "oracle" and cfg.reward.constraints:
+        raise ConfigError(f"`reward.constraints` are not supported by arm 'oracle' (it judges its twins by the layered "
+                          f"reward without the constraint's penalty); pick a reward without constraints (got "
+                          f"{len(cfg.reward.constraints)})")
     if ARMS[cfg.controller.name].live:
         arm = cfg.controller.name
         if e.stationary:

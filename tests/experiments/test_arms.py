@@ -165,3 +165,13 @@ def test_the_oracle_serves_the_best_twin_of_its_grid_each_window(tmp_path):
     assert o["oracle/static_value"].iloc[0] == s["reward"].iloc[0]
     chosen = o["oracle/best_index"].astype(int)
     assert chosen.between(0, 3).all()
+
+
+def test_the_oracle_refuses_a_constrained_reward_before_running():
+    from envs.validation import ConfigError
+    from experiments.config import load_config
+    from experiments.run import build_env
+
+    cfg = load_config(compose_config("experiment=c2_individual", "controller=oracle", "reward=lagrangian"))
+    with pytest.raises(ConfigError, match=r"`reward.constraints` are not supported by arm 'oracle'"):
+        build_env(cfg)
