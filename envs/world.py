@@ -336,8 +336,9 @@ class World:
         u_return, u_churn = streams.uniform(("return", "churn"), ident, session)
         returned = u_return < p_return
         churned = ~returned & (u_churn < p_churn)
-        self._ended[0] += np.bincount(seg, minlength=len(tab))[: len(tab)]
-        self._ended[1] += np.bincount(seg, weights=steps, minlength=len(tab))[: len(tab)]
+        if self.cfg.mix_of == "requests":  # session lengths weigh arrivals only then
+            self._ended[0] += np.bincount(seg, minlength=len(tab))[: len(tab)]
+            self._ended[1] += np.bincount(seg, weights=steps, minlength=len(tab))[: len(tab)]
         return SessionEnd(returned, churned, steps, clicks, p_return.astype(np.float32),
                           ((1.0 - p_return) * p_churn).astype(np.float32))
 

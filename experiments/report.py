@@ -292,6 +292,13 @@ def claim_samples(frame: pd.DataFrame, claim: ClaimConfig) -> tuple[pd.Series, p
     return a, b, ""
 
 
+def _paired_diffs(frame: pd.DataFrame, claim: ClaimConfig, x: str, y: str) -> np.ndarray:
+    """Per seed that ran both (finite values), arm ``x`` minus arm ``y`` on the claim's metric over its windows."""
+    a, b = (_group_means(frame, [arm], claim.metric, claim.from_step, claim.from_day, claim.stage) for arm in (x, y))
+    seeds = sorted(set(a[np.isfinite(a)].index) & set(b[np.isfinite(b)].index))
+    return (a[seeds] - b[seeds]).to_numpy()
+
+
 def replicates(frame: pd.DataFrame) -> dict[str, list[str]]:
     """The A/A replicates in a metrics table: arm label -> the labels of its replicates that ran
     (``<arm>_r<n>`` rows with ``replicate`` = n, :attr:`~experiments.config.ExperimentConfig.arm_label`)."""
@@ -330,10 +337,9 @@ def noise_floor(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA, p
     pair = _aa_arm(frame, claim) if claim.metric in frame else None
     if pair is not None:
         arm, rep = pair
-        x, y = (_group_means(frame, [r], claim.metric, claim.from_step, claim.from_day, claim.stage) for r in (rep, arm))
-        seeds = sorted(set(x[np.isfinite(x)].index) & set(y[np.isfinite(y)].index))
-        if len(seeds) >= 2:
-            t = mean_test((x[seeds] - y[seeds]).to_numpy(), 1 - alpha)
+        diffs = _paired_diffs(frame, claim, rep, arm)
+        if len(diffs) >= 2:
+            t = mean_test(diffs, 1 - alpha)
             return NoiseFloor(t.effect, t.low, t.high, t.p, t.n, seed_sd, floor, "replicate", f"{rep} - {arm}")
     if table.empty:
         return NoiseFloor()
@@ -360,9 +366,7 @@ def headroom_of(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA) -
     ref, base = claim.headroom_arms
     arms = set(frame["arm"].unique()) if "arm" in frame else set()
     if claim.metric in frame and {ref, base} <= arms:
-        x, y = (_group_means(frame, [arm], claim.metric, claim.from_step, claim.from_day, claim.stage) for arm in (ref, base))
-        seeds = sorted(set(x[np.isfinite(x)].index) & set(y[np.isfinite(y)].index))
-        diffs = (x[seeds] - y[seeds]).to_numpy()
+        diffs = _paired_diffs(frame, claim, ref, base)
     elif ref == "oracle" and ref in arms and ORACLE_GAP in frame:
         per_seed = _group_means(frame, [ref], ORACLE_GAP, claim.from_step, claim.from_day, claim.stage)
         diffs = per_seed[np.isfinite(per_seed)].to_numpy()

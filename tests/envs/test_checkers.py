@@ -1,4 +1,5 @@
-"""Every registered id passes Gymnasium's and SB3's env checkers and follows the vector-env contract."""
+"""Every registered id passes Gymnasium's and SB3's env checkers (in both observation modes) and follows the
+vector-env contract."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import envs
 SB3_CANDIDATES_WARNING = "Your observation candidates has an unconventional shape"
 
 NUM_ENVS = 8
+OBS_MODES = ("dense", "ids")  # the slate envs' observation modes (``obs_mode="ids"``: tests/envs/test_obs_ids.py)
 
 
 def _session_step_column(cfg: envs.WorldConfig) -> int:
@@ -26,22 +28,25 @@ def _session_step_column(cfg: envs.WorldConfig) -> int:
     return len(cfg.segments) + 1 + cfg.embedding_dim
 
 
+@pytest.mark.parametrize("obs_mode", OBS_MODES)
 @pytest.mark.parametrize("env_id", envs.ENV_IDS)
-def test_gymnasium_env_checker(env_id: str) -> None:
-    env = gym.make(env_id).unwrapped
+def test_gymnasium_env_checker(env_id: str, obs_mode: str) -> None:
+    env = gym.make(env_id, obs_mode=obs_mode).unwrapped
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gym_check_env(env)
     assert [str(w.message) for w in caught] == []
 
 
+@pytest.mark.parametrize("obs_mode", OBS_MODES)
 @pytest.mark.parametrize("env_id", envs.ENV_IDS)
-def test_sb3_env_checker(env_id: str) -> None:
-    env = gym.make(env_id)
+def test_sb3_env_checker(env_id: str, obs_mode: str) -> None:
+    env = gym.make(env_id, obs_mode=obs_mode)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sb3_check_env(env)
-    unexpected = [str(w.message) for w in caught if SB3_CANDIDATES_WARNING not in str(w.message)]
+    # ids are 1-D: in that mode not even the dense mode's 2-D candidates warning is expected
+    unexpected = [str(w.message) for w in caught if obs_mode == "ids" or SB3_CANDIDATES_WARNING not in str(w.message)]
     assert unexpected == []
 
 
