@@ -52,7 +52,15 @@ import numpy as np
 
 from agents.decision.functional import ExperimentDesigner
 from agents.evolution.composition import DESCRIPTION, CompositionEnv
-from agents.evolution.controllers import EvolutionHistory, OptunaSearch, RandomSearch, StaticController, evolve
+from agents.evolution.controllers import (
+    EvolutionHistory,
+    OptunaSearch,
+    RandomSearch,
+    StaticController,
+    evolve,
+    leaders,
+    successive_halving,
+)
 from agents.evolution.deployment import Deployment, replicate_seed
 from agents.evolution.designer import MODES, LLMDesigner, design_step
 from agents.evolution.env import EvolutionEnv
@@ -69,7 +77,8 @@ if TYPE_CHECKING:  # annotations only: the store loads SQLAlchemy, the config mo
     from experiments.config import ExperimentConfig
 
 __all__ = ["ARMS", "ENV_KINDS", "AlternatingOptions", "Arm", "ArmContext", "OnWindow", "PPOOptions", "StaticController",
-           "WindowRecorder", "best_config", "exploit", "register_arm", "run_arm", "segment_metrics"]
+           "WindowRecorder", "best_config", "exploit", "register_arm", "retest", "run_arm", "search_windows",
+           "segment_metrics", "select"]
 
 log = logging.getLogger(__name__)
 
@@ -133,21 +142,23 @@ class Arm:
     env: str = "evolution"  # one of ENV_KINDS
     live: bool = False  # it serves windows step() alone does not (deploys structures, splits traffic): needs
     # evolution.stationary=false and no reward constraints
+    selects: bool = False  # it picks what it exploits by `evolution.select` (a re-test is live, like `live`)
 
 
-def register_arm(name: str, options: type | None = None, env: str = "evolution", live: bool = False
-                 ) -> Callable[[ArmFn], ArmFn]:
+def register_arm(name: str, options: type | None = None, env: str = "evolution", live: bool = False,
+                 selects: bool = False) -> Callable[[ArmFn], ArmFn]:
     """Register ``fn`` as the arm ``name`` (with an optional options dataclass, validated at start-up) that
     drives an env of kind ``env`` (``"evolution"`` or ``"composition"``); ``live``: the arm serves windows the env's
     ``step`` alone does not describe (deploys new structures, splits traffic with a control), so the env must not
-    restore snapshots and its reward must not be wrapped by constraints."""
+    restore snapshots and its reward must not be wrapped by constraints; ``selects``: it picks the config it exploits
+    with :func:`select` (``evolution.select``), so with ``select: retest`` it is live too."""
     check_choice("env", env, ENV_KINDS)
 
     def add(fn: ArmFn) -> ArmFn:
         if name in ARMS:
             raise ConfigError(f"arm {name!r} is already registered (by {ARMS[name].run.__module__}.{ARMS[name].run.__name__})")
         doc = (fn.__doc__ or "").strip().splitlines()
-        ARMS[name] = Arm(name, fn, options, doc[0] if doc else "", env, live)
+        ARMS[name] = Arm(name, fn, options, doc[0] if doc else "", env, live, selects)
         return fn
 
     return add
@@ -194,11 +205,13 @@ class WindowRecorder(gym.Wrapper):
         self.phase: str | None = None
         self.history = EvolutionHistory()
         self.last_obs: np.ndarray | None = None
+        self.reset_info: dict[str, Any] = {}  # the last reset's info (the warm-up's trend test: ``warmup/*``)
         self.extra: Callable[[], dict[str, float]] | None = None  # more numbers for each window's info (an arm's)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
         self.last_obs = obs
+        self.reset_info = info
         return obs, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -244,10 +257,56 @@ def initial_config(ctx: ArmContext) -> dict[str, Any]:
     return {k: v for k, v in ctx.env.get_wrapper_attr("initial_config").items() if k in ctx.params.by_name}
 
 
+def search_windows(ctx: ArmContext) -> int:
+    """The windows a searching arm proposes configs in: all of them, less the re-test's (``evolution.select``)."""
+    e = ctx.cfg.evolution
+    return ctx.windows - (e.retest if e.select == "retest" else 0)
+
+
+def select(ctx: ArmContext) -> dict[str, Any]:
+    """The config a searching arm exploits, by ``evolution.select``: its best window's, or the winner of a re-test
+    of its leaders (:func:`retest`)."""
+    if ctx.cfg.evolution.select == "retest":
+        return retest(ctx)
+    return best_config(ctx.env.history, ctx.params)
+
+
+def retest(ctx: ArmContext) -> dict[str, Any]:
+    """Re-test the run's ``evolution.leaders`` best distinct configs on live traffic by successive halving over
+    ``evolution.retest`` windows (:func:`~agents.evolution.controllers.successive_halving`): each window serves one
+    leader to ``evolution.retest_share`` of the users and the incumbent (the agent as the system config sets it) to
+    the rest, split by a fresh salt (a concurrent control: the comparison is free of the learning system's trend).
+    The winner (best mean of ``candidate - control`` over its windows) is returned if that mean is > 0, else the
+    incumbent. Rows of these windows have phase ``retest`` (they count as the evolution's: live traffic spent on
+    choosing) and ``retest/leader``; the reward recorded is the whole window's. The exploit rows then carry
+    ``selection/leader`` (-1: the incumbent stayed) and ``selection/retest_mean``."""
+    e, env = ctx.cfg.evolution, ctx.env
+    configs = leaders(env.history, ctx.params.by_name, e.leaders)
+    set_share = env.get_wrapper_attr("set_control_share")
+    set_share(1.0 - e.retest_share, relative=False)
+    env.phase, current = "retest", {}
+    env.extra = lambda: dict(current)
+
+    def measure(i: int) -> float:
+        current["retest/leader"] = float(i)
+        *_, info = env.step(ctx.codec.encode(configs[i]))
+        return float(info["evolution/candidate_reward"] - info["evolution/control_reward"])
+
+    result = successive_halving(len(configs), e.retest, measure)
+    set_share(0.0)
+    env.phase = None
+    mean = result.means[result.winner]
+    chosen = result.winner if mean > 0 else -1
+    env.extra = lambda: {"selection/leader": float(chosen), "selection/retest_mean": mean}
+    log.info("re-test of %d leaders: means %s -> %s", len(configs), [round(m, 4) for m in result.means],
+             f"leader {chosen}" if chosen >= 0 else "the incumbent stays")
+    return configs[chosen] if chosen >= 0 else initial_config(ctx)
+
+
 def _search(ctx: ArmContext, controller: Any) -> EvolutionHistory:
-    """``evolve`` with ``controller``, then exploit the run's best config."""
-    evolve(ctx.env, controller, ctx.windows, seed=ctx.seed)
-    best = best_config(ctx.env.history, ctx.params)
+    """``evolve`` with ``controller``, then exploit what :func:`select` picks."""
+    evolve(ctx.env, controller, search_windows(ctx), seed=ctx.seed)
+    best = select(ctx)
     exploit(ctx, lambda obs: best)
     return ctx.env.history
 
@@ -261,13 +320,13 @@ def static(ctx: ArmContext) -> EvolutionHistory:
     return ctx.env.history
 
 
-@register_arm("random")
+@register_arm("random", selects=True)
 def random_search(ctx: ArmContext) -> EvolutionHistory:
     """A uniformly random config every window (the floor); exploits the best one it tried."""
     return _search(ctx, RandomSearch(ctx.params, seed=ctx.agent_seed))
 
 
-@register_arm("optuna")
+@register_arm("optuna", selects=True)
 def optuna_search(ctx: ArmContext) -> EvolutionHistory:
     """Optuna's TPE proposes a config every window and learns from its reward; exploits the best one it tried."""
     return _search(ctx, OptunaSearch(ctx.params, seed=ctx.agent_seed))
@@ -343,16 +402,16 @@ class ControlOptions:
         check_range("controller.options.control_share", self.control_share, 0.05, 0.5)
 
 
-@register_arm("optuna_ab", options=ControlOptions, live=True)
+@register_arm("optuna_ab", options=ControlOptions, live=True, selects=True)
 def optuna_ab(ctx: ArmContext) -> EvolutionHistory:
     """Optuna told each window's reward relative to a concurrent control (the hand-tuned config on
     ``control_share`` of the users), free of the trend a learning system's reward has; exploits the config with
     the best relative reward, on all traffic."""
     set_control_share = ctx.env.get_wrapper_attr("set_control_share")
     set_control_share(ctx.options.control_share)
-    evolve(ctx.env, OptunaSearch(ctx.params, seed=ctx.agent_seed), ctx.windows, seed=ctx.seed)
-    best = best_config(ctx.env.history, ctx.params)
+    evolve(ctx.env, OptunaSearch(ctx.params, seed=ctx.agent_seed), search_windows(ctx), seed=ctx.seed)
     set_control_share(0.0)
+    best = select(ctx)
     exploit(ctx, lambda obs: best)
     return ctx.env.history
 
@@ -464,7 +523,7 @@ def _backend(name: str, base_url: str, model: str, api_key_env: str) -> Any:
     return make_backend(name)
 
 
-@register_arm("llm", options=LLMOptions)
+@register_arm("llm", options=LLMOptions, selects=True)
 def llm_search(ctx: ArmContext) -> EvolutionHistory:
     """An LLM picks one edit of the best config so far every window (the agent's own decision space, like
     Optuna's); exploits the best config it tried."""

@@ -19,6 +19,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from agents.decision.configs import SYSTEM_PRESETS, SystemConfig, static_baseline_config
+from agents.evolution.controllers import halving_rounds
+from agents.evolution.env import MAX_CONTROL_SHARE
 from envs.config import WORLD_SIZES, WorldConfig, known_keys
 from envs.validation import ConfigError, check_choice, check_int, check_range
 from experiments.registry import ARMS
@@ -38,6 +40,7 @@ __all__ = [
     "LoggerConfig",
     "REPLICATE_SUFFIX",
     "RewardConfig",
+    "SELECTIONS",
     "TensorBoardConfig",
     "WandbConfig",
     "claim_metrics",
@@ -57,6 +60,8 @@ CONSTRAINT_HANDLERS = ("lagrangian", "weighted")
 FREE_PREFIXES = ("config/", "regime/", "constraint/", "segment/")  # data-dependent metric names
 
 
+SELECTIONS = ("best_window", "retest")  # evolution.select: how a searching arm picks the config it exploits
+
 @dataclass
 class EvolutionSettings:
     """How the evolution loop runs: which agent evolves, how many windows of how many requests."""
@@ -73,10 +78,32 @@ class EvolutionSettings:
     learn: bool = True  # whether the system's learning agents keep learning
     stationary: bool = False  # every window from the same snapshot (common random numbers; the shifts never come)
     exploit: int = 0  # windows served after the evolution by what it found (rows with phase "exploit")
+    # How a searching arm (random, optuna, optuna_ab, llm) picks what it exploits: "best_window", the config of its
+    # best window; "retest", its `leaders` best distinct configs re-tested by successive halving in the last
+    # `retest` of the `windows` (each re-test window: the leader on `retest_share` of the users, the incumbent on
+    # the rest as a concurrent control, a fresh split per window), the winner by mean relative reward, deployed only
+    # if that mean is > 0 (else the incumbent stays). Every arm serves `windows` windows either way.
+    select: str = "best_window"
+    leaders: int = 4
+    retest: int = 8
+    retest_share: float = 0.5
 
     def __post_init__(self) -> None:
         check_int("evolution.windows", self.windows, 1)
         check_int("evolution.exploit", self.exploit, 0)
+        check_choice("evolution.select", self.select, list(SELECTIONS))
+        check_int("evolution.leaders", self.leaders, 1, 64)
+        check_range("evolution.retest_share", self.retest_share, round(1.0 - MAX_CONTROL_SHARE, 6), MAX_CONTROL_SHARE)
+        check_int("evolution.retest", self.retest, 1)
+        if self.select == "retest":
+            rounds = halving_rounds(self.leaders)
+            if self.retest < sum(rounds):
+                raise ConfigError(f"`evolution.retest` must be >= {sum(rounds)} for {self.leaders} leaders (successive "
+                                  f"halving re-tests {' then '.join(map(str, rounds))} of them, one window each at "
+                                  f"least; got {self.retest}): raise it or lower `evolution.leaders`")
+            if self.retest >= self.windows:
+                raise ConfigError(f"`evolution.retest` must be < `evolution.windows` (the re-test windows are part of "
+                                  f"the run's windows, after the search; got {self.retest} >= {self.windows})")
         check_int("evolution.window", self.window, 1)
         check_int("evolution.concurrency", self.concurrency, 1)
         check_int("evolution.warmup", self.warmup, 0)

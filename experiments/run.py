@@ -112,13 +112,14 @@ def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution | Co
         raise ConfigError(f"`reward.constraints` are not supported by arm 'oracle' (it judges its twins by the layered "
                           f"reward without the constraint's penalty); pick a reward without constraints (got "
                           f"{len(cfg.reward.constraints)})")
-    if ARMS[cfg.controller.name].live:
-        arm = cfg.controller.name
+    spec = ARMS[cfg.controller.name]
+    if spec.live or (spec.selects and e.select == "retest"):
+        arm = repr(cfg.controller.name) + ("" if spec.live else " with `evolution.select` = 'retest'")
         if e.stationary:
-            raise ConfigError(f"`evolution.stationary` must be false for arm {arm!r}: it changes what the running system "
+            raise ConfigError(f"`evolution.stationary` must be false for arm {arm}: it changes what the running system "
                               f"serves, which a stationary env would restore every window (got true)")
         if cfg.reward.constraints:
-            raise ConfigError(f"`reward.constraints` are not supported by arm {arm!r} (it scores A/B windows on the "
+            raise ConfigError(f"`reward.constraints` are not supported by arm {arm} (it scores A/B windows on the "
                               f"env's own reward); pick a reward without constraints (got {len(cfg.reward.constraints)})")
     try:
         env = EvolutionEnv(world=cfg.world, system=cfg.system, agent=e.agent, window=e.window,
@@ -231,8 +232,8 @@ def run(
             bar.set_postfix(reward=f"{reward:.4f}", refresh=False)
             phase("window")
 
+        recorder = WindowRecorder(env, on_window)
         try:
-            recorder = WindowRecorder(env, on_window)
             run_arm(ArmContext(exp, recorder, store, exp_id, on_window, exp.controller.typed_options()))
             failed = False
         except Exception:
@@ -268,6 +269,7 @@ def run(
         **({"final/exploit_reward_mean": float(frame.loc[frame["phase"] == "exploit", "reward"].mean())}
            if "phase" in frame and (frame["phase"] == "exploit").any() else {}),
         **{f"final/{k.removeprefix('outer/')}": float(frame[k].mean()) for k in OUTER_KEYS if k in frame},
+        **{k: float(v) for k, v in recorder.reset_info.items() if k.startswith("warmup/")},
     }
     loggers.close({k: v for k, v in summary.items() if isinstance(v, float)})
     phase("logged")

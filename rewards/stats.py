@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Adjusted", "MeanTest", "WelchInterval", "benjamini_hochberg", "bootstrap_ci", "clustered_mean_interval",
-           "holm", "mde", "mean_ci", "mean_test", "n_for_mde", "power_at", "t_cdf", "t_quantile", "t_two_sided_p",
-           "welch_interval"]
+__all__ = ["Adjusted", "MeanTest", "TrendTest", "WelchInterval", "benjamini_hochberg", "bootstrap_ci",
+           "clustered_mean_interval", "holm", "mde", "mean_ci", "mean_test", "n_for_mde", "power_at", "t_cdf", "t_quantile",
+           "t_two_sided_p", "trend_test", "welch_interval"]
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -162,6 +162,35 @@ def mean_test(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Mean
         return MeanTest(m, m, m, x.size - 1.0, 0.0 if m != 0 else 1.0, 0.0, int(x.size))
     _, low, high = mean_ci(x, level)
     return MeanTest(m, low, high, x.size - 1.0, t_two_sided_p(m / (sd / math.sqrt(x.size)), x.size - 1), sd, int(x.size))
+
+
+class TrendTest(NamedTuple):
+    """The least-squares slope of a series against its index (per step), its two-sided p-value against 0 (t on
+    ``n - 2`` degrees of freedom) and the number of finite values."""
+
+    slope: float
+    p: float
+    n: int
+
+
+def trend_test(values: Sequence[float] | np.ndarray) -> TrendTest:
+    """Is there a linear trend in ``values`` (in order)? Ordinary least squares of value on index; non-finite values
+    are dropped with their index. Fewer than 3 values: slope nan, ``p = 1``; a perfect fit: ``p`` 0 (1 when flat)."""
+    y = np.asarray(values, dtype=np.float64)
+    x = np.arange(y.size, dtype=np.float64)
+    keep = np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = int(y.size)
+    if n < 3:
+        return TrendTest(math.nan, 1.0, n)
+    xc = x - x.mean()
+    sxx = float(xc @ xc)
+    slope = float(xc @ (y - y.mean())) / sxx
+    resid = y - y.mean() - slope * xc
+    s2 = float(resid @ resid) / (n - 2)
+    if s2 <= 1e-30 * max(float(y @ y), 1e-300):
+        return TrendTest(slope, 0.0 if slope != 0 else 1.0, n)
+    return TrendTest(slope, t_two_sided_p(slope / math.sqrt(s2 / sxx), n - 2), n)
 
 
 def t_cdf(t: float, df: float) -> float:

@@ -24,7 +24,7 @@ from envs.log import InteractionLog
 from rewards.inner import inner_metrics, router_metrics
 from rewards.stats import WelchInterval, clustered_mean_interval, welch_interval
 
-__all__ = ["ABDecision", "ExperimentDesigner", "SegmentRouter"]
+__all__ = ["ABDecision", "ExperimentDesigner", "HashSplit", "SegmentRouter", "split_hash"]
 
 
 class SegmentRouter(DecisionAgent):
@@ -145,6 +145,28 @@ class ABDecision:
         }
 
 
+
+def split_hash(users: np.ndarray, salt: int) -> np.ndarray:
+    """A uniform number in [0, 1) per user id, fixed for a ``salt`` and independent across salts (splitmix64)."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(users).astype(np.uint64) + np.uint64(int(salt) % 2**64) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+@dataclass(frozen=True)
+class HashSplit:
+    """Users split by :func:`split_hash`: arm 1 for the ``share`` of them below it, for a given ``salt`` (what an
+    A/B router needs of an experiment designer, without its decision space: any share in [0, 1])."""
+
+    share: float
+    salt: int
+
+    def arm(self, users: np.ndarray) -> np.ndarray:
+        return (split_hash(users, self.salt) < self.share).astype(np.int64)
+
 class ExperimentDesigner(DecisionAgent):
     """Splits traffic between incumbent and candidate, decides with a stated rule, reports effect and interval.
 
@@ -177,9 +199,10 @@ class ExperimentDesigner(DecisionAgent):
         return self.config.get("method", "ab") == "interleaving"
 
     def arm(self, users: np.ndarray) -> np.ndarray:
-        """0 (incumbent) or 1 (candidate) per user, by a deterministic multiplicative hash of the user id."""
-        h = ((users.astype(np.uint64) + np.uint64(self.salt)) * np.uint64(2654435761)) % np.uint64(2**32)
-        return (h.astype(np.float64) / 2**32 < self.config["share"]).astype(np.int64)
+        """0 (incumbent) or 1 (candidate) per user, by a deterministic hash of (user id, salt): splitmix64's
+        finaliser, so that two salts split users independently (a multiplicative hash of ``user + salt`` only
+        rotates one split into the next: two salts' halves then overlap by any amount from 0 to 1)."""
+        return (split_hash(users, self.salt) < self.config["share"]).astype(np.int64)
 
     def act(self, batch: RequestBatch) -> np.ndarray:
         return self.arm(batch.users)

@@ -7,7 +7,10 @@ the agent's decision space, and ``PolicyController`` (a trained SB3 policy: regi
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,8 +21,8 @@ from agents.decision.params import Choice, ParamSpace
 from agents.evolution.codec import SpaceCodec
 from envs.validation import ConfigError, check_choice, check_int
 
-__all__ = ["CONTROLLERS", "Controller", "EvolutionHistory", "OptunaSearch", "PolicyController", "RandomSearch",
-           "StaticController", "evolve"]
+__all__ = ["CONTROLLERS", "Controller", "EvolutionHistory", "Halving", "OptunaSearch", "PolicyController",
+           "RandomSearch", "StaticController", "evolve", "halving_rounds", "leaders", "successive_halving"]
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -165,6 +168,68 @@ class EvolutionHistory:
             raise ValueError("no window since the last shift: nothing to recommend yet")
         i = start + int(np.argmax(self.rewards[start:]))
         return self.configs[i], self.rewards[i]
+
+
+def leaders(history: EvolutionHistory, names: Any, k: int) -> list[dict[str, Any]]:
+    """Up to ``k`` distinct configs (restricted to ``names``) with the best window rewards since the last detected
+    shift, best first: the candidates a re-test compares."""
+    check_int("k", k, 1)
+    start = history.shifts[-1] + 1 if history.shifts else 0
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i in sorted(range(start, len(history.rewards)), key=lambda j: -history.rewards[j]):
+        config = {n: v for n, v in history.configs[i].items() if n in names}
+        key = json.dumps(config, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(config)
+        if len(out) == k:
+            break
+    return out
+
+
+@dataclass
+class Halving:
+    """A successive-halving re-test: every leader's measurements (in the order taken) and the winner's index."""
+
+    values: list[list[float]]
+    winner: int
+
+    @property
+    def means(self) -> list[float]:
+        return [float(np.mean(v)) if v else math.nan for v in self.values]
+
+
+def halving_rounds(n: int) -> list[int]:
+    """How many leaders each round of a successive halving over ``n`` leaders re-tests (``n``, ``ceil(n/2)``, ..., 2;
+    ``[1]`` for one leader)."""
+    sizes = [n]
+    while sizes[-1] > 2:
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes
+
+
+def successive_halving(n: int, budget: int, measure: Callable[[int], float]) -> Halving:
+    """Re-test ``n`` leaders within ``budget`` measurements (e.g. windows), at least ``sum(halving_rounds(n))``: each
+    round spends an equal share of what is left, split evenly among the leaders still in (at least one measurement
+    each), and keeps the better half by the mean of all their measurements so far. ``measure(i)`` takes one
+    measurement of leader ``i`` (one re-test window). The winner is the last round's best by mean: chosen by
+    repeated measurement, never by one lucky draw."""
+    check_int("n", n, 1)
+    sizes = halving_rounds(n)
+    check_int("budget", budget, sum(sizes))
+    values: list[list[float]] = [[] for _ in range(n)]
+    alive, left = list(range(n)), budget
+    for r, size in enumerate(sizes):
+        alive = alive[:size]
+        later = sum(sizes[r + 1:])  # what the later rounds need at least
+        each = max((left - later) // (len(sizes) - r) // size, 1)
+        for _ in range(each):
+            for i in alive:
+                values[i].append(float(measure(i)))
+        left -= each * size
+        alive.sort(key=lambda i: -float(np.mean(values[i])))
+    return Halving(values, alive[0])
 
 
 def evolve(env: Any, controller: Controller, windows: int, seed: int | None = None, on_window: Any = None,

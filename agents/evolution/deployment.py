@@ -33,7 +33,7 @@ import numpy as np
 
 from agents.decision.configs import SystemConfig, build_system
 from agents.decision.context import RequestBatch
-from agents.decision.functional import ExperimentDesigner
+from agents.decision.functional import ExperimentDesigner, HashSplit
 from agents.decision.system import Simulation, System
 from agents.evolution.interleaving import (
     METHODS,
@@ -112,7 +112,7 @@ class ABRouter:
     name = "ab_router"
     role = "router"
 
-    def __init__(self, designer: ExperimentDesigner, base: Any, target: int, pipeline_names: list[str]) -> None:
+    def __init__(self, designer: ExperimentDesigner | HashSplit, base: Any, target: int, pipeline_names: list[str]) -> None:
         self.designer, self.base, self.target = designer, base, target
         self.pipeline_names = list(pipeline_names)
         self.challenger = len(self.pipeline_names) - 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy as np
 from gymnasium import spaces
 
 from agents.decision.configs import SystemConfig, build_system, static_baseline_config
-from agents.decision.functional import ExperimentDesigner
+from agents.decision.functional import HashSplit
 from agents.decision.params import ParamSpace
 from agents.decision.system import Pipeline, System
 from agents.evolution.codec import SpaceCodec
@@ -46,10 +47,13 @@ from envs.config import WorldConfig, known_keys, world_size
 from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int, check_range
 from rewards.layered import LayeredRewardConfig
+from rewards.stats import trend_test
 
 __all__ = ["EvolutionEnv", "WindowEnv"]
 
 BOUND = 10.0
+MAX_CONTROL_SHARE = 0.95  # a concurrent control may hold up to this share of the users (a candidate on >= 5%)
+SETTLED_ALPHA = 0.05  # the warm-up's trend test: an upward slope with p below this means "not settled yet"
 
 
 class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -138,13 +142,27 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
                                            reward=self.reward_cfg, risk_bound=self.risk_bound, pool=pool,
                                            system_seed=replicate_seed(sim_seed, self.replicate))
         self._after_build()
-        if self.warmup:
-            self.deployment.serve(self.warmup, learn=True)
-            self.deployment.restart_trend()
+        settled = self._warm_up()
         if self.stationary:
             self._snapshot = self.deployment.snapshot()
         self._last = {"config": self._current()}
-        return self.regime(), {"day": self.deployment.now, "config": self._current()}
+        return self.regime(), {"day": self.deployment.now, "config": self._current(), **settled}
+
+    def _warm_up(self) -> dict[str, float]:
+        """Serve the ``warmup`` windows with the system as configured (learning on) and test whether it has settled:
+        the slope of the system's reward over the warm-up windows (:func:`~rewards.stats.trend_test`, per window)
+        and its p-value; ``warmup/settled`` is 1 when there is no significant upward trend (p >= 0.05 or a slope
+        <= 0), 0 when the system was still improving as evolution began (a window's reward then also measures
+        when it ran), nan with fewer than 3 warm-up windows."""
+        if not self.warmup:
+            return {}
+        service = self.deployment
+        rewards = [service.score(service.serve(learn=True))[0] for _ in range(self.warmup)]
+        service.restart_trend()
+        trend = trend_test(rewards)
+        settled = math.nan if trend.n < 3 else float(trend.p >= SETTLED_ALPHA or trend.slope <= 0)
+        return {"warmup/windows": float(self.warmup), "warmup/slope": trend.slope, "warmup/slope_p": trend.p,
+                "warmup/settled": settled, "warmup/reward_last": float(rewards[-1])}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         service = self.service
@@ -190,7 +208,7 @@ class EvolutionEnv(WindowEnv):
 
     ``agent`` is a qualified name ``pipeline/role/name`` (e.g. ``baseline/rerank/mmr``; the names of a system are
     :func:`~agents.evolution.deployment.qualified_agents`). With ``control_share`` > 0 (non-stationary only) that
-    share of the users (split by a salted hash, a fresh salt per episode) is served, every window, by a copy of
+    share of the users (split by a salted hash, a fresh salt per window) is served, every window, by a copy of
     the agent as the system config sets it (a concurrent control that learns from its own traffic); the reward is
     then the candidate users' reward minus the control users', free of the trend a learning system's reward has
     over time; the info terms stay the whole window's, plus ``evolution/candidate_reward`` and
@@ -219,6 +237,7 @@ class EvolutionEnv(WindowEnv):
         super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode, replicate)
         self.control: Any = None  # the concurrent control's copy of the agent (with control_share > 0)
         self._salt = 0
+        self.relative = True
         self.set_control_share(control_share)
         if system is None:
             system = static_baseline_config(fast=True)  # a ranker that trains briefly per window
@@ -263,21 +282,23 @@ class EvolutionEnv(WindowEnv):
         self.service.deploy_config(self.agent_name, self.fixed)
         self.control = copy.deepcopy(self.target)  # the system config's agent, for a concurrent control
         self.control.name = f"{self.control.name}/control"
-        self._salt = self.service.new_salt()
+        self._salt = self.service.new_salt()  # (redrawn every window served with a control)
 
     def _current(self) -> dict[str, Any]:
         return dict(self.target.config)
 
     # ------------------------------------------------------------------ concurrent control
-    def set_control_share(self, share: float) -> None:
-        """Serve ``share`` of the users (by a salted hash of their id) with the agent as the system config sets it
-        (a concurrent control, learning from its own traffic) and tell the rest's reward minus the control's: a
-        relative reward free of the trend a learning system's reward has over time. 0 turns it off."""
-        check_range("control_share", share, 0.0, 0.5)
+    def set_control_share(self, share: float, relative: bool = True) -> None:
+        """Serve ``share`` of the users (by a salted hash of their id, a fresh salt every window) with the agent as
+        the system config sets it (a concurrent control, learning from its own traffic) and tell the rest's reward
+        minus the control's (``relative``): a reward free of the trend a learning system's reward has over time.
+        ``relative=False`` tells the whole window's reward (what the platform earned) and leaves the comparison in
+        ``info``. 0 turns it off."""
+        check_range("control_share", share, 0.0, MAX_CONTROL_SHARE)
         if share and self.stationary:
             raise ConfigError(f"`control_share` needs a non-stationary env: a stationary one restores every window "
                               f"(got control_share={share} with stationary=True)")
-        self.control_share = float(share)
+        self.control_share, self.relative = float(share), bool(relative)
 
     def _control_system(self) -> tuple[System, int]:
         """The running system plus a copy of the target's pipeline with the control agent, and that copy's index."""
@@ -289,13 +310,14 @@ class EvolutionEnv(WindowEnv):
         control = Pipeline(f"{base.name}/control", [swap(r) for r in base.recalls], swap(base.fusion), swap(base.ranker),
                            swap(base.scorer), swap(base.reranker))
         names = [p.name for p in system.pipelines]
-        router = ABRouter(ExperimentDesigner(config={"share": self.control_share}, salt=self._salt), system.router,
+        router = ABRouter(HashSplit(self.control_share, self._salt), system.router,
                           index, [*names, control.name])
         return System([*system.pipelines, control], router, system.route_names), len(names)
 
     def _serve_window(self) -> InteractionLog:
         if not self.control_share:
             return super()._serve_window()
+        self._salt = self.service.new_salt()  # a fresh split per window: no user is every candidate's control
         split, _ = self._control_system()
         with self.service.serving(split):
             return self.service.serve()
@@ -320,4 +342,5 @@ class EvolutionEnv(WindowEnv):
         in_control = log.requests["pipeline"] == len(service.system.pipelines)
         candidate, _ = service.score(log.where(~in_control), self.agent_name)
         control, _ = service.score(log.where(in_control), self.control)
-        return candidate - control, {**terms, "evolution/candidate_reward": candidate, "evolution/control_reward": control}
+        told = candidate - control if self.relative else reward
+        return told, {**terms, "evolution/candidate_reward": candidate, "evolution/control_reward": control}

@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 from agents.infra.store import KnowledgeStore
 from envs.log import REQUEST_COLUMNS, InteractionLog
 from experiments.arms import ARMS, segment_metrics
-from experiments.run import run
+from experiments.config import load_config
+from experiments.run import build_env, run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # a few short windows of a tiny world, the rankers without a minimum of gradient steps: seconds per run
@@ -175,3 +176,66 @@ def test_the_oracle_refuses_a_constrained_reward_before_running():
     cfg = load_config(compose_config("experiment=c2_individual", "controller=oracle", "reward=lagrangian"))
     with pytest.raises(ConfigError, match=r"`reward.constraints` are not supported by arm 'oracle'"):
         build_env(cfg)
+
+
+def test_select_retest_re_tests_the_leaders_then_exploits_the_winner_or_keeps_the_incumbent(tmp_path):
+    """``evolution.select=retest``: the last ``retest`` of the run's windows re-test its best distinct configs by
+    successive halving against a concurrent control (the incumbent); the exploit windows serve the winner by mean
+    relative reward when that mean is > 0, else the incumbent. Every arm still serves ``windows`` windows."""
+    summary = run(compose_config("experiment=smoke", "controller=optuna", "evolution.windows=10", "evolution.exploit=1",
+                                 "evolution.select=retest", "evolution.leaders=4", "evolution.retest=6",
+                                 "evolution.warmup=3", *TINY_RUN), out_dir=tmp_path)
+    f = pd.read_csv(tmp_path / "metrics.csv")
+    assert f["phase"].fillna("").tolist() == [""] * 4 + ["retest"] * 6 + ["exploit"]
+    config = [c for c in f.columns if c.startswith("config/")]
+    search, retest, exploit_row = f[:4], f[4:10], f.iloc[10]
+    leaders = search.sort_values("reward", ascending=False, kind="stable")[config].drop_duplicates()
+    lead = retest["retest/leader"].astype(int).tolist()
+    assert lead[:4] == [0, 1, 2, 3] and len(set(lead[4:])) == 2  # round 1: all four once; round 2: the better two
+    for step, i in enumerate(lead, start=4):  # each re-test window serves its leader's config
+        pd.testing.assert_series_equal(f.loc[step, config], leaders.iloc[i], check_names=False)
+    relative = (retest["evolution/candidate_reward"] - retest["evolution/control_reward"]).to_numpy()
+    means = {i: relative[[j for j, x in enumerate(lead) if x == i]].mean() for i in set(lead[4:])}
+    winner = max(means, key=lambda i: (means[i], -i))
+    chosen = int(exploit_row["selection/leader"])
+    assert chosen == (winner if means[winner] > 0 else -1)
+    assert exploit_row["selection/retest_mean"] == pytest.approx(means[winner])
+    if chosen >= 0:
+        pd.testing.assert_series_equal(exploit_row[config], leaders.iloc[winner], check_names=False)
+    else:  # the incumbent: the system config's re-ranker
+        assert exploit_row["config/mmr_lambda"] == 0.0 and exploit_row["config/risk_threshold"] == 0.5
+    assert not np.allclose(retest["reward"], relative)  # the rows record the whole window's reward, not the test's
+    assert summary["warmup/windows"] == 3 and summary["warmup/settled"] in (0.0, 1.0)
+    assert 0.0 <= summary["warmup/slope_p"] <= 1.0
+
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("evolution.select=best",), r"`evolution.select` must be one of \['best_window', 'retest'\] \(got 'best'\); "
+                                 r"did you mean 'retest'\?"),
+    (("evolution.select=retest", "evolution.windows=8", "evolution.retest=8"),
+     r"`evolution.retest` must be < `evolution.windows` \(.*got 8 >= 8\)"),
+    (("evolution.select=retest", "evolution.windows=20", "evolution.leaders=5", "evolution.retest=9"),
+     r"`evolution.retest` must be >= 10 for 5 leaders \(successive halving re-tests 5 then 3 then 2 of them"),
+    (("evolution.retest_share=0.99",), r"`evolution.retest_share` must be in \[0.05, 0.95\] \(got 0.99\)"),
+])
+def test_bad_selection_settings_are_refused_with_the_key(overrides, message):
+    from envs.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(compose_config("experiment=smoke", "controller=optuna", *overrides))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("reward=lagrangian", r"`reward.constraints` are not supported by arm 'optuna' with `evolution.select` = 'retest'"),
+    ("evolution.stationary=true", r"`evolution.stationary` must be false for arm 'optuna' with `evolution.select` = 'retest'"),
+])
+def test_a_retest_is_live_traffic_and_refuses_what_live_arms_refuse(override, message):
+    from envs.validation import ConfigError
+
+    cfg = load_config(compose_config("experiment=smoke", "controller=optuna", "evolution.select=retest",
+                                     "evolution.windows=12", override))
+    with pytest.raises(ConfigError, match=message):
+        build_env(cfg)
+    build_env(load_config(compose_config("experiment=smoke", "controller=static", "evolution.select=retest",
+                                         "evolution.windows=12", override)))  # an arm that does not select: fine

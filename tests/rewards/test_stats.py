@@ -19,6 +19,7 @@ from rewards.stats import (
     t_cdf,
     t_quantile,
     t_two_sided_p,
+    trend_test,
     welch_interval,
 )
 
@@ -178,3 +179,16 @@ def test_bootstrap_ci_is_seeded_and_covers_at_about_the_nominal_rate():
     covered = [lo <= 1.0 <= hi for lo, hi in (bootstrap_ci(rng.exponential(1.0, 30), resamples=2000, seed=i)[1:]
                                               for i in range(300))]
     assert 0.88 <= np.mean(covered) <= 0.98
+
+
+def test_trend_test_against_a_hand_worked_fit():
+    # values 1, 3, 2, 5, 4 at 0..4: x mean 2, y mean 3, Sxy = 4 + 0 + 0 + 2 + 2 = 8, Sxx = 10 -> slope 0.8;
+    # residuals -0.4, 0.8, -1.0, 1.2, -0.6: SSR 3.6, s^2 = 3.6 / 3 = 1.2, se = sqrt(1.2 / 10) = 0.3464,
+    # t = 2.309 on 3 df: two-sided p = 0.104 (t_{0.95, 3} = 2.353 gives p = 0.10 a little further out)
+    slope, p, n = trend_test([1, 3, 2, 5, 4])
+    assert slope == pytest.approx(0.8) and n == 5
+    assert p == pytest.approx(0.1041, abs=5e-4)
+    assert trend_test([2.0, 2.0, 2.0]) == (0.0, 1.0, 3)  # flat: no trend
+    assert trend_test([0.0, 0.5, 1.0, 1.5]).p == 0.0  # a perfect line
+    assert math.isnan(trend_test([1.0, 2.0]).slope) and trend_test([1.0, 2.0]).p == 1.0  # too few to test
+    assert trend_test([1, 3, np.nan, 2, 5, 4]).n == 5  # non-finite values are dropped with their index

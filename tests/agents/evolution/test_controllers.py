@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from agents.decision.params import Choice, ParamSpace, Range
-from agents.evolution.controllers import OptunaSearch, RandomSearch, evolve
+from agents.evolution.controllers import (
+    EvolutionHistory,
+    OptunaSearch,
+    RandomSearch,
+    evolve,
+    halving_rounds,
+    leaders,
+    successive_halving,
+)
 from agents.evolution.env import EvolutionEnv
 from envs.validation import ConfigError
 
@@ -85,3 +93,38 @@ def test_evolve_runs_the_loop_on_the_env():
     assert len(history.rewards) == 3 and [s for s, _ in seen] == [0, 1, 2]
     assert all(np.isfinite(history.rewards))
     assert history.best[1] == max(history.rewards)
+
+
+def test_leaders_are_the_best_distinct_configs_since_the_last_shift():
+    h = EvolutionHistory(configs=[{"x": 0.9, "t": 1}, {"x": 0.1}, {"x": 0.2}, {"x": 0.1}, {"x": 0.3}, {"x": 0.4}],
+                         rewards=[9.0, 0.5, 0.2, 0.7, 0.1, 0.4], shifts=[0])
+    assert leaders(h, {"x"}, 3) == [{"x": 0.1}, {"x": 0.4}, {"x": 0.2}]  # window 0 is another regime's; 0.1 once
+    assert leaders(h, {"x"}, 10) == [{"x": 0.1}, {"x": 0.4}, {"x": 0.2}, {"x": 0.3}]
+
+
+def test_successive_halving_spends_its_budget_and_keeps_the_better_half_each_round():
+    assert halving_rounds(4) == [4, 2] and halving_rounds(5) == [5, 3, 2] and halving_rounds(1) == [1]
+    calls: list[int] = []
+    means = [0.0, 0.3, 0.1, 0.2]
+    result = successive_halving(4, 8, lambda i: calls.append(i) or means[i])
+    # round 1: each of 4 once (4 of the 8 windows, the later round needs 2); round 2: the 2 best (1, 3) twice each
+    assert calls == [0, 1, 2, 3, 1, 3, 1, 3] and result.winner == 1
+    assert result.values[1] == [0.3, 0.3, 0.3] and result.values[0] == [0.0]
+    calls.clear()
+    assert successive_halving(5, 10, lambda i: calls.append(i) or i).winner == 4 and len(calls) == 10
+    with pytest.raises(ConfigError, match=r"`budget` must be in \[10, inf\) \(got 9\)"):
+        successive_halving(5, 9, lambda i: 0.0)
+
+
+def test_re_testing_leaders_finds_the_best_more_often_than_the_best_single_draw():
+    """The best window of a run is the maximum of noisy draws: re-testing its leaders recovers the truly best one.
+    Four leaders whose true values are 0, 0.05, 0.1, 0.2 measured with noise s.d. 0.1 (a window's relative reward at
+    250 requests per arm, as measured in C2); one draw each picks the best ~60% of the time (leader 3's draw must
+    beat three others), successive halving with 12 draws ~90% (on these seeds: 90 of 100 vs 63 of 100)."""
+    truth = np.array([0.0, 0.05, 0.1, 0.2])
+    by_halving = by_draw = 0
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        by_draw += int(np.argmax(truth + rng.normal(0, 0.1, 4))) == 3
+        by_halving += successive_halving(4, 12, lambda i, rng=rng: truth[i] + rng.normal(0, 0.1)).winner == 3
+    assert by_halving >= by_draw + 15 and by_halving >= 80, (by_halving, by_draw)

@@ -104,10 +104,12 @@ def test_a_concurrent_control_serves_its_share_and_removes_the_learning_trend_fr
     env.reset(seed=0)
     system, initial = env.service.system, dict(env.target.config)
     same = {k: v for k, v in initial.items() if k in env.target_params().by_name}
-    relative, absolute, shares = [], [], []
+    relative, absolute, shares, controls = [], [], [], []
     for _ in range(6):  # the candidate is the control's config: only the system's learning moves the reward
         _, reward, _, _, info = env.step(env.codec.encode(same))
-        shares.append(float(np.mean(env.service.last_log.requests["pipeline"] == 1)))
+        req = env.service.last_log.requests
+        shares.append(float(np.mean(req["pipeline"] == 1)))
+        controls.append((set(req["user"][req["pipeline"] == 1].tolist()), set(req["user"].tolist())))
         assert set(np.unique(env.service.last_log.requests["pipeline"])) == {0, 1}
         assert reward == pytest.approx(info["evolution/candidate_reward"] - info["evolution/control_reward"])
         relative.append(reward)
@@ -119,6 +121,12 @@ def test_a_concurrent_control_serves_its_share_and_removes_the_learning_trend_fr
     # Tolerances are ~4 s.d. of that noise; a relative reward that kept the learning trend (the candidate's
     # reward alone, or a control that does not learn) moves by ~0.3 and fails, as does a share far from 0.5.
     assert abs(np.mean(shares) - 0.5) < 0.1, shares
+    # a fresh split every window: of the users seen in two consecutive windows, the control of one is not the
+    # control of the next (a fixed salt would give overlap 1; independent halves give ~0.5)
+    for (c0, u0), (c1, u1) in zip(controls, controls[1:]):
+        both = u0 & u1
+        agree = len({u for u in both if (u in c0) == (u in c1)}) / len(both)
+        assert 0.3 < agree < 0.7, agree
     assert absolute[-1] - absolute[0] > 0.2, absolute
     assert max(abs(r) for r in relative) < 0.1 and abs(np.mean(relative)) < 0.05, relative
     assert env.service.system is system and len(system.pipelines) == 1  # the split is only for the window
@@ -129,5 +137,25 @@ def test_a_concurrent_control_serves_its_share_and_removes_the_learning_trend_fr
     assert set(np.unique(env.service.last_log.requests["pipeline"])) == {0} and "evolution/control_reward" not in info
     with pytest.raises(ConfigError, match=r"`control_share` needs a non-stationary env"):
         tiny_env(control_share=0.2, stationary=True)
-    with pytest.raises(ConfigError, match=r"`control_share` must be in \[0.0, 0.5\] \(got 0.7\)"):
-        tiny_env(control_share=0.7)
+    env.set_control_share(0.8, relative=False)  # a leader on 20% of the users, told the whole window's reward
+    _, reward, _, _, info = env.step(env.codec.encode(same))
+    assert abs(float(np.mean(env.service.last_log.requests["pipeline"] == 1)) - 0.8) < 0.1
+    assert reward == pytest.approx(env.service.score(env.service.last_log, env.agent_name)[0])
+    assert reward != pytest.approx(info["evolution/candidate_reward"] - info["evolution/control_reward"])
+    with pytest.raises(ConfigError, match=r"`control_share` must be in \[0.0, 0.95\] \(got 0.97\)"):
+        tiny_env(control_share=0.97)
+
+
+def test_the_warm_up_reports_whether_the_learning_system_has_settled():
+    """Reset serves the warm-up windows and tests their reward for an upward trend (the evolution's windows would
+    otherwise measure when they ran as much as what they served): the info carries the slope, its p-value and the
+    verdict by the stated rule (settled unless the slope is > 0 with p < 0.05)."""
+    torch.set_num_threads(1)
+    env = tiny_env(window=100, warmup=4)
+    _, info = env.reset(seed=0)
+    assert info["warmup/windows"] == 4 and np.isfinite(info["warmup/slope"]) and 0.0 <= info["warmup/slope_p"] <= 1.0
+    assert info["warmup/settled"] == float(info["warmup/slope_p"] >= 0.05 or info["warmup/slope"] <= 0)
+    replay = tiny_env(window=100, warmup=1)
+    _, short = replay.reset(seed=0)
+    assert np.isnan(short["warmup/settled"])  # one window cannot show a trend
+    assert "warmup/slope" not in tiny_env(window=100, warmup=0).reset(seed=0)[1]
