@@ -82,7 +82,8 @@ ABLATIONS: tuple[Ablation, ...] = (
 # the reduced suite: 2 seeds, 3 windows of 100 requests (and 1 exploit window), 50 concurrent sessions, the main
 # ranker without a minimum of gradient steps per window
 SMOKE_OVERRIDES = ("seed=0,1", "evolution.windows=3", "evolution.exploit=1", "evolution.window=100",
-                   "evolution.concurrency=50", "system.pipelines.0.ranker.params.min_updates=0")
+                   "evolution.concurrency=50", "system.pipelines.0.ranker.params.min_updates=0",
+                   "evolution.leaders=2", "evolution.retest=2")  # a re-test (select=retest) fits in 3 windows
 QUIET = ("logger=csv", "logger.plots=false", "logger.progress=false")
 
 

@@ -195,7 +195,8 @@ class RewardConfig(LayeredRewardConfig):
     def layered(self) -> LayeredRewardConfig:
         """The plain layered-reward part, for the evolution env."""
         return LayeredRewardConfig(dict(self.inner_weight), dict(self.inner_metric), dict(self.inner_sign), self.outer,
-                                   dict(self.outer_terms), self.outcome)
+                                   dict(self.outer_terms), inner_scale=dict(self.inner_scale),
+                                   outer_scale=self.outer_scale, outcome=self.outcome)
 
     def build_handler(self) -> LagrangianConstraints | WeightedScalarisation | None:
         """A fresh constraint handler (or None without constraints)."""

@@ -52,7 +52,8 @@ def _merged(key: str, given: dict, defaults: dict) -> dict:
 class LayeredRewardConfig:
     """Per role: the weight of the inner term, the inner metric and its sign; the outer objective and extra terms.
 
-    ``reward = w * sign * inner + (1 - w) * (outer + sum_k c_k * outer_k) - penalty``, the outer metrics in their
+    ``reward = w * sign * inner / s_in + (1 - w) * (outer + sum_k c_k * outer_k) / s_out - penalty`` (scales
+    ``inner_scale[role]``, ``outer_scale``: 1 unless an experiment states a normalisation), the outer metrics in their
     expected version by default (``outcome``). Role dicts may name only the
     roles they change; the others keep the defaults (:data:`DEFAULT_INNER_WEIGHT` and friends).
 
@@ -66,6 +67,12 @@ class LayeredRewardConfig:
     inner_sign: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_INNER_SIGN))
     outer: str = "outer/engagement/clicks_per_request"
     outer_terms: dict[str, float] = field(default_factory=dict)  # extra outer metric -> signed weight
+    # Normalisation (stated, per experiment): the inner term of a role is divided by ``inner_scale[role]`` and the
+    # outer one by ``outer_scale`` before they are mixed, e.g. each by its spread across the decision space, so that
+    # the weight ``w`` means what it says (a term that moves 0.35 across configs would otherwise outvote one that
+    # moves 0.05 at any w). 1 = raw units (the default).
+    inner_scale: dict[str, float] = field(default_factory=dict)
+    outer_scale: float = 1.0
     # judge by the expected outcomes (the choice model's probabilities: no sampling noise) or the realised ones; a
     # metric without sampling noise (exposure, violations, cost) has one version only. Both are always logged.
     outcome: str = "expected"
@@ -75,6 +82,10 @@ class LayeredRewardConfig:
         self.inner_metric = _merged("inner_metric", dict(self.inner_metric), DEFAULT_INNER_METRIC)
         self.inner_sign = _merged("inner_sign", dict(self.inner_sign), DEFAULT_INNER_SIGN)
         self.outer_terms = dict(self.outer_terms)
+        self.inner_scale = _merged("inner_scale", dict(self.inner_scale), dict.fromkeys(ROLES, 1.0))
+        for role, scale in self.inner_scale.items():
+            check_range(f"inner_scale.{role}", scale, 0.0, low_inclusive=False)
+        check_range("outer_scale", self.outer_scale, 0.0, low_inclusive=False)
         for role in ROLES:
             w = check_probability(f"inner_weight.{role}", self.inner_weight[role])
             metric = self.inner_metric[role]
@@ -125,7 +136,7 @@ def layered_reward(
     route: int | str | None = None,
     embedding: np.ndarray | None = None,
 ) -> LayeredReward:
-    """``w * sign * inner + (1 - w) * outer - penalty`` of ``role`` on ``log`` (see :class:`LayeredRewardConfig`).
+    """``w * sign * inner / s_in + (1 - w) * outer / s_out - penalty`` of ``role`` on ``log`` (see :class:`LayeredRewardConfig`).
 
     ``constraint`` only reads its current multipliers here; the caller steps it (``constraint.update``) once per
     window. ``route`` / ``embedding`` are passed to :func:`rewards.inner.inner_metrics` (recall / rerank). A term
@@ -151,13 +162,16 @@ def layered_reward(
     prefix = f"layered/{role}"
     parts = constraint.terms(outer_raw) if constraint is not None else {}
     penalty = float(sum(parts.values()))
-    total = (w * inner if w > 0 else 0.0) + ((1.0 - w) * outer if w < 1 else 0.0) - penalty
+    total = (w * inner / cfg.inner_scale[role] if w > 0 else 0.0) + ((1.0 - w) * outer / cfg.outer_scale if w < 1 else 0.0
+                                                                     ) - penalty
     terms = {
         f"{prefix}/inner": float(inner),
         f"{prefix}/outer": float(outer),
         f"{prefix}/penalty": penalty,
         **{f"{prefix}/penalty/{k}": v for k, v in parts.items()},
         f"{prefix}/inner_weight": float(w),
+        f"{prefix}/inner_scale": float(cfg.inner_scale[role]),
+        f"{prefix}/outer_scale": float(cfg.outer_scale),
         f"{prefix}/total": float(total),
         **inner_raw,
         **outer_raw,

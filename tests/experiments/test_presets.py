@@ -25,7 +25,7 @@ from experiments.registry import ARMS
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SIZE_KEYS = sorted({k for sizes in WORLD_SIZES.values() for k in sizes})
 # The world options and the size each documents (its YAML comment); the sizes themselves live in WORLD_SIZES.
-WORLD_OPTIONS = {"small": "tiny", "shifting": "tiny", "shifting_long": "tiny", "medium": "small"}
+WORLD_OPTIONS = {"small": "tiny", "shifting": "tiny", "shifting_long": "tiny", "recurring": "tiny", "medium": "small"}
 GROUP_FILES = sorted(p for p in CONF.rglob("*.yaml") if p.relative_to(CONF).parts[0] != "hydra")
 
 

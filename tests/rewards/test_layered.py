@@ -61,6 +61,21 @@ def test_each_role_mixes_by_its_weight(small_log) -> None:
     assert system.terms["layered/system/inner"] == 0.0
 
 
+def test_stated_scales_normalise_the_terms_before_the_mix(small_log) -> None:
+    # rerank, diversity 0.64645 over scale 0.35 and clicks 1.0 over scale 0.05: 0.6 * 1.84701 + 0.4 * 20 = 9.10821
+    cfg = LayeredRewardConfig(inner_scale={"rerank": 0.35}, outer_scale=0.05)
+    rerank = layered_reward("rerank", small_log, cfg, embedding=EMBEDDING)
+    diversity = (1 + 1 - 1 / math.sqrt(2)) / 2
+    assert rerank.value == pytest.approx(0.6 * diversity / 0.35 + 0.4 * 1.0 / 0.05)
+    assert rerank.terms["layered/rerank/inner"] == pytest.approx(diversity)  # the terms stay in their own units
+    assert rerank.terms["layered/rerank/inner_scale"] == 0.35 and rerank.terms["layered/rerank/outer_scale"] == 0.05
+    assert layered_reward("ranking", small_log, cfg).value == pytest.approx(0.8 * 0.375 + 0.2 / 0.05)  # scale 1
+    with pytest.raises(ConfigError, match=r"`inner_scale.rerank` must be in \(0.0, inf\) \(got 0.0\)"):
+        LayeredRewardConfig(inner_scale={"rerank": 0.0})
+    with pytest.raises(ConfigError, match=r"`inner_scale key` must be one of .* \(got 'reranker'\); did you mean 'rerank'"):
+        LayeredRewardConfig(inner_scale={"reranker": 0.5})
+
+
 def test_extra_outer_terms_and_another_objective(small_log) -> None:
     cfg = LayeredRewardConfig(
         outer="outer/engagement/dwell_min_per_request", outer_terms={"outer/ecosystem/item_gini": -1.0},
