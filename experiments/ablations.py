@@ -43,6 +43,7 @@ from experiments.report import (
     evaluate_claim,
     load_claims,
     load_gates,
+    load_warmups,
     power_table,
     render_report,
 )
@@ -160,9 +161,9 @@ def evaluate_ablation(ablation: Ablation, out: Path, smoke: bool = False) -> Abl
     paths = save_figures(figures, base / "figures")
     title = f"{ablation.key} {ablation.title.lower()} (`experiment={ablation.preset}`)"
     report = base / "report.md"
-    gates = load_gates(runs)
-    report.write_text(render_report(frame, results, paths, report, f"Report: {title}", str(runs), gates))
-    section = render_report(frame, results, paths, out / "report.md", title, str(runs.relative_to(out)), gates)
+    gates, warmups = load_gates(runs), load_warmups(runs)
+    report.write_text(render_report(frame, results, paths, report, f"Report: {title}", str(runs), gates, warmups))
+    section = render_report(frame, results, paths, out / "report.md", title, str(runs.relative_to(out)), gates, warmups)
     n_runs = int(frame.groupby(["arm", "seed"]).ngroups)
     return AblationResult(ablation, runs, results, seconds, n_runs, report, section)
 

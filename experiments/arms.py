@@ -63,7 +63,7 @@ from agents.evolution.controllers import (
 )
 from agents.evolution.deployment import Deployment, replicate_seed
 from agents.evolution.designer import MODES, LLMDesigner, design_step
-from agents.evolution.env import EvolutionEnv
+from agents.evolution.env import MAX_CONTROL_SHARE, EvolutionEnv
 from agents.evolution.llm import BACKENDS, make_backend
 from agents.evolution.llm_search import LLMSearch
 from agents.evolution.schedule import SaturationTest, ShiftTest, alternate
@@ -394,12 +394,13 @@ def oracle(ctx: ArmContext) -> EvolutionHistory:
 
 @dataclass
 class ControlOptions:
-    """The share of users served by the hand-tuned config each window, as a concurrent control."""
+    """The share of users served by the hand-tuned config each window, as a concurrent control (the candidate is
+    explored on the rest: ``control_share=0.8`` explores on a declared 20% of the users)."""
 
     control_share: float = 0.5
 
     def __post_init__(self) -> None:
-        check_range("controller.options.control_share", self.control_share, 0.05, 0.5)
+        check_range("controller.options.control_share", self.control_share, 0.05, MAX_CONTROL_SHARE)
 
 
 @register_arm("optuna_ab", options=ControlOptions, live=True, selects=True)

@@ -37,8 +37,9 @@ from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, 
 from rewards.stats import benjamini_hochberg, bootstrap_ci, holm, mde, mean_ci, mean_test, power_at, welch_interval
 
 __all__ = ["ALPHA", "BOOTSTRAP_BELOW", "POWER", "VERDICT_RULE", "Adjustment", "ClaimResult", "NoiseFloor", "adjust",
-           "claim_samples", "claims_table", "evaluate_claim", "false_alarm_line", "headroom_of", "load_claims", "main",
-           "noise_floor", "power_table", "render_report", "replicates", "scope_of", "window_table", "write_report"]
+           "claim_samples", "claims_table", "evaluate_claim", "false_alarm_line", "headroom_of", "load_claims", "load_warmups",
+           "main", "noise_floor", "power_table", "render_report", "render_warmups", "replicates", "scope_of", "window_table",
+           "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -570,10 +571,38 @@ def false_alarm_line(results: Sequence[ClaimResult]) -> str:
             "preset share runs, so their A/A checks are not independent).")
 
 
+def load_warmups(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Each run's warm-up trend test (``warmup/*`` of its ``summary.json``): arm, seed, windows, slope, p, settled."""
+    rows = []
+    for run in run_dirs(run_dir):
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}  # NaN too
+        if "warmup/windows" in summary:
+            rows.append({"arm": summary.get("arm", run.name), "seed": summary.get("seed"),
+                         **{k.removeprefix("warmup/"): float(summary[k]) for k in summary if k.startswith("warmup/")}})
+    return pd.DataFrame(rows)
+
+
+def render_warmups(warmups: pd.DataFrame) -> list[str]:
+    """One line: how many runs began evolution on a settled system (no upward trend over their warm-up)."""
+    if warmups is None or not len(warmups) or "settled" not in warmups:
+        return []
+    tested = warmups[warmups["settled"].notna()]
+    windows = sorted({int(w) for w in warmups["windows"]})
+    if not len(tested):
+        return [f"Settled start: warm-up of {'/'.join(map(str, windows))} window(s), too short to test for a trend.", ""]
+    slope = tested["slope"].astype(float)
+    return [f"Settled start: {int(tested['settled'].sum())} of {len(tested)} runs showed no upward trend over their "
+            f"{'/'.join(map(str, windows))} warm-up windows (least-squares slope, t-test at 5%); slope per window "
+            f"mean {slope.mean():+.4g} (range {slope.min():+.4g} to {slope.max():+.4g}). Few windows test weakly: "
+            f"\"settled\" means no trend was detectable.", ""]
+
+
 def render_report(frame: pd.DataFrame, results: list[ClaimResult], figures: dict[str, Path], out: Path,
-                  title: str = "Experiment report", source: str = "", gates: pd.DataFrame | None = None) -> str:
+                  title: str = "Experiment report", source: str = "", gates: pd.DataFrame | None = None,
+                  warmups: pd.DataFrame | None = None) -> str:
     """The Markdown report: the claims (one line each, then a table), a per-arm summary (the usual metrics and
-    every claim's), the A/B-gated changes (``gates``, from :func:`load_gates`) and the figures."""
+    every claim's), the runs' warm-up trend tests (``warmups``, from :func:`load_warmups`), the A/B-gated changes
+    (``gates``, from :func:`load_gates`) and the figures."""
     arms = list(dict.fromkeys(frame["arm"])) if len(frame) else []
     seeds = sorted(int(s) for s in frame["seed"].unique()) if len(frame) else []
     lines = [f"# {title}", ""]
@@ -591,7 +620,7 @@ def render_report(frame: pd.DataFrame, results: list[ClaimResult], figures: dict
         lines.append(f"- {r.line()}" + (f"  \n  _{r.claim.description}_" if r.claim.description else ""))
     if results:
         lines += ["", *claims_table(results), "", *power_table(results)]
-    lines += ["", "## Arms", "", "Mean over windows per run, then mean and 95% CI across seeds.", ""]
+    lines += ["", "## Arms", "", *render_warmups(warmups), "Mean over windows per run, then mean and 95% CI across seeds.", ""]
     cols = [m for m in dict.fromkeys([*SUMMARY_METRICS, *(r.claim.metric for r in results)]) if m in frame]
     if cols:
         lines += ["| arm | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
@@ -625,7 +654,8 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     names = {c.get("name") for c in _configs(run_dir)} - {None}
     title = f"Report: {', '.join(sorted(names))}" if names else "Experiment report"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(frame, results, paths, out, title, str(run_dir), load_gates(run_dir)))
+    out.write_text(render_report(frame, results, paths, out, title, str(run_dir), load_gates(run_dir),
+                                 load_warmups(run_dir)))
     return out, results
 
 

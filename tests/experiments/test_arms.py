@@ -239,3 +239,12 @@ def test_a_retest_is_live_traffic_and_refuses_what_live_arms_refuse(override, me
         build_env(cfg)
     build_env(load_config(compose_config("experiment=smoke", "controller=static", "evolution.select=retest",
                                          "evolution.windows=12", override)))  # an arm that does not select: fine
+
+
+def test_optuna_ab_explores_on_a_declared_share_up_to_95_percent_control():
+    from envs.validation import ConfigError
+
+    cfg = load_config(compose_config("experiment=smoke", "controller=optuna_ab", "controller.options.control_share=0.8"))
+    assert cfg.controller.typed_options().control_share == 0.8  # the candidate explored on 20% of the users
+    with pytest.raises(ConfigError, match=r"`controller.options.control_share` must be in \[0.05, 0.95\] \(got 0.99\)"):
+        load_config(compose_config("experiment=smoke", "controller=optuna_ab", "controller.options.control_share=0.99"))

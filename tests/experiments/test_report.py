@@ -9,7 +9,7 @@ import yaml
 
 from envs.validation import ConfigError
 from experiments.config import ClaimConfig
-from experiments.report import evaluate_claim, load_claims, main, write_report
+from experiments.report import evaluate_claim, load_claims, load_warmups, main, render_warmups, write_report
 
 
 def table(per_seed: dict[str, dict[int, float]], steps: int = 2, early: float = 0.0) -> pd.DataFrame:
@@ -288,3 +288,24 @@ def test_a_claim_without_headroom_is_untestable_with_the_measured_gap():
     assert gap.no_headroom and gap.headroom == pytest.approx(0.005)
     with pytest.raises(ConfigError, match="headroom_arms"):
         ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.02, headroom_arms=["oracle"])
+
+
+def test_the_report_says_how_many_runs_started_on_a_settled_system(tmp_path):
+    import json
+
+    for i, (arm, slope, p, settled) in enumerate([("static", 0.01, 0.6, 1.0), ("optuna", 0.05, 0.01, 0.0),
+                                                   ("oracle", -0.02, 0.3, 1.0)]):
+        run = tmp_path / f"{i}-{arm}-s0"
+        run.mkdir()
+        (run / "metrics.csv").write_text("arm,seed,step,reward\n")
+        summary = {"arm": arm, "seed": 0, "warmup/windows": 4.0, "warmup/slope": slope, "warmup/slope_p": p,
+                   "warmup/settled": settled}
+        (run / "summary.json").write_text(json.dumps(summary))
+    w = load_warmups(tmp_path)
+    assert sorted(w["arm"]) == ["optuna", "oracle", "static"] and w["settled"].sum() == 2
+    line = render_warmups(w)[0]
+    assert line.startswith("Settled start: 2 of 3 runs showed no upward trend over their 4 warm-up windows")
+    assert "mean +0.01333 (range -0.02 to +0.05)" in line
+    short = w.assign(windows=1.0, settled=float("nan"))
+    assert render_warmups(short)[0].startswith("Settled start: warm-up of 1 window(s), too short")
+    assert render_warmups(w.iloc[:0]) == []
