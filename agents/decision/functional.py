@@ -202,7 +202,7 @@ class ExperimentDesigner(DecisionAgent):
         """0 (incumbent) or 1 (candidate) per user, by a deterministic hash of (user id, salt): splitmix64's
         finaliser, so that two salts split users independently (a multiplicative hash of ``user + salt`` only
         rotates one split into the next: two salts' halves then overlap by any amount from 0 to 1)."""
-        return (split_hash(users, self.salt) < self.config["share"]).astype(np.int64)
+        return HashSplit(self.config["share"], self.salt).arm(users)
 
     def act(self, batch: RequestBatch) -> np.ndarray:
         return self.arm(batch.users)

@@ -78,3 +78,20 @@ def test_users_keep_their_arm_and_the_share_holds():
     arm = designer.arm(users)
     np.testing.assert_array_equal(arm, designer.arm(users))  # deterministic per user
     assert abs(arm.mean() - 0.2) < 0.01
+
+
+def test_salts_split_users_independently_and_each_split_keeps_its_share():
+    """A fresh salt must re-randomise who is in which arm: with a multiplicative hash of ``user + salt`` two salts only
+    rotate one split into the next (two "fresh" halves overlapped by 0-100% depending on the salts)."""
+    from agents.decision.functional import HashSplit, split_hash
+
+    users = np.arange(20_000)
+    u = split_hash(users, 7)
+    assert np.array_equal(u, split_hash(users, 7)) and ((u >= 0) & (u < 1)).all()  # fixed for a salt, in [0, 1)
+    for salt_a, salt_b in [(0, 1), (1, 2), (12345, 98765), (2**31 - 1, 3)]:
+        a, b = HashSplit(0.5, salt_a).arm(users), HashSplit(0.5, salt_b).arm(users)
+        # binomial s.d. of a share over 20,000 users is 0.0035: 5 s.d. margins
+        assert abs(a.mean() - 0.5) < 0.018 and abs((a == b).mean() - 0.5) < 0.018, (salt_a, salt_b)
+    assert abs(HashSplit(0.2, 5).arm(users).mean() - 0.2) < 0.015
+    designer = ExperimentDesigner(config={"share": 0.3}, salt=11)
+    assert np.array_equal(designer.arm(users), HashSplit(0.3, 11).arm(users))  # one split rule for both

@@ -54,7 +54,10 @@ def test_system_presets_have_no_yaml_copy_and_name_the_documented_pythons():
     routed, single = segment_routed_config(fast=True), static_baseline_config(fast=True)
     # ablation C1's arms differ by the specialist only: the same (fast) baseline pipeline serves everyone else
     assert routed.pipelines[0] == single.pipelines[0] and routed.routing == {"new": "cold_start"}
-    assert routed.pipelines[1].ranker.params == {"lr": 1e-2, "epochs": 4, "batch_size": 256}  # the specialist's own
+    # the specialist trains on the same schedule per window (epochs, minimum steps, memory), with its own lr and batch
+    schedule = {k: routed.pipelines[0].ranker.params[k] for k in ("epochs", "min_updates", "memory")}
+    assert routed.pipelines[1].ranker.params == {"lr": 1e-2, "batch_size": 256, **schedule}
+    assert segment_routed_config().pipelines[1].ranker.params == {"lr": 1e-2, "epochs": 4, "batch_size": 256}
     assert lean_config(fast=True).ranker.arch == "linear" and [r.kind for r in lean_config().routes] == [
         "popularity", "exploration"]
 
