@@ -25,7 +25,7 @@ import yaml
 from envs.config import shift_days
 from rewards.stats import mean_ci
 
-__all__ = ["GAP", "LABELS", "ci_curves", "claims_figure", "day_curves", "decomposition_figure", "gap_recovered",
+__all__ = ["GAP", "LABELS", "ci_curves", "claims_figure", "day_curves", "decomposition_figure", "gap_recovered", "served_column",
            "headroom_figure", "load_metrics", "load_shifts", "main", "make_figures", "pareto_figure", "pareto_front",
            "reward_figure", "run_dirs", "save_figures", "segment_figure", "use_agg"]
 
@@ -276,13 +276,23 @@ def claims_figure(frame: pd.DataFrame, metrics: Iterable[str], shifts: Iterable[
 GAP = "oracle/gap"  # the oracle arm's per-window headroom: its best twin minus the hand-tuned config's twin
 
 
-def gap_recovered(frame: pd.DataFrame, column: str = "reward", oracle: str = "oracle", static: str = "static",
-                  shifts: Iterable[tuple[int, str]] = ()) -> pd.DataFrame:
+def served_column(frame: pd.DataFrame) -> str:
+    """The column of what each window earned on all the traffic it served: the evolved agent's layered total
+    (``layered/<role>/total``, the same for every arm), else ``reward`` (which an arm judged against a concurrent
+    control, e.g. ``optuna_ab``, records relative to it)."""
+    totals = [c for c in frame.columns if c.startswith("layered/") and c.endswith("/total") and c.count("/") == 2]
+    return totals[0] if len(totals) == 1 else "reward"
+
+
+def gap_recovered(frame: pd.DataFrame, column: str | None = None, oracle: str = "oracle", static: str = "static",
+                  shifts: Iterable[tuple[int, str]] = (), min_room: float = 0.02) -> pd.DataFrame:
     """Per arm, seed and window: the share of the oracle's gap over ``static`` an arm has recovered, cumulated since the
     last shift (and since the first window): ``sum(arm - static) / sum(oracle - static)`` over the windows of the
     current regime so far, windows aligned by step within a seed (columns ``arm``, ``seed``, ``step``, ``day``,
-    ``recovered``; 1: as good as the clairvoyant oracle, 0: no better than static, < 0: worse). Empty without both
-    reference arms."""
+    ``recovered``; 1: as good as the clairvoyant oracle, 0: no better than static, < 0: worse), on ``column``
+    (default :func:`served_column`). Undefined (nan) while the regime's gap averages less than ``min_room`` per
+    window: a share of no headroom is noise over nothing. Empty without both reference arms."""
+    column = served_column(frame) if column is None else column
     if column not in frame or not {oracle, static} <= set(frame["arm"]):
         return pd.DataFrame(columns=["arm", "seed", "step", "day", "recovered"])
     wide = frame.pivot_table(index=["seed", "step"], columns="arm", values=column)
@@ -297,8 +307,9 @@ def gap_recovered(frame: pd.DataFrame, column: str = "reward", oracle: str = "or
             continue
         part = room.assign(gain=wide[arm] - wide[static]).dropna()
         cum = part.groupby(["seed", "regime"])[["gain", "room"]].cumsum()
+        windows = part.groupby(["seed", "regime"]).cumcount().to_numpy() + 1
         with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.where(cum["room"] > 0, cum["gain"] / cum["room"], np.nan)
+            share = np.where(cum["room"].to_numpy() >= min_room * windows, cum["gain"] / cum["room"], np.nan)
         rows.append(pd.DataFrame({"arm": arm, "seed": part.index.get_level_values("seed"),
                                   "step": part.index.get_level_values("step"), "day": day.loc[part.index].to_numpy(),
                                   "recovered": share}))

@@ -164,6 +164,13 @@ def test_gap_recovered_cumulates_per_regime_and_the_headroom_figure_draws_it():
     np.testing.assert_allclose(got, [0.5, 0.5, 0.0, 0.5])
     assert set(rec["arm"]) == {"optuna"}
     assert gap_recovered(frame[frame["arm"] != "oracle"]).empty
+    # no headroom, no share: a regime whose gap averages under min_room per window has none (not a huge ratio)
+    tiny = frame.assign(reward=np.where(frame["arm"] == "oracle", 0.5001, frame["reward"]))
+    assert gap_recovered(tiny, shifts=[(1, "topic_shock")])["recovered"].isna().all()
+    # what a window earned on all its traffic: the layered total when the frame has one (reward may be relative)
+    served = frame.assign(**{"layered/rerank/total": frame["reward"], "reward": 0.0})
+    np.testing.assert_allclose(gap_recovered(served, shifts=[(1, "topic_shock")]).sort_values(["seed", "step"])[
+        "recovered"].to_numpy()[:4], [0.5, 0.5, 0.0, 0.5])
     fig = headroom_figure(frame, [(1, "topic_shock")])
     assert fig is not None and len([ax for ax in fig.axes if ax.get_visible()]) == 2
     plt.close(fig)
