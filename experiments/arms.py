@@ -322,13 +322,14 @@ def static(ctx: ArmContext) -> EvolutionHistory:
 
 @register_arm("random", selects=True)
 def random_search(ctx: ArmContext) -> EvolutionHistory:
-    """A uniformly random config every window (the floor); exploits the best one it tried."""
+    """A uniformly random config every window (the floor); exploits what :func:`select` picks (its best window's
+    config, or the winner of a re-test of its leaders)."""
     return _search(ctx, RandomSearch(ctx.params, seed=ctx.agent_seed))
 
 
 @register_arm("optuna", selects=True)
 def optuna_search(ctx: ArmContext) -> EvolutionHistory:
-    """Optuna's TPE proposes a config every window and learns from its reward; exploits the best one it tried."""
+    """Optuna's TPE proposes a config every window and learns from its reward; exploits what :func:`select` picks."""
     return _search(ctx, OptunaSearch(ctx.params, seed=ctx.agent_seed))
 
 
@@ -406,8 +407,8 @@ class ControlOptions:
 @register_arm("optuna_ab", options=ControlOptions, live=True, selects=True)
 def optuna_ab(ctx: ArmContext) -> EvolutionHistory:
     """Optuna told each window's reward relative to a concurrent control (the hand-tuned config on
-    ``control_share`` of the users), free of the trend a learning system's reward has; exploits the config with
-    the best relative reward, on all traffic."""
+    ``control_share`` of the users), free of the trend a learning system's reward has; exploits what
+    :func:`select` picks (the config with the best relative reward, or a re-test's winner), on all traffic."""
     set_control_share = ctx.env.get_wrapper_attr("set_control_share")
     set_control_share(ctx.options.control_share)
     evolve(ctx.env, OptunaSearch(ctx.params, seed=ctx.agent_seed), search_windows(ctx), seed=ctx.seed)
@@ -527,7 +528,7 @@ def _backend(name: str, base_url: str, model: str, api_key_env: str) -> Any:
 @register_arm("llm", options=LLMOptions, selects=True)
 def llm_search(ctx: ArmContext) -> EvolutionHistory:
     """An LLM picks one edit of the best config so far every window (the agent's own decision space, like
-    Optuna's); exploits the best config it tried."""
+    Optuna's); exploits what :func:`select` picks."""
     opts: LLMOptions = ctx.options
     inner: EvolutionEnv = ctx.env.unwrapped
     description = (f"Agent: {inner.agent_name} ({inner.role}) of a recommender system. "

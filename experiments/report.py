@@ -584,8 +584,10 @@ def load_warmups(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
 
 def render_warmups(warmups: pd.DataFrame) -> list[str]:
     """One line: how many runs began evolution on a settled system (no upward trend over their warm-up)."""
-    if warmups is None or not len(warmups) or "settled" not in warmups:
+    if warmups is None or not len(warmups) or "windows" not in warmups:
         return []
+    if "settled" not in warmups:  # no run could test (a warm-up under 3 windows: the summaries leave it out)
+        warmups = warmups.assign(settled=math.nan, slope=math.nan)
     tested = warmups[warmups["settled"].notna()]
     windows = sorted({int(w) for w in warmups["windows"]})
     if not len(tested):

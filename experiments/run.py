@@ -269,7 +269,7 @@ def run(
         **({"final/exploit_reward_mean": float(frame.loc[frame["phase"] == "exploit", "reward"].mean())}
            if "phase" in frame and (frame["phase"] == "exploit").any() else {}),
         **{f"final/{k.removeprefix('outer/')}": float(frame[k].mean()) for k in OUTER_KEYS if k in frame},
-        **{k: float(v) for k, v in recorder.reset_info.items() if k.startswith("warmup/")},
+        **{k: float(v) for k, v in recorder.reset_info.items() if k.startswith("warmup/") and math.isfinite(v)},
     }
     loggers.close({k: v for k, v in summary.items() if isinstance(v, float)})
     phase("logged")

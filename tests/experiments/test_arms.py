@@ -156,7 +156,8 @@ def test_the_oracle_serves_the_best_twin_of_its_grid_each_window(tmp_path):
     """The oracle's window is its best twin's exactly (same state, same traffic); the hand-tuned config is in its grid,
     so its gap is never negative, and on the first window (the same state for both arms) the hand-tuned twin is the
     static arm's window."""
-    short = ("experiment=c2_individual", "evolution.windows=3", "evolution.exploit=1", "seed=0", *TINY_RUN)
+    short = ("experiment=c2_individual", "evolution.windows=3", "evolution.exploit=1", "evolution.select=best_window",
+             "seed=0", *TINY_RUN)
     run(compose_config("controller=oracle", "controller.options.grid=4", *short), out_dir=tmp_path / "oracle")
     run(compose_config("controller=static", *short), out_dir=tmp_path / "static")
     o, s = pd.read_csv(tmp_path / "oracle" / "metrics.csv"), pd.read_csv(tmp_path / "static" / "metrics.csv")

@@ -308,4 +308,6 @@ def test_the_report_says_how_many_runs_started_on_a_settled_system(tmp_path):
     assert "mean +0.01333 (range -0.02 to +0.05)" in line
     short = w.assign(windows=1.0, settled=float("nan"))
     assert render_warmups(short)[0].startswith("Settled start: warm-up of 1 window(s), too short")
+    untested = w[["arm", "seed", "windows"]].assign(windows=1.0)  # summaries leave out what could not be tested
+    assert render_warmups(untested)[0].startswith("Settled start: warm-up of 1 window(s), too short")
     assert render_warmups(w.iloc[:0]) == []
