@@ -59,8 +59,8 @@ REPLICATE_SUFFIX = "_r"  # an A/A replicate's arm label: <arm>_r<n>
 CONSTRAINT_HANDLERS = ("lagrangian", "weighted")
 FREE_PREFIXES = ("config/", "regime/", "constraint/", "segment/")  # data-dependent metric names
 
-
 SELECTIONS = ("best_window", "retest")  # evolution.select: how a searching arm picks the config it exploits
+
 
 @dataclass
 class EvolutionSettings:
@@ -194,9 +194,7 @@ class RewardConfig(LayeredRewardConfig):
 
     def layered(self) -> LayeredRewardConfig:
         """The plain layered-reward part, for the evolution env."""
-        return LayeredRewardConfig(dict(self.inner_weight), dict(self.inner_metric), dict(self.inner_sign), self.outer,
-                                   dict(self.outer_terms), inner_scale=dict(self.inner_scale),
-                                   outer_scale=self.outer_scale, outcome=self.outcome)
+        return LayeredRewardConfig(**{f.name: getattr(self, f.name) for f in fields(LayeredRewardConfig)})
 
     def build_handler(self) -> LagrangianConstraints | WeightedScalarisation | None:
         """A fresh constraint handler (or None without constraints)."""

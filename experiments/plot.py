@@ -25,9 +25,9 @@ import yaml
 from envs.config import shift_days
 from rewards.stats import mean_ci
 
-__all__ = ["GAP", "LABELS", "ci_curves", "claims_figure", "day_curves", "decomposition_figure", "gap_recovered", "served_column",
+__all__ = ["GAP", "LABELS", "ci_curves", "claims_figure", "day_curves", "decomposition_figure", "gap_recovered",
            "headroom_figure", "load_metrics", "load_shifts", "main", "make_figures", "pareto_figure", "pareto_front",
-           "reward_figure", "run_dirs", "save_figures", "segment_figure", "use_agg"]
+           "reward_figure", "run_dirs", "save_figures", "segment_figure", "served_column", "use_agg"]
 
 CLICKS = "outer/engagement/clicks_per_request"
 VIOLATIONS = "outer/risk/violations_per_request"

@@ -26,6 +26,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -464,6 +465,12 @@ SUMMARY_METRICS = ("reward", "outer/engagement/clicks_per_request", "outer/risk/
                    "outer/long_term/return_rate")
 
 
+def _summary(run: Path) -> dict[str, Any]:
+    """A run's ``summary.json`` ({} before it is written), read as JSON (a YAML reader takes NaN for a string)."""
+    path = run / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def load_gates(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """Every A/B-gated decision the runs under ``run_dir`` committed to their knowledge stores (the LLM designer's
     proposals, the alternation's gates): arm, seed, step, agent, what was tested, decision, effect and its 95% CI.
@@ -474,7 +481,7 @@ def load_gates(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     for run in run_dirs(run_dir):
         if not (run / "store.db").exists():
             continue
-        summary = yaml.safe_load((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+        summary = _summary(run)
         with KnowledgeStore(run / "store.db") as store:
             rollouts = store.rollouts()
             if not rollouts:
@@ -575,7 +582,7 @@ def load_warmups(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """Each run's warm-up trend test (``warmup/*`` of its ``summary.json``): arm, seed, windows, slope, p, settled."""
     rows = []
     for run in run_dirs(run_dir):
-        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}  # NaN too
+        summary = _summary(run)
         if "warmup/windows" in summary:
             rows.append({"arm": summary.get("arm", run.name), "seed": summary.get("seed"),
                          **{k.removeprefix("warmup/"): float(summary[k]) for k in summary if k.startswith("warmup/")}})

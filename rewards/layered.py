@@ -162,8 +162,9 @@ def layered_reward(
     prefix = f"layered/{role}"
     parts = constraint.terms(outer_raw) if constraint is not None else {}
     penalty = float(sum(parts.values()))
-    total = (w * inner / cfg.inner_scale[role] if w > 0 else 0.0) + ((1.0 - w) * outer / cfg.outer_scale if w < 1 else 0.0
-                                                                     ) - penalty
+    inner_part = w * inner / cfg.inner_scale[role] if w > 0 else 0.0
+    outer_part = (1.0 - w) * outer / cfg.outer_scale if w < 1 else 0.0
+    total = inner_part + outer_part - penalty
     terms = {
         f"{prefix}/inner": float(inner),
         f"{prefix}/outer": float(outer),

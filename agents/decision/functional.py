@@ -145,7 +145,6 @@ class ABDecision:
         }
 
 
-
 def split_hash(users: np.ndarray, salt: int) -> np.ndarray:
     """A uniform number in [0, 1) per user id, fixed for a ``salt`` and independent across salts (splitmix64)."""
     with np.errstate(over="ignore"):
@@ -166,6 +165,7 @@ class HashSplit:
 
     def arm(self, users: np.ndarray) -> np.ndarray:
         return (split_hash(users, self.salt) < self.share).astype(np.int64)
+
 
 class ExperimentDesigner(DecisionAgent):
     """Splits traffic between incumbent and candidate, decides with a stated rule, reports effect and interval.
