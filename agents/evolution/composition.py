@@ -246,6 +246,9 @@ class CompositionEnv(WindowEnv):
     def encode(self, comp: Composition) -> np.ndarray:
         return self.codec.encode(self.to_config(comp))
 
+    def current_action(self) -> np.ndarray:
+        return self.encode(self.composition)
+
     def decode(self, action: np.ndarray) -> Composition:
         return self.from_config(self.codec.decode(action))
 

@@ -117,6 +117,10 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
     def _current(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def current_action(self) -> np.ndarray:
+        """The action that decodes to what the system serves now (the incumbent's decisions)."""
+        raise NotImplementedError
+
     def _after_build(self) -> None:
         """Hook run after the deployment is created at reset, before the warm-up."""
 
@@ -176,11 +180,13 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         return self.regime(), reward, False, False, info
 
     def _serve_window(self) -> InteractionLog:
-        """Serve one window of the step (after ``_apply``)."""
-        return self.service.serve()
+        """Serve one window of the step (after ``_apply``). A stationary step serves it without learning: agents
+        learn only after a window (its reward is the same), and the next step restores the snapshot anyway."""
+        return self.service.serve(learn=False if self.stationary else None)
 
-    def advance(self, windows: int) -> InteractionLog:
-        """Serve ``windows`` windows with the current decisions (the world moves on: days pass, shifts fire).
+    def advance(self, windows: int, action: np.ndarray | None = None) -> InteractionLog:
+        """Serve ``windows`` windows with the current decisions, or with ``action``'s if given (the world moves on:
+        days pass, shifts fire).
 
         In ``stationary`` mode this is how the regime changes: the state after the last window becomes
         the new snapshot every later step starts from.
@@ -189,6 +195,8 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         check_int("windows", windows, 1)
         if self.stationary:
             service.restore(self._snapshot)
+        if action is not None:
+            self._apply(action)
         log = service.advance(windows)
         if self.stationary:
             self._snapshot = service.snapshot()
@@ -322,9 +330,11 @@ class EvolutionEnv(WindowEnv):
         with self.service.serving(split):
             return self.service.serve()
 
+    def current_action(self) -> np.ndarray:
+        return self.codec.encode({k: v for k, v in self.target.config.items() if k not in self.fixed})
+
     def _config_features(self) -> np.ndarray:
-        free = {k: v for k, v in self.target.config.items() if k not in self.fixed}
-        config = self.codec.encode(free).astype(np.float32)
+        config = self.current_action().astype(np.float32)
         if self.codec.kind == "multidiscrete":  # scale indices to [0, 1]
             config = config / np.maximum(self.codec.space.nvec - 1, 1)
         return config

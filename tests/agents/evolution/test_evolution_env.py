@@ -159,3 +159,23 @@ def test_the_warm_up_reports_whether_the_learning_system_has_settled():
     _, short = replay.reset(seed=0)
     assert np.isnan(short["warmup/settled"])  # one window cannot show a trend
     assert "warmup/slope" not in tiny_env(window=100, warmup=0).reset(seed=0)[1]
+
+
+def test_a_stationary_step_scores_the_window_a_learning_system_would_and_leaves_the_agents_untrained():
+    """A stationary step restores the snapshot, serves the config without letting the agents learn (they learn only
+    after a window, and the next step restores the snapshot anyway): its reward is exactly what a fork of the same
+    state earns with learning on, and the ranker took no gradient step."""
+    env = tiny_env(stationary=True, warmup=2)
+    env.reset(seed=4)
+    ranker = lambda: env.service.system.pipelines[0].ranker  # noqa: E731
+    action = np.linspace(-0.9, 0.9, env.action_space.shape[0]).astype(np.float32)
+    twin = env.service.fork()
+    twin.deploy_config(env.agent_name, env.codec.decode(action))
+    learned = twin.score(twin.serve(learn=True), env.agent_name)[0]
+    assert twin.system.pipelines[0].ranker.updates > ranker().updates  # the fork learned after its window
+    before = ranker().updates
+    reward = env.step(action)[1]
+    assert reward == learned
+    assert ranker().updates == before
+    env.advance(1)  # the world moving on still trains the system (the new snapshot)
+    assert ranker().updates > before
