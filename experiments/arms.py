@@ -44,7 +44,8 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -70,6 +71,7 @@ from agents.evolution.schedule import SaturationTest, ShiftTest, alternate
 from agents.evolution.twins import evaluate as twin_values
 from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int, check_range
+from experiments.loggers import write_atomic
 from experiments.registry import ARMS  # filled by register_arm below; experiments.config reads it
 
 if TYPE_CHECKING:  # annotations only: the store loads SQLAlchemy, the config module Hydra's schema
@@ -77,8 +79,8 @@ if TYPE_CHECKING:  # annotations only: the store loads SQLAlchemy, the config mo
     from experiments.config import ExperimentConfig
 
 __all__ = ["ARMS", "ENV_KINDS", "AlternatingOptions", "Arm", "ArmContext", "OnWindow", "PPOOptions", "StaticController",
-           "WindowRecorder", "best_config", "exploit", "register_arm", "retest", "run_arm", "search_windows",
-           "segment_metrics", "select"]
+           "Checkpoints", "WindowRecorder", "best_config", "curve_summary", "exploit", "register_arm", "retest",
+           "run_arm", "search_windows", "segment_metrics", "select"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,12 @@ class ArmContext:
     exp_id: int
     on_window: OnWindow
     options: Any  # the arm's options dataclass (None for an arm without options)
+    make_env: Callable[..., gym.Env] | None = None  # a fresh env of the run's config (``evolution`` fields overridden
+    # by keyword, e.g. ``stationary=True``): a simulated platform to train on
+    out_dir: Path | None = None  # the run's folder (an arm may keep what it trained there, e.g. ``policy.zip``)
+    curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # an arm's own curves (rows by name):
+    # the run writes each as ``<name>.csv`` and a figure, and their ``summary`` numbers into ``summary.json``
+    summary: dict[str, float] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -420,7 +428,10 @@ def optuna_ab(ctx: ArmContext) -> EvolutionHistory:
 
 @dataclass
 class PPOOptions:
-    """SB3 PPO trained online: one env step is one window, so keep the rollouts short."""
+    """SB3 PPO: one env step is one window, so keep the rollouts short. With ``pretrain`` > 0 it first trains on that
+    many simulated runs (fresh worlds of the run's own config, never the run's sample path, each frozen at a
+    checkpoint every ``pretrain_gap`` windows for ``pretrain_hold`` training windows: :class:`Checkpoints`), then goes
+    on learning online in the run."""
 
     n_steps: int = 4  # windows per rollout (one PPO update each)
     batch_size: int = 4
@@ -430,6 +441,10 @@ class PPOOptions:
     gae_lambda: float = 0.95
     ent_coef: float = 0.0
     hidden: int = 32  # width of the two hidden layers of policy and value nets
+    log_std_init: float = 0.0  # the initial log s.d. of a Box action's Gaussian (no effect on a discrete action)
+    pretrain: int = 0  # simulated runs to train on before the run (0: it learns online only)
+    pretrain_hold: int = 4  # training windows replayed from each checkpoint of a simulated run
+    pretrain_gap: int = 2  # windows a simulated run moves on (under the incumbent) between checkpoints
 
     def __post_init__(self) -> None:
         check_int("controller.options.n_steps", self.n_steps, 2)
@@ -440,12 +455,75 @@ class PPOOptions:
         check_range("controller.options.gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_range("controller.options.ent_coef", self.ent_coef, 0.0)
         check_int("controller.options.hidden", self.hidden, 1)
+        check_range("controller.options.log_std_init", self.log_std_init, -5.0, 2.0)
+        check_int("controller.options.pretrain", self.pretrain, 0)
+        check_int("controller.options.pretrain_hold", self.pretrain_hold, 1)
+        check_int("controller.options.pretrain_gap", self.pretrain_gap, 1)
 
 
-@register_arm("ppo", options=PPOOptions)
-def ppo(ctx: ArmContext) -> EvolutionHistory:
-    """SB3 PPO learns online over the run's windows; its (stochastic) policy picks every window's config; exploits
-    its policy's deterministic choice for the regime it observes."""
+PRETRAIN_SEED = 0x7E57  # mixed with the agent seed: the simulated platforms' worlds are never the run's
+
+
+class Checkpoints(gym.Wrapper):
+    """Training on a simulated platform with common random numbers: a *stationary* env (every step replays the same
+    state) of a fresh world, run like the live one under the incumbent (the config at reset), frozen at a
+    checkpoint every ``gap`` windows; at each checkpoint the incumbent is served once, then ``hold`` training
+    steps are replays of that state, so two configs differ only by what they serve. An episode is one simulated run
+    of ``horizon`` windows (then truncated: the next reset draws a fresh world).
+
+    ``rows``: per training step ``episode``, ``checkpoint``, ``day``, ``reward``, ``incumbent`` (the incumbent's
+    reward at the same checkpoint, on the same traffic) and ``gain`` (their difference): the training curve.
+    """
+
+    def __init__(self, env: gym.Env, hold: int, gap: int, horizon: int) -> None:
+        super().__init__(env)
+        self.hold, self.gap, self.horizon = hold, gap, horizon
+        self.steps_per_run = hold * -(-horizon // gap)  # training windows of one simulated run
+        self.rows: list[dict[str, float]] = []
+        self.episode = -1
+        self._incumbent: np.ndarray | None = None
+        self._reference = math.nan
+        self._steps = self._moved = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        inner = self.env.unwrapped
+        self.episode += 1
+        self._steps = self._moved = 0
+        self._incumbent = inner.current_action()
+        self._reference = float(self.env.step(self._incumbent)[1])
+        return inner.regime(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, _, info = self.env.step(action)
+        inner = self.env.unwrapped
+        self.rows.append({"episode": self.episode, "checkpoint": self._moved // self.gap, "day": float(info["day"]),
+                          "reward": float(reward), "incumbent": self._reference, "gain": float(reward) - self._reference})
+        self._steps += 1
+        if self._steps % self.hold == 0:  # the simulated run moves on under the incumbent to its next checkpoint
+            self._moved += self.gap
+            if self._moved < self.horizon:
+                inner.advance(self.gap, self._incumbent)
+                self._reference = float(self.env.step(self._incumbent)[1])
+                obs = inner.regime()
+        return obs, reward, terminated, self._moved >= self.horizon, info
+
+
+def curve_summary(rows: list[dict[str, float]], prefix: str) -> dict[str, float]:
+    """A training curve's numbers: windows, episodes, and the first and last episodes' mean gain over the incumbent
+    (the same checkpoints' traffic)."""
+    by_episode: dict[int, list[float]] = {}
+    for r in rows:
+        by_episode.setdefault(int(r["episode"]), []).append(r["gain"])
+    gains = [float(np.mean(v)) for _, v in sorted(by_episode.items())]
+    out = {f"{prefix}/windows": float(len(rows)), f"{prefix}/episodes": float(len(gains))}
+    if gains:
+        out |= {f"{prefix}/first_episode_gain": gains[0], f"{prefix}/last_episode_gain": gains[-1]}
+    return out
+
+
+def _ppo(ctx: ArmContext) -> EvolutionHistory:
+    """PPO on the arm's env (evolution or composition), optionally pre-trained on simulated platforms."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -456,13 +534,41 @@ def ppo(ctx: ArmContext) -> EvolutionHistory:
         def _on_step(self) -> bool:
             return self.num_timesteps < windows
 
-    model = PPO("MlpPolicy", ctx.env, n_steps=opts.n_steps, batch_size=opts.batch_size, n_epochs=opts.n_epochs,
-                learning_rate=opts.learning_rate, gamma=opts.gamma, gae_lambda=opts.gae_lambda, ent_coef=opts.ent_coef,
-                policy_kwargs={"net_arch": [opts.hidden, opts.hidden]}, seed=ctx.agent_seed, device="cpu", verbose=0)
+    kwargs = {"net_arch": [opts.hidden, opts.hidden]}
+    if isinstance(ctx.env.action_space, gym.spaces.Box):
+        kwargs["log_std_init"] = opts.log_std_init
+    training = None
+    if opts.pretrain:
+        if ctx.make_env is None:
+            raise ConfigError("`controller.options.pretrain` needs a simulated platform to train on (the run's "
+                              "make_env): run the arm through experiments.run")
+        training = Checkpoints(ctx.make_env(stationary=True), opts.pretrain_hold, opts.pretrain_gap, windows)
+        budget = opts.pretrain * training.steps_per_run
+    model = PPO("MlpPolicy", training if training is not None else ctx.env, n_steps=opts.n_steps,
+                batch_size=opts.batch_size, n_epochs=opts.n_epochs, learning_rate=opts.learning_rate, gamma=opts.gamma,
+                gae_lambda=opts.gae_lambda, ent_coef=opts.ent_coef, policy_kwargs=kwargs, seed=ctx.agent_seed,
+                device="cpu", verbose=0)
+    if training is not None:
+        model.get_env().seed(int(np.random.SeedSequence([ctx.agent_seed, PRETRAIN_SEED]).generate_state(1)[0] >> 1))
+        model.learn(total_timesteps=budget)
+        ctx.curves["pretrain"] = training.rows
+        ctx.summary |= curve_summary(training.rows, "pretrain")
+        training.close()
+        model.set_env(ctx.env)
     model.get_env().seed(ctx.seed)  # the policy's randomness is the controller's; the env resets with the run's seed
     model.learn(total_timesteps=windows, callback=StopAfter())  # the first reset uses `seed`, like the other arms
+    if ctx.out_dir is not None:  # the trained policy, for a reader: PPO.load(<run>/policy.zip)
+        write_atomic(ctx.out_dir / "policy.zip", model.save)
     exploit(ctx, lambda obs: ctx.codec.decode(model.predict(obs, deterministic=True)[0]))
     return ctx.env.history
+
+
+@register_arm("ppo", options=PPOOptions)
+def ppo(ctx: ArmContext) -> EvolutionHistory:
+    """SB3 PPO learns online over the run's windows (after ``pretrain`` windows on simulated platforms, if set); its
+    (stochastic) policy picks every window's config; exploits its policy's deterministic choice for the regime it
+    observes."""
+    return _ppo(ctx)
 
 
 # --------------------------------------------------------------------------- arms on the composition env (C4)
@@ -483,6 +589,14 @@ def compositional(ctx: ArmContext) -> EvolutionHistory:
     """Optuna's TPE rewires the system every window (routes and quotas, rankers, segment routing); told the
     system's (outer) reward; exploits the best wiring it tried."""
     return _search(ctx, OptunaSearch(ctx.params, seed=ctx.agent_seed))
+
+
+@register_arm("ppo_composition", env="composition", options=PPOOptions)
+def ppo_composition(ctx: ArmContext) -> EvolutionHistory:
+    """SB3 PPO picks the wiring every window (routes and quotas, rankers, segment routing: a MultiDiscrete action)
+    from the regime it observes, after ``pretrain`` windows on simulated platforms if set; told the system's
+    (outer) reward; exploits its policy's deterministic wiring for the regime it observes."""
+    return _ppo(ctx)
 
 
 @dataclass

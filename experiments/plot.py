@@ -25,7 +25,7 @@ import yaml
 from envs.config import shift_days
 from rewards.stats import mean_ci
 
-__all__ = ["GAP", "LABELS", "ci_curves", "claims_figure", "day_curves", "decomposition_figure", "gap_recovered",
+__all__ = ["GAP", "LABELS", "ci_curves", "claims_figure", "curve_figure", "day_curves", "decomposition_figure", "gap_recovered",
            "headroom_figure", "load_metrics", "load_shifts", "main", "make_figures", "pareto_figure", "pareto_front",
            "reward_figure", "run_dirs", "save_figures", "segment_figure", "served_column", "use_agg"]
 
@@ -170,6 +170,29 @@ def reward_figure(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = (),
     for ax, column in zip(axes[0], metrics):
         ci_curves(ax, frame, column, shifts)
     fig.suptitle("mean and 95% CI across seeds per arm; dashed: world shifts; dotted: the exploit windows start", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def curve_figure(table: pd.DataFrame, name: str = "pretrain") -> Any:
+    """A training curve (an arm's ``<name>.csv``, e.g. :class:`~experiments.arms.Checkpoints`' rows): every training
+    window's ``gain`` over the incumbent on the same traffic (or its ``reward`` when there is no gain column) and a
+    running mean, episodes marked."""
+    plt = _pyplot()
+    column = "gain" if "gain" in table else "reward"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(table))
+    span = max(len(table) // 10, 1)
+    ax.plot(x, table[column], lw=0.6, alpha=0.4, label="training window")
+    ax.plot(x, table[column].rolling(span, min_periods=1).mean(), lw=2, label=f"running mean ({span} windows)")
+    for start in np.flatnonzero(np.diff(table["episode"].to_numpy())) + 1:
+        ax.axvline(start, color="grey", lw=0.5, ls=":")
+    if column == "gain":
+        ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xlabel(f"{name} window (dotted: a new simulated world)")
+    ax.set_ylabel("reward - the incumbent's on the same traffic" if column == "gain" else "reward")
+    ax.set_title(f"{name}: {table['episode'].nunique()} episodes, {len(table)} windows", fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -22,13 +22,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import hydra
 import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -233,8 +234,11 @@ def run(
             phase("window")
 
         recorder = WindowRecorder(env, on_window)
+        ctx = ArmContext(exp, recorder, store, exp_id, on_window, exp.controller.typed_options(),
+                         make_env=lambda **kw: build_env(replace(exp, evolution=replace(exp.evolution, **kw))),
+                         out_dir=out)
         try:
-            run_arm(ArmContext(exp, recorder, store, exp_id, on_window, exp.controller.typed_options()))
+            run_arm(ctx)
             failed = False
         except Exception:
             if finished is None:  # a replay of a finished experiment leaves its status alone
@@ -249,12 +253,17 @@ def run(
         phase("finished")
 
     frame = loggers.table.frame()
+    curves = {name: pd.DataFrame(rows) for name, rows in ctx.curves.items()}
+    for name, table in curves.items():  # an arm's own curves (PPO's pre-training): a table each, and a figure
+        write_atomic(out / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
     figures: dict[str, Any] = {}
     if exp.logger.plots:
-        from experiments.plot import SHIFT_HORIZON, make_figures, save_figures, use_agg  # matplotlib loads only when plots are on
+        # matplotlib loads only when plots are on
+        from experiments.plot import SHIFT_HORIZON, curve_figure, make_figures, save_figures, use_agg
 
         use_agg()
         figures = make_figures(frame, [(d, s.kind) for s in exp.world.shifts for d in s.days(SHIFT_HORIZON)])
+        figures |= {name: curve_figure(table, name) for name, table in curves.items() if len(table)}
         loggers.figures(figures)
         save_figures(figures, out / "figures")
     phase("figures")
@@ -270,6 +279,7 @@ def run(
            if "phase" in frame and (frame["phase"] == "exploit").any() else {}),
         **{f"final/{k.removeprefix('outer/')}": float(frame[k].mean()) for k in OUTER_KEYS if k in frame},
         **{k: float(v) for k, v in recorder.reset_info.items() if k.startswith("warmup/") and math.isfinite(v)},
+        **{k: float(v) for k, v in ctx.summary.items() if math.isfinite(v)},
     }
     loggers.close({k: v for k, v in summary.items() if isinstance(v, float)})
     phase("logged")

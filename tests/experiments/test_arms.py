@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -79,11 +80,12 @@ def test_evolution_arms_exploit_what_they_found_after_the_evolution(tmp_path, ar
         assert len(f[config].drop_duplicates()) == 1
 
 
-@pytest.mark.parametrize("arm", ["static_composition", "compositional", "individual", "alternating"])
+@pytest.mark.parametrize("arm", ["static_composition", "compositional", "individual", "alternating", "ppo_composition"])
 def test_composition_arms_run_on_the_composition_env(tmp_path, arm):
     assert ARMS[arm].env == "composition"
+    overrides = ["controller.options.n_steps=2", "controller.options.batch_size=2"] if arm.startswith("ppo") else []
     summary = run(compose_config("experiment=c4_composition", f"controller={arm}", "evolution.windows=3",
-                                 "evolution.exploit=1", *TINY_RUN), out_dir=tmp_path)
+                                 "evolution.exploit=1", *overrides, *TINY_RUN), out_dir=tmp_path)
     f = pd.read_csv(tmp_path / "metrics.csv")
     schedule = arm in ("individual", "alternating")  # the schedule records its first sentinel window of production too
     n = 5 if schedule else 4
@@ -249,3 +251,53 @@ def test_optuna_ab_explores_on_a_declared_share_up_to_95_percent_control():
     assert cfg.controller.typed_options().control_share == 0.8  # the candidate explored on 20% of the users
     with pytest.raises(ConfigError, match=r"`controller.options.control_share` must be in \[0.05, 0.95\] \(got 0.99\)"):
         load_config(compose_config("experiment=smoke", "controller=optuna_ab", "controller.options.control_share=0.99"))
+
+
+@pytest.mark.parametrize("arm, experiment", [("ppo", "smoke"), ("ppo_composition", "c4_composition")])
+def test_ppo_pretrains_on_simulated_platforms_and_the_training_reaches_its_policy(tmp_path, arm, experiment):
+    """``controller.options.pretrain``: PPO first trains on fresh worlds of the run's config, each a simulated run
+    frozen at a checkpoint every ``pretrain_gap`` windows for ``pretrain_hold`` replays (common random numbers, the
+    incumbent served once per checkpoint as the reference), its curve written as ``pretrain.csv`` (and a figure), its
+    numbers in the summary, its policy in ``policy.zip``; the run itself still serves exactly ``windows`` +
+    ``exploit`` windows. With the same agent seed the pre-trained policy's weights are far from the untrained
+    one's, and with a learning rate of ~0 they are not (what moved them is the training, not the random streams it
+    advanced)."""
+    from stable_baselines3 import PPO
+
+    base = ["controller.options.n_steps=2", "controller.options.batch_size=2", "evolution.windows=3",
+            "evolution.exploit=1", "logger.plots=true", *TINY_RUN[:1], *TINY_RUN[2:]]
+    pre = ["controller.options.pretrain=2", "controller.options.pretrain_hold=2", "controller.options.pretrain_gap=1"]
+
+    def weights(name: str, *overrides: str) -> np.ndarray:
+        run(compose_config(f"experiment={experiment}", f"controller={arm}", *base, *overrides), out_dir=tmp_path / name)
+        return PPO.load(tmp_path / name / "policy.zip", device="cpu").policy.parameters_to_vector()
+
+    trained, cold = weights("pre", *pre), weights("cold")
+    summary = json.loads((tmp_path / "pre" / "summary.json").read_text())
+    curve = pd.read_csv(tmp_path / "pre" / "pretrain.csv")
+    # 3 windows: checkpoints after 0, 1, 2 windows of a simulated run, 2 replays each; then a fresh world
+    assert curve["episode"].tolist() == [0] * 6 + [1] * 6 and curve["checkpoint"].tolist() == [0, 0, 1, 1, 2, 2] * 2
+    np.testing.assert_allclose(curve["gain"], curve["reward"] - curve["incumbent"])
+    assert curve.groupby(["episode", "checkpoint"])["incumbent"].nunique().eq(1).all()
+    assert curve["day"][:6].is_monotonic_increasing and curve["day"][6] < curve["day"][5]  # a fresh world starts over
+    assert (tmp_path / "pre" / "figures" / "pretrain.png").stat().st_size > 0
+    gains = curve.groupby("episode")["gain"].mean()
+    assert summary["pretrain/windows"] == 12 and summary["pretrain/episodes"] == 2
+    assert summary["pretrain/first_episode_gain"] == pytest.approx(gains[0])
+    assert summary["pretrain/last_episode_gain"] == pytest.approx(gains[1])
+    assert summary["windows"] == 4 and "pretrain/windows" not in json.loads((tmp_path / "cold" / "summary.json").read_text())
+    assert np.abs(trained - cold).max() > 1e-3
+    frozen = ("controller.options.learning_rate=1e-12",)
+    assert np.abs(weights("pre0", *pre, *frozen) - weights("cold0", *frozen)).max() < 1e-6
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["controller.options.pretrain=-1"], r"controller.options.pretrain"),
+    (["controller.options.pretrain=4", "controller.options.pretrain_hold=0"], r"controller.options.pretrain_hold"),
+    (["controller.options.pretrain_gap=0"], r"controller.options.pretrain_gap"),
+])
+def test_bad_pretraining_settings_are_refused_with_the_key(overrides, message):
+    from envs.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(compose_config("experiment=smoke", "controller=ppo", *overrides))
