@@ -15,6 +15,11 @@ updates; the five multiruns at once, one job each: about two minutes on 2 cores)
 end; its claims are evaluated over every window (``from_step`` and ``from_day`` dropped), so its verdicts say
 nothing about the paradigm. ``--only c1_heterogeneity,c5_reward`` runs a subset;
 ``--report-only`` re-evaluates runs already under ``--out``; extra ``key=value`` arguments go to every multirun.
+
+``--seeds-from <pilot summary.json> ... [--max-seeds 30] [--plan-only]`` chooses each ablation's seeds with the power
+helper (:func:`plan_seeds`): the most any of its testable claims needs for an MDE80 at most its ``min_effect`` at the
+suite's Holm level, from the spread the pilot measured; it prints the plan (seeds, projected runtime, the claims
+still underpowered at the cap) and runs it.
 """
 
 from __future__ import annotations
@@ -48,8 +53,8 @@ from experiments.report import (
     render_report,
 )
 
-__all__ = ["ABLATIONS", "SMOKE_OVERRIDES", "Ablation", "AblationResult", "evaluate_ablation", "main", "render_suite",
-           "run_ablation", "run_suite", "suite_summary"]
+__all__ = ["ABLATIONS", "SMOKE_OVERRIDES", "Ablation", "AblationResult", "SeedPlan", "evaluate_ablation", "main",
+           "plan_seeds", "render_plan", "render_suite", "run_ablation", "run_suite", "suite_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -244,10 +249,72 @@ def suite_summary(done: list[AblationResult], smoke: bool, total: float) -> dict
             "ablations": ablations}
 
 
+@dataclass(frozen=True)
+class SeedPlan:
+    """How many seeds an ablation needs, from a pilot's claims (:func:`plan_seeds`)."""
+
+    key: str
+    seeds: int  # what the suite runs: the most any of its claims needs, within [2, max_seeds]
+    needs: dict[str, int]  # per testable claim: seeds for MDE80 <= min_effect at the suite's Holm level
+    pilot_seeds: int
+    pilot_seconds: float
+
+    @property
+    def projected_seconds(self) -> float:
+        """The pilot's runtime scaled by the seeds (runs scale with them)."""
+        return self.pilot_seconds * self.seeds / max(self.pilot_seeds, 1)
+
+    def underpowered(self) -> list[str]:
+        """The claims that stay underpowered at ``seeds``."""
+        return [name for name, n in self.needs.items() if n > self.seeds]
+
+
+def plan_seeds(pilots: Sequence[dict], max_seeds: int = 30, alpha: float = 0.05, power: float = 0.8
+               ) -> dict[str, SeedPlan]:
+    """Seeds per ablation from pilot suite summaries (``summary.json``; a later one wins for an ablation in two).
+
+    Per testable claim with a spread (``sd``, paired or not, at ``n`` seeds) and a ``min_effect``, the seeds whose
+    MDE80 is at most ``min_effect`` at the level Holm needs for the suite's first rejection (``alpha`` over the
+    number of testable claims: Bonferroni, an upper bound for every Holm step); an ablation runs the most any of its
+    claims needs, at least 2 and at most ``max_seeds`` (the claims above stay underpowered, and say so)."""
+    from rewards.stats import n_for_mde
+
+    merged: dict[str, dict] = {}
+    for pilot in pilots:
+        merged |= pilot["ablations"]
+    claims = {(k, name): c for k, a in merged.items() for name, c in a["claims"].items() if c.get("verdict") != "untestable"}
+    level = alpha / max(len(claims), 1)
+    plans = {}
+    for key, a in merged.items():
+        needs, seen = {}, 0
+        for (k, name), c in claims.items():
+            sd, me = c.get("sd"), c.get("min_effect")
+            if k != key or sd is None or me is None or not (math.isfinite(sd) and me > 0):
+                continue
+            seen = max(seen, int(c.get("n") or 0))
+            needs[name] = n_for_mde(sd, me, alpha=level, power=power, paired=bool(c.get("paired", True)),
+                                    max_n=100_000)
+        seeds = min(max([2, *needs.values()]), max_seeds)
+        plans[key] = SeedPlan(key, seeds, needs, seen, float(a.get("seconds") or math.nan))
+    return plans
+
+
+def render_plan(plans: dict[str, SeedPlan], max_seeds: int) -> list[str]:
+    """The seed plan as a Markdown table."""
+    lines = [f"| ablation | pilot seeds | seeds (cap {max_seeds}) | projected runtime | seeds each claim needs | "
+             "underpowered at these seeds |", "|---|---|---|---|---|---|"]
+    for p in plans.values():
+        needs = ", ".join(f"{k} {v if v <= 100_000 else '> 100000'}" for k, v in p.needs.items())
+        runtime = "" if math.isnan(p.projected_seconds) else f"{p.projected_seconds / 60:.0f} min"
+        lines.append(f"| {p.key} | {p.pilot_seeds} | {p.seeds} | {runtime} | {needs} | {', '.join(p.underpowered()) or '-'} |")
+    return lines
+
+
 def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[str] | None = None, jobs: int = 2,
-              extra: Sequence[str] = (), run: bool = True, command: str = "python -m experiments.ablations"
-              ) -> tuple[Path, list[AblationResult]]:
-    """Run the ablations (all, or the presets / keys in ``only``) and write ``<out>/report.md``."""
+              extra: Sequence[str] = (), run: bool = True, command: str = "python -m experiments.ablations",
+              seeds: dict[str, int] | None = None) -> tuple[Path, list[AblationResult]]:
+    """Run the ablations (all, or the presets / keys in ``only``) and write ``<out>/report.md``; ``seeds``: per
+    ablation key the number of seeds to run (``seed=range(n)``) instead of its preset's."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     chosen = list(ABLATIONS)
@@ -273,7 +340,8 @@ def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[s
                     launched.logfile.close()
     elif run:  # one multirun at a time, each with `jobs` parallel jobs: the runtimes are comparable
         for a in chosen:
-            _wait(_launch(a, out, smoke, jobs, extra))
+            n = (seeds or {}).get(a.key)
+            _wait(_launch(a, out, smoke, jobs, [*extra, *([f"seed=range({n})"] if n else [])]))
     done = []
     for ablation in chosen:
         result = evaluate_ablation(ablation, out, smoke)
@@ -296,13 +364,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default=None, help="comma-separated presets or keys (e.g. C1,c5_reward)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel jobs per multirun (joblib n_jobs)")
     parser.add_argument("--report-only", action="store_true", help="re-evaluate the runs already under --out")
+    parser.add_argument("--seeds-from", nargs="+", default=None, metavar="SUMMARY",
+                        help="pilot suite summaries (summary.json): run each ablation with the seeds its claims need "
+                             "(MDE80 <= min_effect at the suite's Holm level), printed as a plan first")
+    parser.add_argument("--max-seeds", type=int, default=30, help="the most seeds --seeds-from may ask per ablation")
+    parser.add_argument("--plan-only", action="store_true", help="with --seeds-from: print the plan and stop")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every multirun")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.max_seeds < 2:
+        parser.error(f"--max-seeds must be >= 2 (got {args.max_seeds})")
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        parser.error(f"extra arguments must be key=value overrides (got {bad}; --only takes one comma-separated list)")
+    seeds = None
+    if args.seeds_from:
+        plans = plan_seeds([json.loads(Path(p).read_text()) for p in args.seeds_from], args.max_seeds)
+        print("\n".join(render_plan(plans, args.max_seeds)))
+        if args.plan_only:
+            return
+        seeds = {k: p.seeds for k, p in plans.items()}
     out = args.out or f"outputs/{'ablations-smoke' if args.smoke else 'ablations'}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     command = "python -m experiments.ablations" + (" --smoke" if args.smoke else "")
     path, done = run_suite(out, smoke=args.smoke, only=args.only.split(",") if args.only else None, jobs=args.jobs,
-                           extra=args.overrides, run=not args.report_only, command=command)
+                           extra=args.overrides, run=not args.report_only, command=command, seeds=seeds)
     for r in done:
         for c in r.results:
             print(c.line())

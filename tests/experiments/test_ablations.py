@@ -106,3 +106,37 @@ def test_suite_table_and_summary_adjust_over_the_whole_suite(tmp_path):
     assert c1a["min_effect"] == 0.05 and c1a["power_at_min_effect"] == 0.9 and c1a["mde80"] == 0.13
     b = summary["ablations"]["C1"]["claims"]["C1-b"]
     assert b["underpowered"] and b["label"].startswith("inconclusive (underpowered")
+
+
+def test_the_seed_plan_asks_each_ablation_for_what_its_neediest_testable_claim_needs_at_the_holm_level():
+    """``--seeds-from``: per testable claim the seeds whose MDE80 (at alpha over the suite's testable claims) is at
+    most its min_effect, from the pilot's spread; an ablation runs the most of its claims' needs, capped; untestable
+    claims and claims without a spread ask nothing; a later pilot replaces an earlier one's ablation."""
+    from experiments.ablations import plan_seeds
+    from rewards.stats import mde, n_for_mde
+
+    def claim(sd, me, verdict="inconclusive", paired=True):
+        return {"sd": sd, "min_effect": me, "verdict": verdict, "n": 5, "paired": paired}
+
+    pilot = {"ablations": {
+        "C1": {"seconds": 300.0, "claims": {"a": claim(0.03, 0.02), "b": claim(0.01, 0.02), "gone": claim(5.0, 0.01, "untestable")}},
+        "C2": {"seconds": 100.0, "claims": {"c": claim(0.2, 0.02, paired=False), "d": claim(None, 0.02)}},
+    }}
+    earlier = {"ablations": {"C1": {"seconds": 1.0, "claims": {"x": claim(9.0, 0.01)}}}}
+    plans = plan_seeds([earlier, pilot], max_seeds=40)
+    # the level: 0.05 over the 4 testable claims (a, b, c, and d, which has no spread: it asks for no seeds but
+    # is still tested); the first pilot's C1 is replaced whole by the second's
+    need_a = n_for_mde(0.03, 0.02, alpha=0.05 / 4)
+    assert plans["C1"].needs == {"a": need_a, "b": n_for_mde(0.01, 0.02, alpha=0.05 / 4)}
+    assert plans["C1"].seeds == need_a and mde(0.03, need_a, alpha=0.05 / 4) <= 0.02 < mde(0.03, need_a - 1, alpha=0.05 / 4)
+    assert plans["C1"].projected_seconds == pytest.approx(300.0 * need_a / 5)
+    assert plans["C2"].seeds == 40 and plans["C2"].underpowered() == ["c"]  # capped: c stays underpowered
+    assert plans["C2"].needs["c"] == n_for_mde(0.2, 0.02, alpha=0.05 / 4, paired=False, max_n=100_000)
+    assert plan_seeds([pilot], max_seeds=3)["C1"].seeds == 3
+
+
+def test_the_suite_cli_refuses_a_stray_positional_argument_before_running(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--only", "C2", "C4", "--out", str(tmp_path)])
+    assert "must be key=value overrides (got ['C4']" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
