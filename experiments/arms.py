@@ -285,29 +285,54 @@ def retest(ctx: ArmContext) -> dict[str, Any]:
     leader to ``evolution.retest_share`` of the users and the incumbent (the agent as the system config sets it) to
     the rest, split by a fresh salt (a concurrent control: the comparison is free of the learning system's trend).
     The winner (best mean of ``candidate - control`` over its windows) is returned if that mean is > 0, else the
-    incumbent. Rows of these windows have phase ``retest`` (they count as the evolution's: live traffic spent on
-    choosing) and ``retest/leader``; the reward recorded is the whole window's. The exploit rows then carry
-    ``selection/leader`` (-1: the incumbent stayed) and ``selection/retest_mean``."""
+    incumbent. With ``reward.constraints`` the constraints are guardrails: a leader is deployed only if its own
+    users' metrics, averaged over its re-test windows, meet every bound; the best such leader of the last round
+    reached (then the one before, ...) with a mean > 0 wins, else the incumbent stays. Rows of these windows have
+    phase ``retest`` (they count as the evolution's: live traffic spent on choosing) and ``retest/leader``; the
+    reward recorded is the whole window's. The exploit rows then carry ``selection/leader`` (-1: the incumbent
+    stayed), ``selection/retest_mean`` and, with constraints, ``selection/guardrail_breaches`` (leaders passed over
+    for a breach)."""
     e, env = ctx.cfg.evolution, ctx.env
     configs = leaders(env.history, ctx.params.by_name, e.leaders)
+    guardrails = [c.build() for c in ctx.cfg.reward.constraints]
     set_share = env.get_wrapper_attr("set_control_share")
     set_share(1.0 - e.retest_share, relative=False)
     env.phase, current = "retest", {}
     env.extra = lambda: dict(current)
+    own: list[list[dict[str, float]]] = [[] for _ in configs]  # each leader's users' outer metrics, per window
 
     def measure(i: int) -> float:
         current["retest/leader"] = float(i)
         *_, info = env.step(ctx.codec.encode(configs[i]))
+        own[i].append({k.removeprefix("evolution/candidate/"): v for k, v in info.items()
+                       if k.startswith("evolution/candidate/outer/")})
         return float(info["evolution/candidate_reward"] - info["evolution/control_reward"])
 
     result = successive_halving(len(configs), e.retest, measure)
     set_share(0.0)
     env.phase = None
-    mean = result.means[result.winner]
-    chosen = result.winner if mean > 0 else -1
-    env.extra = lambda: {"selection/leader": float(chosen), "selection/retest_mean": mean}
-    log.info("re-test of %d leaders: means %s -> %s", len(configs), [round(m, 4) for m in result.means],
-             f"leader {chosen}" if chosen >= 0 else "the incumbent stays")
+    means = result.means
+    # the order halving left them in: the last round's leaders first, each round by mean
+    order = sorted(range(len(configs)), key=lambda i: (-len(result.values[i]), -means[i], i))
+    breaches = 0
+    chosen = -1
+    for i in order if guardrails else [result.winner]:
+        if not means[i] > 0:
+            break
+        metrics = {k: float(np.mean([w[k] for w in own[i]])) for k in own[i][0]}
+        if any(c.excess(metrics) > 0 for c in guardrails):
+            breaches += 1
+            continue
+        chosen = i
+        break
+    mean = means[chosen] if chosen >= 0 else means[result.winner]
+    extra = {"selection/leader": float(chosen), "selection/retest_mean": mean}
+    if guardrails:
+        extra["selection/guardrail_breaches"] = float(breaches)
+    env.extra = lambda: dict(extra)
+    log.info("re-test of %d leaders: means %s -> %s%s", len(configs), [round(m, 4) for m in means],
+             f"leader {chosen}" if chosen >= 0 else "the incumbent stays",
+             f" ({breaches} passed over for a guardrail breach)" if breaches else "")
     return configs[chosen] if chosen >= 0 else initial_config(ctx)
 
 

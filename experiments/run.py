@@ -119,7 +119,7 @@ def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution | Co
         if e.stationary:
             raise ConfigError(f"`evolution.stationary` must be false for arm {arm}: it changes what the running system "
                               f"serves, which a stationary env would restore every window (got true)")
-        if cfg.reward.constraints:
+        if cfg.reward.constraints and spec.live:  # (a re-test takes constraints as guardrails: arms.retest)
             raise ConfigError(f"`reward.constraints` are not supported by arm {arm} (it scores A/B windows on the "
                               f"env's own reward); pick a reward without constraints (got {len(cfg.reward.constraints)})")
     try:

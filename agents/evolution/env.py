@@ -350,7 +350,8 @@ class EvolutionEnv(WindowEnv):
         # with a concurrent control: the terms are the whole window's (all the traffic served), the reward is
         # the candidate users' minus the control users'
         in_control = log.requests["pipeline"] == len(service.system.pipelines)
-        candidate, _ = service.score(log.where(~in_control), self.agent_name)
+        candidate, candidate_terms = service.score(log.where(~in_control), self.agent_name)
         control, _ = service.score(log.where(in_control), self.control)
         told = candidate - control if self.relative else reward
-        return told, {**terms, "evolution/candidate_reward": candidate, "evolution/control_reward": control}
+        return told, {**terms, "evolution/candidate_reward": candidate, "evolution/control_reward": control,
+                      **{f"evolution/candidate/{k}": v for k, v in candidate_terms.items() if k.startswith("outer/")}}

@@ -229,19 +229,50 @@ def test_bad_selection_settings_are_refused_with_the_key(overrides, message):
         load_config(compose_config("experiment=smoke", "controller=optuna", *overrides))
 
 
-@pytest.mark.parametrize("override, message", [
-    ("reward=lagrangian", r"`reward.constraints` are not supported by arm 'optuna' with `evolution.select` = 'retest'"),
-    ("evolution.stationary=true", r"`evolution.stationary` must be false for arm 'optuna' with `evolution.select` = 'retest'"),
-])
-def test_a_retest_is_live_traffic_and_refuses_what_live_arms_refuse(override, message):
+def test_a_retest_is_live_traffic_and_refuses_a_stationary_env_but_takes_constraints_as_guardrails():
     from envs.validation import ConfigError
 
-    cfg = load_config(compose_config("experiment=smoke", "controller=optuna", "evolution.select=retest",
-                                     "evolution.windows=12", override))
-    with pytest.raises(ConfigError, match=message):
-        build_env(cfg)
-    build_env(load_config(compose_config("experiment=smoke", "controller=static", "evolution.select=retest",
-                                         "evolution.windows=12", override)))  # an arm that does not select: fine
+    def env(*overrides: str):
+        return build_env(load_config(compose_config("experiment=smoke", "evolution.select=retest",
+                                                    "evolution.windows=12", *overrides)))
+
+    with pytest.raises(ConfigError, match=r"`evolution.stationary` must be false for arm 'optuna' with "
+                                          r"`evolution.select` = 'retest'"):
+        env("controller=optuna", "evolution.stationary=true")
+    env("controller=static", "evolution.stationary=true")  # an arm that does not select: fine
+    env("controller=optuna", "reward=lagrangian")  # a re-test under constraints: they are its guardrails
+    with pytest.raises(ConfigError, match=r"`reward.constraints` are not supported by arm 'optuna_ab'"):
+        env("controller=optuna_ab", "reward=lagrangian")  # a live arm still refuses them
+
+
+@pytest.mark.parametrize("bound, passes", [(1e6, True), (-1.0, False)])
+def test_a_retest_under_constraints_deploys_only_a_leader_whose_own_users_meet_the_bounds(tmp_path, bound, passes):
+    """Constraints are the re-test's guardrails: with a bound every leader meets, the winner is the unconstrained
+    re-test's; with one none can meet (violations per request <= -1), every leader that beat the incumbent is
+    passed over and the incumbent stays. Each re-test row carries the leader's own users' outer metrics."""
+    summary = run(compose_config("experiment=smoke", "controller=optuna", "evolution.windows=10", "evolution.exploit=1",
+                                 "evolution.select=retest", "evolution.leaders=4", "evolution.retest=6",
+                                 "evolution.warmup=3", "reward=lagrangian", f"reward.constraints.0.bound={bound}",
+                                 *TINY_RUN), out_dir=tmp_path)
+    f = pd.read_csv(tmp_path / "metrics.csv")
+    retest, exploit_row = f[4:10], f.iloc[10]
+    own = retest["evolution/candidate/outer/risk/violations_per_request"]
+    assert own.notna().all() and (own >= 0).all()
+    lead = retest["retest/leader"].astype(int)
+    relative = retest["evolution/candidate_reward"] - retest["evolution/control_reward"]
+    means = relative.groupby(lead).mean()
+    finalists = lead[2:].unique()  # (4 leaders once each, then the better 2 twice each)
+    winner = max(finalists, key=lambda i: (means[i], -i))
+    chosen = int(exploit_row["selection/leader"])
+    if passes:
+        assert chosen == (winner if means[winner] > 0 else -1)
+        assert exploit_row["selection/guardrail_breaches"] == 0
+    else:
+        assert chosen == -1
+        ahead = sorted(means.index, key=lambda i: (-(lead == i).sum(), -means[i], i))
+        breached = next((k for k, i in enumerate(ahead) if not means[i] > 0), len(ahead))
+        assert exploit_row["selection/guardrail_breaches"] == breached >= 1  # (the leaders beat the incumbent by 0.1-0.2)
+    assert summary["windows"] == 11
 
 
 def test_optuna_ab_explores_on_a_declared_share_up_to_95_percent_control():

@@ -66,9 +66,10 @@ def sweep_jobs(preset: str) -> list[list[str]]:
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_validates_and_builds(group, option):
     cfg = load_config(compose_config(f"{group}={option}"))
-    if group == "controller":  # an option is its arm, or that arm's A/A replicate (<arm>_r<n>)
-        rep = cfg.controller.replicate
-        assert cfg.arm_label == option and cfg.controller.name == option.removesuffix(f"{REPLICATE_SUFFIX}{rep}" * bool(rep))
+    if group == "controller":  # an option is its arm, that arm's A/A replicate (<arm>_r<n>), or a labelled preset
+        rep = cfg.controller.replicate  # of the arm's options (<arm>_<what>, e.g. ppo_pretrained: it sets `arm`)
+        arm = option.removesuffix(f"{REPLICATE_SUFFIX}{rep}" * bool(rep))
+        assert cfg.arm_label == option and (cfg.controller.name == arm or arm.startswith(f"{cfg.controller.name}_"))
         cfg.controller.typed_options()
     if group in ("world", "system", "reward", "variant"):
         env = build_env(cfg)  # builds the system and checks the agent; no simulation
@@ -244,7 +245,7 @@ def test_wrong_type_or_unknown_key_fails_while_composing(override, cause):
     (["world.shifts.0.kind=segment_mixx"], r"`world.shifts.kind` must be one of \[.*\] \(got 'segment_mixx'\); "
                                            r"did you mean 'segment_mix'\?"),
     (["controller.name=optuan"], r"`controller.name` must be one of \['alternating', 'compositional', 'individual', "
-                                 r"'llm', 'llm_compositional', 'llm_designer', 'optuna', 'optuna_ab', 'oracle', 'ppo', 'random', 'static', 'static_composition'\] "
+                                 r"'llm', 'llm_compositional', 'llm_designer', 'optuna', 'optuna_ab', 'oracle', 'ppo', 'ppo_composition', 'random', 'static', 'static_composition'\] "
                                  r"\(got 'optuan'\); did you mean 'optuna'\?"),
     (["controller=ppo", "controller.options.batch_size=8"],
      r"`controller.options.batch_size` must be in \[2, 4\] \(got 8\)"),
