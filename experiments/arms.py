@@ -590,7 +590,7 @@ def _ppo(ctx: ArmContext) -> EvolutionHistory:
 
 @register_arm("ppo", options=PPOOptions)
 def ppo(ctx: ArmContext) -> EvolutionHistory:
-    """SB3 PPO learns online over the run's windows (after ``pretrain`` windows on simulated platforms, if set); its
+    """SB3 PPO learns online over the run's windows (after training on ``pretrain`` simulated runs, if set); its
     (stochastic) policy picks every window's config; exploits its policy's deterministic choice for the regime it
     observes."""
     return _ppo(ctx)
@@ -619,7 +619,7 @@ def compositional(ctx: ArmContext) -> EvolutionHistory:
 @register_arm("ppo_composition", env="composition", options=PPOOptions)
 def ppo_composition(ctx: ArmContext) -> EvolutionHistory:
     """SB3 PPO picks the wiring every window (routes and quotas, rankers, segment routing: a MultiDiscrete action)
-    from the regime it observes, after ``pretrain`` windows on simulated platforms if set; told the system's
+    from the regime it observes, after training on ``pretrain`` simulated runs if set; told the system's
     (outer) reward; exploits its policy's deterministic wiring for the regime it observes."""
     return _ppo(ctx)
 
