@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.config import ClaimConfig
-from experiments.plot import load_metrics, load_shifts, make_figures, save_figures, use_agg
+from experiments.plot import curves_figure, load_curves, load_metrics, load_shifts, make_figures, save_figures, use_agg
 from experiments.report import (
     VERDICT_RULE,
     ClaimResult,
@@ -163,6 +163,9 @@ def evaluate_ablation(ablation: Ablation, out: Path, smoke: bool = False) -> Abl
         claims = _smoke_claims(claims)
     results = [evaluate_claim(frame, c) for c in claims]
     figures = make_figures(frame, load_shifts(runs), claim_metrics=[c.metric for c in claims])
+    curves = load_curves(runs)
+    if not curves.empty:  # arms that trained before the run (PPO on simulated runs): their training curves
+        figures["pretrain"] = curves_figure(curves)
     paths = save_figures(figures, base / "figures")
     title = f"{ablation.key} {ablation.title.lower()} (`experiment={ablation.preset}`)"
     report = base / "report.md"

@@ -78,9 +78,9 @@ if TYPE_CHECKING:  # annotations only: the store loads SQLAlchemy, the config mo
     from agents.infra.store import KnowledgeStore
     from experiments.config import ExperimentConfig
 
-__all__ = ["ARMS", "ENV_KINDS", "AlternatingOptions", "Arm", "ArmContext", "OnWindow", "PPOOptions", "StaticController",
-           "Checkpoints", "WindowRecorder", "best_config", "curve_summary", "exploit", "register_arm", "retest",
-           "run_arm", "search_windows", "segment_metrics", "select"]
+__all__ = ["ARMS", "ENV_KINDS", "AlternatingOptions", "Arm", "ArmContext", "Checkpoints", "OnWindow", "PPOOptions",
+           "Residual", "StaticController", "WindowRecorder", "best_config", "curve_summary", "exploit", "register_arm",
+           "retest", "run_arm", "search_windows", "segment_metrics", "select"]
 
 log = logging.getLogger(__name__)
 
@@ -470,6 +470,7 @@ class PPOOptions:
     pretrain: int = 0  # simulated runs to train on before the run (0: it learns online only)
     pretrain_hold: int = 4  # training windows replayed from each checkpoint of a simulated run
     pretrain_gap: int = 2  # windows a simulated run moves on (under the incumbent) between checkpoints
+    residual: bool = False  # a Box action is a step from the incumbent's action: the policy starts at the incumbent
 
     def __post_init__(self) -> None:
         check_int("controller.options.n_steps", self.n_steps, 2)
@@ -484,6 +485,26 @@ class PPOOptions:
         check_int("controller.options.pretrain", self.pretrain, 0)
         check_int("controller.options.pretrain_hold", self.pretrain_hold, 1)
         check_int("controller.options.pretrain_gap", self.pretrain_gap, 1)
+
+
+class Residual(gym.ActionWrapper):
+    """A Box action is a step from the incumbent's action (the env's config at reset), clipped to the box: a policy
+    whose mean is 0 serves the incumbent and learns where to deviate from it."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._incumbent: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        out = self.env.reset(seed=seed, options=options)
+        self._incumbent = self.env.unwrapped.current_action().astype(np.float32)
+        return out
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        if self._incumbent is None:
+            raise gym.error.ResetNeeded("call reset() before step(): the incumbent is read at reset")
+        box = self.action_space
+        return np.clip(self._incumbent + np.asarray(action, np.float32), box.low, box.high).astype(np.float32)
 
 
 PRETRAIN_SEED = 0x7E57  # mixed with the agent seed: the simulated platforms' worlds are never the run's
@@ -569,22 +590,28 @@ def _ppo(ctx: ArmContext) -> EvolutionHistory:
                               "make_env): run the arm through experiments.run")
         training = Checkpoints(ctx.make_env(stationary=True), opts.pretrain_hold, opts.pretrain_gap, windows)
         budget = opts.pretrain * training.steps_per_run
-    model = PPO("MlpPolicy", training if training is not None else ctx.env, n_steps=opts.n_steps,
+    residual = opts.residual and isinstance(ctx.env.action_space, gym.spaces.Box)
+    live = Residual(ctx.env) if residual else ctx.env
+    if residual and training is not None:
+        training = Residual(training)
+    model = PPO("MlpPolicy", training if training is not None else live, n_steps=opts.n_steps,
                 batch_size=opts.batch_size, n_epochs=opts.n_epochs, learning_rate=opts.learning_rate, gamma=opts.gamma,
                 gae_lambda=opts.gae_lambda, ent_coef=opts.ent_coef, policy_kwargs=kwargs, seed=ctx.agent_seed,
                 device="cpu", verbose=0)
     if training is not None:
         model.get_env().seed(int(np.random.SeedSequence([ctx.agent_seed, PRETRAIN_SEED]).generate_state(1)[0] >> 1))
         model.learn(total_timesteps=budget)
-        ctx.curves["pretrain"] = training.rows
-        ctx.summary |= curve_summary(training.rows, "pretrain")
+        rows = training.get_wrapper_attr("rows")
+        ctx.curves["pretrain"] = rows
+        ctx.summary |= curve_summary(rows, "pretrain")
         training.close()
-        model.set_env(ctx.env)
+        model.set_env(live)
     model.get_env().seed(ctx.seed)  # the policy's randomness is the controller's; the env resets with the run's seed
     model.learn(total_timesteps=windows, callback=StopAfter())  # the first reset uses `seed`, like the other arms
     if ctx.out_dir is not None:  # the trained policy, for a reader: PPO.load(<run>/policy.zip)
         write_atomic(ctx.out_dir / "policy.zip", model.save)
-    exploit(ctx, lambda obs: ctx.codec.decode(model.predict(obs, deterministic=True)[0]))
+    act = live.action if residual else (lambda a: a)
+    exploit(ctx, lambda obs: ctx.codec.decode(act(model.predict(obs, deterministic=True)[0])))
     return ctx.env.history
 
 

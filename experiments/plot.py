@@ -13,6 +13,7 @@ recovered since the last shift).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,9 +26,10 @@ import yaml
 from envs.config import shift_days
 from rewards.stats import mean_ci
 
-__all__ = ["GAP", "LABELS", "ci_curves", "claims_figure", "curve_figure", "day_curves", "decomposition_figure", "gap_recovered",
-           "headroom_figure", "load_metrics", "load_shifts", "main", "make_figures", "pareto_figure", "pareto_front",
-           "reward_figure", "run_dirs", "save_figures", "segment_figure", "served_column", "use_agg"]
+__all__ = ["GAP", "LABELS", "ci_curves", "claims_figure", "curve_figure", "curves_figure", "day_curves",
+           "decomposition_figure", "gap_recovered", "headroom_figure", "load_curves", "load_metrics", "load_shifts",
+           "main", "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "save_figures",
+           "segment_figure", "served_column", "use_agg"]
 
 CLICKS = "outer/engagement/clicks_per_request"
 VIOLATIONS = "outer/risk/violations_per_request"
@@ -90,6 +92,18 @@ def load_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
     if not frames:
         raise FileNotFoundError(f"no metrics.parquet or metrics.csv under {root}")
     return pd.concat(frames, ignore_index=True)
+
+
+def load_curves(path: str | os.PathLike[str], name: str = "pretrain") -> pd.DataFrame:
+    """Every run's ``<name>.csv`` (an arm's own curve, e.g. PPO's pre-training) under ``path`` in one table, with the
+    run's ``arm`` and ``seed`` (from its ``summary.json``) and the row's ``index`` within the run; empty if none."""
+    frames = []
+    for d in run_dirs(path):
+        if (d / f"{name}.csv").exists() and (d / "summary.json").exists():
+            summary = json.loads((d / "summary.json").read_text())
+            f = pd.read_csv(d / f"{name}.csv")
+            frames.append(f.assign(arm=summary["arm"], seed=summary["seed"], index=np.arange(len(f))))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 SHIFT_HORIZON = 3650  # days up to which a recurring shift (``every``) is listed
@@ -192,6 +206,30 @@ def curve_figure(table: pd.DataFrame, name: str = "pretrain") -> Any:
     ax.set_xlabel(f"{name} window (dotted: a new simulated world)")
     ax.set_ylabel("reward - the incumbent's on the same traffic" if column == "gain" else "reward")
     ax.set_title(f"{name}: {table['episode'].nunique()} episodes, {len(table)} windows", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(curves: pd.DataFrame, name: str = "pretrain") -> Any:
+    """The runs' training curves (:func:`load_curves`): per arm, the mean ``gain`` over the incumbent (or ``reward``)
+    of each training episode (a simulated run: every episode crosses the same checkpoints, so episodes compare like
+    with like), mean and 95% t-band across seeds."""
+    plt = _pyplot()
+    column = "gain" if "gain" in curves else "reward"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for arm, g in curves.groupby("arm", sort=False):
+        per_seed = g.groupby(["episode", "seed"])[column].mean().groupby("episode")
+        ci = np.array([mean_ci(list(v)) for _, v in per_seed])
+        x = np.array(list(per_seed.groups)) + 1
+        (line,) = ax.plot(x, ci[:, 0], marker="o", label=f"{arm} (n={g['seed'].nunique()})")
+        if g["seed"].nunique() > 1:
+            ax.fill_between(x, ci[:, 1], ci[:, 2], color=line.get_color(), alpha=0.2, lw=0)
+    if column == "gain":
+        ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xlabel(f"{name} episode (a fresh simulated run each)")
+    ax.set_ylabel("mean reward - the incumbent's\non the same traffic" if column == "gain" else "mean reward")
+    ax.set_title(f"{name}: training curves, mean and 95% CI across seeds", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

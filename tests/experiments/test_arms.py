@@ -284,8 +284,9 @@ def test_optuna_ab_explores_on_a_declared_share_up_to_95_percent_control():
         load_config(compose_config("experiment=smoke", "controller=optuna_ab", "controller.options.control_share=0.99"))
 
 
-@pytest.mark.parametrize("arm, experiment", [("ppo", "smoke"), ("ppo_composition", "c4_composition")])
-def test_ppo_pretrains_on_simulated_platforms_and_the_training_reaches_its_policy(tmp_path, arm, experiment):
+@pytest.mark.parametrize("arm, experiment, residual", [("ppo", "smoke", "false"), ("ppo", "smoke", "true"),
+                                                      ("ppo_composition", "c4_composition", "false")])
+def test_ppo_pretrains_on_simulated_platforms_and_the_training_reaches_its_policy(tmp_path, arm, experiment, residual):
     """``controller.options.pretrain``: PPO first trains on fresh worlds of the run's config, each a simulated run
     frozen at a checkpoint every ``pretrain_gap`` windows for ``pretrain_hold`` replays (common random numbers, the
     incumbent served once per checkpoint as the reference), its curve written as ``pretrain.csv`` (and a figure), its
@@ -296,7 +297,8 @@ def test_ppo_pretrains_on_simulated_platforms_and_the_training_reaches_its_polic
     from stable_baselines3 import PPO
 
     base = ["controller.options.n_steps=2", "controller.options.batch_size=2", "evolution.windows=3",
-            "evolution.exploit=1", "logger.plots=true", *TINY_RUN[:1], *TINY_RUN[2:]]
+            "evolution.exploit=1", "logger.plots=true", f"controller.options.residual={residual}", *TINY_RUN[:1],
+            *TINY_RUN[2:]]
     pre = ["controller.options.pretrain=2", "controller.options.pretrain_hold=2", "controller.options.pretrain_gap=1"]
 
     def weights(name: str, *overrides: str) -> np.ndarray:
@@ -332,3 +334,25 @@ def test_bad_pretraining_settings_are_refused_with_the_key(overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         load_config(compose_config("experiment=smoke", "controller=ppo", *overrides))
+
+
+def test_a_residual_action_is_a_step_from_the_incumbent_clipped_to_the_box():
+    """``controller.options.residual``: PPO's action 0 serves the incumbent (the policy starts at the hand-tuned
+    config and learns where to deviate), a step is added to the incumbent's action and clipped to the box."""
+    from agents.evolution.env import EvolutionEnv
+    from experiments.arms import Residual
+
+    env = Residual(EvolutionEnv(world={"num_items": 300, "num_users": 600, "num_topics": 4, "num_creators": 20},
+                                window=100, concurrency=50, warmup=1))
+    with pytest.raises(Exception, match="reset"):
+        env.step(np.zeros(env.action_space.shape, np.float32))
+    env.reset(seed=0)
+    inner = env.unwrapped
+    incumbent = dict(inner.target.config)
+    *_, info = env.step(np.zeros(env.action_space.shape, np.float32))
+    assert info["config"] == incumbent
+    far = np.full(env.action_space.shape, 5.0, np.float32)
+    np.testing.assert_array_equal(env.action(far), env.action_space.high)
+    step = np.full(env.action_space.shape, 0.1, np.float32)
+    np.testing.assert_allclose(env.action(step), np.clip(inner.codec.encode({k: incumbent[k] for k in inner.codec.params.by_name})
+                                                         + 0.1, -1, 1), atol=1e-6)
