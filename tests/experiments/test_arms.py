@@ -320,8 +320,9 @@ def test_ppo_pretrains_on_simulated_platforms_and_the_training_reaches_its_polic
     assert summary["pretrain/last_episode_gain"] == pytest.approx(gains[1])
     assert summary["windows"] == 4 and "pretrain/windows" not in json.loads((tmp_path / "cold" / "summary.json").read_text())
     assert np.abs(trained - cold).max() > 1e-3
-    frozen = ("controller.options.learning_rate=1e-12",)
-    assert np.abs(weights("pre0", *pre, *frozen) - weights("cold0", *frozen)).max() < 1e-6
+    if arm == "ppo" and residual == "false":  # the control, once: what moved the weights is the training
+        frozen = ("controller.options.learning_rate=1e-12",)
+        assert np.abs(weights("pre0", *pre, *frozen) - weights("cold0", *frozen)).max() < 1e-6
 
 
 @pytest.mark.parametrize("overrides, message", [
