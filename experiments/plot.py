@@ -201,11 +201,17 @@ def curve_figure(table: pd.DataFrame, name: str = "pretrain") -> Any:
     ax.plot(x, table[column].rolling(span, min_periods=1).mean(), lw=2, label=f"running mean ({span} windows)")
     for start in np.flatnonzero(np.diff(table["episode"].to_numpy())) + 1:
         ax.axvline(start, color="grey", lw=0.5, ls=":")
+    return _finish_curve(fig, ax, column, f"{name} window (dotted: a new simulated world)",
+                         f"{name}: {table['episode'].nunique()} episodes, {len(table)} windows")
+
+
+def _finish_curve(fig: Any, ax: Any, column: str, xlabel: str, title: str) -> Any:
+    """A training curve's axes: the zero line of a gain, labels, legend."""
     if column == "gain":
         ax.axhline(0.0, color="black", lw=0.8)
-    ax.set_xlabel(f"{name} window (dotted: a new simulated world)")
-    ax.set_ylabel("reward - the incumbent's on the same traffic" if column == "gain" else "reward")
-    ax.set_title(f"{name}: {table['episode'].nunique()} episodes, {len(table)} windows", fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("reward - the incumbent's\non the same traffic" if column == "gain" else "reward")
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -225,14 +231,8 @@ def curves_figure(curves: pd.DataFrame, name: str = "pretrain") -> Any:
         (line,) = ax.plot(x, ci[:, 0], marker="o", label=f"{arm} (n={g['seed'].nunique()})")
         if g["seed"].nunique() > 1:
             ax.fill_between(x, ci[:, 1], ci[:, 2], color=line.get_color(), alpha=0.2, lw=0)
-    if column == "gain":
-        ax.axhline(0.0, color="black", lw=0.8)
-    ax.set_xlabel(f"{name} episode (a fresh simulated run each)")
-    ax.set_ylabel("mean reward - the incumbent's\non the same traffic" if column == "gain" else "mean reward")
-    ax.set_title(f"{name}: training curves, mean and 95% CI across seeds", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish_curve(fig, ax, column, f"{name} episode (a fresh simulated run each; its mean)",
+                         f"{name}: training curves, mean and 95% CI across seeds")
 
 
 def decomposition_figure(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = ()) -> Any:
