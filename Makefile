@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/evolution.py
+	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/loop.py
 	$(BIN)/python bench/sensitivity.py
 	$(BIN)/python bench/aa.py
