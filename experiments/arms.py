@@ -286,12 +286,13 @@ def retest(ctx: ArmContext) -> dict[str, Any]:
     the rest, split by a fresh salt (a concurrent control: the comparison is free of the learning system's trend).
     The winner (best mean of ``candidate - control`` over its windows) is returned if that mean is > 0, else the
     incumbent. With ``reward.constraints`` the constraints are guardrails: a leader is deployed only if its own
-    users' metrics, averaged over its re-test windows, meet every bound; the best such leader of the last round
-    reached (then the one before, ...) with a mean > 0 wins, else the incumbent stays. Rows of these windows have
-    phase ``retest`` (they count as the evolution's: live traffic spent on choosing) and ``retest/leader``; the
-    reward recorded is the whole window's. The exploit rows then carry ``selection/leader`` (-1: the incumbent
-    stayed), ``selection/retest_mean`` and, with constraints, ``selection/guardrail_breaches`` (leaders passed over
-    for a breach)."""
+    users' metrics over its re-test windows meet every bound at the one-sided 95% confidence bound of their mean
+    (:meth:`~rewards.constraints.Constraint.confident_excess`; a leader re-tested once cannot show it); the best such
+    leader of the last round reached (then the one before, ...) with a mean > 0 wins, else the incumbent stays.
+    Rows of these windows have phase ``retest`` (they count as the evolution's: live traffic spent on choosing) and
+    ``retest/leader``; the reward recorded is the whole window's. The exploit rows then carry ``selection/leader``
+    (-1: the incumbent stayed), ``selection/retest_mean`` and, with constraints, ``selection/guardrail_breaches``
+    (leaders passed over for a breach)."""
     e, env = ctx.cfg.evolution, ctx.env
     configs = leaders(env.history, ctx.params.by_name, e.leaders)
     guardrails = [c.build() for c in ctx.cfg.reward.constraints]
@@ -319,8 +320,7 @@ def retest(ctx: ArmContext) -> dict[str, Any]:
     for i in order if guardrails else [result.winner]:
         if not means[i] > 0:
             break
-        metrics = {k: float(np.mean([w[k] for w in own[i]])) for k in own[i][0]}
-        if any(c.excess(metrics) > 0 for c in guardrails):
+        if any(c.confident_excess([w[c.metric] for w in own[i]]) > 0 for c in guardrails):
             breaches += 1
             continue
         chosen = i

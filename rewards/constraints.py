@@ -11,6 +11,7 @@ import numpy as np
 
 from envs.validation import ConfigError, check_choice, check_range
 from rewards.outer import OUTER_KEYS
+from rewards.stats import t_quantile
 
 __all__ = ["SENSES", "Constraint", "ConstraintHandler", "LagrangianConstraints", "WeightedScalarisation"]
 
@@ -48,6 +49,18 @@ class Constraint:
         if math.isnan(g):
             raise ValueError(f"constraint metric {self.metric!r} is nan in this window (nothing to measure it on)")
         return g - self.bound if self.sense == "<=" else self.bound - g
+
+    def confident_excess(self, values: Sequence[float], level: float = 0.95) -> float:
+        """The excess at the one-sided ``level`` confidence bound of the metric's mean over ``values`` (one per
+        window): ``mean + t * se - bound`` for ``<=``, ``bound - (mean - t * se)`` for ``>=`` (Student's t with
+        ``n - 1`` degrees of freedom). <= 0: the bound holds with that confidence; inf with fewer than 2 finite
+        values (no spread to bound the mean with)."""
+        x = np.asarray(values, dtype=np.float64)
+        x = x[np.isfinite(x)]
+        if x.size < 2:
+            return math.inf
+        half = t_quantile(level, x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
+        return self.excess({self.metric: float(x.mean()) + (half if self.sense == "<=" else -half)})
 
 
 @runtime_checkable

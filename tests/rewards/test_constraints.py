@@ -122,3 +122,18 @@ def test_weighted_scalarisation_with_a_small_weight_violates() -> None:
     assert np.all(xs == 1.0)
     assert lam == 0.5  # never updated
     assert handler.state()[f"constraint/{RISK}/violated"] == 1.0
+
+
+def test_a_confident_excess_bounds_the_mean_by_its_one_sided_t_interval():
+    """Hand-worked: values 0.04, 0.06, 0.05 (mean 0.05, sd 0.01, se 0.01/sqrt 3), t(0.95, 2) = 2.919986: the upper
+    bound 0.05 + 0.016859 exceeds a bound of 0.05 by 0.016859 though the mean sits on it; >= mirrors it; one value
+    cannot bound a mean."""
+    from rewards.constraints import Constraint
+
+    le = Constraint("outer/risk/violations_per_request", 0.05, "<=")
+    half = 2.919986 * 0.01 / np.sqrt(3)
+    assert le.confident_excess([0.04, 0.06, 0.05]) == pytest.approx(half, rel=1e-5)
+    assert le.confident_excess([0.01, 0.02, 0.015]) == pytest.approx(0.015 + 2.919986 * 0.005 / np.sqrt(3) - 0.05, rel=1e-5)
+    ge = Constraint("outer/engagement/clicks_per_request", 0.5, ">=")
+    assert ge.confident_excess([0.6, 0.62, 0.64]) == pytest.approx(0.5 - (0.62 - 2.919986 * 0.02 / np.sqrt(3)), rel=1e-5)
+    assert le.confident_excess([0.0]) == np.inf and le.confident_excess([0.0, np.nan]) == np.inf
