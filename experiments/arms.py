@@ -580,9 +580,8 @@ def _ppo(ctx: ArmContext) -> EvolutionHistory:
         def _on_step(self) -> bool:
             return self.num_timesteps < windows
 
-    kwargs = {"net_arch": [opts.hidden, opts.hidden]}
-    if isinstance(ctx.env.action_space, gym.spaces.Box):
-        kwargs["log_std_init"] = opts.log_std_init
+    box = isinstance(ctx.env.action_space, gym.spaces.Box)
+    kwargs = {"net_arch": [opts.hidden, opts.hidden], **({"log_std_init": opts.log_std_init} if box else {})}
     training = None
     if opts.pretrain:
         if ctx.make_env is None:
@@ -590,7 +589,7 @@ def _ppo(ctx: ArmContext) -> EvolutionHistory:
                               "make_env): run the arm through experiments.run")
         training = Checkpoints(ctx.make_env(stationary=True), opts.pretrain_hold, opts.pretrain_gap, windows)
         budget = opts.pretrain * training.steps_per_run
-    residual = opts.residual and isinstance(ctx.env.action_space, gym.spaces.Box)
+    residual = opts.residual and box
     live = Residual(ctx.env) if residual else ctx.env
     if residual and training is not None:
         training = Residual(training)

@@ -28,8 +28,8 @@ from rewards.stats import mean_ci
 
 __all__ = ["GAP", "LABELS", "ci_curves", "claims_figure", "curve_figure", "curves_figure", "day_curves",
            "decomposition_figure", "gap_recovered", "headroom_figure", "load_curves", "load_metrics", "load_shifts",
-           "main", "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "save_figures",
-           "segment_figure", "served_column", "use_agg"]
+           "main", "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "run_summary",
+           "save_figures", "segment_figure", "served_column", "use_agg"]
 
 CLICKS = "outer/engagement/clicks_per_request"
 VIOLATIONS = "outer/risk/violations_per_request"
@@ -94,13 +94,19 @@ def load_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def run_summary(run: Path) -> dict[str, Any]:
+    """A run's ``summary.json`` ({} before it is written), read as JSON (a YAML reader takes NaN for a string)."""
+    path = run / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def load_curves(path: str | os.PathLike[str], name: str = "pretrain") -> pd.DataFrame:
     """Every run's ``<name>.csv`` (an arm's own curve, e.g. PPO's pre-training) under ``path`` in one table, with the
     run's ``arm`` and ``seed`` (from its ``summary.json``) and the row's ``index`` within the run; empty if none."""
     frames = []
     for d in run_dirs(path):
-        if (d / f"{name}.csv").exists() and (d / "summary.json").exists():
-            summary = json.loads((d / "summary.json").read_text())
+        summary = run_summary(d)
+        if (d / f"{name}.csv").exists() and summary:
             f = pd.read_csv(d / f"{name}.csv")
             frames.append(f.assign(arm=summary["arm"], seed=summary["seed"], index=np.arange(len(f))))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

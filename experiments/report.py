@@ -26,7 +26,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +33,7 @@ import yaml
 
 from envs.validation import ConfigError
 from experiments.config import REPLICATE_SUFFIX, ClaimConfig
-from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, save_figures, use_agg
+from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, run_summary, save_figures, use_agg
 from rewards.stats import benjamini_hochberg, bootstrap_ci, holm, mde, mean_ci, mean_test, power_at, welch_interval
 
 __all__ = ["ALPHA", "BOOTSTRAP_BELOW", "POWER", "VERDICT_RULE", "Adjustment", "ClaimResult", "NoiseFloor", "adjust",
@@ -465,12 +464,6 @@ SUMMARY_METRICS = ("reward", "outer/engagement/clicks_per_request", "outer/risk/
                    "outer/long_term/return_rate")
 
 
-def _summary(run: Path) -> dict[str, Any]:
-    """A run's ``summary.json`` ({} before it is written), read as JSON (a YAML reader takes NaN for a string)."""
-    path = run / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def load_gates(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """Every A/B-gated decision the runs under ``run_dir`` committed to their knowledge stores (the LLM designer's
     proposals, the alternation's gates): arm, seed, step, agent, what was tested, decision, effect and its 95% CI.
@@ -481,7 +474,7 @@ def load_gates(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     for run in run_dirs(run_dir):
         if not (run / "store.db").exists():
             continue
-        summary = _summary(run)
+        summary = run_summary(run)
         with KnowledgeStore(run / "store.db") as store:
             rollouts = store.rollouts()
             if not rollouts:
@@ -582,7 +575,7 @@ def load_warmups(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """Each run's warm-up trend test (``warmup/*`` of its ``summary.json``): arm, seed, windows, slope, p, settled."""
     rows = []
     for run in run_dirs(run_dir):
-        summary = _summary(run)
+        summary = run_summary(run)
         if "warmup/windows" in summary:
             rows.append({"arm": summary.get("arm", run.name), "seed": summary.get("seed"),
                          **{k.removeprefix("warmup/"): float(summary[k]) for k in summary if k.startswith("warmup/")}})
