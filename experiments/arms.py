@@ -64,7 +64,7 @@ from agents.evolution.controllers import (
 )
 from agents.evolution.deployment import Deployment, replicate_seed
 from agents.evolution.designer import MODES, LLMDesigner, design_step
-from agents.evolution.env import MAX_CONTROL_SHARE, EvolutionEnv
+from agents.evolution.env import MAX_CONTROL_SHARE, TWIN_PREFIX, EvolutionEnv
 from agents.evolution.llm import BACKENDS, make_backend
 from agents.evolution.llm_search import LLMSearch
 from agents.evolution.schedule import SaturationTest, ShiftTest, alternate
@@ -80,7 +80,7 @@ if TYPE_CHECKING:  # annotations only: the store loads SQLAlchemy, the config mo
 
 __all__ = ["ARMS", "ENV_KINDS", "AlternatingOptions", "Arm", "ArmContext", "Checkpoints", "OnWindow", "PPOOptions",
            "Residual", "StaticController", "WindowRecorder", "best_config", "curve_summary", "exploit", "register_arm",
-           "retest", "run_arm", "search_windows", "segment_metrics", "select"]
+           "retest", "run_arm", "search_windows", "segment_metrics", "select", "twin_gain"]
 
 log = logging.getLogger(__name__)
 
@@ -151,22 +151,26 @@ class Arm:
     live: bool = False  # it serves windows step() alone does not (deploys structures, splits traffic): needs
     # evolution.stationary=false and no reward constraints
     selects: bool = False  # it picks what it exploits by `evolution.select` (a re-test is live, like `live`)
+    twins: bool = True  # the env's action is all it changes, so `evolution.twins` can judge the action against the
+    # incumbent's (False: it also changes the system outside the action, a structure or a pooled agent's config)
 
 
 def register_arm(name: str, options: type | None = None, env: str = "evolution", live: bool = False,
-                 selects: bool = False) -> Callable[[ArmFn], ArmFn]:
+                 selects: bool = False, twins: bool = True) -> Callable[[ArmFn], ArmFn]:
     """Register ``fn`` as the arm ``name`` (with an optional options dataclass, validated at start-up) that
     drives an env of kind ``env`` (``"evolution"`` or ``"composition"``); ``live``: the arm serves windows the env's
     ``step`` alone does not describe (deploys new structures, splits traffic with a control), so the env must not
     restore snapshots and its reward must not be wrapped by constraints; ``selects``: it picks the config it exploits
-    with :func:`select` (``evolution.select``), so with ``select: retest`` it is live too."""
+    with :func:`select` (``evolution.select``), so with ``select: retest`` it is live too; ``twins``: the action is all
+    the arm changes (else ``evolution.twins`` is off for it: the incumbent's action on a twin would keep the arm's
+    other changes)."""
     check_choice("env", env, ENV_KINDS)
 
     def add(fn: ArmFn) -> ArmFn:
         if name in ARMS:
             raise ConfigError(f"arm {name!r} is already registered (by {ARMS[name].run.__module__}.{ARMS[name].run.__name__})")
         doc = (fn.__doc__ or "").strip().splitlines()
-        ARMS[name] = Arm(name, fn, options, doc[0] if doc else "", env, live, selects)
+        ARMS[name] = Arm(name, fn, options, doc[0] if doc else "", env, live, selects, twins)
         return fn
 
     return add
@@ -196,6 +200,21 @@ def segment_metrics(log: InteractionLog | None) -> dict[str, float]:
     return out
 
 
+def twin_gain(env: Any, action: np.ndarray, incumbent: np.ndarray) -> dict[str, float]:
+    """``twin/<metric>``: the coming window's reward and inner and outer metrics with ``action`` minus with
+    ``incumbent``, each served on a twin of ``env``'s deployment (:meth:`~agents.evolution.env.WindowEnv.twin_window`:
+    identical state and traffic, so the difference is the action's effect alone). Equal actions gain exactly 0."""
+    action = np.asarray(action)
+    base_reward, base = env.twin_window(incumbent)
+    keys = [k for k, v in base.items() if k.startswith(("inner/", "outer/")) and isinstance(v, (int, float, np.floating))]
+    if np.array_equal(action, np.asarray(incumbent)):
+        reward, terms = base_reward, base
+    else:
+        reward, terms = env.twin_window(action)
+    return {f"{TWIN_PREFIX}reward": float(reward - base_reward),
+            **{f"{TWIN_PREFIX}{k}": float(terms[k] - base[k]) for k in keys if k in terms}}
+
+
 class WindowRecorder(gym.Wrapper):
     """Calls ``on_window(step, config, reward, info)`` after each step; ``info['regime']`` is the observation acted on.
 
@@ -204,15 +223,24 @@ class WindowRecorder(gym.Wrapper):
     ``info`` gains the window's per-segment metrics (:func:`segment_metrics`) and, while ``phase`` is set, the
     ``phase``. On a composition env the config recorded is the composition: its key (``composition``) and every
     choice (``main/quota_popularity``, ...).
+
+    ``twins`` (``evolution.twins``: ``off``, ``exploit`` or ``all``): in those windows, before the window is served,
+    the action and the incumbent's (the env's action right after reset) are each served on a twin of the deployment
+    (:meth:`~agents.evolution.env.WindowEnv.twin_window`: the same state and traffic, learning off), and ``info``
+    gains ``twin/<metric>`` = action - incumbent for the env's reward and every inner and outer metric
+    (:func:`twin_gain`); an action equal to the incumbent's gains exactly 0 without being served twice. Windows
+    split with a concurrent control (a re-test, ``optuna_ab``'s search) get none.
     """
 
-    def __init__(self, env: gym.Env, on_window: OnWindow) -> None:
+    def __init__(self, env: gym.Env, on_window: OnWindow, twins: str = "off") -> None:
         super().__init__(env)
         self.on_window = on_window
+        self.twins = twins
         self.steps = 0
         self.phase: str | None = None
         self.history = EvolutionHistory()
         self.last_obs: np.ndarray | None = None
+        self.incumbent: np.ndarray | None = None  # the env's action right after the last reset
         self.reset_info: dict[str, Any] = {}  # the last reset's info (the warm-up's trend test: ``warmup/*``)
         self.extra: Callable[[], dict[str, float]] | None = None  # more numbers for each window's info (an arm's)
 
@@ -220,12 +248,19 @@ class WindowRecorder(gym.Wrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         self.last_obs = obs
         self.reset_info = info
+        self.incumbent = self.env.unwrapped.current_action()
         return obs, info
 
+    def _twinned(self) -> bool:
+        if self.twins == "off" or getattr(self.env.unwrapped, "control_share", 0.0):
+            return False
+        return self.phase == "exploit" or (self.twins == "all" and self.phase is None)
+
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
         inner = self.env.unwrapped
-        info = {**info, "regime": self.last_obs, **segment_metrics(inner.service.last_log),
+        twin = twin_gain(inner, action, self.incumbent) if self._twinned() else {}
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info = {**info, "regime": self.last_obs, **segment_metrics(inner.service.last_log), **twin,
                 **(self.extra() if self.extra is not None else {})}
         if isinstance(inner, CompositionEnv):
             info |= {"config": {"composition": inner.composition.key(), **inner.to_config(inner.composition)},
@@ -571,6 +606,7 @@ def curve_summary(rows: list[dict[str, float]], prefix: str) -> dict[str, float]
 def _ppo(ctx: ArmContext) -> EvolutionHistory:
     """PPO on the arm's env (evolution or composition), optionally pre-trained on simulated platforms."""
     from stable_baselines3 import PPO
+    from stable_baselines3.common import logger as sb3_logger
     from stable_baselines3.common.callbacks import BaseCallback
 
     opts: PPOOptions = ctx.options
@@ -597,6 +633,10 @@ def _ppo(ctx: ArmContext) -> EvolutionHistory:
                 batch_size=opts.batch_size, n_epochs=opts.n_epochs, learning_rate=opts.learning_rate, gamma=opts.gamma,
                 gae_lambda=opts.gae_lambda, ent_coef=opts.ent_coef, policy_kwargs=kwargs, seed=ctx.agent_seed,
                 device="cpu", verbose=0)
+    # SB3's own log (losses, entropy, KL per update): <run>/sb3/progress.csv; without a run folder, none (SB3's
+    # default would leave an empty SB3-<time> folder in the system's temp dir)
+    model.set_logger(sb3_logger.configure(str(ctx.out_dir / "sb3"), ["csv"]) if ctx.out_dir is not None
+                     else sb3_logger.Logger(None, []))
     if training is not None:
         model.get_env().seed(int(np.random.SeedSequence([ctx.agent_seed, PRETRAIN_SEED]).generate_state(1)[0] >> 1))
         model.learn(total_timesteps=budget)
@@ -735,7 +775,7 @@ class DesignerOptions(LLMOptions):
                               f"(got {self.gate_min_requests!r})")
 
 
-@register_arm("llm_designer", options=DesignerOptions, live=True)
+@register_arm("llm_designer", options=DesignerOptions, live=True, twins=False)
 def llm_designer(ctx: ArmContext) -> EvolutionHistory:
     """The LLM designer changes the structure of the evolved agent's pipeline (recall routes, ranker architecture,
     fusion; the design language), each proposal A/B-tested on live traffic and deployed only if it wins; the agent's
@@ -856,7 +896,7 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
     return history
 
 
-@register_arm("individual", env="composition")
+@register_arm("individual", env="composition", twins=False)
 def individual(ctx: ArmContext) -> EvolutionHistory:
     """Optuna tunes one pooled agent (``evolution.agent``, e.g. ``main/rerank/mmr``) on its layered reward; the
     wiring stays the system config's (the alternation schedule's individual phase, never ending); exploits the
@@ -871,7 +911,7 @@ def individual(ctx: ArmContext) -> EvolutionHistory:
     return history
 
 
-@register_arm("alternating", env="composition", options=AlternatingOptions)
+@register_arm("alternating", env="composition", options=AlternatingOptions, twins=False)
 def alternating(ctx: ArmContext) -> EvolutionHistory:
     """Optuna on one agent until its gains saturate or a sentinel sees a shift, then Optuna on the wiring, and
     back; a saturated phase's best reaches production only through an A/B gate; exploits production."""

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from agents.decision.configs import SYSTEM_PRESETS, SystemConfig, static_baseline_config
 from agents.evolution.controllers import halving_rounds
-from agents.evolution.env import MAX_CONTROL_SHARE
+from agents.evolution.env import MAX_CONTROL_SHARE, TWIN_PREFIX
 from envs.config import WORLD_SIZES, WorldConfig, known_keys
 from envs.validation import ConfigError, check_choice, check_int, check_range
 from experiments.registry import ARMS
@@ -41,6 +41,7 @@ __all__ = [
     "REPLICATE_SUFFIX",
     "RewardConfig",
     "SELECTIONS",
+    "TWIN_PHASES",
     "TensorBoardConfig",
     "WandbConfig",
     "claim_metrics",
@@ -60,6 +61,7 @@ CONSTRAINT_HANDLERS = ("lagrangian", "weighted")
 FREE_PREFIXES = ("config/", "regime/", "constraint/", "segment/")  # data-dependent metric names
 
 SELECTIONS = ("best_window", "retest")  # evolution.select: how a searching arm picks the config it exploits
+TWIN_PHASES = ("off", "exploit", "all")  # evolution.twins: which windows also get their counterfactual gain on twins
 
 
 @dataclass
@@ -87,10 +89,18 @@ class EvolutionSettings:
     leaders: int = 4
     retest: int = 8
     retest_share: float = 0.5
+    # Twins of a window (the same state and traffic, learning off): in the windows of `twins` ("exploit": the exploit
+    # ones; "all": those of the evolution too, except windows split with a concurrent control; "off": none) the
+    # action served and the incumbent's (what the env served at reset: the hand-tuned config, the fixed wiring) are
+    # each served on a twin, and the rows carry `twin/<metric>` = served - incumbent for the env's reward and every
+    # inner and outer metric: what the arm's choice gains over the incumbent in the arm's own state, on identical
+    # traffic (the noise of who arrived cancels), the metric of the "found" claims.
+    twins: str = "exploit"
 
     def __post_init__(self) -> None:
         check_int("evolution.windows", self.windows, 1)
         check_int("evolution.exploit", self.exploit, 0)
+        check_choice("evolution.twins", self.twins, list(TWIN_PHASES))
         check_choice("evolution.select", self.select, list(SELECTIONS))
         check_int("evolution.leaders", self.leaders, 1, 64)
         check_range("evolution.retest_share", self.retest_share, round(1.0 - MAX_CONTROL_SHARE, 6), MAX_CONTROL_SHARE)
@@ -243,6 +253,8 @@ def claim_metrics() -> list[str]:
     for role in ROLES:
         names += [f"layered/{role}/{t}" for t in ("inner", "outer", "penalty", "total")]
         names += [f"inner/{role}/{m}" for m in INNER_METRICS[role]]
+    # served - incumbent on twins of the window (evolution.twins)
+    names += [f"{TWIN_PREFIX}{n}" for n in ["reward", *OUTER_KEYS, *(f"inner/{r}/{m}" for r in ROLES for m in INNER_METRICS[r])]]
     return names
 
 

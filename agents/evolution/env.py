@@ -49,10 +49,11 @@ from envs.validation import ConfigError, check_choice, check_int, check_range
 from rewards.layered import LayeredRewardConfig
 from rewards.stats import trend_test
 
-__all__ = ["EvolutionEnv", "WindowEnv"]
+__all__ = ["TWIN_PREFIX", "EvolutionEnv", "WindowEnv"]
 
 BOUND = 10.0
 MAX_CONTROL_SHARE = 0.95  # a concurrent control may hold up to this share of the users (a candidate on >= 5%)
+TWIN_PREFIX = "twin/"  # a window's metric with the action served minus with the incumbent's, on twins
 SETTLED_ALPHA = 0.05  # the warm-up's trend test: an upward slope with p below this means "not settled yet"
 
 
@@ -202,6 +203,20 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
             self._snapshot = service.snapshot()
         return log
 
+    def twin_window(self, action: np.ndarray) -> tuple[float, dict[str, float]]:
+        """The reward and terms the coming window would earn with ``action``: served on a twin of the deployment (a
+        fork: the same state, world and traffic as the next :meth:`step` will see; learning off, as agents learn only
+        after a window), so two actions' twins differ only by the action (common random numbers). The reward is this
+        env's own (:meth:`_reward`, before any wrapper's penalty). The deployment is left as it was."""
+        real = self.service
+        twin = (self._snapshot if self.stationary else real).fork()
+        self.deployment = twin
+        try:
+            self._apply(action)
+            return self._reward(twin.serve(learn=False))
+        finally:
+            self.deployment = real
+
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
@@ -332,6 +347,12 @@ class EvolutionEnv(WindowEnv):
 
     def current_action(self) -> np.ndarray:
         return self.codec.encode({k: v for k, v in self.target.config.items() if k not in self.fixed})
+
+    def twin_window(self, action: np.ndarray) -> tuple[float, dict[str, float]]:
+        if self.control_share:
+            raise ConfigError(f"a twin window serves all its users with one action: it cannot reproduce a window split "
+                              f"with a concurrent control (control_share={self.control_share}); set it to 0 first")
+        return super().twin_window(action)
 
     def _config_features(self) -> np.ndarray:
         config = self.current_action().astype(np.float32)

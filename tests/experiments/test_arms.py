@@ -78,6 +78,8 @@ def test_evolution_arms_exploit_what_they_found_after_the_evolution(tmp_path, ar
             pd.testing.assert_series_equal(f.loc[step, config], best, check_names=False)
     if arm == "static":
         assert len(f[config].drop_duplicates()) == 1
+    if arm == "ppo":  # SB3's own log of its updates, in the run's folder
+        assert pd.read_csv(tmp_path / "sb3" / "progress.csv")["time/total_timesteps"].max() >= 2
 
 
 @pytest.mark.parametrize("arm", ["static_composition", "compositional", "individual", "alternating", "ppo_composition"])
@@ -106,6 +108,12 @@ def test_composition_arms_run_on_the_composition_env(tmp_path, arm):
         assert {"config/main/rankers", "config/routing/new"} <= set(f.columns)
         # reward=outer_only, judged by the expected clicks (the default outcome); the realised ones are logged beside
         np.testing.assert_allclose(f["reward"], f["outer/engagement/clicks_per_request/exp"], rtol=1e-6)
+    # twins of the exploit window (served - incumbent wiring) where the wiring is all the arm changes; the schedule
+    # also re-configures a pooled agent outside the action, so a twin with the incumbent's action would not be the
+    # incumbent
+    assert ("twin/reward" in f.columns) == (not schedule)
+    if arm == "static_composition":
+        assert f["twin/reward"].iloc[-1] == 0
     if schedule:  # the schedule's rows: the re-ranker's config changes, the wiring does not
         assert f["phase"].tolist() == ["sentinel", "individual", "individual", "individual", "exploit"]
         assert f["config/composition"].nunique() == 1 and f["config/mmr_lambda"][1:4].nunique() == 3
@@ -169,6 +177,38 @@ def test_the_oracle_serves_the_best_twin_of_its_grid_each_window(tmp_path):
     assert o["oracle/static_value"].iloc[0] == s["reward"].iloc[0]
     chosen = o["oracle/best_index"].astype(int)
     assert chosen.between(0, 3).all()
+
+
+def test_twins_measure_an_arms_choice_against_the_incumbent_on_identical_traffic_and_change_nothing(tmp_path):
+    """``twin/<metric>`` is the window's metric with the served action minus with the incumbent's, each on a twin of
+    the same state and traffic: the served twin is the live window exactly (so the reward less the gain is the
+    incumbent's twin), on the first window (one state for every arm) that is the static arm's window, the static arm
+    gains exactly 0, and serving the twins changes nothing the run does."""
+    short = ("experiment=smoke", "evolution.windows=3", "evolution.exploit=2", "evolution.select=best_window", "seed=1",
+             *TINY_RUN)
+    run(compose_config("controller=optuna", "evolution.twins=all", *short), out_dir=tmp_path / "optuna")
+    run(compose_config("controller=optuna", "evolution.twins=off", *short), out_dir=tmp_path / "plain")
+    run(compose_config("controller=static", *short), out_dir=tmp_path / "static")
+    o, plain, s = (pd.read_csv(tmp_path / name / "metrics.csv") for name in ("optuna", "plain", "static"))
+    np.testing.assert_array_equal(o["reward"], plain["reward"])  # the twins leave the run as it was
+    assert not any(c.startswith("twin/") for c in plain.columns)
+    assert o["twin/reward"].notna().all() and (o["twin/reward"] != 0).any()
+    assert o["reward"].iloc[0] - o["twin/reward"].iloc[0] == pytest.approx(s["reward"].iloc[0], abs=1e-12)
+    clicks = "outer/engagement/clicks_per_request"
+    assert o[clicks].iloc[0] - o[f"twin/{clicks}"].iloc[0] == pytest.approx(s[clicks].iloc[0], abs=1e-12)
+    assert {f"twin/{clicks}", "twin/outer/risk/violations_per_request"} <= set(o.columns)
+    assert (s.loc[s["phase"] == "exploit", "twin/reward"] == 0).all()  # twins=exploit (the default): those windows
+    assert s.loc[s["phase"] != "exploit", "twin/reward"].isna().all()
+
+
+def test_a_twin_window_refuses_a_window_split_with_a_concurrent_control():
+    from envs.validation import ConfigError
+
+    env = build_env(load_config(compose_config("experiment=smoke", "controller=optuna_ab", *TINY_RUN)))
+    env.reset(seed=0)
+    env.unwrapped.set_control_share(0.5)
+    with pytest.raises(ConfigError, match="control_share=0.5"):
+        env.unwrapped.twin_window(env.unwrapped.current_action())
 
 
 def test_the_oracle_refuses_a_constrained_reward_before_running():
