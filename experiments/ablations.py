@@ -20,6 +20,11 @@ nothing about the paradigm. ``--only c1_heterogeneity,c5_reward`` runs a subset;
 helper (:func:`plan_seeds`): the most any of its testable claims needs for an MDE80 at most its ``min_effect`` at the
 suite's Holm level, from the spread the pilot measured; it prints the plan (seeds, projected runtime, the claims
 still underpowered at the cap) and runs it.
+
+**Other worlds.** The suite on a world of your own is the same command with world overrides, which every preset's
+multirun takes on top of its own world (e.g. ``world.num_topics=10``, ``'world.request_mix={new: 0.1, casual: 0.3,
+heavy: 0.6}'``); ``--compare default=<summary.json> topics=<summary.json> ...`` then prints every claim's effect and
+verdict per world and which verdicts are robust, flip or differ (:func:`compare_suites`).
 """
 
 from __future__ import annotations
@@ -53,8 +58,8 @@ from experiments.report import (
     render_report,
 )
 
-__all__ = ["ABLATIONS", "SMOKE_OVERRIDES", "Ablation", "AblationResult", "SeedPlan", "evaluate_ablation", "main",
-           "plan_seeds", "render_plan", "render_suite", "run_ablation", "run_suite", "suite_summary"]
+__all__ = ["ABLATIONS", "SMOKE_OVERRIDES", "Ablation", "AblationResult", "SeedPlan", "compare_suites", "evaluate_ablation",
+           "main", "plan_seeds", "render_plan", "render_suite", "run_ablation", "run_suite", "suite_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +233,7 @@ def _json_safe(value: object) -> object:
     return value
 
 
-def suite_summary(done: list[AblationResult], smoke: bool, total: float) -> dict:
+def suite_summary(done: list[AblationResult], smoke: bool, total: float, command: str = "") -> dict:
     """``summary.json``: per ablation its runs and runtime, per claim every number of its result
     (:meth:`~experiments.report.ClaimResult.as_dict`) and its Holm and BH p-values and verdicts, adjusted over
     the whole suite (``<key>_preset``: over the ablation's own claims)."""
@@ -246,7 +251,7 @@ def suite_summary(done: list[AblationResult], smoke: bool, total: float) -> dict
                                     "verdict_bh_preset": o.verdict_bh}
         ablations[r.ablation.key] = {"preset": r.ablation.preset, "runs": r.runs, "seconds": round(r.seconds, 1),
                                      "claims": claims}
-    return {"smoke": smoke, "seconds": round(total, 1), "alpha": 0.05, "power": 0.8,
+    return {"smoke": smoke, "command": command, "seconds": round(total, 1), "alpha": 0.05, "power": 0.8,
             "multiplicity": f"Holm and Benjamini-Hochberg over the suite's {sum(c.verdict != 'untestable' for c in results)} "
                             f"testable claims (p_holm, p_bh); *_preset: over each ablation's own claims",
             "ablations": ablations}
@@ -313,6 +318,48 @@ def render_plan(plans: dict[str, SeedPlan], max_seeds: int) -> list[str]:
     return lines
 
 
+def compare_suites(summaries: dict[str, dict]) -> list[str]:
+    """The same suite run on several worlds (``label -> summary.json``, the first the reference), claim by claim as a
+    Markdown table: each world's effect, 95% interval and verdict (per claim, not adjusted), then whether the verdict
+    is **robust** (the same in every world), **flips** (held in one world, contradicted in another), or **differs**
+    (decisive in some worlds only, or untestable in some), and whether the effect's sign changed."""
+    labels = list(summaries)
+    names: dict[str, str] = {}  # claim -> ablation key, in the reference's order, then any claim only others have
+    for summary in summaries.values():
+        for key, ablation in summary.get("ablations", {}).items():
+            for claim in ablation.get("claims", {}):
+                names.setdefault(claim, key)
+    lines = ["| claim | " + " | ".join(labels) + " | across worlds | effect's sign |",
+             "|---|" + "---|" * (len(labels) + 2)]
+    counts = {"robust": 0, "flips": 0, "differs": 0}
+    for claim, key in names.items():
+        cells, verdicts, signs = [], [], []
+        for label in labels:
+            c = summaries[label].get("ablations", {}).get(key, {}).get("claims", {}).get(claim)
+            if c is None:
+                cells.append("not run")
+                verdicts.append("not run")
+                continue
+            effect, (low, high) = c.get("effect"), c.get("ci") or (None, None)
+            verdict = c["verdict"] + (" (no headroom)" if c.get("no_headroom") else "")
+            verdicts.append(verdict)
+            if effect is None or not math.isfinite(effect):
+                cells.append(verdict)
+                continue
+            signs.append("+" if effect > 0 else "-" if effect < 0 else "0")
+            ci = "" if low is None or high is None else f" [{low:+.3f}, {high:+.3f}]"
+            cells.append(f"{effect:+.3f}{ci} {verdict}")
+        decisive = {v for v in verdicts if v in ("held", "contradicted")}
+        status = ("robust" if len(set(verdicts)) == 1 else "flips" if decisive == {"held", "contradicted"}
+                  else "differs")
+        counts[status] += 1
+        sign = "same" if len(set(signs)) <= 1 else "changes (" + " / ".join(signs) + ")"
+        lines.append(f"| {claim} | " + " | ".join(cells) + f" | {status} | {sign} |")
+    lines += ["", f"{counts['robust']} robust, {counts['flips']} flip, {counts['differs']} differ across "
+                  f"{len(labels)} worlds ({', '.join(labels)})."]
+    return lines
+
+
 def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[str] | None = None, jobs: int = 2,
               extra: Sequence[str] = (), run: bool = True, command: str = "python -m experiments.ablations",
               seeds: dict[str, int] | None = None) -> tuple[Path, list[AblationResult]]:
@@ -354,7 +401,7 @@ def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[s
     total = time.perf_counter() - started if run else sum(r.seconds for r in done if not math.isnan(r.seconds))
     path = out / "report.md"
     path.write_text(render_suite(done, smoke, total, command))
-    (out / "summary.json").write_text(json.dumps(_json_safe(suite_summary(done, smoke, total)), indent=1,
+    (out / "summary.json").write_text(json.dumps(_json_safe(suite_summary(done, smoke, total, command)), indent=1,
                                                  default=lambda x: None))
     return path, done
 
@@ -372,9 +419,22 @@ def main(argv: list[str] | None = None) -> None:
                              "(MDE80 <= min_effect at the suite's Holm level), printed as a plan first")
     parser.add_argument("--max-seeds", type=int, default=30, help="the most seeds --seeds-from may ask per ablation")
     parser.add_argument("--plan-only", action="store_true", help="with --seeds-from: print the plan and stop")
+    parser.add_argument("--compare", nargs="+", default=None, metavar="LABEL=SUMMARY",
+                        help="compare suites run on different worlds (their summary.json, the first the reference): "
+                             "print the claims table across them and stop")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every multirun")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.compare:
+        bad = [c for c in args.compare if "=" not in c]
+        if bad:
+            parser.error(f"--compare takes LABEL=path/to/summary.json entries (got {bad})")
+        pairs = [c.split("=", 1) for c in args.compare]
+        missing = [p for _, p in pairs if not Path(p).is_file()]
+        if missing:
+            parser.error(f"--compare: no such summary.json: {missing}")
+        print("\n".join(compare_suites({label: json.loads(Path(p).read_text()) for label, p in pairs})))
+        return
     if args.max_seeds < 2:
         parser.error(f"--max-seeds must be >= 2 (got {args.max_seeds})")
     bad = [o for o in args.overrides if "=" not in o]
@@ -388,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         seeds = {k: p.seeds for k, p in plans.items()}
     out = args.out or f"outputs/{'ablations-smoke' if args.smoke else 'ablations'}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    command = "python -m experiments.ablations" + (" --smoke" if args.smoke else "")
+    command = " ".join(["python -m experiments.ablations", *(["--smoke"] if args.smoke else []), *args.overrides])
     path, done = run_suite(out, smoke=args.smoke, only=args.only.split(",") if args.only else None, jobs=args.jobs,
                            extra=args.overrides, run=not args.report_only, command=command, seeds=seeds)
     for r in done:

@@ -140,3 +140,31 @@ def test_the_suite_cli_refuses_a_stray_positional_argument_before_running(tmp_pa
         main(["--only", "C2", "C4", "--out", str(tmp_path)])
     assert "must be key=value overrides (got ['C4']" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def _summary(**claims: tuple[float, float, float, str]) -> dict:
+    """A suite summary with one ablation (C2) holding ``claims``: name -> (effect, low, high, verdict)."""
+    return {"ablations": {"C2": {"claims": {name: {"effect": e, "ci": [lo, hi], "verdict": v, "no_headroom": False}
+                                            for name, (e, lo, hi, v) in claims.items()}}}}
+
+
+def test_comparing_worlds_says_which_verdicts_are_robust_flip_or_differ(tmp_path, capsys):
+    from experiments.ablations import compare_suites
+
+    default = _summary(same=(0.05, 0.01, 0.09, "held"), flip=(0.04, 0.01, 0.07, "held"),
+                       weak=(-0.03, -0.05, -0.01, "contradicted"))
+    other = _summary(same=(0.02, 0.01, 0.03, "held"), flip=(-0.05, -0.08, -0.02, "contradicted"),
+                     weak=(0.01, -0.02, 0.04, "inconclusive"))
+    lines = compare_suites({"default": default, "topics": other})
+    rows = {ln.split(" | ")[0].lstrip("| "): ln for ln in lines if ln.startswith("| ") and "---" not in ln}
+    assert rows["same"].endswith("| robust | same |")
+    assert "+0.040 [+0.010, +0.070] held | -0.050 [-0.080, -0.020] contradicted | flips | changes (+ / -) |" in rows["flip"]
+    assert rows["weak"].endswith("| differs | changes (- / +) |")
+    assert lines[-1] == "1 robust, 1 flip, 1 differ across 2 worlds (default, topics)."
+    (tmp_path / "a.json").write_text(json.dumps(default))
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    main(["--compare", f"default={tmp_path / 'a.json'}", f"topics={tmp_path / 'b.json'}"])
+    assert "| flip | +0.040" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--compare", str(tmp_path / "a.json")])
+    assert "LABEL=path/to/summary.json" in capsys.readouterr().err
