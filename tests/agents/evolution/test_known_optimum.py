@@ -41,6 +41,8 @@ run, with margins several times the sample-path noise.
 
 from __future__ import annotations
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -90,8 +92,21 @@ def grid_values(env: EvolutionEnv, bins: int) -> tuple[float, float, dict, np.nd
 
 
 @pytest.fixture(scope="module")
-def regime_b_grid() -> tuple[float, float, dict, float, np.ndarray]:
-    env = regime_b_env()
+def regime_b_base() -> EvolutionEnv:
+    """Regime B, simulated once per module (warm-up and 1.5 days of traffic); tests take copies (:func:`copy.deepcopy`
+    of a stationary env: the same snapshot every step restores, so a copy is the env regime_b_env() would build)."""
+    return regime_b_env()
+
+
+@pytest.fixture()
+def regime_b_copy(regime_b_base) -> object:
+    """A fresh copy of regime B's env per call: ``regime_b_copy()``."""
+    return lambda: copy.deepcopy(regime_b_base)
+
+
+@pytest.fixture(scope="module")
+def regime_b_grid(regime_b_base) -> tuple[float, float, dict, float, np.ndarray]:
+    env = copy.deepcopy(regime_b_base)
     low, best, where, values = grid_values(env, 11)
     return low, best, where, value(env, STATIC), values
 
@@ -119,13 +134,13 @@ def test_regime_b_has_headroom(regime_b):
     assert static < 0.9 * best and low < 0.9 * best, (static, low, best, where)
 
 
-def test_optuna_reaches_the_known_optimum_and_exploits_better_than_random(regime_b):
+def test_optuna_reaches_the_known_optimum_and_exploits_better_than_random(regime_b, regime_b_copy):
     _, best, _, _ = regime_b
     found = {"optuna": [], "random": []}
     late = {"optuna": [], "random": []}  # mean reward over the second half of the budget
     for seed in range(3):
         for name, make in (("optuna", OptunaSearch), ("random", RandomSearch)):
-            env = regime_b_env()
+            env = regime_b_copy()
             history = evolve(env, make(env.target_params(), seed=seed), BUDGET, reset=False)
             found[name].append(history.best[1] / best)
             late[name].append(float(np.mean(history.rewards[BUDGET // 2:])))
@@ -180,14 +195,14 @@ def test_evolution_recovers_after_a_shift_that_moves_the_optimum(regime_b):
     assert reward >= 0.9 * optimum, (reward, optimum, config, incumbent)
 
 
-def test_warm_start_from_the_store_finds_the_optimum_at_once(regime_b_grid, tmp_path):
+def test_warm_start_from_the_store_finds_the_optimum_at_once(regime_b_grid, regime_b_copy, tmp_path):
     from agents.evolution.deployment import REGIME_SCALARS
     from agents.infra.store import KnowledgeStore
 
     _, best, _, _, values = regime_b_grid
     n = len(make_env().world_cfg.segments) + len(REGIME_SCALARS)
     with KnowledgeStore(tmp_path / "store.db") as store:
-        env = regime_b_env()
+        env = regime_b_copy()
         past = store.start_experiment("past", {}, 0)
         regime = env.regime()[:n]
 
@@ -196,7 +211,7 @@ def test_warm_start_from_the_store_finds_the_optimum_at_once(regime_b_grid, tmp_
 
         evolve(env, OptunaSearch(env.target_params(), seed=0), BUDGET, reset=False, on_window=commit)
         # a new run in the same regime, seeded with the 10 best nearby trials: its first window replays the best
-        env = regime_b_env()
+        env = regime_b_copy()
         warm = OptunaSearch(env.target_params(), seed=5)
         assert warm.warm_start_from(store, env.agent_name, env.regime()[:n], k=10) == 10
         first = evolve(env, warm, 1, reset=False).rewards[0]
