@@ -29,8 +29,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-logo
 
-# two workers (one per core); a file runs whole on one worker, so module fixtures are built once
-PYTEST_PARALLEL ?= -n 2 --dist loadfile
+# two workers (one per core); a file runs whole on one worker, so module fixtures are built once; files go out in
+# collection order (tests/conftest.py puts the heaviest first), not xdist's default of the most tests first
+PYTEST_PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
 test: $(STAMP) lint
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q $(PYTEST_PARALLEL) --durations=15
 
