@@ -349,6 +349,12 @@ class ExperimentConfig:
         names = [c.name for c in self.claims]
         if len(set(names)) != len(names):
             raise ConfigError(f"`claims` names must be unique (got {names})")
+        twins = self.evolution.twins
+        for c in self.claims:  # a claim on twin/ columns needs the windows it averages to have them
+            if c.metric.startswith(TWIN_PREFIX) and (twins == "off" or (twins == "exploit" and c.stage != "exploit")):
+                raise ConfigError(f"`claims[{c.name}].metric` = {c.metric!r} needs twins in its windows (stage "
+                                  f"{c.stage!r}): set `evolution.twins` to 'all'" + (" or 'exploit'" if c.stage == "exploit"
+                                  else "") + f" (got evolution.twins={twins!r})")
         if self.evolution.concurrency > self.world.num_users:
             raise ConfigError(f"`evolution.concurrency` must be <= `world.num_users`, one user per concurrent session "
                               f"(got {self.evolution.concurrency} > {self.world.num_users}); lower it or raise "

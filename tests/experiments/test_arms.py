@@ -201,6 +201,18 @@ def test_twins_measure_an_arms_choice_against_the_incumbent_on_identical_traffic
     assert s.loc[s["phase"] != "exploit", "twin/reward"].isna().all()
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (("evolution.twins=off",), r"`claims\[C2-optuna-found\].metric` = 'twin/reward' needs twins in its windows \(stage "
+                               r"'exploit'\): set `evolution.twins` to 'all' or 'exploit' \(got evolution.twins='off'\)"),
+    (("evolution.twins=every",), r"`evolution.twins` must be one of \['off', 'exploit', 'all'\] \(got 'every'\)"),
+])
+def test_a_claim_on_twins_is_refused_where_its_windows_have_none(overrides, message):
+    from envs.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(compose_config("experiment=c2_individual", *overrides))
+
+
 def test_a_twin_window_refuses_a_window_split_with_a_concurrent_control():
     from envs.validation import ConfigError
 
