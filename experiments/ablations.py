@@ -321,8 +321,9 @@ def render_plan(plans: dict[str, SeedPlan], max_seeds: int) -> list[str]:
 def compare_suites(summaries: dict[str, dict]) -> list[str]:
     """The same suite run on several worlds (``label -> summary.json``, the first the reference), claim by claim as a
     Markdown table: each world's effect, 95% interval and verdict (per claim, not adjusted), then whether the verdict
-    is **robust** (the same in every world), **flips** (held in one world, contradicted in another), or **differs**
-    (decisive in some worlds only, or untestable in some), and whether the effect's sign changed."""
+    is **robust** (the same held or contradicted in every world), **flips** (held in one world, contradicted in
+    another), **differs** (decisive in some worlds only) or **undecided** (decisive in none), and whether the effect's
+    sign changed."""
     labels = list(summaries)
     names: dict[str, str] = {}  # claim -> ablation key, in the reference's order, then any claim only others have
     for summary in summaries.values():
@@ -331,7 +332,8 @@ def compare_suites(summaries: dict[str, dict]) -> list[str]:
                 names.setdefault(claim, key)
     lines = ["| claim | " + " | ".join(labels) + " | across worlds | effect's sign |",
              "|---|" + "---|" * (len(labels) + 2)]
-    counts = {"robust": 0, "flips": 0, "differs": 0}
+    counts = {"robust": 0, "flips": 0, "differs": 0, "undecided": 0}
+    same_sign = 0
     for claim, key in names.items():
         cells, verdicts, signs = [], [], []
         for label in labels:
@@ -350,13 +352,15 @@ def compare_suites(summaries: dict[str, dict]) -> list[str]:
             ci = "" if low is None or high is None else f" [{low:+.3f}, {high:+.3f}]"
             cells.append(f"{effect:+.3f}{ci} {verdict}")
         decisive = {v for v in verdicts if v in ("held", "contradicted")}
-        status = ("robust" if len(set(verdicts)) == 1 else "flips" if decisive == {"held", "contradicted"}
-                  else "differs")
+        status = ("undecided" if not decisive else "flips" if len(decisive) == 2
+                  else "robust" if len(set(verdicts)) == 1 else "differs")
         counts[status] += 1
+        same_sign += len(set(signs)) <= 1
         sign = "same" if len(set(signs)) <= 1 else "changes (" + " / ".join(signs) + ")"
         lines.append(f"| {claim} | " + " | ".join(cells) + f" | {status} | {sign} |")
-    lines += ["", f"{counts['robust']} robust, {counts['flips']} flip, {counts['differs']} differ across "
-                  f"{len(labels)} worlds ({', '.join(labels)})."]
+    lines += ["", f"Across {len(labels)} worlds ({', '.join(labels)}): {counts['robust']} robust, {counts['flips']} flip, "
+                  f"{counts['differs']} differ, {counts['undecided']} undecided; the effect's sign is the same for "
+                  f"{same_sign} of {len(names)} claims."]
     return lines
 
 

@@ -152,15 +152,17 @@ def test_comparing_worlds_says_which_verdicts_are_robust_flip_or_differ(tmp_path
     from experiments.ablations import compare_suites
 
     default = _summary(same=(0.05, 0.01, 0.09, "held"), flip=(0.04, 0.01, 0.07, "held"),
-                       weak=(-0.03, -0.05, -0.01, "contradicted"))
+                       weak=(-0.03, -0.05, -0.01, "contradicted"), null=(0.01, -0.01, 0.03, "inconclusive"))
     other = _summary(same=(0.02, 0.01, 0.03, "held"), flip=(-0.05, -0.08, -0.02, "contradicted"),
-                     weak=(0.01, -0.02, 0.04, "inconclusive"))
+                     weak=(0.01, -0.02, 0.04, "inconclusive"), null=(-0.01, -0.03, 0.01, "inconclusive"))
     lines = compare_suites({"default": default, "topics": other})
     rows = {ln.split(" | ")[0].lstrip("| "): ln for ln in lines if ln.startswith("| ") and "---" not in ln}
     assert rows["same"].endswith("| robust | same |")
     assert "+0.040 [+0.010, +0.070] held | -0.050 [-0.080, -0.020] contradicted | flips | changes (+ / -) |" in rows["flip"]
     assert rows["weak"].endswith("| differs | changes (- / +) |")
-    assert lines[-1] == "1 robust, 1 flip, 1 differ across 2 worlds (default, topics)."
+    assert rows["null"].endswith("| undecided | changes (+ / -) |")
+    assert lines[-1] == ("Across 2 worlds (default, topics): 1 robust, 1 flip, 1 differ, 1 undecided; the effect's sign "
+                         "is the same for 1 of 4 claims.")
     (tmp_path / "a.json").write_text(json.dumps(default))
     (tmp_path / "b.json").write_text(json.dumps(other))
     main(["--compare", f"default={tmp_path / 'a.json'}", f"topics={tmp_path / 'b.json'}"])
