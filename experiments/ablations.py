@@ -24,7 +24,7 @@ still underpowered at the cap) and runs it.
 **Other worlds.** The suite on a world of your own is the same command with world overrides, which every preset's
 multirun takes on top of its own world (e.g. ``world.num_topics=10``, ``'world.request_mix={new: 0.1, casual: 0.3,
 heavy: 0.6}'``); ``--compare default=<summary.json> topics=<summary.json> ...`` then prints every claim's effect and
-verdict per world and which verdicts are robust, flip or differ (:func:`compare_suites`).
+verdict per world and which verdicts are robust, flip, differ or stay undecided (:func:`compare_suites`).
 """
 
 from __future__ import annotations
