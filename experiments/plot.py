@@ -105,8 +105,10 @@ def load_curves(path: str | os.PathLike[str], name: str = "pretrain") -> pd.Data
     run's ``arm`` and ``seed`` (from its ``summary.json``) and the row's ``index`` within the run; empty if none."""
     frames = []
     for d in run_dirs(path):
-        summary = run_summary(d)
-        if (d / f"{name}.csv").exists() and summary:
+        if not (d / f"{name}.csv").exists():
+            continue
+        summary = run_summary(d)  # (only for runs with a curve: every other run's summary stays unread)
+        if summary:
             f = pd.read_csv(d / f"{name}.csv")
             frames.append(f.assign(arm=summary["arm"], seed=summary["seed"], index=np.arange(len(f))))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
