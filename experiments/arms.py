@@ -403,34 +403,57 @@ def optuna_search(ctx: ArmContext) -> EvolutionHistory:
 
 @dataclass
 class OracleOptions:
-    """The oracle's grid: the hand-tuned config plus ``grid - 1`` configs sampled uniformly from the agent's space
-    (the same sample in every run: ``grid_seed``)."""
+    """The oracle's grid: the incumbent (the hand-tuned config, or the system's own wiring on the composition env) plus
+    ``grid - 1`` points sampled uniformly from the arm's decision space (the same sample in every run: ``grid_seed``);
+    and what it maximises per window: the run's reward (``metric: ""``) or one inner or outer metric of the window
+    (e.g. ``inner/rerank/intra_list_diversity``; ``minimize: true`` for a cost such as violations): the headroom of a
+    claim on that metric."""
 
     grid: int = 12
     grid_seed: int = 0
+    metric: str = ""
+    minimize: bool = False
 
     def __post_init__(self) -> None:
         check_int("controller.options.grid", self.grid, 2, 256)
         check_int("controller.options.grid_seed", self.grid_seed, 0)
+        if self.metric and not self.metric.startswith(("inner/", "outer/")):
+            raise ConfigError(f"`controller.options.metric` must be '' (the run's reward) or an inner or outer metric "
+                              f"('inner/...' or 'outer/...', e.g. 'outer/engagement/clicks_per_request'; "
+                              f"got {self.metric!r})")
+        if self.minimize and not self.metric:
+            raise ConfigError("`controller.options.minimize` needs `controller.options.metric` (a cost such as "
+                              "'outer/risk/violations_per_request'; got metric '')")
+
+    def pick(self, reward: float, terms: dict[str, Any]) -> float:
+        """The value the oracle maximises, from a twin window's reward and terms."""
+        if not self.metric:
+            return float(reward)
+        if self.metric not in terms:
+            known = sorted(k for k in terms if k.startswith(("inner/", "outer/")))
+            raise ConfigError(f"`controller.options.metric` {self.metric!r} is not a metric of this run's windows "
+                              f"(known: {known})")
+        value = float(terms[self.metric])
+        return -value if self.minimize else value
 
 
 class OracleController:
     """Clairvoyant per window: every config of ``grid`` is served on a twin of the running deployment for the
     coming window (the same state and traffic, learning off: agents learn after a window, so one window's value does
-    not depend on it) and the one with the best run reward (``service.score``) is proposed; the real window served
-    with it is then the best twin's window exactly. ``last`` keeps the window's twin values: ``oracle/best_value``,
-    ``oracle/static_value`` (the hand-tuned config, ``grid[0]``) and ``oracle/gap`` (best - static: the headroom of
-    this window, on identical traffic)."""
+    not depend on it) and the one with the best value is proposed; the real window served with it is then the best
+    twin's window exactly. ``values(grid)`` gives the grid's values on the coming window's twins (the run's reward by
+    default, :meth:`OracleOptions.pick`). ``last`` keeps the window's twin values: ``oracle/best_value``,
+    ``oracle/static_value`` (the incumbent, ``grid[0]``) and ``oracle/gap`` (best - static: the headroom of this
+    window, on identical traffic)."""
 
     name = "oracle"
 
-    def __init__(self, service: Callable[[], Deployment], agent: str, grid: list[dict[str, Any]]) -> None:
-        self.service, self.agent, self.grid = service, agent, grid
+    def __init__(self, values: Callable[[list[dict[str, Any]]], list[float]], grid: list[dict[str, Any]]) -> None:
+        self.values, self.grid = values, grid
         self.last: dict[str, float] = {}
 
     def propose(self, obs: np.ndarray | None) -> dict[str, Any]:
-        values = twin_values(self.service(), self.grid, agent=self.agent, score=lambda twin, log: twin.score(log, self.agent)[0])
-        scores = [v.value if math.isfinite(v.value) else -math.inf for v in values]
+        scores = [v if math.isfinite(v) else -math.inf for v in self.values(self.grid)]
         best = int(np.argmax(scores))
         self.last = {"oracle/best_value": scores[best], "oracle/static_value": scores[0],
                      "oracle/gap": scores[best] - scores[0], "oracle/best_index": float(best)}
@@ -440,25 +463,34 @@ class OracleController:
         pass
 
 
-def oracle_grid(ctx: ArmContext, size: int, seed: int) -> list[dict[str, Any]]:
-    """The hand-tuned config, then ``size - 1`` uniform samples of the agent's space."""
+def oracle_grid(ctx: ArmContext, size: int, seed: int, incumbent: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The incumbent (default the hand-tuned config), then ``size - 1`` uniform samples of the arm's space."""
     sampler = RandomSearch(ctx.params, seed=seed)
-    return [initial_config(ctx), *(sampler.propose(None) for _ in range(size - 1))]
+    return [initial_config(ctx) if incumbent is None else incumbent, *(sampler.propose(None) for _ in range(size - 1))]
+
+
+def _oracle(ctx: ArmContext, controller: OracleController) -> EvolutionHistory:
+    ctx.env.extra = lambda: controller.last
+    evolve(ctx.env, controller, ctx.windows, seed=ctx.seed)
+    exploit(ctx, controller.propose)
+    return ctx.env.history
 
 
 @register_arm("oracle", options=OracleOptions)
 def oracle(ctx: ArmContext) -> EvolutionHistory:
     """A reference, not a policy a platform could run: before each window (exploit windows too) it serves every
-    config of a fixed grid on a twin of the system for that window and deploys the best by the run's reward
-    (:class:`OracleController`). Its rows carry ``oracle/gap``, the best twin minus the hand-tuned config's twin
-    on the same traffic: the per-window headroom an adaptive arm could gain over ``static`` within the grid."""
+    config of a fixed grid on a twin of the system for that window and deploys the best by the run's reward, or by
+    ``metric`` (:class:`OracleController`). Its rows carry ``oracle/gap``, the best twin minus the hand-tuned
+    config's twin on the same traffic: the per-window headroom an adaptive arm could gain over ``static`` within the
+    grid."""
     opts: OracleOptions = ctx.options
     agent = ctx.env.get_wrapper_attr("agent_name")
-    controller = OracleController(lambda: ctx.deployment, agent, oracle_grid(ctx, opts.grid, opts.grid_seed))
-    ctx.env.extra = lambda: controller.last
-    evolve(ctx.env, controller, ctx.windows, seed=ctx.seed)
-    exploit(ctx, controller.propose)
-    return ctx.env.history
+
+    def values(grid: list[dict[str, Any]]) -> list[float]:
+        return [v.value for v in twin_values(ctx.deployment, grid, agent=agent,
+                                             score=lambda twin, log: opts.pick(*twin.score(log, agent)))]
+
+    return _oracle(ctx, OracleController(values, oracle_grid(ctx, opts.grid, opts.grid_seed)))
 
 
 @dataclass
@@ -673,6 +705,21 @@ def static_composition(ctx: ArmContext) -> EvolutionHistory:
     evolve(ctx.env, StaticController(config), ctx.windows, seed=ctx.seed)
     exploit(ctx, lambda obs: config)
     return ctx.env.history
+
+
+@register_arm("oracle_composition", env="composition", options=OracleOptions)
+def oracle_composition(ctx: ArmContext) -> EvolutionHistory:
+    """The clairvoyant reference of the composition arms: before each window it serves every wiring of a fixed grid
+    (the system config's own, then ``grid - 1`` uniform samples of the composition space) on a twin of the system
+    (:meth:`~agents.evolution.env.WindowEnv.twin_window`: the same state and traffic, learning off) and deploys the
+    best by the run's reward or ``metric``; ``oracle/gap`` is the best twin minus the own wiring's twin."""
+    opts: OracleOptions = ctx.options
+    env = ctx.env.unwrapped
+
+    def values(grid: list[dict[str, Any]]) -> list[float]:
+        return [opts.pick(*env.twin_window(ctx.codec.encode(c))) for c in grid]
+
+    return _oracle(ctx, OracleController(values, oracle_grid(ctx, opts.grid, opts.grid_seed, env.to_config(env.initial))))
 
 
 @register_arm("compositional", env="composition")

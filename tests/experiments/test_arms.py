@@ -162,21 +162,55 @@ def test_an_a_a_replicate_arm_is_labelled_and_reseeds_only_the_arms_own_randomne
     assert ind["arm"] == "individual_r1" and ind["windows"] >= 2
 
 
-def test_the_oracle_serves_the_best_twin_of_its_grid_each_window(tmp_path):
-    """The oracle's window is its best twin's exactly (same state, same traffic); the hand-tuned config is in its grid,
-    so its gap is never negative, and on the first window (the same state for both arms) the hand-tuned twin is the
-    static arm's window."""
-    short = ("experiment=c2_individual", "evolution.windows=3", "evolution.exploit=1", "evolution.select=best_window",
+@pytest.mark.parametrize("experiment, oracle, static, extra", [
+    ("c2_individual", "oracle", "static", ()),
+    ("c4_composition", "oracle_composition", "static_composition", ()),
+    # the oracle of one metric: the served window's metric is the best of the grid's (a cost: the lowest)
+    ("c2_individual", "oracle", "static", ("controller.options.metric=inner/rerank/intra_list_diversity",)),
+    ("c2_individual", "oracle", "static", ("controller.options.metric=outer/risk/violations_per_request",
+                                           "controller.options.minimize=true")),
+])
+def test_the_oracle_serves_the_best_twin_of_its_grid_each_window(tmp_path, experiment, oracle, static, extra):
+    """The oracle's window is its best twin's exactly (same state, same traffic); the incumbent (hand-tuned config,
+    the system's own wiring) is in its grid, so its gap is never negative, and on the first window (the same state for
+    both arms) the incumbent's twin is the static arm's window."""
+    short = (f"experiment={experiment}", "evolution.windows=3", "evolution.exploit=1", "evolution.select=best_window",
              "seed=0", *TINY_RUN)
-    run(compose_config("controller=oracle", "controller.options.grid=4", *short), out_dir=tmp_path / "oracle")
-    run(compose_config("controller=static", *short), out_dir=tmp_path / "static")
+    run(compose_config(f"controller={oracle}", "controller.options.grid=4", *extra, *short), out_dir=tmp_path / "oracle")
+    run(compose_config(f"controller={static}", *short), out_dir=tmp_path / "static")
     o, s = pd.read_csv(tmp_path / "oracle" / "metrics.csv"), pd.read_csv(tmp_path / "static" / "metrics.csv")
     assert len(o) == 4 and (o["phase"].iloc[-1] == "exploit")
-    np.testing.assert_array_equal(o["reward"], o["oracle/best_value"])
+    metric = next((e.split("=")[1] for e in extra if ".metric=" in e), "reward")
+    sign = -1.0 if any("minimize=true" in e for e in extra) else 1.0
+    np.testing.assert_allclose(sign * o[metric], o["oracle/best_value"], rtol=0, atol=1e-12)
     assert (o["oracle/gap"] >= 0).all() and (o["oracle/gap"] == o["oracle/best_value"] - o["oracle/static_value"]).all()
-    assert o["oracle/static_value"].iloc[0] == s["reward"].iloc[0]
+    assert o["oracle/static_value"].iloc[0] == pytest.approx(sign * s[metric].iloc[0], abs=1e-12)
     chosen = o["oracle/best_index"].astype(int)
     assert chosen.between(0, 3).all()
+    if metric == "reward":  # over a few windows of a tiny world the grid has something to gain somewhere
+        assert (o["oracle/gap"] > 0).any()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("controller.options.metric=clicks",), r"`controller.options.metric` must be '' \(the run's reward\) or an inner "
+                                            r"or outer metric .*got 'clicks'\)"),
+    (("controller.options.minimize=true",), r"`controller.options.minimize` needs `controller.options.metric`"),
+])
+def test_the_oracle_refuses_a_metric_that_is_not_one_before_running(overrides, message):
+    from envs.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(compose_config("experiment=c2_individual", "controller=oracle", *overrides))
+
+
+def test_the_oracle_names_the_metrics_a_window_has_when_its_metric_is_unknown(tmp_path):
+    from envs.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'outer/engagement/clickz' is not a metric of this run's windows \(known: "
+                                          r"\[.*'outer/engagement/clicks_per_request'"):
+        run(compose_config("experiment=c2_individual", "controller=oracle", "controller.options.grid=2",
+                           "controller.options.metric=outer/engagement/clickz", "evolution.windows=1", "evolution.select=best_window",
+                           "evolution.exploit=0", "seed=0", *TINY_RUN), out_dir=tmp_path)
 
 
 def test_twins_measure_an_arms_choice_against_the_incumbent_on_identical_traffic_and_change_nothing(tmp_path):

@@ -245,7 +245,7 @@ def test_wrong_type_or_unknown_key_fails_while_composing(override, cause):
     (["world.shifts.0.kind=segment_mixx"], r"`world.shifts.kind` must be one of \[.*\] \(got 'segment_mixx'\); "
                                            r"did you mean 'segment_mix'\?"),
     (["controller.name=optuan"], r"`controller.name` must be one of \['alternating', 'compositional', 'individual', "
-                                 r"'llm', 'llm_compositional', 'llm_designer', 'optuna', 'optuna_ab', 'oracle', 'ppo', 'ppo_composition', 'random', 'static', 'static_composition'\] "
+                                 r"'llm', 'llm_compositional', 'llm_designer', 'optuna', 'optuna_ab', 'oracle', 'oracle_composition', 'ppo', 'ppo_composition', 'random', 'static', 'static_composition'\] "
                                  r"\(got 'optuan'\); did you mean 'optuna'\?"),
     (["controller=ppo", "controller.options.batch_size=8"],
      r"`controller.options.batch_size` must be in \[2, 4\] \(got 8\)"),
