@@ -38,6 +38,7 @@ what the arms found, net of the cost of exploring.
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import logging
@@ -493,6 +494,64 @@ def oracle(ctx: ArmContext) -> EvolutionHistory:
     return _oracle(ctx, OracleController(values, oracle_grid(ctx, opts.grid, opts.grid_seed)))
 
 
+HINDSIGHT_JUDGE = ("exploit", "all")
+
+
+@dataclass
+class HindsightOptions:
+    """The hindsight arm's grid (the incumbent plus ``grid - 1`` uniform samples of the arm's space, the same sample in
+    every run: ``grid_seed``) and the windows each fixed point is judged on (``exploit``: the exploit windows, where
+    the claims on what an arm found compare; ``all``: the whole run)."""
+
+    grid: int = 8
+    grid_seed: int = 0
+    judge: str = "exploit"
+
+    def __post_init__(self) -> None:
+        check_int("controller.options.grid", self.grid, 2, 64)
+        check_int("controller.options.grid_seed", self.grid_seed, 0)
+        check_choice("controller.options.judge", self.judge, HINDSIGHT_JUDGE)
+
+
+def _hindsight(ctx: ArmContext, incumbent: dict[str, Any]) -> EvolutionHistory:
+    """Every point of the grid held fixed for the whole run on its own copy of the env just after reset (the same
+    world, traffic and system: the run a static arm with that point would have), judged by its mean reward over the
+    ``judge`` windows; then the run itself serves the best, which repeats that copy's windows exactly. Rows carry
+    ``hindsight/value`` (the best's judged mean), ``hindsight/static_value`` (the incumbent's), ``hindsight/gap``
+    (their difference, >= 0: the incumbent is in the grid) and ``hindsight/best_index``."""
+    opts: HindsightOptions = ctx.options
+    windows, exploits = ctx.windows, ctx.cfg.evolution.exploit
+    ctx.env.reset(seed=ctx.seed)
+    start = ctx.env.unwrapped
+    grid = oracle_grid(ctx, opts.grid, opts.grid_seed, incumbent)
+    values = []
+    for point in grid:
+        twin, action = copy.deepcopy(start), ctx.codec.encode(point)
+        rewards = [float(twin.step(action)[1]) for _ in range(windows + exploits)]
+        judged = rewards[windows:] if opts.judge == "exploit" and exploits else rewards
+        values.append(float(np.mean(judged)))
+        del twin
+    best = int(np.argmax(values))
+    log.info("hindsight: fixed point %d of %d is best (%.4f vs the incumbent's %.4f)", best, len(grid), values[best],
+             values[0])
+    found = {"hindsight/value": values[best], "hindsight/static_value": values[0],
+             "hindsight/gap": values[best] - values[0], "hindsight/best_index": float(best)}
+    ctx.summary.update(found)
+    ctx.env.extra = lambda: dict(found)
+    evolve(ctx.env, StaticController(grid[best]), windows, seed=ctx.seed)
+    exploit(ctx, lambda obs: grid[best])
+    return ctx.env.history
+
+
+@register_arm("hindsight", options=HindsightOptions)
+def hindsight(ctx: ArmContext) -> EvolutionHistory:
+    """A reference, not a policy a platform could run: "static with the best config in hindsight". Each config of a
+    fixed grid (the hand-tuned one first) is run held fixed for the whole run on a copy of the env (the same world and
+    traffic), and the run serves the one with the best mean reward over the exploit windows (``judge``): the most a
+    fixed config found by search could gain over the hand-tuned one in this run, within the grid."""
+    return _hindsight(ctx, initial_config(ctx))
+
+
 @dataclass
 class ControlOptions:
     """The share of users served by the hand-tuned config each window, as a concurrent control (the candidate is
@@ -720,6 +779,16 @@ def oracle_composition(ctx: ArmContext) -> EvolutionHistory:
         return [opts.pick(*env.twin_window(ctx.codec.encode(c))) for c in grid]
 
     return _oracle(ctx, OracleController(values, oracle_grid(ctx, opts.grid, opts.grid_seed, env.to_config(env.initial))))
+
+
+@register_arm("hindsight_composition", env="composition", options=HindsightOptions)
+def hindsight_composition(ctx: ArmContext) -> EvolutionHistory:
+    """"Static with the best wiring in hindsight" (C4's headroom reference): each wiring of a fixed grid (the system
+    config's own first) run held fixed on a copy of the env, then the run serves the best by mean reward over the
+    exploit windows (:func:`_hindsight`). A per-window oracle (``oracle_composition``) is no bound here: a wiring's
+    value depends on what its components learned while it served."""
+    env = ctx.env.unwrapped
+    return _hindsight(ctx, env.to_config(env.initial))
 
 
 @register_arm("compositional", env="composition")

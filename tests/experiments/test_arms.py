@@ -191,6 +191,28 @@ def test_the_oracle_serves_the_best_twin_of_its_grid_each_window(tmp_path, exper
         assert (o["oracle/gap"] > 0).any()
 
 
+@pytest.mark.parametrize("experiment, arm, static", [
+    ("c2_individual", "hindsight", "static"),
+    ("c4_composition", "hindsight_composition", "static_composition"),
+])
+def test_hindsight_serves_the_fixed_point_that_was_best_over_the_exploit_windows(tmp_path, experiment, arm, static):
+    """Each grid point was run held fixed on a copy of the env: the run then serves the best, and repeats that copy
+    exactly (its exploit windows' mean reward is the value it was picked by); the incumbent is in the grid, so the gap
+    is never negative, and the incumbent's value is the static arm's own run."""
+    short = (f"experiment={experiment}", "evolution.windows=3", "evolution.exploit=2", "evolution.select=best_window",
+             "seed=0", *TINY_RUN)
+    summary = run(compose_config(f"controller={arm}", "controller.options.grid=3", *short), out_dir=tmp_path / "h")
+    run(compose_config(f"controller={static}", *short), out_dir=tmp_path / "static")
+    h, s = pd.read_csv(tmp_path / "h" / "metrics.csv"), pd.read_csv(tmp_path / "static" / "metrics.csv")
+    exploit = h["phase"] == "exploit"
+    assert exploit.sum() == 2 and h["hindsight/value"].nunique() == 1
+    assert h.loc[exploit, "reward"].mean() == pytest.approx(h["hindsight/value"].iloc[0], abs=1e-12)
+    assert s.loc[s["phase"] == "exploit", "reward"].mean() == pytest.approx(h["hindsight/static_value"].iloc[0], abs=1e-12)
+    assert h["hindsight/gap"].iloc[0] >= 0 and summary["hindsight/gap"] == h["hindsight/gap"].iloc[0]
+    if h["hindsight/best_index"].iloc[0] == 0:  # the incumbent won: the run is the static arm's
+        np.testing.assert_array_equal(h["reward"], s["reward"])
+
+
 @pytest.mark.parametrize("overrides, message", [
     (("controller.options.metric=clicks",), r"`controller.options.metric` must be '' \(the run's reward\) or an inner "
                                             r"or outer metric .*got 'clicks'\)"),
