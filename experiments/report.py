@@ -52,10 +52,11 @@ VERDICT_RULE = (
     "with the effect in the claimed direction), is **contradicted** when it lies wholly on the other side, and is "
     "**inconclusive** otherwise (**underpowered** too when the power to detect its `min_effect` with these seeds "
     "is < 0.8: a null result that says little), **untestable** when an arm, the metric or a second seed is missing, "
-    "or **untestable (no headroom)** when the claim declares a `headroom` and the clairvoyant `oracle` arm beats "
-    "`static` by less than that on the claim's metric and windows (*headroom* column: oracle - static, mean over "
-    "seeds): no arm could show the claimed gain there, so a null result would be a property of the world, not an "
-    "answer. "
+    "or **untestable (no headroom)** when the claim declares a `headroom` and its reference arm (`headroom_arms`: "
+    "by default the clairvoyant `oracle`; a `hindsight` arm, the best fixed config or wiring in hindsight; an oracle "
+    "by the claim's own metric) beats its baseline (`static`) by less than that on the claim's metric and windows "
+    "(*headroom* column: reference - baseline, mean over seeds): no arm could show the claimed gain there, so a null "
+    "result would be a property of the world, not an answer. "
     "Whether the effect is as large as the claim's `min_effect` (the smallest effect worth detecting) is reported "
     "apart, as *beyond min_effect*: **yes** when the interval lies wholly past it, **no** when wholly short of it "
     "(a significant but negligible effect), **unclear** otherwise. *Holm* and *BH* repeat the verdict with the "
@@ -428,19 +429,25 @@ def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA
 # --------------------------------------------------------------------------- loading and rendering
 
 
-def _configs(run_dir: Path) -> list[dict]:
-    """The resolved configs (``config.yaml``) of the runs under ``run_dir``."""
-    return [yaml.safe_load((d / "config.yaml").read_text()) or {} for d in run_dirs(run_dir) if (d / "config.yaml").exists()]
+def _configs(run_dir: Path, newest_first: bool = False) -> list[dict]:
+    """The resolved configs (``config.yaml``) of the runs under ``run_dir`` (the most recently written first with
+    ``newest_first``)."""
+    paths = [d / "config.yaml" for d in run_dirs(run_dir) if (d / "config.yaml").exists()]
+    if newest_first:
+        paths.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    return [yaml.safe_load(p.read_text()) or {} for p in paths]
 
 
 def load_claims(run_dir: str | os.PathLike[str], min_effect: float | None = None) -> list[ClaimConfig]:
-    """The claims declared in the runs' ``config.yaml`` (they must agree across runs). ``min_effect`` fills in
-    claims stored without one (or with 0: runs made before it was required); without it they are a ConfigError."""
-    declared = [c.get("claims") or [] for c in _configs(Path(run_dir))]
+    """The claims declared in the runs' ``config.yaml``. Where runs disagree (an arm added later to a folder of
+    runs, with the preset's claims as they are now) the newest run's declaration is used, with a warning.
+    ``min_effect`` fills in claims stored without one (or with 0: runs made before it was required); without it
+    they are a ConfigError."""
+    declared = [c.get("claims") or [] for c in _configs(Path(run_dir), newest_first=True)]
     if not declared:
         return []
     if any(d != declared[0] for d in declared[1:]):
-        log.warning("runs under %s declare different claims; using the first run's", run_dir)
+        log.warning("runs under %s declare different claims; using the newest run's", run_dir)
     claims = []
     for c in declared[0]:
         if min_effect is not None and not c.get("min_effect"):

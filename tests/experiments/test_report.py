@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -96,6 +98,16 @@ def test_write_report_reads_claims_from_the_runs_and_embeds_the_figures(tmp_path
         frame[frame["arm"] == arm].to_csv(d / "metrics.csv", index=False)
         (d / "config.yaml").write_text(yaml.safe_dump({"name": "toy", "world": {"shifts": []}, "claims": claims}))
     assert [c.name for c in load_claims(tmp_path / "multirun")] == ["C1", "C2"]
+    # an arm added later to the folder, its runs with the preset's claims as they are now: the newest declaration
+    later = tmp_path / "multirun" / "oracle"
+    later.mkdir()
+    frame[frame["arm"] == "optuna"].assign(arm="oracle").to_csv(later / "metrics.csv", index=False)
+    (later / "config.yaml").write_text(yaml.safe_dump({"name": "toy", "claims": [{**claims[0], "headroom": 0.05}]}))
+    os.utime(later / "config.yaml", ns=(2**62, 2**62))
+    assert [(c.name, c.headroom) for c in load_claims(tmp_path / "multirun")] == [("C1", 0.05)]
+    for f in later.iterdir():
+        f.unlink()
+    later.rmdir()
 
     out = tmp_path / "reports" / "report.md"
     main([str(tmp_path / "multirun"), "--out", str(out)])
