@@ -213,18 +213,6 @@ def test_hindsight_serves_the_fixed_point_that_was_best_over_the_exploit_windows
         np.testing.assert_array_equal(h["reward"], s["reward"])
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (("controller.options.metric=clicks",), r"`controller.options.metric` must be '' \(the run's reward\) or an inner "
-                                            r"or outer metric .*got 'clicks'\)"),
-    (("controller.options.minimize=true",), r"`controller.options.minimize` needs `controller.options.metric`"),
-])
-def test_the_oracle_refuses_a_metric_that_is_not_one_before_running(overrides, message):
-    from envs.validation import ConfigError
-
-    with pytest.raises(ConfigError, match=message):
-        load_config(compose_config("experiment=c2_individual", "controller=oracle", *overrides))
-
-
 def test_the_oracle_names_the_metrics_a_window_has_when_its_metric_is_unknown(tmp_path):
     from envs.validation import ConfigError
 
@@ -261,8 +249,13 @@ def test_twins_measure_an_arms_choice_against_the_incumbent_on_identical_traffic
     (("evolution.twins=off",), r"`claims\[C2-optuna-found\].metric` = 'twin/reward' needs twins in its windows \(stage "
                                r"'exploit'\): set `evolution.twins` to 'all' or 'exploit' \(got evolution.twins='off'\)"),
     (("evolution.twins=every",), r"`evolution.twins` must be one of \['off', 'exploit', 'all'\] \(got 'every'\)"),
+    # the oracle of one metric: a name that is not an inner or outer metric, a cost without a metric
+    (("controller=oracle", "controller.options.metric=clicks"),
+     r"`controller.options.metric` must be '' \(the run's reward\) or an inner or outer metric .*got 'clicks'\)"),
+    (("controller=oracle", "controller.options.minimize=true"),
+     r"`controller.options.minimize` needs `controller.options.metric`"),
 ])
-def test_a_claim_on_twins_is_refused_where_its_windows_have_none(overrides, message):
+def test_a_claim_on_twins_or_an_oracle_metric_is_refused_before_running(overrides, message):
     from envs.validation import ConfigError
 
     with pytest.raises(ConfigError, match=message):
