@@ -65,11 +65,14 @@ def test_smoke_suite_reports_every_claim_with_a_verdict_and_the_figures(tmp_path
             with KnowledgeStore(run / "store.db") as store:
                 assert store.designs(valid=True) and store.rollouts()
 
-    # the report alone, from the runs already there: the same verdicts
-    main(["--smoke", "--out", str(out), "--report-only"])
+    # the report alone, from the runs already there (two presets: twins, oracle and hindsight headroom): the same
+    # verdicts and headroom figures
+    main(["--smoke", "--out", str(out), "--report-only", "--only", "C2,C4"])
     again = json.loads((out / "summary.json").read_text())
-    assert {k: {n: c["verdict"] for n, c in v["claims"].items()} for k, v in again["ablations"].items()} == \
-        {k: {n: c["verdict"] for n, c in v["claims"].items()} for k, v in summary["ablations"].items()}
+    assert set(again["ablations"]) == {"C2", "C4"}
+    assert {k: {n: (c["verdict"], c["headroom"]) for n, c in v["claims"].items()} for k, v in again["ablations"].items()} == \
+        {k: {n: (c["verdict"], c["headroom"]) for n, c in summary["ablations"][k]["claims"].items()} for k in ("C2", "C4")}
+    assert all(c["headroom"] is not None for c in again["ablations"]["C4"]["claims"].values())  # the hindsight arm ran
 
 
 def test_only_rejects_an_unknown_ablation(tmp_path):

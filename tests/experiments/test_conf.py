@@ -244,9 +244,10 @@ def test_wrong_type_or_unknown_key_fails_while_composing(override, cause):
                                                r"did you mean 'outer/engagement/clicks_per_request'\?"),
     (["world.shifts.0.kind=segment_mixx"], r"`world.shifts.kind` must be one of \[.*\] \(got 'segment_mixx'\); "
                                            r"did you mean 'segment_mix'\?"),
-    (["controller.name=optuan"], r"`controller.name` must be one of \['alternating', 'compositional', 'individual', "
-                                 r"'llm', 'llm_compositional', 'llm_designer', 'optuna', 'optuna_ab', 'oracle', 'oracle_composition', 'ppo', 'ppo_composition', 'random', 'static', 'static_composition'\] "
-                                 r"\(got 'optuan'\); did you mean 'optuna'\?"),
+    (["controller.name=optuan"], r"`controller.name` must be one of \['alternating', 'compositional', 'hindsight', "
+                                 r"'hindsight_composition', 'individual', 'llm', 'llm_compositional', 'llm_designer', "
+                                 r"'optuna', 'optuna_ab', 'oracle', 'oracle_composition', 'ppo', 'ppo_composition', "
+                                 r"'random', 'static', 'static_composition'\] \(got 'optuan'\); did you mean 'optuna'\?"),
     (["controller=ppo", "controller.options.batch_size=8"],
      r"`controller.options.batch_size` must be in \[2, 4\] \(got 8\)"),
     (["controller=ppo", "+controller.options.n_stepz=4"],
