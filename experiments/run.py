@@ -109,10 +109,10 @@ def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution | Co
     if ARMS[cfg.controller.name].env == "composition":
         return build_composition_env(cfg)
     e = cfg.evolution
-    if cfg.controller.name == "oracle" and cfg.reward.constraints:
-        raise ConfigError(f"`reward.constraints` are not supported by arm 'oracle' (it judges its twins by the layered "
-                          f"reward without the constraint's penalty); pick a reward without constraints (got "
-                          f"{len(cfg.reward.constraints)})")
+    if cfg.controller.name in ("oracle", "hindsight") and cfg.reward.constraints:
+        raise ConfigError(f"`reward.constraints` are not supported by arm {cfg.controller.name!r} (it judges its twins "
+                          f"by the layered reward without the constraint's penalty); pick a reward without constraints "
+                          f"(got {len(cfg.reward.constraints)})")
     spec = ARMS[cfg.controller.name]
     if spec.live or (spec.selects and e.select == "retest"):
         arm = repr(cfg.controller.name) + ("" if spec.live else " with `evolution.select` = 'retest'")

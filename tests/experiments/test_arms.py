@@ -272,13 +272,14 @@ def test_a_twin_window_refuses_a_window_split_with_a_concurrent_control():
         env.unwrapped.twin_window(env.unwrapped.current_action())
 
 
-def test_the_oracle_refuses_a_constrained_reward_before_running():
+@pytest.mark.parametrize("arm", ["oracle", "hindsight"])
+def test_the_reference_arms_refuse_a_constrained_reward_before_running(arm):
     from envs.validation import ConfigError
     from experiments.config import load_config
     from experiments.run import build_env
 
-    cfg = load_config(compose_config("experiment=c2_individual", "controller=oracle", "reward=lagrangian"))
-    with pytest.raises(ConfigError, match=r"`reward.constraints` are not supported by arm 'oracle'"):
+    cfg = load_config(compose_config("experiment=c2_individual", f"controller={arm}", "reward=lagrangian"))
+    with pytest.raises(ConfigError, match=rf"`reward.constraints` are not supported by arm '{arm}'"):
         build_env(cfg)
 
 
