@@ -7,7 +7,8 @@ of the claim's ``stage`` (the evolution's, the exploit ones after it, or all), `
 ``from_day``, and over each group's arms; the effect ``a - b`` gets a 95% t-interval across seeds and a two-sided p-value,
 paired by seed when both groups ran the same seeds (else Welch's interval). :data:`VERDICT_RULE`: the verdict is
 ``held`` when the interval lies wholly on the claimed side of 0, ``contradicted`` when it lies wholly on
-the other side, ``inconclusive`` otherwise (``underpowered`` too when the power to detect the claim's
+the other side or wholly short of the claim's ``min_effect`` (a gain that large is ruled out), ``inconclusive``
+otherwise (``underpowered`` too when the power to detect the claim's
 ``min_effect`` is < 0.8), and ``untestable`` when an arm, the metric or a second seed is missing; whether the
 effect is beyond ``min_effect`` (the smallest effect worth detecting) is reported apart. Each claim also gets its
 MDE at 80% power, the power at ``min_effect``, a bootstrap interval when there are few seeds, an A/A noise floor
@@ -34,7 +35,18 @@ import yaml
 from envs.validation import ConfigError
 from experiments.config import REPLICATE_SUFFIX, ClaimConfig
 from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, run_summary, save_figures, use_agg
-from rewards.stats import benjamini_hochberg, bootstrap_ci, holm, mde, mean_ci, mean_test, power_at, welch_interval
+from rewards.stats import (
+    benjamini_hochberg,
+    bootstrap_ci,
+    holm,
+    mde,
+    mean_ci,
+    mean_test,
+    power_at,
+    t_cdf,
+    t_quantile,
+    welch_interval,
+)
 
 __all__ = ["ALPHA", "BOOTSTRAP_BELOW", "POWER", "VERDICT_RULE", "Adjustment", "ClaimResult", "NoiseFloor", "adjust",
            "claim_samples", "claims_table", "evaluate_claim", "false_alarm_line", "headroom_of", "load_claims", "load_warmups",
@@ -48,8 +60,11 @@ ALPHA = 0.05  # two-sided: the 95% intervals
 POWER = 0.8  # the MDE's power, and the power below which an inconclusive claim is called underpowered
 BOOTSTRAP_BELOW = 10  # seeds: a percentile bootstrap interval is shown next to the t-interval below this many
 VERDICT_RULE = (
-    "A claim **held** when the whole 95% interval of `a - b` lies on the claimed side of 0 (two-sided p < 0.05 "
-    "with the effect in the claimed direction), is **contradicted** when it lies wholly on the other side, and is "
+    "A claim says `a` beats `b` by at least its `min_effect` (the smallest effect worth detecting, in the metric's "
+    "units). It **held** when the whole 95% interval of `a - b` lies on the claimed side of 0 (two-sided p < 0.05 "
+    "with the effect in the claimed direction), is **contradicted** when the interval lies wholly short of "
+    "`min_effect` (a gain of `min_effect` or more is ruled out: *p short* < 0.05, twice the one-sided p of the test "
+    "that the effect reaches `min_effect`; *reversed* too when the interval lies wholly on the other side of 0), and is "
     "**inconclusive** otherwise (**underpowered** too when the power to detect its `min_effect` with these seeds "
     "is < 0.8: a null result that says little), **untestable** when an arm, the metric or a second seed is missing, "
     "or **untestable (no headroom)** when the claim declares a `headroom` and its reference arm (`headroom_arms`: "
@@ -57,11 +72,15 @@ VERDICT_RULE = (
     "by the claim's own metric) beats its baseline (`static`) by less than that on the claim's metric and windows "
     "(*headroom* column: reference - baseline, mean over seeds): no arm could show the claimed gain there, so a null "
     "result would be a property of the world, not an answer. "
-    "Whether the effect is as large as the claim's `min_effect` (the smallest effect worth detecting) is reported "
-    "apart, as *beyond min_effect*: **yes** when the interval lies wholly past it, **no** when wholly short of it "
-    "(a significant but negligible effect), **unclear** otherwise. *Holm* and *BH* repeat the verdict with the "
-    "p-values adjusted over the table's claims (family-wise error, false discovery rate). *MDE80* is the effect "
-    "these seeds detect with 80% power given the observed spread. The *A/A* columns are the noise floor, an "
+    "Whether the effect is as large as the claim's `min_effect` is reported apart, as *beyond min_effect*: **yes** "
+    "when the interval lies wholly past it, **no** when wholly short of it (for a held claim: a significant but "
+    "negligible effect), **unclear** otherwise. *Holm* and *BH* repeat the verdict with the p-values adjusted over "
+    "the table's claims (family-wise error, false discovery rate): each testable claim brings its two hypotheses "
+    "(no gain: `a - b` on the other side of 0; a gain of at least `min_effect`) into the family, the verdict is held "
+    "when the first is rejected, contradicted when the second is, and the column shows the smaller adjusted p. "
+    "*MDE80* is the effect these seeds detect with 80% power given the observed spread (with MDE80 <= `min_effect` a "
+    "claim whose true effect is 0 is contradicted, or one whose effect is `min_effect` held, 80% of the time). The "
+    "*A/A* columns are the noise floor, an "
     "interval that should cover 0: where the preset ran an A/A arm (`<arm>_r1`: the same arm with the system's and "
     "the controller's own randomness re-seeded, on the same world and traffic) its difference from the arm over the "
     "claim's windows, paired by seed (the arm is the claim's `b` when it has one); otherwise a placebo, `b`'s odd "
@@ -116,6 +135,9 @@ class ClaimResult:
     ``n_a``/``n_b`` the groups' seeds, ``power`` the power at the claim's ``min_effect``, ``beyond_min`` whether
     the effect is beyond ``min_effect`` (``yes``, ``no``, ``unclear``), ``boot_low``/``boot_high`` a percentile
     bootstrap interval (fewer than :data:`BOOTSTRAP_BELOW` seeds), ``aa`` the A/A noise floor of group ``b``.
+    ``p`` is the two-sided p-value of ``a - b = 0``; ``p_short`` twice the one-sided p-value of the test that the
+    effect reaches ``min_effect`` in the claimed direction (below 0.05 exactly when the 95% interval lies wholly
+    short of it: the contradicted side of :data:`VERDICT_RULE`).
     """
 
     claim: ClaimConfig
@@ -130,6 +152,7 @@ class ClaimResult:
     seeds: list[int] = field(default_factory=list)
     note: str = ""
     p: float = math.nan
+    p_short: float = math.nan
     sd: float = math.nan
     n_a: int = 0
     n_b: int = 0
@@ -154,8 +177,25 @@ class ClaimResult:
         return self.verdict == "inconclusive" and self.power < POWER
 
     @property
+    def p_held(self) -> float:
+        """Twice the one-sided p-value of the claimed direction (the two-sided ``p`` when the effect lies on the
+        claimed side, 1 otherwise): below 0.05 exactly when the claim held."""
+        if math.isnan(self.p):
+            return math.nan
+        return self.p if (self.effect > 0) == (self.claim.direction == "greater") and self.effect != 0 else 1.0
+
+    @property
+    def reversed(self) -> bool:
+        """Contradicted with the whole interval on the other side of 0 (not only short of ``min_effect``)."""
+        sign = 1.0 if self.claim.direction == "greater" else -1.0
+        return self.verdict == "contradicted" and max(sign * self.low, sign * self.high) < 0
+
+    @property
     def label(self) -> str:
-        """The verdict in words: ``inconclusive (underpowered: power 0.23 at min_effect)`` when it is."""
+        """The verdict in words: ``inconclusive (underpowered: power 0.23 at min_effect)``, ``contradicted
+        (reversed)`` or ``contradicted (short of min_effect)`` when it is."""
+        if self.verdict == "contradicted":
+            return "contradicted (reversed)" if self.reversed else "contradicted (short of min_effect)"
         if self.no_headroom:
             return f"untestable (no headroom: {self.headroom:+.3g} < {self.claim.headroom:g})"
         return f"{self.verdict} (underpowered: power {self.power:.2f} at min_effect)" if self.underpowered else self.verdict
@@ -167,6 +207,8 @@ class ClaimResult:
         sign = ">" if c.direction == "greater" else "<"
         scope = scope_of(c)
         flag = f" (underpowered: power {self.power:.2f} at min_effect)" if self.underpowered else ""
+        if self.verdict == "contradicted":
+            flag = " (reversed)" if self.reversed else " (short of min_effect)"
         head = (f"**{c.name}: {self.verdict.upper()}**{flag}: {c.metric} of {a} {sign} {b} (effect a - b {sign} 0; "
                 f"min_effect {c.min_effect:g})" + (f" over {scope}" if scope else ""))
         if self.verdict == "untestable":
@@ -174,14 +216,15 @@ class ClaimResult:
         test = "paired by seed" if self.paired else "Welch, unpaired"
         boot = "" if math.isnan(self.boot_low) else f", bootstrap [{self.boot_low:+.4g}, {self.boot_high:+.4g}]"
         return (f"{head}; effect {self.effect:+.4g}, 95% CI [{self.low:+.4g}, {self.high:+.4g}] "
-                f"({a} {self.a_mean:.4g} vs {b} {self.b_mean:.4g}; {test}, n={self.n} seeds); p={_fmt_p(self.p)}{boot}; "
+                f"({a} {self.a_mean:.4g} vs {b} {self.b_mean:.4g}; {test}, n={self.n} seeds); p={_fmt_p(self.p)}, "
+                f"p short of min_effect={_fmt_p(self.p_short)}{boot}; "
                 f"MDE80 {_fmt_g(self.mde80)}, power {_fmt_pow(self.power)} at min_effect; "
                 f"beyond min_effect: {self.beyond_min}")
 
     def as_dict(self) -> dict:
         """The numbers of the result (``summary.json``); nan where not computed."""
         return {"verdict": self.verdict, "label": self.label, "underpowered": self.underpowered, "effect": self.effect,
-                "ci": [self.low, self.high], "p": self.p, "n": self.n, "n_a": self.n_a, "n_b": self.n_b,
+                "ci": [self.low, self.high], "p": self.p, "p_short": self.p_short, "n": self.n, "n_a": self.n_a, "n_b": self.n_b,
                 "paired": self.paired,
                 "sd": self.sd, "mde80": self.mde80, "min_effect": self.claim.min_effect,
                 "power_at_min_effect": self.power, "beyond_min_effect": self.beyond_min,
@@ -213,22 +256,34 @@ class Adjustment:
 
 
 def adjust(results: Sequence[ClaimResult], alpha: float = ALPHA) -> list[Adjustment]:
-    """Holm- and BH-adjusted p-values over ``results`` (untestable claims take no part) and the verdicts they give:
-    ``held`` / ``contradicted`` when the adjusted p is ``<= alpha`` and the effect is on the claimed / other side,
-    else ``inconclusive`` (``untestable`` stays)."""
-    p = np.array([r.p if r.verdict != "untestable" else math.nan for r in results], dtype=np.float64)
-    by_holm, by_bh = holm(p, alpha), benjamini_hochberg(p, alpha)
+    """Holm- and BH-adjusted p-values over ``results`` (untestable claims take no part) and the verdicts they give.
+
+    Each testable claim brings two hypotheses: "no gain" (``p_held``; rejected: held) and "a gain of at least
+    ``min_effect``" (``p_short``; rejected: contradicted). They exclude each other, so at most one per claim is
+    true: Holm's step-down runs over all of them with Shaffer's multiplier, the number of claims with a hypothesis
+    still in play (:func:`rewards.stats.holm` with ``groups``; with one hypothesis per claim, Holm's own). A claim
+    is ``held`` when its first hypothesis is rejected, else ``contradicted`` when its second is, else
+    ``inconclusive`` (``untestable`` stays); its adjusted p is the smaller of its two. BH runs over each claim's
+    smaller p (the p of the verdict it would reach). A claim without ``p_short`` (nan) brings only its first."""
+    n = len(results)
+    ok = [r.verdict != "untestable" for r in results]
+    held = np.array([r.p_held if k else math.nan for r, k in zip(results, ok)], dtype=np.float64)
+    short = np.array([r.p_short if k else math.nan for r, k in zip(results, ok)], dtype=np.float64)
+    by_holm = holm(np.concatenate([held, short]), alpha, groups=np.tile(np.arange(n), 2)).p
+    smaller = np.array([np.nanmin([h, s]) if k and np.isfinite([h, s]).any() else math.nan
+                        for h, s, k in zip(held, short, ok)], dtype=np.float64)
+    by_bh = benjamini_hochberg(smaller, alpha).p
     out = []
-    for i, r in enumerate(results):
-        side = (r.effect > 0) == (r.claim.direction == "greater")
-
-        def verdict(reject: bool, r: ClaimResult = r, side: bool = side) -> str:
-            if r.verdict == "untestable":
-                return "untestable"
-            return ("held" if side else "contradicted") if reject and r.effect != 0 else "inconclusive"
-
-        out.append(Adjustment(float(by_holm.p[i]), verdict(bool(by_holm.reject[i])), float(by_bh.p[i]),
-                              verdict(bool(by_bh.reject[i]))))
+    for i in range(n):
+        if not ok[i]:
+            out.append(Adjustment(math.nan, "untestable", math.nan, "untestable"))
+            continue
+        ph, ps = by_holm[i], by_holm[n + i]
+        p_holm = float(np.nanmin([ph, ps])) if np.isfinite([ph, ps]).any() else math.nan
+        v_holm = "held" if ph <= alpha else "contradicted" if ps <= alpha else "inconclusive"
+        bh_side = "held" if held[i] <= short[i] or not np.isfinite(short[i]) else "contradicted"
+        v_bh = bh_side if by_bh[i] <= alpha else "inconclusive"
+        out.append(Adjustment(p_holm, v_holm, float(by_bh[i]), v_bh))
     return out
 
 
@@ -382,6 +437,18 @@ def headroom_of(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA) -
     return t.effect, t.low, t.high
 
 
+def _p_short(effect: float, floor: float, width: float, df: float, alpha: float) -> float:
+    """Twice the one-sided p-value of ``effect >= floor`` (``effect`` signed so the claimed direction is positive),
+    from the interval's ``width`` at level ``1 - alpha`` and its degrees of freedom: ``< alpha`` exactly when the
+    interval's upper end lies below ``floor``."""
+    if not (math.isfinite(width) and math.isfinite(df)) or df <= 0:
+        return math.nan
+    se = width / (2.0 * t_quantile(1.0 - alpha / 2.0, df))
+    if se <= 0:
+        return 0.0 if effect < floor else 1.0
+    return min(1.0, 2.0 * t_cdf((effect - floor) / se, df))
+
+
 def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA, power: float = POWER) -> ClaimResult:
     """The claim's effect, interval, p-value, power and verdict (:data:`VERDICT_RULE`) on a metrics table with
     ``arm``, ``seed``, ``step`` and the metric; its headroom (:func:`headroom_of`), which makes it untestable when
@@ -401,13 +468,13 @@ def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA
     if paired:
         seeds = sorted(a.index)
         diffs = (a[seeds] - b[seeds]).to_numpy()
-        effect, low, high, _, p, sd, n = mean_test(diffs, 1 - alpha)
+        effect, low, high, df, p, sd, n = mean_test(diffs, 1 - alpha)
         n_a = n_b = n
         small = n < BOOTSTRAP_BELOW
         _, boot_low, boot_high = bootstrap_ci(diffs, level=1 - alpha) if small else (math.nan, math.nan, math.nan)
     else:
         seeds = sorted(set(a.index) | set(b.index))
-        effect, low, high, _, p = welch_interval(a.to_numpy(), b.to_numpy(), 1 - alpha)  # a - b
+        effect, low, high, df, p = welch_interval(a.to_numpy(), b.to_numpy(), 1 - alpha)  # a - b
         n_a, n_b = len(a), len(b)
         n = min(n_a, n_b)
         sd = math.sqrt((float(a.var(ddof=1)) + float(b.var(ddof=1))) / 2)
@@ -415,13 +482,15 @@ def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA
         _, boot_low, boot_high = bootstrap_ci(a.to_numpy(), b.to_numpy(), 1 - alpha) if small else (math.nan,) * 3
     sign = 1.0 if claim.direction == "greater" else -1.0
     lo, hi = sorted((sign * low, sign * high))
-    verdict = "held" if lo > 0 else "contradicted" if hi < 0 else "inconclusive"
     floor = claim.min_effect
+    verdict = "held" if lo > 0 else "contradicted" if hi < floor else "inconclusive"
+    p_short = _p_short(sign * effect, floor, high - low, df, alpha)
     beyond = "yes" if lo > floor else "no" if hi < floor else "unclear"
     mde80 = mde(sd, n_a, alpha, power, paired, n_b)
     pw = power_at(floor, sd, n_a, alpha, paired, n_b)
     return ClaimResult(claim, verdict, effect, low, high, float(a.mean()), float(b.mean()), n, paired,
-                       [int(s) for s in seeds], p=p, sd=sd, n_a=n_a, n_b=n_b, mde80=mde80, power=pw, beyond_min=beyond,
+                       [int(s) for s in seeds], p=p, p_short=p_short, sd=sd, n_a=n_a, n_b=n_b, mde80=mde80, power=pw,
+                       beyond_min=beyond,
                        boot_low=boot_low, boot_high=boot_high, aa=noise_floor(frame, claim, alpha, power),
                        headroom=room[0], headroom_low=room[1], headroom_high=room[2])
 
@@ -525,13 +594,14 @@ def claims_table(results: Sequence[ClaimResult], adjustments: Sequence[Adjustmen
     (``adjustments``: default :func:`adjust` over ``results``); ``keys`` adds a first column (the ablation)."""
     adjustments = adjust(results) if adjustments is None else adjustments
     first = ("| ablation ", "|---") if keys is not None else ("", "")
-    lines = [f"| claim {first[0]}| metric | a | b | claimed | effect (a - b) | 95% CI | p | n | test | headroom | verdict "
-             f"| Holm | BH |",
-             f"|---{first[1]}|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| claim {first[0]}| metric | a | b | claimed | effect (a - b) | 95% CI | p | p short | n | test "
+             f"| headroom | verdict | Holm | BH |",
+             f"|---{first[1]}|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, (r, adj) in enumerate(zip(results, adjustments)):
         eff = "" if math.isnan(r.effect) else f"{r.effect:+.4g}"
         test = "" if r.verdict == "untestable" else ("paired" if r.paired else "Welch")
         p = "" if r.verdict == "untestable" else _fmt_p(r.p)
+        p_short = "" if r.verdict == "untestable" else _fmt_p(r.p_short)
         holm_, bh = (f"{v} (p {_fmt_p(q)})" if v != "untestable" else v
                      for v, q in ((adj.verdict_holm, adj.p_holm), (adj.verdict_bh, adj.p_bh)))
         key = f" {keys[i]} |" if keys is not None else ""
@@ -539,8 +609,8 @@ def claims_table(results: Sequence[ClaimResult], adjustments: Sequence[Adjustmen
         room = "" if math.isnan(r.headroom) else f"{r.headroom:+.3g}"
         room += f" (min {r.claim.headroom:g})" if room and r.claim.headroom else ""
         lines.append(f"| {r.claim.name} |{key} {r.claim.metric} | {' + '.join(r.claim.a)} | {' + '.join(r.claim.b)} "
-                     f"| {claimed} | {eff} | {_ci(r.low, r.high)} | {p} | {r.n} | {test} | {room} | {r.label} | {holm_} "
-                     f"| {bh} |")
+                     f"| {claimed} | {eff} | {_ci(r.low, r.high)} | {p} | {p_short} | {r.n} | {test} | {room} | {r.label} "
+                     f"| {holm_} | {bh} |")
     return lines
 
 

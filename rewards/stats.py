@@ -277,10 +277,13 @@ class Adjusted(NamedTuple):
     reject: np.ndarray
 
 
-def _adjust(p: Sequence[float] | np.ndarray, alpha: float, method: str) -> Adjusted:
+def _adjust(p: Sequence[float] | np.ndarray, alpha: float, method: str,
+            groups: Sequence[int] | np.ndarray | None = None) -> Adjusted:
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"`alpha` must be in (0, 1) (got {alpha})")
     p = np.asarray(p, dtype=np.float64).ravel()
+    if groups is not None and np.asarray(groups).shape != p.shape:
+        raise ValueError(f"`groups` must give one group per p-value (got {np.asarray(groups).shape[0]} for {p.size})")
     out = np.full(p.shape, np.nan)
     ok = np.flatnonzero(np.isfinite(p))  # nan (untestable) take no part: m counts the tested hypotheses
     m = ok.size
@@ -288,19 +291,36 @@ def _adjust(p: Sequence[float] | np.ndarray, alpha: float, method: str) -> Adjus
         order = ok[np.argsort(p[ok], kind="stable")]
         ranked = p[order]
         rank = np.arange(1, m + 1)
-        if method == "holm":  # step-down: max over j <= i of (m - j + 1) p_(j)
-            adj = np.maximum.accumulate(np.minimum(1.0, (m - rank + 1) * ranked))
+        if method == "holm":  # step-down: max over j <= i of t_j p_(j), t_j = m - j + 1 (or Shaffer's count)
+            if groups is None:
+                t = m - rank + 1
+            else:  # the groups still represented among p_(j), ..., p_(m): at most one true hypothesis each
+                g = np.asarray(groups).ravel()[order]
+                first_seen_from_end = np.zeros(m, dtype=np.int64)
+                seen: set = set()
+                for j in range(m - 1, -1, -1):
+                    seen.add(g[j])
+                    first_seen_from_end[j] = len(seen)
+                t = first_seen_from_end
+            adj = np.maximum.accumulate(np.minimum(1.0, t * ranked))
         else:  # Benjamini-Hochberg step-up: min over j >= i of m p_(j) / j
             adj = np.minimum.accumulate(np.minimum(1.0, m * ranked / rank)[::-1])[::-1]
         out[order] = adj
     return Adjusted(out, np.where(np.isfinite(out), out <= alpha, False))
 
 
-def holm(p: Sequence[float] | np.ndarray, alpha: float = 0.05) -> Adjusted:
+def holm(p: Sequence[float] | np.ndarray, alpha: float = 0.05, groups: Sequence[int] | np.ndarray | None = None
+         ) -> Adjusted:
     """Holm's step-down adjustment (controls the family-wise error rate): sorted ascending, ``p_(i)`` becomes
     ``max_{j <= i} min(1, (m - j + 1) p_(j))``; reject where the adjusted p is ``<= alpha``. nan p-values (claims
-    that could not be tested) stay nan, are never rejected and do not count in ``m``."""
-    return _adjust(p, alpha, "holm")
+    that could not be tested) stay nan, are never rejected and do not count in ``m``.
+
+    ``groups`` (one label per p-value) declares hypotheses of which at most one per group can be true (e.g. a
+    claim's "no gain" and "a gain of at least min_effect", which exclude each other): the multiplier ``m - j + 1``
+    becomes Shaffer's count of the hypotheses that can still be true, the number of groups with a hypothesis among
+    ``p_(j), ..., p_(m)`` (Shaffer 1986; still the family-wise error rate at ``alpha``, under any dependence). With
+    one hypothesis per group it is Holm's."""
+    return _adjust(p, alpha, "holm", groups)
 
 
 def benjamini_hochberg(p: Sequence[float] | np.ndarray, alpha: float = 0.05) -> Adjusted:

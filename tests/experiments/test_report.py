@@ -115,10 +115,11 @@ def test_write_report_reads_claims_from_the_runs_and_embeds_the_figures(tmp_path
     assert text.startswith("# Report: toy")
     assert "- **C1: HELD**: reward of optuna > static" in text and "_Search beats the static config._" in text
     assert "- **C2: UNTESTABLE**" in text
-    assert ("| C1 | reward | optuna | static | a > b | +0.6 | [+0.4701, +0.7299] | 0.00068 | 4 | paired |  | held "
+    assert ("| C1 | reward | optuna | static | a > b | +0.6 | [+0.4701, +0.7299] | 0.00068 | 1 | 4 | paired |  | held "
             "| held (p 0.00068) | held (p 0.00068) |") in text  # Holm and BH over the one testable claim
     assert "| C1 | 0.1 | yes | 0.0816 | 0.17 | 0.26 | [+0.525, +0.675] | placebo: b: odd - even windows | +0 | [+0, +0] | 1 | 0.129 | 0.306 |" in text
-    assert "A claim **held** when the whole 95% interval of `a - b` lies on the claimed side of 0" in text
+    assert "It **held** when the whole 95% interval of `a - b` lies on the claimed side of 0" in text
+    assert "is **contradicted** when the interval lies wholly short of `min_effect`" in text
     assert "| optuna | 4 | 1.15 [" in text  # per-arm summary: mean and CI across seeds
     for name in ("reward", "decomposition", "pareto"):
         assert f"![{name}](figures/{name}.png)" in text and (tmp_path / "reports" / "figures" / f"{name}.png").exists()
@@ -190,8 +191,16 @@ def test_power_mde_and_underpowered_inconclusive_claims():
     assert r.label == f"inconclusive (underpowered: power {r.power:.2f} at min_effect)"
     assert r.line().startswith(f"**N1: INCONCLUSIVE** (underpowered: power {r.power:.2f} at min_effect): reward of")
     assert r.beyond_min == "unclear" and r.as_dict()["underpowered"] is True
-    enough = evaluate_claim(noisy, ClaimConfig("N2", a=["optuna"], b=["static"], min_effect=5.0))
+    # the same spread around +0.6: 95% CI [-0.182, +1.382], MDE80 (3.182446 + 0.978472) * 0.245798 = 1.0227
+    shifted = noisy.assign(reward=noisy["reward"] + np.where(noisy["arm"] == "optuna", 0.7, 0.0))
+    enough = evaluate_claim(shifted, ClaimConfig("N2", a=["optuna"], b=["static"], min_effect=1.1))
+    assert enough.mde80 == pytest.approx(1.0227, abs=1e-3) and enough.power > 0.8
     assert enough.verdict == "inconclusive" and not enough.underpowered and enough.label == "inconclusive"
+    # a claimed gain of 5 lies beyond the whole interval: ruled out (contradicted, short of min_effect), not reversed
+    far = evaluate_claim(shifted, ClaimConfig("N3", a=["optuna"], b=["static"], min_effect=5.0))
+    assert far.verdict == "contradicted" and not far.reversed and far.label == "contradicted (short of min_effect)"
+    assert far.p_short < 0.05 < far.p and far.beyond_min == "no"
+    assert far.line().startswith("**N3: CONTRADICTED** (short of min_effect): reward of")
 
 
 def test_bootstrap_interval_for_few_seeds_only():
@@ -206,18 +215,26 @@ def test_bootstrap_interval_for_few_seeds_only():
 def test_adjust_holm_and_bh_over_a_family_of_claims():
     from experiments.report import ClaimResult, adjust
 
-    def result(name, p, effect=1.0, verdict="held", direction="greater"):
+    def result(name, p, p_short, effect=1.0, verdict="held", direction="greater"):
         return ClaimResult(ClaimConfig(name, a=["x"], b=["y"], min_effect=0.1, direction=direction), verdict,
-                           effect=effect, p=p)
+                           effect=effect, p=p, p_short=p_short)
 
-    # p = 0.01, 0.04, 0.03, 0.005 -> Holm 0.03, 0.06, 0.06, 0.02; BH 0.02, 0.04, 0.04, 0.02
-    rs = [result("A", 0.01), result("B", 0.04), result("C", 0.03, effect=-1.0, verdict="contradicted"),
-          result("D", 0.005, direction="less"), result("E", float("nan"), verdict="untestable")]
+    # held-side p (p when the effect is on the claimed side, else 1) and p_short per claim:
+    # A (0.01, 1), B (0.04, 0.9), C reversed (1, 0.03), D claimed "less" but +1 (1, 0.005)
+    rs = [result("A", 0.01, 1.0), result("B", 0.04, 0.9), result("C", 0.03, 0.03, effect=-1.0, verdict="contradicted"),
+          result("D", 0.005, 0.005, direction="less", verdict="contradicted"),
+          result("E", float("nan"), float("nan"), verdict="untestable")]
     adj = adjust(rs)
-    assert [a.p_holm for a in adj[:4]] == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert [a.p_bh for a in adj[:4]] == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    # Holm-Shaffer over the 8 hypotheses, sorted 0.005 (D short), 0.01 (A held), 0.03 (C short), 0.04 (B held), ...:
+    # each rejection leaves its claim's other hypothesis in play, so all 4 claims can still hold a true one and the
+    # multiplier stays 4: 0.02, 0.04, 0.12, 0.16 (plain Holm over the claims' smaller p would give 0.02, 0.03, 0.06, 0.06)
+    assert [a.p_holm for a in adj[:4]] == pytest.approx([0.04, 0.16, 0.12, 0.02])
     assert [a.verdict_holm for a in adj] == ["held", "inconclusive", "inconclusive", "contradicted", "untestable"]
+    # BH over the claims' smaller p (0.01, 0.04, 0.03, 0.005): 0.02, 0.04, 0.04, 0.02
+    assert [a.p_bh for a in adj[:4]] == pytest.approx([0.02, 0.04, 0.04, 0.02])
     assert [a.verdict_bh for a in adj] == ["held", "held", "contradicted", "contradicted", "untestable"]
+    # one claim alone: its two hypotheses cannot both be true, so nothing is multiplied (Holm's p is the raw one)
+    assert adjust([result("A", 0.01, 1.0)])[0].p_holm == pytest.approx(0.01)
 
 
 def test_noise_floor_compares_the_baseline_with_itself():

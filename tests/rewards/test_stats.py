@@ -192,3 +192,33 @@ def test_trend_test_against_a_hand_worked_fit():
     assert trend_test([0.0, 0.5, 1.0, 1.5]).p == 0.0  # a perfect line
     assert math.isnan(trend_test([1.0, 2.0]).slope) and trend_test([1.0, 2.0]).p == 1.0  # too few to test
     assert trend_test([1, 3, np.nan, 2, 5, 4]).n == 5  # non-finite values are dropped with their index
+
+
+def test_holm_with_groups_uses_shaffers_count_of_hypotheses_that_can_still_be_true():
+    # two claims, each with "no gain" and "a gain of at least min_effect" (at most one true per claim)
+    p, groups = [0.005, 0.9, 0.01, 0.02], [0, 0, 1, 1]
+    h = holm(p, groups=groups)
+    # sorted 0.005 (claim 0), 0.01 (1), 0.02 (1), 0.9 (0): 2 claims in play until claim 1 is gone -> x2, x2, x2, x1
+    assert h.p.tolist() == pytest.approx([0.01, 0.9, 0.02, 0.04]) and h.reject.tolist() == [True, False, True, True]
+    assert holm(p, groups=[0, 1, 2, 3]).p == pytest.approx(holm(p).p)  # one hypothesis per group: Holm's own
+    with pytest.raises(ValueError, match="one group per p-value"):
+        holm(p, groups=[0, 1])
+
+
+@pytest.mark.parametrize("effect", [0.0, 3.0])
+def test_holm_over_claim_pairs_keeps_the_family_wise_error(effect):
+    """20 claims whose true effect is 0 (the "no gain" hypothesis is true) or exactly min_effect (the "gain >=
+    min_effect" one is), z-tests with se 1 and min_effect 3 (power ~0.85 each way): rejecting any
+    true hypothesis is an error; over 4,000 families the rate must stay at 5% within 3 binomial standard errors."""
+    from math import erfc, sqrt
+
+    rng = np.random.default_rng(7)
+    phi = np.vectorize(lambda x: 0.5 * erfc(-x / sqrt(2.0)))
+    claims, floor, reps, errors = 20, 3.0, 4000, 0
+    z = rng.standard_normal((reps, claims)) + effect
+    p_held, p_short = np.minimum(1.0, 2 * (1 - phi(z))), np.minimum(1.0, 2 * phi(z - floor))
+    groups = np.tile(np.arange(claims), 2)
+    for i in range(reps):
+        rejected = holm(np.concatenate([p_held[i], p_short[i]]), groups=groups).reject
+        errors += bool(rejected[:claims].any() if effect == 0.0 else rejected[claims:].any())
+    assert errors / reps <= 0.05 + 3 * sqrt(0.05 * 0.95 / reps)
