@@ -128,10 +128,11 @@ def ece(scores: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
     return float(np.abs(gap).sum() / s.size)  # n_b/n * |sum_b p/n_b - sum_b y/n_b| = |sum_b p - sum_b y| / n
 
 
-def ndcg(request: np.ndarray, position: np.ndarray, click: np.ndarray) -> float:
+def ndcg(request: np.ndarray, position: np.ndarray, click: np.ndarray, k: int | None = None) -> float:
     """Mean over requests with a click of the NDCG of the shown order (0-based ``position``, click = relevance 1).
 
-    ``DCG = sum_clicked 1 / log2(position + 2)``, ``IDCG = sum_{j=1..clicks} 1 / log2(j + 1)``.
+    ``DCG = sum_clicked 1 / log2(position + 2)``, ``IDCG = sum_{j=1..clicks} 1 / log2(j + 1)``; with ``k``
+    (NDCG@k) only positions ``< k`` count and the ideal holds ``min(clicks, k)`` clicks on top.
     """
     req = np.asarray(request).ravel()
     pos = np.asarray(position, dtype=np.int64).ravel()
@@ -144,10 +145,15 @@ def ndcg(request: np.ndarray, position: np.ndarray, click: np.ndarray) -> float:
     clicks = np.bincount(row, weights=y).astype(np.int64)
     if not (clicks > 0).any():
         return math.nan
-    dcg = np.bincount(row, weights=y / np.log2(pos + 2.0))
+    gain = y / np.log2(pos + 2.0)
+    if k is not None:
+        check_int("k", k, 1)
+        gain = np.where(pos < k, gain, 0.0)
+    dcg = np.bincount(row, weights=gain)
     ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, clicks.max() + 2)))])  # ideal[n]: n clicks on top
     has = clicks > 0
-    return float(np.mean(dcg[has] / ideal[clicks[has]]))
+    top = clicks[has] if k is None else np.minimum(clicks[has], k)
+    return float(np.mean(dcg[has] / ideal[top]))
 
 
 def ranking_metrics(log: InteractionLog, column: str = "score") -> dict[str, float]:

@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = ["Adjusted", "MeanTest", "TrendTest", "WelchInterval", "benjamini_hochberg", "bootstrap_ci",
            "clustered_mean_interval", "holm", "mde", "mean_ci", "mean_test", "n_for_mde", "power_at", "t_cdf", "t_quantile",
-           "t_two_sided_p", "trend_test", "welch_interval"]
+           "psi", "spearman", "t_two_sided_p", "trend_test", "welch_interval"]
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -381,3 +381,49 @@ def clustered_mean_interval(values: np.ndarray, clusters: np.ndarray | None = No
         return WelchInterval(mean, mean, mean, math.inf, 0.0 if mean != 0 else 1.0)
     half = t_quantile(0.5 + level / 2, g - 1) * se
     return WelchInterval(mean, mean - half, mean + half, float(g - 1), t_two_sided_p(mean / se, g - 1))
+
+
+def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, bins: int = 10,
+        floor: float = 1e-4) -> float:
+    """Population stability index of ``actual`` against ``expected``: ``sum_b (a_b - e_b) ln(a_b / e_b)`` over
+    ``bins`` quantile bins of ``expected`` (shares floored at ``floor`` so an empty bin is finite). 0 for the same
+    distribution; the usual reading: < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 large shift. A constant
+    ``expected`` gives one bin (its value) plus the rest. nan when either side is empty."""
+    e = np.asarray(expected, dtype=np.float64).ravel()
+    a = np.asarray(actual, dtype=np.float64).ravel()
+    e, a = e[np.isfinite(e)], a[np.isfinite(a)]
+    if e.size == 0 or a.size == 0:
+        return math.nan
+    edges = np.unique(np.quantile(e, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    eb = np.bincount(np.searchsorted(edges, e, side="right"), minlength=len(edges) + 1) / e.size
+    ab = np.bincount(np.searchsorted(edges, a, side="right"), minlength=len(edges) + 1) / a.size
+    eb, ab = np.maximum(eb, floor), np.maximum(ab, floor)
+    return float(np.sum((ab - eb) * np.log(ab / eb)))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean of their positions), 1-based."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    sorted_x = x[order]
+    starts = np.r_[0, np.flatnonzero(sorted_x[1:] != sorted_x[:-1]) + 1]
+    ends = np.r_[starts[1:], len(x)]
+    mean_rank = (starts + ends + 1) / 2.0  # positions starts+1 .. ends, averaged
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Spearman's rank correlation (Pearson's on average ranks); nan with fewer than 2 pairs or a constant side."""
+    a = np.asarray(x, dtype=np.float64).ravel()
+    b = np.asarray(y, dtype=np.float64).ravel()
+    if a.size != b.size:
+        raise ValueError(f"`x` and `y` must have equal lengths (got {a.size} and {b.size})")
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 2:
+        return math.nan
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])

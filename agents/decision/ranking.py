@@ -14,15 +14,18 @@ import torch
 from torch import nn
 
 from agents.decision.context import Candidates, CatalogView, RequestBatch
+from agents.decision.models import MODEL_ARCHITECTURES, ModelDesign, build_model
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int
 from rewards.inner import ranking_metrics
 
-__all__ = ["ARCHITECTURES", "EnsembleRanker", "MultiTaskNet", "TorchRanker", "flush_subnormal", "pair_features"]
+__all__ = ["ARCHITECTURES", "LOSS_WEIGHTS", "EnsembleRanker", "MultiTaskNet", "TorchRanker", "flush_subnormal",
+           "multitask_loss", "pair_features"]
 
-ARCHITECTURES = ("linear", "mlp")
+ARCHITECTURES = ("linear", "mlp")  # what the pipeline design language offers (models.MODEL_ARCHITECTURES: all)
 HEADS = ("click", "like", "dwell")
+LOSS_WEIGHTS = {"like": 0.5, "dwell": 0.1}  # the like and dwell terms' weights next to the click term's 1
 TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32; below it (but not 0) values are subnormal
 
 
@@ -108,6 +111,16 @@ class _InputParts:
         return torch.baddbmm(items_h, x, m.transpose(1, 2))
 
 
+def multitask_loss(out: torch.Tensor, y: torch.Tensor, w_like: float = 0.5, w_dwell: float = 0.1) -> torch.Tensor:
+    """The rankers' training loss: click log-loss plus, over the clicked rows, ``w_like`` x like log-loss and
+    ``w_dwell`` x squared error of log-dwell (``y`` columns click, like, log-dwell; ``out`` the heads' outputs)."""
+    bce = nn.functional.binary_cross_entropy_with_logits
+    clicked = y[:, 0]  # 0 / 1: the like and dwell heads learn from clicked rows only
+    # means over the clicked rows as masked sums (0 when none was clicked): no boolean indexing
+    given_click = w_like * bce(out[:, 1], y[:, 1], reduction="none") + w_dwell * (out[:, 2] - y[:, 2]) ** 2
+    return bce(out[:, 0], clicked) + (given_click * clicked).sum() / clicked.sum().clamp(min=1.0)
+
+
 class MultiTaskNet(nn.Module):
     """Shared bottom (identity for ``linear``, an MLP otherwise) and per-segment (or shared) heads."""
 
@@ -175,8 +188,16 @@ class TorchRanker(DecisionAgent):
         name: str | None = None,
         config: dict | None = None,
         seed: int = 0,
+        design: ModelDesign | None = None,
+        loss_weights: dict[str, float] | None = None,
     ) -> None:
-        check_choice("ranker arch", arch, ARCHITECTURES)
+        check_choice("ranker arch", arch, MODEL_ARCHITECTURES)
+        if arch not in ARCHITECTURES and per_segment:
+            raise ConfigError(f"per-segment towers are offered for {list(ARCHITECTURES)} only (got arch {arch!r})")
+        weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
+        if set(weights) != set(LOSS_WEIGHTS) or any(not (0.0 <= float(v) <= 10.0) for v in weights.values()):
+            raise ConfigError(f"`loss_weights` must map {sorted(LOSS_WEIGHTS)} to numbers in [0, 10] (got {loss_weights})")
+        self.loss_weights = {k: float(v) for k, v in weights.items()}
         super().__init__(name or f"{arch}{'_towers' if per_segment else ''}", config)
         self.arch, self.hidden, self.per_segment = arch, hidden, per_segment
         self.in_dim, self.num_segments, self.num_routes = in_dim, num_segments, num_routes
@@ -185,7 +206,14 @@ class TorchRanker(DecisionAgent):
         # caller builds the system inside ``torch.inference_mode()`` (inference tensors cannot be trained)
         with torch.random.fork_rng(devices=[]), torch.inference_mode(False):
             torch.manual_seed(seed)
-            self.model = MultiTaskNet(in_dim, arch, hidden, num_segments, per_segment)
+            self.design: ModelDesign | None = None  # linear and mlp: MultiTaskNet's own structure
+            if arch in ARCHITECTURES:
+                self.model = MultiTaskNet(in_dim, arch, hidden, num_segments, per_segment)
+            else:
+                self.design = design if design is not None else ModelDesign(arch=arch, hidden=hidden)
+                if self.design.arch != arch:
+                    raise ConfigError(f"`design.arch` must match the ranker's arch (got {self.design.arch!r} vs {arch!r})")
+                self.model = build_model(self.design, in_dim)
         self._opt = self._optimizer()
         self._buf_x = np.zeros((0, in_dim), np.float32)
         self._buf_y = np.zeros((0, 3), np.float32)
@@ -334,7 +362,7 @@ class TorchRanker(DecisionAgent):
         if n == 0:
             return
         x, y, s = torch.from_numpy(self._buf_x), torch.from_numpy(self._buf_y), torch.from_numpy(self._buf_s)
-        bce = nn.functional.binary_cross_entropy_with_logits
+        w_like, w_dwell = self.loss_weights["like"], self.loss_weights["dwell"]
         self.model.train()
         bs = int(self.config["batch_size"])
         batches = -(-n // bs)
@@ -343,12 +371,7 @@ class TorchRanker(DecisionAgent):
             perm = torch.randperm(n, generator=self.generator)
             for lo in range(0, n, bs):
                 idx = perm[lo : lo + bs]
-                out = self.model(x[idx], s[idx])
-                yb = y[idx]
-                clicked = yb[:, 0]  # 0 / 1: the like and dwell heads learn from clicked rows only
-                # means over the clicked rows as masked sums (0 when none was clicked): no boolean indexing
-                given_click = 0.5 * bce(out[:, 1], yb[:, 1], reduction="none") + 0.1 * (out[:, 2] - yb[:, 2]) ** 2
-                loss = bce(out[:, 0], clicked) + (given_click * clicked).sum() / clicked.sum().clamp(min=1.0)
+                loss = multitask_loss(self.model(x[idx], s[idx]), y[idx], w_like, w_dwell)
                 self._opt.zero_grad()
                 loss.backward()
                 self._opt.step()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from agents.decision.context import Candidates, CatalogView, RequestBatch
+from agents.decision.features import ImpressionRecorder
 from agents.decision.functional import SegmentRouter
 from agents.decision.fusion import MultiTaskFusion, QuotaFusion
 from agents.decision.ranking import TorchRanker, pair_features
@@ -157,6 +158,8 @@ class Simulation:
         self.sessions.start(np.arange(concurrency))
         self.next_request = 0
         self.windows = 0
+        # set an ImpressionRecorder to keep what the rankers saw for offline evaluation (it reads, never draws)
+        self.recorder: ImpressionRecorder | None = None
 
     def window(self, num_requests: int, learn: bool = True) -> InteractionLog:
         """Serve ``num_requests`` requests (whole steps of all sessions), then let the agents learn."""
@@ -203,6 +206,9 @@ class Simulation:
             segment = batch.segment.copy()
             result = sessions.serve_items(slots, items)
             resp = result.response
+            if self.recorder is not None:
+                self.recorder.add(batch, items, route, catalog, resp.click, resp.like, resp.dwell,
+                                  len(system.route_names), len(world.cfg.segment_names))
             for i, p in enumerate(system.pipelines):  # ranker feedback, per pipeline
                 rows = rows_of[i]
                 if len(rows):
@@ -249,6 +255,8 @@ class Simulation:
         )
         if learn:
             system.observe(log)
+        if self.recorder is not None:
+            self.recorder.end_window()
         self.windows += 1
         return log
 

@@ -222,3 +222,23 @@ def test_holm_over_claim_pairs_keeps_the_family_wise_error(effect):
         rejected = holm(np.concatenate([p_held[i], p_short[i]]), groups=groups).reject
         errors += bool(rejected[:claims].any() if effect == 0.0 else rejected[claims:].any())
     assert errors / reps <= 0.05 + 3 * sqrt(0.05 * 0.95 / reps)
+
+
+def test_psi_is_zero_for_one_distribution_and_large_for_a_shift():
+    from rewards.stats import psi
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(20_000), rng.standard_normal(20_000)
+    assert psi(a, b) < 0.01 and psi(a, a) == pytest.approx(0.0)
+    assert psi(a, b + 1.0) > 0.25  # a shift of one standard deviation: "large" on the usual reading
+    assert psi(np.zeros(100), np.zeros(50)) == pytest.approx(0.0) and math.isnan(psi([], [1.0]))
+
+
+def test_spearman_on_ranks_with_ties():
+    from rewards.stats import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks (1, 2.5, 2.5, 4) vs (1, 2, 3, 4): Pearson 0.948683
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.948683, abs=1e-6)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(spearman([1], [2]))
