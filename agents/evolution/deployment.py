@@ -33,6 +33,7 @@ import numpy as np
 
 from agents.decision.configs import SystemConfig, build_system
 from agents.decision.context import RequestBatch
+from agents.decision.features import ImpressionRecorder, LoggedImpressions
 from agents.decision.functional import ExperimentDesigner, HashSplit
 from agents.decision.system import Simulation, System
 from agents.evolution.interleaving import (
@@ -259,6 +260,8 @@ class DeploymentService(Protocol):
     def restore(self, snapshot: Any) -> None: ...
     def fork(self, traffic_seed: int | None = None) -> DeploymentService: ...
     def regime(self) -> np.ndarray: ...
+    def start_recording(self) -> ImpressionRecorder: ...
+    def stop_recording(self) -> LoggedImpressions: ...
 
 
 class Deployment:
@@ -477,11 +480,28 @@ class Deployment:
         ``traffic_seed``: the fork's future traffic (every draw about users and requests, ``envs.streams``, and the
         system's own randomness) comes from this seed instead: an independent replicate from the same state (what
         a comparison without common random numbers sees)."""
-        twin = copy.deepcopy(self)
+        recorder, self._sim.recorder = self._sim.recorder, None  # a twin does not record (nor copy the recording)
+        try:
+            twin = copy.deepcopy(self)
+        finally:
+            self._sim.recorder = recorder
         if traffic_seed is not None:
             twin._sim.world.streams = Streams(int(traffic_seed))
             twin._sim.seed = int(traffic_seed)
         return twin
+
+    def start_recording(self) -> ImpressionRecorder:
+        """Keep every impression served from now on with what the rankers saw (offline evaluation's logged data);
+        forks and restored snapshots do not record. Recording changes nothing the simulation does."""
+        self._sim.recorder = ImpressionRecorder()
+        return self._sim.recorder
+
+    def stop_recording(self) -> LoggedImpressions:
+        """The impressions recorded since :meth:`start_recording`; recording stops."""
+        recorder, self._sim.recorder = self._sim.recorder, None
+        if recorder is None:
+            raise ConfigError("`stop_recording` needs a recording started with start_recording() (none is running)")
+        return recorder.logged()
 
     def snapshot(self) -> Deployment:
         """A frozen copy of the whole state, for :meth:`restore`."""

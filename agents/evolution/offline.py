@@ -111,13 +111,14 @@ def time_split(data: LoggedData, valid_windows: int = 1) -> tuple[LoggedData, Lo
 
 
 def fit(design: ModelDesign, data: LoggedData, recipe: TrainRecipe | None = None, seed: int = 0,
-        num_segments: int | None = None) -> TorchRanker:
-    """A ranker of ``design`` trained on ``data`` with ``recipe`` (at least ``recipe.updates`` gradient steps)."""
+        num_segments: int | None = None, num_routes: int = 1) -> TorchRanker:
+    """A ranker of ``design`` trained on ``data`` with ``recipe`` (at least ``recipe.updates`` gradient steps);
+    ``num_routes`` matters only to serve it online (the width of the layout's route one-hot)."""
     recipe = TrainRecipe() if recipe is None else recipe
     segments = int(data.segment.max()) + 1 if num_segments is None else num_segments
     config = {"lr": recipe.lr, "epochs": 1, "batch_size": recipe.batch_size, "weight_decay": recipe.weight_decay,
               "memory": 500_000, "min_updates": 0}
-    ranker = TorchRanker(data.x.shape[1], max(segments, 1), num_routes=1, arch=design.arch, hidden=design.hidden,
+    ranker = TorchRanker(data.x.shape[1], max(segments, 1), num_routes=num_routes, arch=design.arch, hidden=design.hidden,
                          config=config, seed=seed, design=None if design.arch in ARCHITECTURES else design,
                          loss_weights={"like": recipe.w_like, "dwell": recipe.w_dwell})
     ranker.learn_from((data.x, data.y, data.segment), min_updates=recipe.updates)
