@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from agents.decision.context import Candidates, CatalogView, RequestBatch
+from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int
 
 __all__ = ["BASE_GROUPS", "FEATURE_GROUPS", "HASH_BUCKETS", "FeatureGroup", "FeatureSet", "FeatureState",
@@ -229,6 +230,16 @@ class FeatureState:
             np.maximum.at(last, inv, all_last)
             self.ut_last = last
 
+    def update_log(self, log: InteractionLog) -> None:
+        """:meth:`update` from a window's interaction log (its impressions: user, item, topic, step, click)."""
+        imp = log.impressions
+        n = len(imp["item"])
+        z = np.zeros((n, 0), np.float32)
+        self.update(Pairs(imp["user"].astype(np.int64), imp["segment"].astype(np.int64), z, z,
+                          imp["item"].astype(np.int64), z, imp["topic"].astype(np.int64), imp["route"].astype(np.int64),
+                          imp["position"], imp["step"].astype(np.int64), 0, 0, 0, imp["click"], imp["like"],
+                          imp["dwell"]))
+
     def lookup(self, table: np.ndarray, index: np.ndarray) -> np.ndarray:
         """``table[index]``, 0 where the index is beyond what was seen (or negative)."""
         out = np.zeros(len(index))
@@ -380,6 +391,14 @@ class FeatureSet:
         keep = [g for g in self.groups if g.name not in set(drop)]
         return FeatureSet([*keep, *[g for g in add if (g if isinstance(g, str) else g.name) not in
                                     {k.name for k in keep}]])
+
+    def width(self, user_dim: int, embedding_dim: int, num_routes: int, num_segments: int) -> int:
+        """The number of columns for a world of these sizes (from one probe pair)."""
+        z = np.zeros(1, np.int64)
+        probe = Pairs(z, z, np.zeros((1, user_dim), np.float32), np.zeros((1, embedding_dim), np.float32), z,
+                      np.zeros((1, embedding_dim + 4), np.float32), z, z, None, z, embedding_dim, num_routes,
+                      num_segments)
+        return int(self.matrix(probe, FeatureState())[0].shape[1])
 
     def blocks(self, pairs: Pairs, state: FeatureState) -> list[np.ndarray]:
         out = []

@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 from agents.decision.context import Candidates, CatalogView, RequestBatch
+from agents.decision.features import BASE_GROUPS, FeatureSet, FeatureState, Pairs
 from agents.decision.models import MODEL_ARCHITECTURES, ModelDesign, build_model
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int
 from rewards.inner import ranking_metrics
 
-__all__ = ["ARCHITECTURES", "LOSS_WEIGHTS", "EnsembleRanker", "MultiTaskNet", "TorchRanker", "flush_subnormal",
+__all__ = ["ARCHITECTURES", "LOSS_WEIGHTS", "EnsembleRanker", "FeatureRanker", "MultiTaskNet", "TorchRanker", "flush_subnormal",
            "multitask_loss", "pair_features"]
 
 ARCHITECTURES = ("linear", "mlp")  # what the pipeline design language offers (models.MODEL_ARCHITECTURES: all)
@@ -292,13 +293,23 @@ class TorchRanker(DecisionAgent):
                 for h in HEADS:
                     out[h][rows[:, None], cols] = heads[h].reshape(len(rows), width)
             else:
-                x = pair_features(sub, candidates.items[rows], candidates.route[rows], catalog, self.num_routes)
+                x = self.features_of(sub, candidates.items[rows], candidates.route[rows], catalog)
                 heads = self.predict(x.reshape(-1, self.in_dim), np.repeat(sub.segment, c))
                 for h in HEADS:
                     out[h][rows] = heads[h].reshape(len(rows), c)
         out["click"][~valid] = 0.0
         out["like"][~valid] = 0.0
         return out
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The feature groups this ranker reads (:mod:`agents.decision.features`): the base layout."""
+        return BASE_GROUPS
+
+    def features_of(self, batch: RequestBatch, items: np.ndarray, route: np.ndarray, catalog: CatalogView,
+                    position: np.ndarray | None = None) -> np.ndarray:
+        """(B, C, Fin) features of the pairs (``position``: of shown items, for training; None when scoring)."""
+        return pair_features(batch, items, route, catalog, self.num_routes, position)
 
     @torch.no_grad()
     def _predict_parts(
@@ -384,6 +395,47 @@ class TorchRanker(DecisionAgent):
         return {f"inner/ranking/{self.name}/{k}": v for k, v in ranking_metrics(log).items()}
 
 
+class FeatureRanker(TorchRanker):
+    """A :class:`TorchRanker` over a chosen :class:`~agents.decision.features.FeatureSet` (AutoFeature's edits).
+
+    Its features are computed by the feature set from the pairs and its own :class:`FeatureState` (history and item
+    statistics learned from the windows it observed, as of the start of the window being served), for scoring and
+    for the impressions it remembers; serving always materialises them. ``dims``: (user features, embedding size)
+    of the world, to size the input.
+    """
+
+    def __init__(self, features: FeatureSet, dims: tuple[int, int], num_segments: int, num_routes: int,
+                 arch: str = "mlp", hidden: int = 64, name: str | None = None, config: dict | None = None,
+                 seed: int = 0, **kwargs: object) -> None:
+        self.features = features
+        self.state = FeatureState()
+        in_dim = features.width(dims[0], dims[1], num_routes, num_segments)
+        super().__init__(in_dim, num_segments, num_routes, arch=arch, hidden=hidden,
+                         name=name or f"{arch}+{'+'.join(features.names)}", config=config, seed=seed, **kwargs)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.features.names
+
+    def features_of(self, batch: RequestBatch, items: np.ndarray, route: np.ndarray, catalog: CatalogView,
+                    position: np.ndarray | None = None) -> np.ndarray:
+        b, c = items.shape
+        pairs = Pairs.of_candidates(batch, Candidates(items, np.zeros(items.shape, np.float32), route), catalog,
+                                    self.num_routes, self.num_segments)
+        if position is not None:
+            pairs.position = np.asarray(position).reshape(-1)
+        return self.features.matrix(pairs, self.state)[0].reshape(b, c, -1)
+
+    def act(self, batch: RequestBatch, candidates: Candidates, catalog: CatalogView, chunk: int = 32,
+            factorized: bool = True) -> dict[str, np.ndarray]:
+        return super().act(batch, candidates, catalog, chunk, factorized=False)
+
+    def observe(self, log: InteractionLog) -> None:
+        """Add the window's impressions to the feature statistics, then train (the statistics serve the next window)."""
+        self.state.update_log(log)
+        super().observe(log)
+
+
 class EnsembleRanker(DecisionAgent):
     """Rankers that score together: heads are a weighted mean of the members' (each keeps learning).
 
@@ -397,6 +449,9 @@ class EnsembleRanker(DecisionAgent):
     def __init__(self, members: list[TorchRanker], name: str | None = None, config: dict | None = None) -> None:
         if len(members) < 2:
             raise ConfigError(f"an ensemble needs at least 2 rankers (got {len(members)})")
+        layouts = {m.feature_names for m in members}
+        if len(layouts) > 1:
+            raise ConfigError(f"an ensemble's rankers must read one feature layout (got {sorted(layouts)})")
         super().__init__(name or "+".join(m.name for m in members), config)
         self.members = list(members)
         self.num_routes = members[0].num_routes
@@ -409,6 +464,14 @@ class EnsembleRanker(DecisionAgent):
     def act(self, batch: RequestBatch, candidates: Candidates, catalog: CatalogView) -> dict[str, np.ndarray]:
         outs = [m.act(batch, candidates, catalog) for m in self.members]
         return {h: sum(w * o[h] for w, o in zip(self._weights(), outs)).astype(np.float32) for h in HEADS}
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.members[0].feature_names
+
+    def features_of(self, batch: RequestBatch, items: np.ndarray, route: np.ndarray, catalog: CatalogView,
+                    position: np.ndarray | None = None) -> np.ndarray:
+        return self.members[0].features_of(batch, items, route, catalog, position)
 
     def remember(self, x: np.ndarray, segment: np.ndarray, click: np.ndarray, like: np.ndarray, dwell: np.ndarray) -> None:
         for m in self.members:

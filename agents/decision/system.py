@@ -20,7 +20,7 @@ from agents.decision.context import Candidates, CatalogView, RequestBatch
 from agents.decision.features import ImpressionRecorder
 from agents.decision.functional import SegmentRouter
 from agents.decision.fusion import MultiTaskFusion, QuotaFusion
-from agents.decision.ranking import TorchRanker, pair_features
+from agents.decision.ranking import TorchRanker
 from agents.decision.recall import RecallAgent
 from agents.decision.rerank import Reranker
 from envs.config import WorldConfig
@@ -31,18 +31,23 @@ from envs.sessions import SessionBatch
 from envs.validation import ConfigError, check_int, check_probability
 from envs.world import World
 
-__all__ = ["Pipeline", "Served", "Simulation", "System", "feature_dim", "probe_inputs"]
+__all__ = ["Pipeline", "Served", "Simulation", "System", "feature_dim", "input_dims", "probe_inputs"]
 
 log = logging.getLogger(__name__)
 
 SYSTEM_STREAM = 0x5157  # keys the per-step generator of the served system's own randomness
 
 
+def input_dims(cfg: WorldConfig) -> tuple[int, int]:
+    """(observable user features, item embedding size) of a world: what sizes a ranker's feature set."""
+    return len(cfg.segments) + cfg.embedding_dim + 3, cfg.embedding_dim
+
+
 def feature_dim(cfg: WorldConfig, num_routes: int) -> int:
     """Width of the ranker's (request, candidate) features for a world and a number of routes."""
-    user = len(cfg.segments) + cfg.embedding_dim + 3
-    item = cfg.embedding_dim + len(ITEM_FEATURES)
-    return user + item + cfg.embedding_dim + num_routes + 1  # + 1: the position column
+    user, d = input_dims(cfg)
+    item = d + len(ITEM_FEATURES)
+    return user + item + d + num_routes + 1  # + 1: the position column
 
 
 @dataclass
@@ -94,7 +99,7 @@ class Pipeline:
         route = np.take_along_axis(cands.route, chosen, axis=1)
         p_click = np.take_along_axis(heads["click"], chosen, axis=1)
         position = np.broadcast_to(np.arange(slate_size), items.shape)
-        feats = pair_features(batch, items, route, catalog, self.ranker.num_routes, position)
+        feats = self.ranker.features_of(batch, items, route, catalog, position)
         return Served(items, route, p_click, self.scorer.calibrate(p_click), feats, cands, routes)
 
 
