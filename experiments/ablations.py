@@ -89,6 +89,9 @@ ABLATIONS: tuple[Ablation, ...] = (
     Ablation("C5", "c5_reward", "Reward design",
              "Does the layered reward (inner + outer, with Lagrangian constraints) keep both the business metric and "
              "the agent's local competence, within the risk bound?"),
+    Ablation("C6", "c6_automodel", "Model and feature evolution",
+             "Do AutoModel agents that evolve the ranker's features and model (offline screening on logged windows, "
+             "an A/B gate online) beat re-rank-only evolution and the static linear ranker?"),
 )
 # the reduced suite: 2 seeds, 3 windows of 100 requests (and 1 exploit window), 50 concurrent sessions, the main
 # ranker without a minimum of gradient steps per window

@@ -52,7 +52,13 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
+from agents.decision.features import BASE_GROUPS, FeatureSet, FeatureState, ImpressionRecorder
 from agents.decision.functional import ExperimentDesigner
+from agents.decision.models import ModelDesign
+from agents.decision.ranking import ARCHITECTURES, FeatureRanker
+from agents.decision.system import input_dims
+from agents.evolution.autofeature import AutoFeature
+from agents.evolution.autotrain import AutoTrain, method_cards
 from agents.evolution.composition import DESCRIPTION, CompositionEnv
 from agents.evolution.controllers import (
     EvolutionHistory,
@@ -68,6 +74,8 @@ from agents.evolution.designer import MODES, LLMDesigner, design_step
 from agents.evolution.env import MAX_CONTROL_SHARE, TWIN_PREFIX, EvolutionEnv
 from agents.evolution.llm import BACKENDS, make_backend
 from agents.evolution.llm_search import LLMSearch
+from agents.evolution.offline import OfflineOnlineLedger, TrainRecipe, compare, logged_data, time_split
+from agents.evolution.rollout import ab_rollout_pipeline
 from agents.evolution.schedule import SaturationTest, ShiftTest, alternate
 from agents.evolution.twins import evaluate as twin_values
 from envs.log import InteractionLog
@@ -79,9 +87,10 @@ if TYPE_CHECKING:  # annotations only: the store loads SQLAlchemy, the config mo
     from agents.infra.store import KnowledgeStore
     from experiments.config import ExperimentConfig
 
-__all__ = ["ARMS", "ENV_KINDS", "AlternatingOptions", "Arm", "ArmContext", "Checkpoints", "OnWindow", "PPOOptions",
-           "Residual", "StaticController", "WindowRecorder", "best_config", "curve_summary", "exploit", "register_arm",
-           "retest", "run_arm", "search_windows", "segment_metrics", "select", "twin_gain"]
+__all__ = ["ARMS", "ENV_KINDS", "AlternatingOptions", "Arm", "ArmContext", "AutoModelOptions", "Checkpoints", "OnWindow",
+           "PPOOptions", "Residual", "StaticController", "WindowRecorder", "automodel_round", "best_config",
+           "curve_summary", "exploit", "register_arm", "retest", "run_arm", "search_windows", "segment_metrics", "select",
+           "twin_gain"]
 
 log = logging.getLogger(__name__)
 
@@ -1038,3 +1047,205 @@ def alternating(ctx: ArmContext) -> EvolutionHistory:
     env = ctx.env.unwrapped  # production (the agent's config and the wiring that passed the gates) is deployed
     exploit(ctx, lambda obs: env.to_config(env.composition))
     return history
+
+
+# --------------------------------------------------------------------------- the AutoModel arms (C6)
+# ``autofeature``, ``autotrain`` and ``automodel_models`` (both) evolve the ranker of the evolved agent's pipeline in
+# rounds, the re-ranker's parameters staying as the system config sets them; every window from the reset on is recorded.
+# (1) observe: ``observe_windows`` windows served by production; (2) screen offline on everything recorded (the last
+# window held out; ``updates`` steps per model, incumbent and candidate alike): AutoFeature's add/drop edits of the
+# running ranker's feature set and/or AutoTrain's designs parsed from the method cards by the LLM (parsed once per
+# run), the best candidate whose held-out AUC gain exceeds ``min_gain``; (3) gate online: that candidate, trained on
+# everything recorded with the running ranker's own budget (its gradient steps so far, capped at 5,000; a
+# FeatureRanker, its statistics replayed), replaces production's ranker in a copy of the pipeline A/B-tested on live
+# traffic for ``ab_windows`` windows (a fresh salt per test), deployed only if accepted.
+# ``automodel_models`` alternates the two (features first). Every parse, candidate, offline gain and gate decision is
+# in the knowledge store; the run's summary counts rounds, gates and acceptances and compares offline with online.
+
+
+@dataclass
+class AutoModelOptions(LLMOptions):
+    """The AutoModel arms' rounds: ``observe_windows`` recorded windows (>= 2: the last is held out), offline screening
+    with ``updates`` gradient steps per model, an A/B gate of ``ab_windows`` windows for the best candidate whose
+    held-out AUC gain exceeds ``min_gain`` (``gate_min_requests`` requests per side to decide)."""
+
+    observe_windows: int = 3
+    ab_windows: int = 2
+    gate_min_requests: int = 100
+    updates: int = 1000
+    min_gain: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("controller.options.observe_windows", self.observe_windows, 2)
+        check_int("controller.options.ab_windows", self.ab_windows, 1)
+        if self.gate_min_requests not in GATE_MIN_REQUESTS:
+            raise ConfigError(f"`controller.options.gate_min_requests` must be one of {list(GATE_MIN_REQUESTS)} "
+                              f"(got {self.gate_min_requests!r})")
+        TrainRecipe(updates=self.updates)  # one of the recipe space's budgets
+        check_range("controller.options.min_gain", self.min_gain, -1.0, 1.0)
+
+
+def _design_of(ranker: Any) -> ModelDesign:
+    design = getattr(ranker, "design", None)
+    return design if design is not None else ModelDesign(arch=ranker.arch, hidden=ranker.hidden
+                                                         if ranker.hidden in (16, 32, 64, 128, 256) else 64)
+
+
+def _features_of(ranker: Any) -> FeatureSet:
+    return ranker.features if isinstance(ranker, FeatureRanker) else FeatureSet(BASE_GROUPS)
+
+
+MAX_CANDIDATE_UPDATES = 5000  # a gated candidate's gradient steps: the running ranker's so far, at most this
+
+
+def _candidate_ranker(ctx: ArmContext, features: FeatureSet, design: ModelDesign, weights: dict[str, float],
+                      logd: Any, updates: int) -> FeatureRanker:
+    """A ranker over ``features`` of ``design``, trained on the whole log (statistics replayed to its end) with the
+    running ranker's online training parameters and ``updates`` steps: what the gate tests."""
+    service = ctx.deployment
+    running = service.system.pipelines[0].ranker
+    state = FeatureState()
+    data = logged_data(logd, features, state)
+    ranker = FeatureRanker(features, input_dims(service.world_cfg), running.num_segments, running.num_routes,
+                           arch=design.arch, hidden=design.hidden, config=dict(running.config), seed=ctx.agent_seed,
+                           design=None if design.arch in ARCHITECTURES else design,
+                           loss_weights={"like": weights.get("w_like", 0.5), "dwell": weights.get("w_dwell", 0.1)})
+    ranker.state = state
+    ranker.learn_from((data.x, data.y, data.segment), min_updates=updates)
+    ranker.name = running.name
+    return ranker
+
+
+def automodel_round(ctx: ArmContext, kind: str, autotrain: AutoTrain | None, tried: set[str], step: int,
+                    on_log: Any, ledger: OfflineOnlineLedger, recorder: ImpressionRecorder) -> dict[str, Any]:
+    """One round of ``kind`` (``feature`` or ``model``): observe, screen, gate; returns what happened. ``recorder``
+    has recorded every window since the run's reset: the screen and the candidate's training use all of it."""
+    opts: AutoModelOptions = ctx.options
+    env, service = ctx.env, ctx.deployment
+    production = service.agent(env.get_wrapper_attr("agent_name")).config
+    names = ctx.params.by_name
+    for _ in range(min(opts.observe_windows, ctx.windows - env.steps)):
+        env.step(ctx.codec.encode({k: v for k, v in production.items() if k in names}))
+    logd = recorder.logged()
+    out: dict[str, Any] = {"round": step, "kind": kind, "candidate": None, "offline_gain": None, "decision": None}
+    if len(np.unique(logd.window)) < 2 or env.steps >= ctx.windows:
+        return out
+    running = service.system.pipelines[0].ranker
+    features, design = _features_of(running), _design_of(running)
+    recipe = TrainRecipe(updates=opts.updates)
+    best: tuple[float, str, FeatureSet, ModelDesign, dict[str, float]] | None = None
+    if kind == "feature":
+        af = AutoFeature(features, design, recipe, seed=ctx.agent_seed, min_gain=opts.min_gain)
+        report = af.analyse(logd)
+        edits = [e for e in af.propose(report) if e.label not in tried]
+        for r in af.screen(edits, logd, report.incumbent):
+            if r.auc_gain > opts.min_gain and (best is None or r.auc_gain > best[0]):
+                best = (r.auc_gain, r.edit.label, r.edit.features, design, {})
+        out["rejected_features"] = dict(af.rejected)
+    else:
+        if autotrain is None:
+            raise ConfigError("a model round needs AutoTrain (the arm builds it)")
+        autotrain.incumbent = design
+        train, valid = time_split(logged_data(logd, features))
+        for parsed in autotrain.parsed:
+            label = f"card {parsed.card}"
+            if not parsed.valid or label in tried or parsed.design is None:
+                continue
+            recipe_c = TrainRecipe(**{**recipe.__dict__, **parsed.weights})
+            gain = compare(design, parsed.design, train, valid, recipe, recipe_c, seed=ctx.agent_seed).auc_gain
+            if gain > opts.min_gain and (best is None or gain > best[0]):
+                best = (gain, label, features, parsed.design, parsed.weights)
+    if best is None:
+        return out
+    gain, label, new_features, new_design, weights = best
+    tried.add(label)
+    challenger = copy.deepcopy(service.system.pipelines[0])
+    # the candidate is trained on everything logged with the running ranker's own budget (its gradient steps so far,
+    # capped): a fresh model with one screen's budget would face a ranker trained over the whole run
+    budget = max(opts.updates, min(int(running.updates), MAX_CANDIDATE_UPDATES))
+    challenger.ranker = _candidate_ranker(ctx, new_features, new_design, weights, logd, budget)
+    windows = min(opts.ab_windows, ctx.windows - env.steps)
+    decision = ab_rollout_pipeline(service, challenger, ExperimentDesigner(config={"min_requests": opts.gate_min_requests}),
+                                   windows, "clicks_exp", on_log=on_log)
+    ledger.add(label, gain, decision.effect)
+    doc = {"candidate": label, "features": list(new_features.names), "design": new_design.as_dict(),
+           "weights": weights, "offline_auc_gain": gain}
+    ctx.store.add_rollout(ctx.exp_id, step, f"{ctx.cfg.controller.name}/{kind}", doc,
+                          "accepted" if decision.accepted else "rejected", effect=decision.effect,
+                          ci_low=decision.ci_low, ci_high=decision.ci_high, p_value=decision.p_value,
+                          n_incumbent=decision.n_incumbent, n_candidate=decision.n_candidate,
+                          reasons=[f"offline AUC gain {gain:+.4f}", *decision.reasons])
+    out.update(candidate=label, offline_gain=gain, decision="accepted" if decision.accepted else "rejected",
+               effect=decision.effect)
+    log.info("%s round %d (%s): %s offline %+.4f, online %+.4f -> %s", ctx.cfg.controller.name, step, kind, label,
+             gain, decision.effect, out["decision"])
+    return out
+
+
+def _automodel(ctx: ArmContext, kinds: tuple[str, ...]) -> EvolutionHistory:
+    opts: AutoModelOptions = ctx.options
+    env = ctx.env
+    env.reset(seed=ctx.seed)
+    service = ctx.deployment
+    agent = env.get_wrapper_attr("agent_name")
+    names = ctx.params.by_name
+
+    def production() -> dict[str, Any]:
+        return {k: v for k, v in service.agent(agent).config.items() if k in names}
+
+    def on_log(window_log: InteractionLog) -> None:  # an A/B window: both arms' traffic, on the agent's reward
+        reward, terms = service.score(window_log, agent)
+        info = {**terms, "day": service.now, "config": production(), "phase": "gate", "regime": None,
+                **segment_metrics(window_log)}
+        env.history.configs.append(info["config"])
+        env.history.rewards.append(float(reward))
+        env.history.infos.append(info)
+        ctx.on_window(env.steps, info["config"], float(reward), info)
+        env.steps += 1
+
+    autotrain = None
+    if "model" in kinds:
+        autotrain = AutoTrain(opts.backend(), seed=ctx.agent_seed, store=ctx.store, exp_id=ctx.exp_id)
+        autotrain.parse_all(method_cards())
+    ledger, tried, rounds = OfflineOnlineLedger(), set(), []
+    step = 0
+    recorder = service.start_recording()
+    try:
+        while env.steps < ctx.windows:
+            rounds.append(automodel_round(ctx, kinds[step % len(kinds)], autotrain, tried, step, on_log, ledger,
+                                          recorder))
+            step += 1
+    finally:
+        service.stop_recording()
+    gated = [r for r in rounds if r["decision"] is not None]
+    ctx.summary.update({"automodel/rounds": float(len(rounds)), "automodel/gated": float(len(gated)),
+                        "automodel/accepted": float(sum(r["decision"] == "accepted" for r in gated)),
+                        **{f"automodel/ledger/{k}": float(v) for k, v in ledger.summary().items()}})
+    final = service.system.pipelines[0].ranker
+    log.info("%s: %d rounds, %d gated, %d accepted; ends with %s over %s", ctx.cfg.controller.name, len(rounds),
+             len(gated), int(ctx.summary["automodel/accepted"]), _design_of(final).arch, list(_features_of(final).names))
+    exploit(ctx, lambda obs: production())
+    return env.history
+
+
+@register_arm("autofeature", options=AutoModelOptions, live=True, twins=False)
+def autofeature(ctx: ArmContext) -> EvolutionHistory:
+    """AutoFeature evolves the ranker's feature set: analysis of recorded windows, add/drop edits screened offline,
+    the best A/B-tested on live traffic and deployed if it wins; exploits the ranker it ends with."""
+    return _automodel(ctx, ("feature",))
+
+
+@register_arm("autotrain", options=AutoModelOptions, live=True, twins=False)
+def autotrain(ctx: ArmContext) -> EvolutionHistory:
+    """AutoTrain evolves the ranker's model: method cards parsed by the LLM into designs, screened offline on
+    recorded windows, the best A/B-tested on live traffic and deployed if it wins; exploits the ranker it ends with."""
+    return _automodel(ctx, ("model",))
+
+
+@register_arm("automodel_models", options=AutoModelOptions, live=True, twins=False)
+def automodel_models(ctx: ArmContext) -> EvolutionHistory:
+    """AutoFeature and AutoTrain in alternating rounds (features first), each candidate screened offline and
+    A/B-gated online; exploits the ranker it ends with."""
+    return _automodel(ctx, ("feature", "model"))
+

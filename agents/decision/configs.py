@@ -35,6 +35,7 @@ __all__ = [
     "cold_start_config",
     "lean_config",
     "lean_system_config",
+    "linear_baseline_config",
     "segment_routed",
     "segment_routed_config",
     "static_baseline",
@@ -212,9 +213,16 @@ def lean_system_config(seed: int = 0, fast: bool = False) -> SystemConfig:
     return SystemConfig([lean_config(fast)], seed=seed)
 
 
+def linear_baseline_config(seed: int = 0, fast: bool = False) -> SystemConfig:
+    """The static baseline with a linear ranker: the production logistic regression an AutoModel run starts from
+    (experiment C6)."""
+    return static_baseline_config("linear", seed, fast)
+
+
 # The named systems (``system=<name>`` in the experiment app, which builds them with ``fast=True``).
 SYSTEM_PRESETS: dict[str, Callable[..., SystemConfig]] = {
     "static_baseline": static_baseline_config,
+    "linear_baseline": linear_baseline_config,
     "segment_routed": segment_routed_config,
     "lean": lean_system_config,
 }

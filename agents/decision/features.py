@@ -9,7 +9,8 @@ for column. Groups:
   (profile x embedding, element-wise), ``route`` (one-hot recall route), ``position`` (log1p of the shown position;
   0 when serving);
 - user x item: ``dot`` (profile . embedding and their cosine), ``segment`` (one-hot), ``topic_segment`` (a hashed
-  topic x segment cross, one-hot over :data:`HASH_BUCKETS` buckets);
+  topic x segment cross, one-hot over :data:`HASH_BUCKETS` buckets), ``segment_item`` (the item's scalar features
+  once per segment: a segment-specific weight for quality, freshness, popularity and risk);
 - short-term history: ``user_ctr`` (the user's smoothed click rate and log exposure count so far),
   ``topic_match`` (the user's past clicks on the item's topic, log1p, and how recently: ``exp(-steps since the last
   one / 50)``, 0 when never);
@@ -314,6 +315,18 @@ def _topic_segment(p: Pairs, s: FeatureState) -> np.ndarray:
     return out
 
 
+def _segment_item(p: Pairs, s: FeatureState) -> np.ndarray:
+    # the item's scalar features (quality, freshness, popularity, risk) once per segment, 0 in the other segments'
+    # columns: a segment-specific weight for each, which a linear model over the base features cannot have
+    scalars = _item(p, s)[:, p.embedding_dim:]
+    out = np.zeros((len(p), p.num_segments * scalars.shape[1]), np.float32)
+    w = scalars.shape[1]
+    for k in range(p.num_segments):  # a loop over segments (a handful), not rows
+        rows = p.segment == k
+        out[rows, k * w:(k + 1) * w] = scalars[rows]
+    return out
+
+
 def _user_ctr(p: Pairs, s: FeatureState) -> np.ndarray:
     shows, clicks = s.lookup(s.user_shows, p.user), s.lookup(s.user_clicks, p.user)
     return np.stack([_smoothed(clicks, shows), np.log1p(shows)], axis=1)
@@ -354,6 +367,7 @@ FEATURE_GROUPS: dict[str, FeatureGroup] = {g.name: g for g in [
     FeatureGroup("dot", "cross", _dot, "profile . embedding and their cosine"),
     FeatureGroup("segment", "cross", _segment, "one-hot user segment"),
     FeatureGroup("topic_segment", "cross", _topic_segment, f"hashed topic x segment, {HASH_BUCKETS} buckets"),
+    FeatureGroup("segment_item", "cross", _segment_item, "the item's quality, freshness, popularity, risk per segment"),
     FeatureGroup("user_ctr", "history", _user_ctr, "the user's smoothed click rate and log exposures so far"),
     FeatureGroup("topic_match", "history", _topic_match, "the user's past clicks on the topic and their recency"),
     FeatureGroup("item_ctr", "item_stats", _item_ctr, "the item's smoothed click rate and log exposures so far"),

@@ -218,6 +218,18 @@ class AutoTrain:
         self.seed, self.k, self.min_gain = check_int("seed", seed, 0), check_int("k", k, 1), float(min_gain)
         self.ledger = OfflineOnlineLedger()
         self.results: list[CardResult] = []
+        self.parsed: list[ParsedCard] = []
+
+    def parse_all(self, cards: Sequence[MethodCard]) -> list[ParsedCard]:
+        """Parse every card once (kept in :attr:`parsed`; each parse recorded in the store when there is one)."""
+        self.parsed = [parse_card(card, self.backend, seed=self.seed) for card in cards]
+        if self.store is not None and self.exp_id is not None:
+            for p in self.parsed:
+                self.store.add_design(self.exp_id, self.name, {"card": p.card, "document": p.document, "design":
+                                      p.design.as_dict() if p.design else None, "weights": p.weights,
+                                      "seconds_to_parse": p.seconds}, f"method card {p.card}", p.route, p.valid,
+                                      p.error, None)
+        return self.parsed
 
     def screen(self, cards: Sequence[MethodCard], train: LoggedData, valid: LoggedData) -> list[CardResult]:
         """Parse every card and compare each valid design with the incumbent offline (same data, same budget)."""

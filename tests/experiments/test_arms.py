@@ -459,3 +459,27 @@ def test_a_residual_action_is_a_step_from_the_incumbent_clipped_to_the_box():
     step = np.full(env.action_space.shape, 0.1, np.float32)
     np.testing.assert_allclose(env.action(step), np.clip(inner.codec.encode({k: incumbent[k] for k in inner.codec.params.by_name})
                                                          + 0.1, -1, 1), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_automodel_arm_screens_offline_gates_online_and_records_it(tmp_path):
+    """automodel_models on the linear baseline: rounds of recorded windows, feature edits and LLM-parsed designs
+    screened offline, each round's best gated by an A/B test; every parse and gate in the store, the counts in the
+    summary, the gate windows in the metrics, then the exploit windows."""
+
+    cfg = compose_config("experiment=c6_automodel", "variant=c6_automodel_models", "evolution.windows=10",
+                         "evolution.exploit=2", "evolution.warmup=1", "controller.options.updates=100", "seed=0",
+                         *TINY_RUN)
+    summary = run(cfg, out_dir=tmp_path)
+    m = pd.read_csv(tmp_path / "metrics.csv")
+    assert len(m) == 12 and (m["phase"] == "exploit").sum() == 2
+    with KnowledgeStore(tmp_path / "store.db") as store:
+        parses = store.designs(agent="autotrain")
+        gates = store.rollouts()
+    assert len(parses) == 5 and {p.document["card"] for p in parses} == {"wide_and_deep", "dcn", "deepfm", "mmoe", "din"}
+    assert all(p.valid or p.error for p in parses)
+    assert summary["automodel/gated"] == len(gates) >= 1 and summary["automodel/rounds"] >= 2
+    assert len(gates) <= (m["phase"] == "gate").sum() <= 2 * len(gates)  # each gate's windows, recorded as served
+    for g in gates:
+        assert g.decision in ("accepted", "rejected") and g.reasons[0].startswith("offline AUC gain +")
+        assert g.agent.startswith("automodel_models/") and g.candidate_config["candidate"]

@@ -97,7 +97,7 @@ def test_every_option_composes_validates_and_builds(group, option):
                 assert set(claim.headroom_arms) <= arms, f"claim {claim.name}'s headroom needs arms the sweep does not run"
 
 
-ABLATION_PRESETS = ("c1_heterogeneity", "c2_individual", "c4_composition", "c5_reward")
+ABLATION_PRESETS = ("c1_heterogeneity", "c2_individual", "c4_composition", "c5_reward", "c6_automodel")
 
 
 @pytest.mark.parametrize("preset", ABLATION_PRESETS)
@@ -244,7 +244,8 @@ def test_wrong_type_or_unknown_key_fails_while_composing(override, cause):
                                                r"did you mean 'outer/engagement/clicks_per_request'\?"),
     (["world.shifts.0.kind=segment_mixx"], r"`world.shifts.kind` must be one of \[.*\] \(got 'segment_mixx'\); "
                                            r"did you mean 'segment_mix'\?"),
-    (["controller.name=optuan"], r"`controller.name` must be one of \['alternating', 'compositional', 'hindsight', "
+    (["controller.name=optuan"], r"`controller.name` must be one of \['alternating', 'autofeature', 'automodel_models', "
+                                 r"'autotrain', 'compositional', 'hindsight', "
                                  r"'hindsight_composition', 'individual', 'llm', 'llm_compositional', 'llm_designer', "
                                  r"'optuna', 'optuna_ab', 'oracle', 'oracle_composition', 'ppo', 'ppo_composition', "
                                  r"'random', 'static', 'static_composition'\] \(got 'optuan'\); did you mean 'optuna'\?"),
