@@ -34,7 +34,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from agents.decision.models import MODEL_ARCHITECTURES, WIDTHS, ModelDesign
+from agents.decision.models import MODEL_ARCHITECTURES, MODEL_DESIGN_SCHEMA, ModelDesign
 from agents.decision.ranking import TorchRanker
 from agents.evolution.deployment import DeploymentService
 from agents.evolution.llm import REPLY_FAILURES, LLMBackend, LLMError, Reply, parse_json_reply, safe_text
@@ -55,14 +55,9 @@ PARSE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": [*MODEL_KEYS, "w_like", "w_dwell"],
-    "properties": {
+    "properties": {  # the model design's own fields (one more arch: "unsupported") and the heads' loss weights
+        **MODEL_DESIGN_SCHEMA["properties"],
         "arch": {"enum": [*MODEL_ARCHITECTURES, UNSUPPORTED]},
-        "hidden": {"enum": list(WIDTHS)},
-        "depth": {"type": "integer", "minimum": 1, "maximum": 4},
-        "cross_layers": {"type": "integer", "minimum": 1, "maximum": 6},
-        "fm_dim": {"type": "integer", "minimum": 2, "maximum": 64},
-        "deep": {"type": "boolean"},
-        "experts": {"type": "integer", "minimum": 2, "maximum": 8},
         "w_like": {"type": "number", "minimum": 0, "maximum": 2},
         "w_dwell": {"type": "number", "minimum": 0, "maximum": 1},
     },
