@@ -52,12 +52,11 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from agents.decision.features import BASE_GROUPS, FeatureSet, FeatureState, ImpressionRecorder
+from agents.decision.features import BASE_GROUPS, FeatureSet, ImpressionRecorder
 from agents.decision.functional import ExperimentDesigner
-from agents.decision.models import ModelDesign
-from agents.decision.ranking import ARCHITECTURES, FeatureRanker
-from agents.decision.system import input_dims
-from agents.evolution.autofeature import AutoFeature
+from agents.decision.models import WIDTHS, ModelDesign
+from agents.decision.ranking import LOSS_WEIGHTS, FeatureRanker
+from agents.evolution.autofeature import AutoFeature, deployable_ranker
 from agents.evolution.autotrain import AutoTrain, method_cards
 from agents.evolution.composition import DESCRIPTION, CompositionEnv
 from agents.evolution.controllers import (
@@ -882,6 +881,25 @@ GATE_MIN_REQUESTS = (100, 1000, 5000)
 SEARCHES = ("optuna", "llm")  # the alternation's compositional controller
 
 
+def _ab_window_recorder(ctx: ArmContext, agent: str, production: Callable[[], dict[str, Any]], phase: str
+                        ) -> Callable[[InteractionLog], None]:
+    """``on_log`` for A/B windows an arm serves outside ``ctx.env.step`` (both sides' traffic): each is scored on the
+    evolved ``agent``'s reward and recorded like an env window, with ``production()``'s config and ``phase``."""
+    env, service = ctx.env, ctx.deployment
+
+    def on_log(window_log: InteractionLog) -> None:
+        reward, terms = service.score(window_log, agent)
+        info = {**terms, "day": service.now, "config": production(), "phase": phase, "regime": None,
+                **segment_metrics(window_log)}
+        env.history.configs.append(info["config"])
+        env.history.rewards.append(float(reward))
+        env.history.infos.append(info)
+        ctx.on_window(env.steps, info["config"], float(reward), info)
+        env.steps += 1
+
+    return on_log
+
+
 @dataclass
 class DesignerOptions(LLMOptions):
     """The LLM designer arm (:mod:`agents.evolution.designer`): one proposal per A/B test of ``ab_windows`` windows."""
@@ -917,16 +935,7 @@ def llm_designer(ctx: ArmContext) -> EvolutionHistory:
     def production() -> dict[str, Any]:  # the evolved agent's parameters in the running pipeline
         return {k: v for k, v in service.agent(agent).config.items() if k in names}
 
-    def on_log(window_log: InteractionLog) -> None:  # an A/B window: both arms' traffic, on the agent's reward
-        reward, terms = service.score(window_log, agent)
-        info = {**terms, "day": service.now, "config": production(), "phase": "design", "regime": None,
-                **segment_metrics(window_log)}
-        env.history.configs.append(info["config"])
-        env.history.rewards.append(float(reward))
-        env.history.infos.append(info)
-        ctx.on_window(env.steps, info["config"], float(reward), info)
-        env.steps += 1
-
+    on_log = _ab_window_recorder(ctx, agent, production, "design")
     env.phase = "design"
     step = 0
     while env.steps < ctx.windows:
@@ -1089,7 +1098,7 @@ class AutoModelOptions(LLMOptions):
 def _design_of(ranker: Any) -> ModelDesign:
     design = getattr(ranker, "design", None)
     return design if design is not None else ModelDesign(arch=ranker.arch, hidden=ranker.hidden
-                                                         if ranker.hidden in (16, 32, 64, 128, 256) else 64)
+                                                         if ranker.hidden in WIDTHS else 64)
 
 
 def _features_of(ranker: Any) -> FeatureSet:
@@ -1097,24 +1106,6 @@ def _features_of(ranker: Any) -> FeatureSet:
 
 
 MAX_CANDIDATE_UPDATES = 5000  # a gated candidate's gradient steps: the running ranker's so far, at most this
-
-
-def _candidate_ranker(ctx: ArmContext, features: FeatureSet, design: ModelDesign, weights: dict[str, float],
-                      logd: Any, updates: int) -> FeatureRanker:
-    """A ranker over ``features`` of ``design``, trained on the whole log (statistics replayed to its end) with the
-    running ranker's online training parameters and ``updates`` steps: what the gate tests."""
-    service = ctx.deployment
-    running = service.system.pipelines[0].ranker
-    state = FeatureState()
-    data = logged_data(logd, features, state)
-    ranker = FeatureRanker(features, input_dims(service.world_cfg), running.num_segments, running.num_routes,
-                           arch=design.arch, hidden=design.hidden, config=dict(running.config), seed=ctx.agent_seed,
-                           design=None if design.arch in ARCHITECTURES else design,
-                           loss_weights={"like": weights.get("w_like", 0.5), "dwell": weights.get("w_dwell", 0.1)})
-    ranker.state = state
-    ranker.learn_from((data.x, data.y, data.segment), min_updates=updates)
-    ranker.name = running.name
-    return ranker
 
 
 def automodel_round(ctx: ArmContext, kind: str, autotrain: AutoTrain | None, tried: set[str], step: int,
@@ -1146,7 +1137,6 @@ def automodel_round(ctx: ArmContext, kind: str, autotrain: AutoTrain | None, tri
     else:
         if autotrain is None:
             raise ConfigError("a model round needs AutoTrain (the arm builds it)")
-        autotrain.incumbent = design
         train, valid = time_split(logged_data(logd, features))
         for parsed in autotrain.parsed:
             label = f"card {parsed.card}"
@@ -1164,7 +1154,9 @@ def automodel_round(ctx: ArmContext, kind: str, autotrain: AutoTrain | None, tri
     # the candidate is trained on everything logged with the running ranker's own budget (its gradient steps so far,
     # capped): a fresh model with one screen's budget would face a ranker trained over the whole run
     budget = max(opts.updates, min(int(running.updates), MAX_CANDIDATE_UPDATES))
-    challenger.ranker = _candidate_ranker(ctx, new_features, new_design, weights, logd, budget)
+    loss = {"like": weights.get("w_like", LOSS_WEIGHTS["like"]), "dwell": weights.get("w_dwell", LOSS_WEIGHTS["dwell"])}
+    challenger.ranker = deployable_ranker(service, new_features, new_design, logd, config=dict(running.config),
+                                          loss_weights=loss, updates=budget, seed=ctx.agent_seed)
     windows = min(opts.ab_windows, ctx.windows - env.steps)
     decision = ab_rollout_pipeline(service, challenger, ExperimentDesigner(config={"min_requests": opts.gate_min_requests}),
                                    windows, "clicks_exp", on_log=on_log)
@@ -1194,15 +1186,7 @@ def _automodel(ctx: ArmContext, kinds: tuple[str, ...]) -> EvolutionHistory:
     def production() -> dict[str, Any]:
         return {k: v for k, v in service.agent(agent).config.items() if k in names}
 
-    def on_log(window_log: InteractionLog) -> None:  # an A/B window: both arms' traffic, on the agent's reward
-        reward, terms = service.score(window_log, agent)
-        info = {**terms, "day": service.now, "config": production(), "phase": "gate", "regime": None,
-                **segment_metrics(window_log)}
-        env.history.configs.append(info["config"])
-        env.history.rewards.append(float(reward))
-        env.history.infos.append(info)
-        ctx.on_window(env.steps, info["config"], float(reward), info)
-        env.steps += 1
+    on_log = _ab_window_recorder(ctx, agent, production, "gate")
 
     autotrain = None
     if "model" in kinds:

@@ -55,7 +55,25 @@ from agents.evolution.twins import evaluate
 from agents.infra.store import KnowledgeStore
 from envs.validation import ConfigError, check_int, check_range
 
-__all__ = ["AutoFeature", "EditResult", "FeatureEdit", "FeatureReport"]
+__all__ = ["AutoFeature", "EditResult", "FeatureEdit", "FeatureReport", "deployable_ranker"]
+
+
+def deployable_ranker(service: DeploymentService, features: FeatureSet, design: ModelDesign, log: LoggedImpressions,
+                      *, config: dict, loss_weights: dict[str, float], updates: int, seed: int = 0, pipeline: int = 0
+                      ) -> FeatureRanker:
+    """A :class:`FeatureRanker` over ``features`` of ``design`` for ``service``'s running ``pipeline`` (its sizes and
+    its ranker's name), trained on the whole log with ``config`` and at least ``updates`` gradient steps, its
+    statistics replayed to the log's end: what goes online."""
+    running = service.system.pipelines[pipeline].ranker
+    state = FeatureState()
+    data = logged_data(log, features, state)  # replays the statistics through every window
+    ranker = FeatureRanker(features, input_dims(service.world_cfg), running.num_segments, running.num_routes,
+                           arch=design.arch, hidden=design.hidden, config=config, seed=seed,
+                           design=None if design.arch in ARCHITECTURES else design, loss_weights=loss_weights)
+    ranker.state = state
+    ranker.learn_from((data.x, data.y, data.segment), min_updates=updates)
+    ranker.name = running.name
+    return ranker
 
 
 @dataclass
@@ -193,21 +211,9 @@ class AutoFeature:
                ) -> FeatureRanker:
         """A :class:`FeatureRanker` over ``features`` trained on the whole log with the recipe, its statistics
         replayed to the log's end: what would go online."""
-        running = service.system.pipelines[pipeline].ranker
-        state = FeatureState()
-        data = logged_data(log, features, state)  # replays the statistics through every window
-        r = self.recipe
-        config = {"lr": r.lr, "epochs": 1, "batch_size": r.batch_size, "weight_decay": r.weight_decay,
-                  "memory": 500_000, "min_updates": 0}
-        d = self.design
-        ranker = FeatureRanker(features, input_dims(service.world_cfg), running.num_segments, running.num_routes,
-                               arch=d.arch, hidden=d.hidden, config=config, seed=self.seed,
-                               design=None if d.arch in ARCHITECTURES else d,
-                               loss_weights={"like": r.w_like, "dwell": r.w_dwell})
-        ranker.state = state
-        ranker.learn_from((data.x, data.y, data.segment), min_updates=r.updates)
-        ranker.name = running.name
-        return ranker
+        return deployable_ranker(service, features, self.design, log, config=self.recipe.ranker_config(),
+                                 loss_weights=self.recipe.loss_weights, updates=self.recipe.updates, seed=self.seed,
+                                 pipeline=pipeline)
 
     def online(self, service: DeploymentService, result: EditResult, log: LoggedImpressions, *, windows: int = 2,
                pipeline: int = 0, learn: bool = True) -> float:

@@ -61,6 +61,15 @@ class TrainRecipe:
     def __post_init__(self) -> None:
         RECIPE_SPACE.validate(asdict(self), agent="recipe")
 
+    def ranker_config(self) -> dict[str, Any]:
+        """The ranker's training parameters for this recipe (one pass per call to train, the budget given apart)."""
+        return {"lr": self.lr, "epochs": 1, "batch_size": self.batch_size, "weight_decay": self.weight_decay,
+                "memory": 500_000, "min_updates": 0}
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {"like": self.w_like, "dwell": self.w_dwell}
+
 
 @dataclass
 class LoggedData:
@@ -116,11 +125,9 @@ def fit(design: ModelDesign, data: LoggedData, recipe: TrainRecipe | None = None
     ``num_routes`` matters only to serve it online (the width of the layout's route one-hot)."""
     recipe = TrainRecipe() if recipe is None else recipe
     segments = int(data.segment.max()) + 1 if num_segments is None else num_segments
-    config = {"lr": recipe.lr, "epochs": 1, "batch_size": recipe.batch_size, "weight_decay": recipe.weight_decay,
-              "memory": 500_000, "min_updates": 0}
     ranker = TorchRanker(data.x.shape[1], max(segments, 1), num_routes=num_routes, arch=design.arch, hidden=design.hidden,
-                         config=config, seed=seed, design=None if design.arch in ARCHITECTURES else design,
-                         loss_weights={"like": recipe.w_like, "dwell": recipe.w_dwell})
+                         config=recipe.ranker_config(), seed=seed, design=None if design.arch in ARCHITECTURES else design,
+                         loss_weights=recipe.loss_weights)
     ranker.learn_from((data.x, data.y, data.segment), min_updates=recipe.updates)
     return ranker
 

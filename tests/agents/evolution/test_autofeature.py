@@ -6,31 +6,20 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
-import envs
-from agents.decision.configs import static_baseline
 from agents.decision.features import BASE_GROUPS, FeatureGroup, FeatureSet
 from agents.evolution.autofeature import AutoFeature
-from agents.evolution.deployment import Deployment
 from agents.evolution.offline import TrainRecipe
 from agents.infra.store import KnowledgeStore
 from envs.validation import ConfigError
 
-SMALL = envs.WorldConfig(num_items=2000, num_users=4000, num_topics=10, num_creators=100)
-
 
 @pytest.fixture(scope="module")
-def setup():
+def setup(logged_small):
     """A deployment after 2 warm-up windows and the 4 windows it then served (recorded), plus three extra groups:
     ``affinity`` (the user's true, hidden interest . the item's embedding: informative and no leak), ``noise``
     (random columns) and ``leak`` (the row's own click, smoothed: computed from the outcome it predicts)."""
-    torch.set_num_threads(1)
-    svc = Deployment.start(SMALL, static_baseline(SMALL, seed=0), seed=1, window=1000, concurrency=400)
-    svc.serve(2)
-    svc.start_recording()
-    svc.serve(4)
-    log = svc.stop_recording()
+    svc, log = logged_small
     world = svc._sim.world
     interest, embedding = world.users.interest.copy(), world.catalog.embedding.copy()
 

@@ -8,10 +8,7 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
-import envs
-from agents.decision.configs import static_baseline
 from agents.decision.models import ModelDesign
 from agents.evolution.autotrain import (
     PARSE_SCHEMA,
@@ -22,13 +19,11 @@ from agents.evolution.autotrain import (
     method_cards,
     parse_card,
 )
-from agents.evolution.deployment import Deployment
 from agents.evolution.llm import LLMError, ScriptedBackend
 from agents.evolution.offline import TrainRecipe, logged_data, time_split
 from agents.infra.store import KnowledgeStore
 from envs.validation import ConfigError
 
-SMALL = envs.WorldConfig(num_items=2000, num_users=4000, num_topics=10, num_creators=100)
 CARD = MethodCard("toy", "A cross network of three layers beside a deep network.")
 
 
@@ -39,15 +34,8 @@ def _doc(**over):
 
 
 @pytest.fixture(scope="module")
-def logged():
-    """A small deployment after 2 warm-up windows, and the 4 windows it then served, recorded."""
-    torch.set_num_threads(1)
-    svc = Deployment.start(SMALL, static_baseline(SMALL, seed=0), seed=1, window=1000, concurrency=400)
-    svc.serve(2)
-    svc.start_recording()
-    svc.serve(4)
-    log = svc.stop_recording()
-    return svc, log
+def logged(logged_small):
+    return logged_small
 
 
 def test_the_shipped_cards_and_their_answer_key():
