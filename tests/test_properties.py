@@ -660,7 +660,7 @@ def assert_config_in(params: ParamSpace, config: dict[str, Any]) -> None:
 
 
 def test_every_agent_space_is_covered() -> None:
-    assert len(AGENTS) == 10, [c.__name__ for c in AGENTS]
+    assert len(AGENTS) == 11, [c.__name__ for c in AGENTS]  # FeatureRanker: TorchRanker's space over a feature set
 
 
 @pytest.mark.parametrize("kind", CODECS)
