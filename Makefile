@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= dev,llm,slurm,ray
+EXTRAS ?= dev,llm,slurm,ray,postgres
 OUT ?= outputs/demo
 
 .PHONY: demo test test-portable bench install lock clean

@@ -380,6 +380,73 @@ def retest(ctx: ArmContext) -> dict[str, Any]:
     return configs[chosen] if chosen >= 0 else initial_config(ctx)
 
 
+@dataclass
+class SearchOptions:
+    """Warm starts from the knowledge store shared across experiments (``warm_start``): at its first proposal the
+    search is seeded with the ``warm_k`` best trials of the same agent from the regimes nearest the one it starts
+    in, taken from earlier experiments with the same reward, system and evolved agent (finished before this run
+    registered: a resumed run sees the same ones), and proposes the ``warm_replay`` best of them first."""
+
+    warm_start: bool = False
+    warm_k: int = 10
+    warm_replay: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.warm_start, bool):
+            raise ConfigError(f"`controller.options.warm_start` must be true or false (got {self.warm_start!r})")
+        check_int("controller.options.warm_k", self.warm_k, 1)
+        check_int("controller.options.warm_replay", self.warm_replay, 0)
+
+
+WARM_KEYS = ("reward", "system")  # what earlier experiments must share with this one for their trials to seed it
+
+
+def warm_sources(ctx: ArmContext) -> list[int]:
+    """The experiments whose trials may seed this run's search: other experiments with the same reward, system and
+    evolved agent that finished before this one registered."""
+    me = ctx.store.experiment(ctx.exp_id)
+    mine = me.config
+    return [e.id for e in ctx.store.experiments()
+            if e.id != me.id and e.status == "finished" and e.finished_at is not None and e.finished_at < me.created_at
+            and all(e.config.get(k) == mine.get(k) for k in WARM_KEYS)
+            and (e.config.get("evolution") or {}).get("agent") == (mine.get("evolution") or {}).get("agent")]
+
+
+def stored_agent(ctx: ArmContext) -> str:
+    """The agent name the run's trials are stored under (``composition`` for a composition env)."""
+    return "composition" if isinstance(ctx.env.unwrapped, CompositionEnv) else ctx.cfg.evolution.agent
+
+
+class WarmStarted:
+    """A search controller seeded from the knowledge store at its first proposal (:class:`SearchOptions`); records
+    ``warm_start/trials`` (how many past trials were offered) and ``warm_start/experiments`` in the run's summary."""
+
+    def __init__(self, controller: OptunaSearch, ctx: ArmContext, options: SearchOptions) -> None:
+        self.controller, self.ctx, self.options = controller, ctx, options
+        self.name = controller.name
+        self.seeded: int | None = None
+
+    def propose(self, obs: np.ndarray) -> dict[str, Any]:
+        if self.seeded is None:
+            sources = warm_sources(self.ctx)
+            agent = stored_agent(self.ctx)
+            self.seeded = self.controller.warm_start_from(self.ctx.store, agent, obs, k=self.options.warm_k,
+                                                          replay=self.options.warm_replay, experiments=sources)
+            self.ctx.summary |= {"warm_start/trials": float(self.seeded), "warm_start/experiments": float(len(sources))}
+            log.info("warm start of %s: %d past trials of %d earlier experiments", agent, self.seeded, len(sources))
+        return self.controller.propose(obs)
+
+    def tell(self, config: dict[str, Any], reward: float | list[float], obs: np.ndarray) -> None:
+        self.controller.tell(config, reward, obs)
+
+
+def search_controller(ctx: ArmContext) -> OptunaSearch | WarmStarted:
+    """Optuna over the arm's decision space, warm-started from the store when the options say so."""
+    controller = OptunaSearch(ctx.params, seed=ctx.agent_seed)
+    options = ctx.options
+    return WarmStarted(controller, ctx, options) if isinstance(options, SearchOptions) and options.warm_start else controller
+
+
 def _search(ctx: ArmContext, controller: Any) -> EvolutionHistory:
     """``evolve`` with ``controller``, then exploit what :func:`select` picks."""
     evolve(ctx.env, controller, search_windows(ctx), seed=ctx.seed)
@@ -404,10 +471,11 @@ def random_search(ctx: ArmContext) -> EvolutionHistory:
     return _search(ctx, RandomSearch(ctx.params, seed=ctx.agent_seed))
 
 
-@register_arm("optuna", selects=True)
+@register_arm("optuna", options=SearchOptions, selects=True)
 def optuna_search(ctx: ArmContext) -> EvolutionHistory:
-    """Optuna's TPE proposes a config every window and learns from its reward; exploits what :func:`select` picks."""
-    return _search(ctx, OptunaSearch(ctx.params, seed=ctx.agent_seed))
+    """Optuna's TPE proposes a config every window and learns from its reward; exploits what :func:`select` picks.
+    With ``warm_start`` it starts from the best trials of earlier experiments in similar regimes."""
+    return _search(ctx, search_controller(ctx))
 
 
 @dataclass
@@ -561,13 +629,15 @@ def hindsight(ctx: ArmContext) -> EvolutionHistory:
 
 
 @dataclass
-class ControlOptions:
+class ControlOptions(SearchOptions):
     """The share of users served by the hand-tuned config each window, as a concurrent control (the candidate is
-    explored on the rest: ``control_share=0.8`` explores on a declared 20% of the users)."""
+    explored on the rest: ``control_share=0.8`` explores on a declared 20% of the users); warm starts as
+    :class:`SearchOptions`."""
 
     control_share: float = 0.5
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_range("controller.options.control_share", self.control_share, 0.05, MAX_CONTROL_SHARE)
 
 
@@ -578,7 +648,7 @@ def optuna_ab(ctx: ArmContext) -> EvolutionHistory:
     :func:`select` picks (the config with the best relative reward, or a re-test's winner), on all traffic."""
     set_control_share = ctx.env.get_wrapper_attr("set_control_share")
     set_control_share(ctx.options.control_share)
-    evolve(ctx.env, OptunaSearch(ctx.params, seed=ctx.agent_seed), search_windows(ctx), seed=ctx.seed)
+    evolve(ctx.env, search_controller(ctx), search_windows(ctx), seed=ctx.seed)
     set_control_share(0.0)
     best = select(ctx)
     exploit(ctx, lambda obs: best)
@@ -799,11 +869,11 @@ def hindsight_composition(ctx: ArmContext) -> EvolutionHistory:
     return _hindsight(ctx, env.to_config(env.initial))
 
 
-@register_arm("compositional", env="composition")
+@register_arm("compositional", env="composition", options=SearchOptions)
 def compositional(ctx: ArmContext) -> EvolutionHistory:
     """Optuna's TPE rewires the system every window (routes and quotas, rankers, segment routing); told the
-    system's (outer) reward; exploits the best wiring it tried."""
-    return _search(ctx, OptunaSearch(ctx.params, seed=ctx.agent_seed))
+    system's (outer) reward; exploits the best wiring it tried (``warm_start``: from earlier experiments' best)."""
+    return _search(ctx, search_controller(ctx))
 
 
 @register_arm("ppo_composition", env="composition", options=PPOOptions)

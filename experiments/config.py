@@ -332,7 +332,9 @@ class ExperimentConfig:
     arm: str = ""  # label of the arm in tables and plots; empty: the controller's name
     threads: int = 1  # torch threads
     out_dir: str | None = None  # None: Hydra's run dir (or the working directory outside Hydra)
-    store: str = "store.db"  # knowledge store: a path (relative to the run dir) or a SQLAlchemy URL
+    # the knowledge store: null = the one shared by every run ($AGENTIC_RS_STORE, else a file in the per-user data
+    # folder: agents.infra.store.default_store_url), a SQLAlchemy URL, or a path relative to the run dir (its own)
+    store: str | None = None
     world: WorldConfig = field(default_factory=lambda: WorldConfig(**WORLD_SIZES["tiny"]))
     system: SystemConfig = field(default_factory=lambda: static_baseline_config(fast=True))
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -346,6 +348,9 @@ class ExperimentConfig:
         check_int("threads", self.threads, 1)
         if not self.name or "/" in self.name:
             raise ConfigError(f"`name` must be a non-empty name without '/' (got {self.name!r})")
+        if self.store is not None and (not isinstance(self.store, str) or not self.store.strip()):
+            raise ConfigError(f"`store` must be null (the shared knowledge store), a SQLAlchemy URL or a path "
+                              f"relative to the run dir (got {self.store!r})")
         names = [c.name for c in self.claims]
         if len(set(names)) != len(names):
             raise ConfigError(f"`claims` names must be unique (got {names})")

@@ -31,7 +31,7 @@ from agents.evolution.deployment import Deployment
 from agents.evolution.design import config_to_design, pipeline_to_config, summarize_design
 from agents.evolution.designer import MODES, LLMDesigner, design_step
 from agents.evolution.llm import make_backend
-from agents.infra.store import KnowledgeStore
+from agents.infra.store import KnowledgeStore, store_location
 from envs.config import WorldConfig, world_size
 from envs.validation import check_choice, check_int
 
@@ -79,6 +79,7 @@ class DesignExperimentConfig:
     start: str = "lean"  # the pipeline the designer starts from (see STARTS)
     mode: str = "edit"  # edit: the model picks one edit per proposal; design: it writes a whole design
     seed: int = 0
+    store: str | None = None  # the knowledge store: None = the shared one (agents.infra.store.default_store_url)
 
     def __post_init__(self) -> None:
         check_choice("start", self.start, list(STARTS))
@@ -90,7 +91,8 @@ class DesignExperimentConfig:
 
 
 def run_design(cfg: DesignExperimentConfig, backend: Any = None) -> dict[str, Any]:
-    """Run the design steps; write ``designs.csv``, ``store.db``, ``summary.json``; return the summary."""
+    """Run the design steps; write ``designs.csv`` and ``summary.json`` (and every proposal and A/B decision to the
+    knowledge store); return the summary."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -106,8 +108,8 @@ def run_design(cfg: DesignExperimentConfig, backend: Any = None) -> dict[str, An
         service.serve(cfg.warmup)
     rows = []
     start = config_to_design(start_cfg)
-    with KnowledgeStore(out / "store.db") as store:
-        exp = store.start_experiment("llm_design", asdict(cfg), cfg.seed)
+    with KnowledgeStore(store_location(cfg.store, out)) as store:
+        exp = store.start_experiment("llm_design", asdict(cfg), cfg.seed, run_dir=str(out.resolve()))
         designer = LLMDesigner(backend, store, exp_id=exp, seed=cfg.seed, mode=cfg.mode)
         for step in range(cfg.budget):
             before = config_to_design(pipeline_to_config(service.system.pipelines[0]))
@@ -144,6 +146,8 @@ def run_design(cfg: DesignExperimentConfig, backend: Any = None) -> dict[str, An
             for _, r in accepted.iterrows()
         ],
         "accepted_structural": int((accepted["structural"].fillna("") != "").sum()) if len(accepted) else 0,
+        "store": store.url.render_as_string(hide_password=True),
+        "experiment_id": exp,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

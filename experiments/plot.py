@@ -28,7 +28,7 @@ from rewards.stats import mean_ci
 
 __all__ = ["GAP", "LABELS", "ci_curves", "claims_figure", "curve_figure", "curves_figure", "day_curves",
            "decomposition_figure", "gap_recovered", "headroom_figure", "load_curves", "load_metrics", "load_shifts",
-           "main", "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "run_summary",
+           "main", "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "run_store", "run_summary",
            "save_figures", "segment_figure", "served_column", "use_agg"]
 
 CLICKS = "outer/engagement/clicks_per_request"
@@ -98,6 +98,18 @@ def run_summary(run: Path) -> dict[str, Any]:
     """A run's ``summary.json`` ({} before it is written), read as JSON (a YAML reader takes NaN for a string)."""
     path = run / "summary.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_store(run: Path) -> tuple[str, int | None]:
+    """The knowledge store a run wrote to and its experiment's id there, from its ``summary.json`` (a URL with its
+    password hidden); a run from before summaries named them: its own ``store.db`` and None (the whole store).
+    FileNotFoundError when the run has neither."""
+    summary = run_summary(run)
+    if "store" in summary and "experiment_id" in summary:
+        return str(summary["store"]), int(summary["experiment_id"])
+    if (run / "store.db").exists():
+        return str(run / "store.db"), None
+    raise FileNotFoundError(f"{run}: no summary.json naming its knowledge store, and no store.db")
 
 
 def load_curves(path: str | os.PathLike[str], name: str = "pretrain") -> pd.DataFrame:

@@ -34,7 +34,7 @@ import yaml
 
 from envs.validation import ConfigError
 from experiments.config import REPLICATE_SUFFIX, ClaimConfig
-from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, run_summary, save_figures, use_agg
+from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, run_store, run_summary, save_figures, use_agg
 from rewards.stats import (
     benjamini_hochberg,
     bootstrap_ci,
@@ -541,21 +541,27 @@ SUMMARY_METRICS = ("reward", "outer/engagement/clicks_per_request", "outer/risk/
 
 
 def load_gates(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """Every A/B-gated decision the runs under ``run_dir`` committed to their knowledge stores (the LLM designer's
+    """Every A/B-gated decision the runs under ``run_dir`` committed to the knowledge store (the LLM designer's
     proposals, the alternation's gates): arm, seed, step, agent, what was tested, decision, effect and its 95% CI.
     A designer's proposal is described by its stored rationale's first part (the edit it made)."""
     from agents.infra.store import KnowledgeStore
 
     rows = []
     for run in run_dirs(run_dir):
-        if not (run / "store.db").exists():
-            continue
         summary = run_summary(run)
-        with KnowledgeStore(run / "store.db") as store:
-            rollouts = store.rollouts()
+        try:
+            url, exp_id = run_store(run)  # the store it wrote to (shared by many runs) and its experiment there
+        except FileNotFoundError:
+            continue
+        if "***" in url:
+            log.warning("%s: its store's URL has a hidden password (%s); its gates are not read", run, url)
+            continue
+        with KnowledgeStore(url) as store:
+            rollouts = store.rollouts(exp_id)
             if not rollouts:
                 continue
-            designs = {(d.experiment_id, json.dumps(d.document, sort_keys=True)): d for d in store.designs(valid=True)}
+            designs = {(d.experiment_id, json.dumps(d.document, sort_keys=True)): d
+                       for d in store.designs(valid=True, exp_id=exp_id)}
         for r in rollouts:  # a designer's rollout tests the document it stored as a design
             design = designs.get((r.experiment_id, json.dumps(r.candidate_config, sort_keys=True)))
             what = design.rationale.split(":")[0] if design is not None and design.rationale else (

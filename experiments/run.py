@@ -37,7 +37,7 @@ from agents.decision.configs import cold_start_config
 from agents.evolution.composition import ComponentPool, CompositionEnv, composition_of
 from agents.evolution.deployment import REGIME_SCALARS
 from agents.evolution.env import EvolutionEnv
-from agents.infra.store import KnowledgeStore
+from agents.infra.store import KnowledgeStore, store_location
 from envs.validation import ConfigError, check_choice
 from experiments.arms import ARMS, ArmContext, WindowRecorder, run_arm
 from experiments.config import ExperimentConfig, check_override_values, check_overrides, load_config
@@ -187,15 +187,17 @@ def run(
     torch.set_num_threads(exp.threads)
     torch.manual_seed(exp.seed)
     arm = exp.arm_label
-    store_url = exp.store if "://" in exp.store else str(out / exp.store)
+    store_url = store_location(exp.store, out)
+    run_dir = str(out.resolve())
     loggers = RunLoggers(exp, out, plain)
     started = time.perf_counter()
     failed = True
     best = -math.inf
     with KnowledgeStore(store_url) as store:
         name, stored_config = f"{exp.name}/{arm}", {k: v for k, v in plain.items() if k not in NOT_IN_STORE_CONFIG}
-        finished = store.find_experiment(name, stored_config, exp.seed, status="finished")
-        exp_id = finished if finished is not None else store.start_experiment(name, stored_config, exp.seed)
+        finished = store.find_experiment(name, stored_config, exp.seed, status="finished", run_dir=run_dir)
+        exp_id = finished if finished is not None else store.start_experiment(name, stored_config, exp.seed,
+                                                                              run_dir=run_dir)
         if finished is not None:
             log.info("%s seed %d is finished in the store (experiment %d): replaying it to write its outputs",
                      name, exp.seed, finished)
@@ -273,6 +275,8 @@ def run(
         "experiment": exp.name, "arm": arm, "controller": exp.controller.name, "seed": exp.seed,
         "replicate": exp.controller.replicate,
         "windows": int(len(frame)), "seconds": round(time.perf_counter() - started, 2), "out_dir": str(out),
+        "store": store.url.render_as_string(hide_password=True),
+        "experiment_id": exp_id,
         "final/reward_mean": float(rewards.mean()), "final/reward_second_half": float(rewards[-half:].mean()),
         "final/best_reward": float(rewards.max()),
         **({"final/exploit_reward_mean": float(frame.loc[frame["phase"] == "exploit", "reward"].mean())}

@@ -113,6 +113,8 @@ class OptunaSearch:
                           else optuna.distributions.FloatDistribution(p.low, p.high)) for p in self.params.params}
         seeded = []
         for config, reward in zip(configs, rewards):
+            if not set(self.params.by_name) <= set(config):
+                continue  # a trial of another decision space (e.g. an agent with fewer free parameters)
             params = self.params.validate({k: v for k, v in config.items() if k in self.params.by_name})
             self.study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=reward))
             seeded.append((reward, params))
@@ -122,10 +124,12 @@ class OptunaSearch:
                 self.study.enqueue_trial(params, skip_if_exists=False)
 
     def warm_start_from(self, store: Any, agent: str, regime: Any, k: int = 10,
-                        exclude_experiment: int | None = None, replay: int = 1) -> int:
+                        exclude_experiment: int | None = None, replay: int = 1,
+                        experiments: Any = None) -> int:
         """Seed the study with the ``k`` best past trials of ``agent`` from the regimes nearest ``regime``
-        (``KnowledgeStore.similar_trials``), proposing the ``replay`` best first; returns how many were added."""
-        near = store.similar_trials(agent, regime, k=k, exclude_experiment=exclude_experiment)
+        (``KnowledgeStore.similar_trials``, of ``experiments`` when given), proposing the ``replay`` best first;
+        returns how many were offered (a trial of another decision space is skipped)."""
+        near = store.similar_trials(agent, regime, k=k, exclude_experiment=exclude_experiment, experiments=experiments)
         self.warm_start([n.trial.config for n in near], [n.trial.reward for n in near], replay=replay)
         return len(near)
 

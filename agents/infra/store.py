@@ -37,6 +37,20 @@ Bad input (negative step, non-finite reward, a config that is not JSON-serialisa
 table or experiment, ...) raises :class:`~envs.validation.ConfigError` naming the key, the allowed
 values and the value given, before anything is written.
 
+Long-term memory. One store is meant to be shared by every run and experiment of a user (and by concurrent runs
+of a sweep): :func:`default_store_url` is ``$AGENTIC_RS_STORE`` when set, else a SQLite file in the per-user
+data directory (``$XDG_DATA_HOME/agentic-rs/knowledge.db``, i.e. ``~/.local/share/agentic-rs/knowledge.db`` on
+Linux; ``~/Library/Application Support/agentic-rs`` on macOS; ``%LOCALAPPDATA%\\agentic-rs`` on Windows). Every
+experiment registers itself (name, config, seed, status, the folder it ran in); search arms warm-start from the
+trials of other experiments in similar regimes (:meth:`KnowledgeStore.similar_trials`). PostgreSQL
+(``postgresql+psycopg://user@host/db``) serves many machines at once.
+
+Migrations. The schema is versioned with Alembic (``agents/infra/migrations``): opening a store brings it to the
+head revision inside one transaction that holds the database's write lock (SQLite ``BEGIN IMMEDIATE``, a
+PostgreSQL advisory lock), so concurrent runs that open a new store at once migrate it exactly once. A store
+created before migrations existed is stamped with the first revision and upgraded. A store whose revision is
+newer than this code's is refused with a message (upgrade the code rather than guess).
+
 The in-memory URL ``sqlite://`` is one connection (a ``StaticPool``) shared by the store's sessions:
 it cannot be shared with another store or process, and it is gone after :meth:`KnowledgeStore.close`.
 """
@@ -49,6 +63,7 @@ import logging
 import math
 import os
 import reprlib
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +74,10 @@ from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import pandas as pd
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -73,11 +92,13 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     make_url,
     select,
+    text,
 )
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -86,6 +107,8 @@ from envs.validation import ConfigError, check_choice, check_int, check_probabil
 __all__ = [
     "DECISIONS",
     "EXPERIMENT_STATUSES",
+    "METADATA",
+    "STORE_ENV",
     "TABLES",
     "Design",
     "Experiment",
@@ -94,7 +117,12 @@ __all__ = [
     "Rollout",
     "Shift",
     "Trial",
+    "default_store_url",
+    "head_revision",
+    "migrate",
     "regime_key",
+    "store_location",
+    "user_data_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,6 +130,10 @@ log = logging.getLogger(__name__)
 EXPERIMENT_STATUSES: tuple[str, ...] = ("running", "finished", "failed")
 DECISIONS: tuple[str, ...] = ("accepted", "rejected")
 NAME_LENGTH = 200  # width of the String columns (agent, controller, kind, route, experiment name)
+STORE_ENV = "AGENTIC_RS_STORE"  # the environment variable that names the shared knowledge store
+MIGRATIONS = Path(__file__).with_name("migrations")  # Alembic's script directory (package data)
+_BASELINE = "0001"  # the revision a store created before migrations existed is at
+_MIGRATION_LOCK = 0x6167_656E_7469_6372  # PostgreSQL advisory-lock key of the migrations ("agentic r")
 
 
 # --------------------------------------------------------------------------- schema
@@ -125,6 +157,7 @@ class _ExperimentRow(_Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    run_dir: Mapped[str | None] = mapped_column(Text, nullable=True)  # revision 0002
 
 
 class _TrialRow(_Base):
@@ -200,6 +233,7 @@ _ROWS: dict[str, type[_Base]] = {
     "designs": _DesignRow,
 }
 TABLES: tuple[str, ...] = tuple(_ROWS)
+METADATA = _Base.metadata  # what the migrations' head must equal (tests compare them)
 
 
 # --------------------------------------------------------------------------- records
@@ -216,6 +250,7 @@ class Experiment:
     status: str  # one of EXPERIMENT_STATUSES
     created_at: datetime
     finished_at: datetime | None
+    run_dir: str | None  # the folder its outputs went to (a run resumes only an experiment of its own folder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,6 +504,90 @@ def _is_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
+def user_data_dir() -> Path:
+    """The per-user data directory of agentic-rs (created on first use by the store, not here)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "agentic-rs"
+
+
+def default_store_url() -> str:
+    """The knowledge store every run shares unless told otherwise: ``$AGENTIC_RS_STORE`` (a SQLAlchemy URL or a
+    path) when set and non-empty, else ``sqlite:///<user_data_dir()>/knowledge.db``."""
+    return os.environ.get(STORE_ENV, "").strip() or f"sqlite:///{user_data_dir() / 'knowledge.db'}"
+
+
+def store_location(store: str | None, run_dir: str | os.PathLike[str]) -> str:
+    """Where a run's knowledge goes: the shared store (:func:`default_store_url`) when ``store`` is None, a URL as
+    given, or a plain path relative to the run's folder (a store of its own)."""
+    if store is None:
+        return default_store_url()
+    if not isinstance(store, str) or not store.strip():
+        raise ConfigError(f"`store` must be null (the shared store), a SQLAlchemy URL or a path (got {store!r})")
+    return store if "://" in store else str(Path(run_dir) / store)
+
+
+def _alembic_config() -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    """The newest schema revision this code knows."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations under {MIGRATIONS} (is the package data installed?)")
+    return head
+
+
+def _revision(connection: Any) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def migrate(engine: Engine) -> str:
+    """Bring the database behind ``engine`` to :func:`head_revision` and return it.
+
+    Runs in one transaction holding the database's write lock (SQLite ``BEGIN IMMEDIATE``, a PostgreSQL
+    transaction-level advisory lock), so of several processes opening one new store at once, the first
+    migrates and the others find it done. A store without a revision table but with the tables (created before
+    migrations existed) is stamped with the first revision, then upgraded. A revision this code does not know
+    (a store migrated by newer code) is a :class:`~envs.validation.ConfigError`.
+    """
+    head = head_revision()
+    with engine.connect() as connection:
+        if _revision(connection) == head:  # the common case: no lock, no Alembic environment
+            return head
+        connection.rollback()
+    config = _alembic_config()
+    backend = engine.url.get_backend_name()
+    with engine.connect() as connection:
+        if backend == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        elif backend == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        current = _revision(connection)
+        known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+        if current is not None and current not in known:
+            raise ConfigError(f"the knowledge store at {engine.url.render_as_string(hide_password=True)} is at "
+                              f"schema revision {current!r}, which this code does not know (it knows "
+                              f"{sorted(known)}): it was migrated by a newer agentic-rs; upgrade the code")
+        config.attributes["connection"] = connection
+        if current is None and inspect(connection).has_table("experiments"):
+            log.info("stamping a pre-migration knowledge store with revision %s", _BASELINE)
+            command.stamp(config, _BASELINE)
+        if current != head:
+            command.upgrade(config, "head")
+            log.info("migrated knowledge store %s from %s to %s",
+                     engine.url.render_as_string(hide_password=True), current, head)
+        connection.commit()
+    return head
+
+
 class KnowledgeStore:
     """Experiments, trials, rollouts, shifts and designs in one database.
 
@@ -500,7 +619,7 @@ class KnowledgeStore:
             self._configure_sqlite(busy_timeout_s, wal=not memory)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._closed = False
-        self._create_schema()
+        self.revision = migrate(self.engine)
         log.debug("opened knowledge store %s", self)
 
     def _configure_sqlite(self, busy_timeout_s: float, *, wal: bool) -> None:
@@ -518,14 +637,6 @@ class KnowledgeStore:
                         log.warning("SQLite refused WAL journal mode (got %r); readers may block the writer", mode)
             finally:
                 cursor.close()
-
-    def _create_schema(self) -> None:
-        try:
-            _Base.metadata.create_all(self.engine)
-        except OperationalError:
-            # another process created the tables between our existence check and CREATE TABLE
-            log.debug("schema creation raced with another process; retrying once")
-            _Base.metadata.create_all(self.engine)
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -587,22 +698,27 @@ class KnowledgeStore:
 
     # ----------------------------------------------------------------------- experiments
 
-    def start_experiment(self, name: str, config: Mapping[str, Any], seed: int, resume: bool = True) -> int:
-        """The id of the experiment to write to.
+    def start_experiment(
+        self, name: str, config: Mapping[str, Any], seed: int, resume: bool = True, *, run_dir: str | None = None
+    ) -> int:
+        """Register an experiment and return the id to write to.
 
         With ``resume=True`` this is the most recent still-``running`` experiment with the same
-        ``name``, ``seed`` and a JSON-equal ``config`` (what a killed run left behind); otherwise,
-        or when there is none, a new experiment is created. A running experiment of the same name
-        whose config or seed differs is not resumed (a warning says so).
+        ``name``, ``seed``, ``run_dir`` and a JSON-equal ``config`` (what a killed run left behind);
+        otherwise, or when there is none, a new experiment is created. A running experiment of the
+        same name whose config or seed differs is not resumed (a warning says so); one of another
+        ``run_dir`` is another run (a replicate) and is left alone.
         """
         name = _check_name("name", name)
         plain = _plain_dict("config", config)
         seed = int(check_int("seed", seed, 0, 2**63 - 1))
+        run_dir = _check_text("run_dir", run_dir, optional=True)
         with self._session() as session:
             if resume:
                 running = session.scalars(
                     select(_ExperimentRow)
-                    .where(_ExperimentRow.name == name, _ExperimentRow.status == "running")
+                    .where(_ExperimentRow.name == name, _ExperimentRow.status == "running",
+                           _ExperimentRow.run_dir.is_(None) if run_dir is None else _ExperimentRow.run_dir == run_dir)
                     .order_by(_ExperimentRow.id.desc())
                 ).all()
                 for row in running:
@@ -615,26 +731,29 @@ class KnowledgeStore:
                         name,
                         [row.id for row in running],
                     )
-            row = _ExperimentRow(name=name, config=plain, seed=seed, status="running")
+            row = _ExperimentRow(name=name, config=plain, seed=seed, status="running", run_dir=run_dir)
             session.add(row)
             session.commit()
             log.info("started experiment %d %r (seed %d)", row.id, name, seed)
             return row.id
 
     def find_experiment(
-        self, name: str, config: Mapping[str, Any], seed: int, status: Literal["running", "finished", "failed"] = "finished"
+        self, name: str, config: Mapping[str, Any], seed: int, status: Literal["running", "finished", "failed"] = "finished",
+        *, run_dir: str | None = None,
     ) -> int | None:
-        """The id of the most recent experiment with this ``name``, ``seed``, a JSON-equal ``config`` and ``status``
-        (None if there is none). A run that finds its own finished experiment replays it instead of starting a
-        second one with the same trials (resume is idempotent after the store marked it finished)."""
+        """The id of the most recent experiment with this ``name``, ``seed``, ``run_dir``, a JSON-equal ``config``
+        and ``status`` (None if there is none). A run that finds its own finished experiment replays it instead of
+        starting a second one with the same trials (resume is idempotent after the store marked it finished)."""
         name = _check_name("name", name)
         plain = _plain_dict("config", config)
         seed = int(check_int("seed", seed, 0, 2**63 - 1))
         check_choice("status", status, EXPERIMENT_STATUSES)
+        run_dir = _check_text("run_dir", run_dir, optional=True)
         with self._session() as session:
             rows = session.scalars(
                 select(_ExperimentRow)
-                .where(_ExperimentRow.name == name, _ExperimentRow.status == status, _ExperimentRow.seed == seed)
+                .where(_ExperimentRow.name == name, _ExperimentRow.status == status, _ExperimentRow.seed == seed,
+                       _ExperimentRow.run_dir.is_(None) if run_dir is None else _ExperimentRow.run_dir == run_dir)
                 .order_by(_ExperimentRow.id.desc())
             ).all()
             return next((row.id for row in rows if _json_equal(row.config, plain)), None)
@@ -738,11 +857,13 @@ class KnowledgeStore:
         exclude_experiment: int | None = None,
         *,
         pool: int | None = None,
+        experiments: Iterable[int] | None = None,
     ) -> list[Neighbour]:
         """Warm start: the ``k`` best-reward past trials of ``agent`` among those run in the regimes nearest ``regime``.
 
-        1. Fetch every trial of ``agent`` (except those of ``exclude_experiment``, typically the
-           current one) whose regime has the query's length; others are skipped with a warning.
+        1. Fetch every trial of ``agent`` (only of ``experiments`` when given, e.g. those with the same
+           reward and decision space; never of ``exclude_experiment``, typically the current one) whose
+           regime has the query's length; others are skipped with a warning.
         2. Compute Euclidean distances in numpy and keep the ``pool`` nearest (default ``3 * k``;
            ties by higher reward, then older trial).
         3. Keep the ``k`` of those with the highest reward, returned nearest first (ties by higher
@@ -757,6 +878,11 @@ class KnowledgeStore:
         stmt = select(_TrialRow).where(_TrialRow.agent == agent)
         if exclude_experiment is not None:
             stmt = stmt.where(_TrialRow.experiment_id != exclude_experiment)
+        if experiments is not None:
+            ids = [int(check_int("experiments", e, 1)) for e in experiments]
+            if not ids:
+                return []
+            stmt = stmt.where(_TrialRow.experiment_id.in_(ids))
         with self._session() as session:
             rows = list(session.scalars(stmt))
         matching = [row for row in rows if len(row.regime) == query.size]
@@ -916,3 +1042,31 @@ class KnowledgeStore:
             if isinstance(column.type, DateTime):
                 frame[column.name] = pd.to_datetime(frame[column.name], utc=True)
         return frame
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m agents.infra.store {where,upgrade,revision -m MESSAGE} [--url URL]``: print the shared store's
+    URL and revision, migrate it, or (developers) write a new migration autogenerated from the models."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m agents.infra.store", description=main.__doc__)
+    parser.add_argument("action", choices=("where", "upgrade", "revision"))
+    parser.add_argument("--url", default=None, help=f"the store (default: ${STORE_ENV} or the per-user file)")
+    parser.add_argument("-m", "--message", default=None, help="revision: what the new migration changes")
+    args = parser.parse_args(argv)
+    url = args.url or default_store_url()
+    if args.action == "revision":
+        if not args.message:
+            parser.error("revision needs -m MESSAGE")
+        with KnowledgeStore(url) as store, store.engine.connect() as connection:  # at head: diff the models
+            config = _alembic_config()
+            config.attributes["connection"] = connection
+            command.revision(config, message=args.message, autogenerate=True)
+        return
+    with KnowledgeStore(url) as store:  # opening migrates
+        experiments = store.experiments()
+        print(f"{store!r}: schema revision {store.revision}, {len(experiments)} experiments")
+
+
+if __name__ == "__main__":
+    main()

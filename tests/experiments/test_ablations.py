@@ -61,11 +61,13 @@ def test_smoke_suite_reports_every_claim_with_a_verdict_and_the_figures(tmp_path
             assert name == file and mpimg.imread(out / preset / "figures" / f"{file}.png").shape[0] > 300, file
     # C3 ran the designer with the real offline model: its proposals and their A/B decisions are in the runs' stores
     from agents.infra.store import KnowledgeStore
+    from experiments.plot import run_store
 
     for run in (out / "c3_structural" / "runs").iterdir():
         if run.is_dir() and "llm_designer" in run.name:
-            with KnowledgeStore(run / "store.db") as store:
-                assert store.designs(valid=True) and store.rollouts()
+            url, exp_id = run_store(run)
+            with KnowledgeStore(url) as store:
+                assert store.designs(valid=True, exp_id=exp_id) and store.rollouts(exp_id)
 
     # the report alone, from the runs already there (two presets: twins, oracle and hindsight headroom): the same
     # verdicts and headroom figures

@@ -15,6 +15,7 @@ from agents.infra.store import KnowledgeStore
 from envs.log import REQUEST_COLUMNS, InteractionLog
 from experiments.arms import ARMS, segment_metrics
 from experiments.config import load_config
+from experiments.plot import run_store
 from experiments.run import build_env, run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -94,8 +95,9 @@ def test_composition_arms_run_on_the_composition_env(tmp_path, arm):
     assert f["step"].tolist() == list(range(n)) and summary["windows"] == n
     assert (f["arm"] == arm).all() and f["day"].is_monotonic_increasing and f["phase"][n - 1] == "exploit"
     assert {"outer/engagement/clicks_per_request", "segment/new/clicks_per_request", "config/composition"} <= set(f.columns)
-    with KnowledgeStore(tmp_path / "store.db") as store:
-        (exp,) = store.experiments()
+    url, exp_id = run_store(tmp_path)  # the shared store (one file per test worker) and this run's experiment in it
+    with KnowledgeStore(url) as store:
+        exp = store.experiment(exp_id)
         trials = store.trials(exp.id)
     assert exp.status == "finished" and [t.step for t in trials] == list(range(n))
     np.testing.assert_allclose([t.reward for t in trials], f["reward"])
@@ -128,9 +130,10 @@ def test_alternating_arm_switches_phase_through_an_ab_gate(tmp_path):
                        "controller.options.gate_windows=1", *TINY_RUN), out_dir=tmp_path)
     f = pd.read_csv(tmp_path / "metrics.csv")
     assert f.loc[f["phase"] == "compositional", "config/composition"].nunique() == 2
-    with KnowledgeStore(tmp_path / "store.db") as store:
-        rollouts = store.rollouts()
-        trials = store.trials()
+    url, exp_id = run_store(tmp_path)
+    with KnowledgeStore(url) as store:
+        rollouts = store.rollouts(exp_id)
+        trials = store.trials(exp_id)
     assert [(r.step, r.agent) for r in rollouts] == [(1, "main/rerank/mmr"), (3, "composition")]  # one gate per phase end
     # every window served is a row: the first sentinel, a gate window at each phase end, and a sentinel of the new
     # production after an accepted gate, and the shift test's sentinel after the 5th window (check_every 5)
@@ -154,8 +157,9 @@ def test_an_a_a_replicate_arm_is_labelled_and_reseeds_only_the_arms_own_randomne
     assert (b["replicate"] == 1).all() and (a["replicate"] == 0).all() and len(a) == len(b)
     np.testing.assert_array_equal(a["day"], b["day"])
     assert not np.array_equal(a["reward"], b["reward"])
-    with KnowledgeStore(tmp_path / "static_r1" / "store.db") as store:
-        assert [e.name for e in store.experiments()] == ["smoke/static_r1"]
+    url, exp_id = run_store(tmp_path / "static_r1")
+    with KnowledgeStore(url) as store:
+        assert store.experiment(exp_id).name == "smoke/static_r1"
     # an arm that derives many seeds from its own (a study per phase) stays within the samplers' seed range
     ind = run(compose_config("experiment=c4_composition", "controller=individual_r1", "evolution.windows=2",
                              "evolution.exploit=0", *TINY_RUN), out_dir=tmp_path / "individual_r1")
@@ -473,9 +477,10 @@ def test_the_automodel_arm_screens_offline_gates_online_and_records_it(tmp_path)
     summary = run(cfg, out_dir=tmp_path)
     m = pd.read_csv(tmp_path / "metrics.csv")
     assert len(m) == 12 and (m["phase"] == "exploit").sum() == 2
-    with KnowledgeStore(tmp_path / "store.db") as store:
-        parses = store.designs(agent="autotrain")
-        gates = store.rollouts()
+    url, exp_id = run_store(tmp_path)
+    with KnowledgeStore(url) as store:
+        parses = store.designs(agent="autotrain", exp_id=exp_id)
+        gates = store.rollouts(exp_id)
     assert len(parses) == 5 and {p.document["card"] for p in parses} == {"wide_and_deep", "dcn", "deepfm", "mmoe", "din"}
     assert all(p.valid or p.error for p in parses)
     assert summary["automodel/gated"] == len(gates) >= 1 and summary["automodel/rounds"] >= 2
@@ -483,3 +488,22 @@ def test_the_automodel_arm_screens_offline_gates_online_and_records_it(tmp_path)
     for g in gates:
         assert g.decision in ("accepted", "rejected") and g.reasons[0].startswith("offline AUC gain +")
         assert g.agent.startswith("automodel_models/") and g.candidate_config["candidate"]
+
+
+def test_knowledge_written_by_one_experiment_warm_starts_the_next(tmp_path):
+    """Long-term memory: a second experiment pointed at the same store, with ``warm_start``, serves the best config the
+    first one found in its first window (a stationary world: the same config earns the same reward), where the first
+    one, cold, needed several windows; experiments with another reward are not used."""
+    store = f"sqlite:///{tmp_path / 'knowledge.db'}"
+    common = ("experiment=smoke", "controller=optuna", "evolution.stationary=true", "evolution.windows=6",
+              "evolution.exploit=0", "seed=0", f"store={store}", *TINY_RUN)
+    run(compose_config(*common, "reward=outer_only"), out_dir=tmp_path / "other_reward")  # not comparable: ignored
+    cold = run(compose_config(*common), out_dir=tmp_path / "cold")
+    cold_rewards = pd.read_csv(tmp_path / "cold" / "metrics.csv")["reward"].to_numpy()
+    warm = run(compose_config(*common, "controller.options.warm_start=true"), out_dir=tmp_path / "warm")
+    warm_rewards = pd.read_csv(tmp_path / "warm" / "metrics.csv")["reward"].to_numpy()
+    assert int(np.argmax(cold_rewards)) >= 2  # the cold search found its best late (seed 0)
+    assert warm_rewards[0] == pytest.approx(cold_rewards.max(), rel=1e-9)  # the warm one starts there
+    assert warm_rewards[0] > cold_rewards[0]
+    assert (warm["warm_start/trials"], warm["warm_start/experiments"]) == (6.0, 1.0)  # only the cold run's trials
+    assert "warm_start/trials" not in cold

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import subprocess
 import sys
 from dataclasses import asdict
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from agents.infra.store import KnowledgeStore
 from envs.validation import ConfigError
 from experiments import run as run_module
 from experiments.config import check_override_values, check_overrides, load_config
@@ -82,7 +84,8 @@ def test_bad_override_gives_one_line_naming_the_key(override, names, tmp_path, m
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and names in lines[0], err
-    assert not (tmp_path / "store.db").exists()  # rejected before any work
+    with KnowledgeStore(os.environ["AGENTIC_RS_STORE"]) as store:  # rejected before any work: nothing registered
+        assert not [e for e in store.experiments() if e.run_dir == str(tmp_path.resolve())]
 
 
 # ----------------------------------------------------------------------------- property over generated overrides

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from agents.decision.configs import static_baseline_config
 from agents.evolution.composition import CompositionEnv
 from agents.evolution.env import EvolutionEnv
+from agents.infra.store import KnowledgeStore
 from envs.validation import ConfigError
 from experiments.config import REPLICATE_SUFFIX, ExperimentConfig, load_config
 from experiments.run import ConstrainedEvolution, build_env, run
@@ -292,7 +293,9 @@ def test_cli_rejects_a_bad_value_with_the_message_and_writes_nothing(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "`evolution.windows` must be in [1, inf) (got 0)" in proc.stderr
-    assert not list(tmp_path.rglob("metrics.csv")) and not list(tmp_path.rglob("store.db"))
+    assert not list(tmp_path.rglob("metrics.csv"))
+    with KnowledgeStore(os.environ["AGENTIC_RS_STORE"]) as store:  # nothing registered in the shared store
+        assert not [e for e in store.experiments() if e.run_dir == str((tmp_path / "run").resolve())]
 
 
 def test_resolved_config_round_trips_through_yaml():

@@ -11,6 +11,7 @@ import pandas as pd
 from agents.decision.configs import baseline_config
 from agents.evolution.design import DEFAULT_DESIGN, config_to_design
 from agents.evolution.llm import ScriptedBackend
+from agents.infra.store import KnowledgeStore
 from experiments.llm_design import DesignExperimentConfig, run_design, structural_changes
 
 
@@ -43,4 +44,7 @@ def test_run_design_writes_every_step_and_summarises_what_was_accepted(tmp_path)
     assert not frame.loc[1, "proposed"]  # garbage on every try: no proposal, counted, and the run went on
     assert summary["proposals"] == 1 and summary["tested"] == 1
     assert summary["accepted_structural"] == len([a for a in summary["accepted"] if a["structural"]])
-    assert (tmp_path / "store.db").exists() and json.loads((tmp_path / "summary.json").read_text())["backend"] == "scripted"
+    assert json.loads((tmp_path / "summary.json").read_text())["backend"] == "scripted"
+    with KnowledgeStore(summary["store"]) as store:  # every reply is recorded in the shared store, the garbage too
+        designs = store.designs(exp_id=summary["experiment_id"])
+    assert len(designs) >= 3 and sum(d.valid for d in designs) == 1

@@ -133,13 +133,20 @@ def test_gated_changes_are_read_from_the_runs_stores_and_listed(tmp_path):
     from agents.infra.store import KnowledgeStore
     from experiments.report import load_gates, render_gates
 
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"  # one store for both runs, and an older run's own store.db
+    with KnowledgeStore(shared) as store:  # a third run's experiment in the shared store: not one of these runs
+        other = store.start_experiment("other", {}, 0)
+        store.add_rollout(other, 4, "elsewhere", {"mmr_lambda": 0.9}, "accepted", effect=0.2, ci_low=0.1, ci_high=0.3,
+                          p_value=0.01, n_incumbent=500, n_candidate=500)
     for i, (arm, accepted) in enumerate([("llm_designer", True), ("alternating", False)]):
-        run = tmp_path / f"{i}-{arm}-s0"
-        run.mkdir()
+        run = tmp_path / "runs" / f"{i}-{arm}-s0"
+        run.mkdir(parents=True)
         pd.DataFrame({"step": [0], "arm": [arm], "seed": [0], "reward": [0.5]}).to_csv(run / "metrics.csv", index=False)
-        (run / "summary.json").write_text(json.dumps({"arm": arm, "seed": 0}))
-        with KnowledgeStore(run / "store.db") as store:
-            exp = store.start_experiment("x", {}, 0)
+        url = shared if arm == "llm_designer" else str(run / "store.db")
+        with KnowledgeStore(url) as store:
+            exp = store.start_experiment("x", {}, 0, run_dir=str(run))
+            summary = {"arm": arm, "seed": 0} | ({"store": url, "experiment_id": exp} if url == shared else {})
+            (run / "summary.json").write_text(json.dumps(summary))
             if arm == "llm_designer":
                 doc = {"pipelines": [{"name": "baseline", "fusion_size": 300}]}
                 store.add_design(exp, "llm_designer", doc, "add route fresh (quota 0.05): why", "constrained", True,
@@ -151,7 +158,7 @@ def test_gated_changes_are_read_from_the_runs_stores_and_listed(tmp_path):
             store.add_rollout(exp, 4, arm, doc, "accepted" if accepted else "rejected", effect=0.0524 if accepted else -0.01,
                               ci_low=0.0045 if accepted else -0.05, ci_high=0.1002 if accepted else 0.03, p_value=0.03,
                               n_incumbent=500, n_candidate=500)
-    gates = load_gates(tmp_path)
+    gates = load_gates(tmp_path / "runs")
     assert gates[["arm", "step", "what", "decision"]].values.tolist() == [
         ["llm_designer", 4, "add route fresh (quota 0.05)", "accepted"], ["alternating", 4, "mmr_lambda=0.3", "rejected"]]
     text = "\n".join(render_gates(gates))

@@ -81,8 +81,8 @@ def test_resume_after_a_kill_at_each_phase_is_idempotent(tmp_path, monkeypatch, 
     ref_summary, ref_frame, _ = reference
     summary = kill_then_resume(tmp_path, phase, nth)
 
-    with KnowledgeStore(tmp_path / "store.db") as store:
-        experiments = store.experiments("resume/random")
+    with KnowledgeStore(os.environ["AGENTIC_RS_STORE"]) as store:
+        experiments = [e for e in store.experiments("resume/random") if e.run_dir == str(tmp_path.resolve())]
         assert [e.status for e in experiments] == ["finished"], experiments  # one experiment, never a second
         trials = store.trials(experiments[0].id)
     assert sorted(t.step for t in trials) == list(range(WINDOWS))  # every window exactly once
@@ -100,7 +100,7 @@ def test_resume_after_a_kill_at_each_phase_is_idempotent(tmp_path, monkeypatch, 
 def test_a_second_run_of_a_finished_experiment_adds_nothing(tmp_path, reference):
     first = run(config(), out_dir=tmp_path)
     again = run(config(), out_dir=tmp_path)
-    with KnowledgeStore(tmp_path / "store.db") as store:
-        (experiment,) = store.experiments("resume/random")
+    with KnowledgeStore(os.environ["AGENTIC_RS_STORE"]) as store:
+        (experiment,) = [e for e in store.experiments("resume/random") if e.run_dir == str(tmp_path.resolve())]
         assert len(store.trials(experiment.id)) == WINDOWS
     assert {k: v for k, v in first.items() if k not in VOLATILE} == {k: v for k, v in again.items() if k not in VOLATILE}

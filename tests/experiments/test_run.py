@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 
 from agents.infra.store import KnowledgeStore
 from experiments.loggers import read_wandb_history
+from experiments.plot import run_store
 from experiments.run import run
 from rewards.outer import OUTER_KEYS
 
@@ -62,9 +63,10 @@ def test_smoke_run_writes_table_store_figures_wandb_and_tensorboard(tmp_path, qu
     parquet = pd.read_parquet(out / "metrics.parquet")
     pd.testing.assert_frame_equal(parquet[expected].reset_index(drop=True), frame[expected], check_dtype=False)
 
-    with KnowledgeStore(out / "store.db") as store:
-        (exp,) = store.experiments()
-        assert (exp.name, exp.seed, exp.status) == ("smoke/random", 1, "finished")
+    assert summary["store"] == os.environ["AGENTIC_RS_STORE"]  # the shared store, here the test worker's
+    with KnowledgeStore(summary["store"]) as store:
+        exp = store.experiment(summary["experiment_id"])
+        assert (exp.name, exp.seed, exp.status, exp.run_dir) == ("smoke/random", 1, "finished", str(out.resolve()))
         trials = store.trials(exp.id)
     assert [t.step for t in trials] == [0, 1, 2, 3]
     np.testing.assert_allclose([t.reward for t in trials], frame["reward"])
@@ -112,8 +114,8 @@ def test_a_killed_run_resumes_from_the_store_and_replays_the_same_windows(tmp_pa
     monkeypatch.setattr(KnowledgeStore, "add_trial", killed_at_step_2)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, out_dir=tmp_path)
-    with KnowledgeStore(tmp_path / "store.db") as store:
-        (exp,) = store.experiments()
+    with KnowledgeStore(os.environ["AGENTIC_RS_STORE"]) as store:
+        (exp,) = [e for e in store.experiments() if e.run_dir == str(tmp_path.resolve())]
         assert exp.status == "running" and store.completed_steps(exp.id) == {0, 1}
         first = [t.reward for t in store.trials(exp.id)]
 
@@ -122,8 +124,8 @@ def test_a_killed_run_resumes_from_the_store_and_replays_the_same_windows(tmp_pa
         run(cfg, out_dir=tmp_path)
     assert "2 windows already in the store" in caplog.text
     assert "not deterministic" not in caplog.text  # the replayed windows earned the stored rewards
-    with KnowledgeStore(tmp_path / "store.db") as store:
-        (exp,) = store.experiments()  # the same experiment, resumed
+    with KnowledgeStore(os.environ["AGENTIC_RS_STORE"]) as store:
+        (exp,) = [e for e in store.experiments() if e.run_dir == str(tmp_path.resolve())]  # the same one, resumed
         trials = store.trials(exp.id)
         assert exp.status == "finished" and [t.step for t in trials] == [0, 1, 2, 3]
     assert [t.reward for t in trials[:2]] == first
@@ -137,8 +139,9 @@ def test_ppo_arm_learns_online_for_exactly_the_runs_windows(tmp_path, quiet_home
     frame = pd.read_csv(tmp_path / "metrics.csv")
     assert frame["step"].tolist() == [0, 1, 2, 3, 4]  # PPO's rollouts of 3 stopped after the 5th window
     assert len(frame.filter(like="config/").drop_duplicates()) >= 3  # its stochastic policy picks the configs
-    with KnowledgeStore(tmp_path / "store.db") as store:
-        assert len(store.trials()) == 5
+    url, exp_id = run_store(tmp_path)
+    with KnowledgeStore(url) as store:
+        assert len(store.trials(exp_id)) == 5
 
 
 def test_lagrangian_reward_penalises_violations_and_steps_its_multiplier(tmp_path, quiet_home):
@@ -165,6 +168,30 @@ def _run_cli(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 240
 
 
 @pytest.mark.slow
+def test_a_parallel_sweep_writes_every_window_once_to_one_postgresql_store(tmp_path, quiet_home, postgres_url):
+    """Concurrent writers from a parallel sweep (joblib, 2 jobs) against a PostgreSQL knowledge store set once in the
+    environment: every run registers one experiment, every window is one trial, none lost, none twice."""
+    from sqlalchemy import make_url
+
+    url = postgres_url
+    sweep = tmp_path / "multirun"
+    _run_cli(["experiments.run", "-m", "experiment=smoke", "logger=csv", "logger.plots=false", "logger.progress=false",
+              f"hydra.sweep.dir={sweep}"], tmp_path, {**quiet_home, "AGENTIC_RS_STORE": url})
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert len(runs) == 4
+    with KnowledgeStore(url) as store:
+        experiments = store.experiments()
+        trials = store.to_frame("trials")
+        for run_dir in runs:
+            stored_url, exp_id = run_store(run_dir)
+            assert make_url(stored_url) == make_url(url) and store.experiment(exp_id).run_dir == str(run_dir.resolve())
+            frame = pd.read_csv(run_dir / "metrics.csv")
+            np.testing.assert_allclose([t.reward for t in store.trials(exp_id)], frame["reward"])
+    assert len(experiments) == 4 and all(e.status == "finished" for e in experiments)
+    assert len(trials) == 4 * 4 and not trials.duplicated(["experiment_id", "step"]).any()
+
+
+@pytest.mark.slow
 def test_multirun_with_joblib_then_plot_and_report(tmp_path, quiet_home, capsys):
     sweep = tmp_path / "multirun"
     proc = _run_cli(["experiments.run", "-m", "experiment=smoke", "logger=csv", "logger.plots=false", "logger.progress=false",
@@ -172,9 +199,14 @@ def test_multirun_with_joblib_then_plot_and_report(tmp_path, quiet_home, capsys)
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["0-static-s0", "1-static-s1", "2-random-s0", "3-random-s1"]  # 2 arms x 2 seeds from the preset
+    experiments = set()
     for job in jobs:
-        assert (sweep / job / "metrics.parquet").exists() and (sweep / job / "store.db").exists()
-        assert (sweep / job / ".hydra" / "config.yaml").exists()
+        assert (sweep / job / "metrics.parquet").exists() and (sweep / job / ".hydra" / "config.yaml").exists()
+        url, exp_id = run_store(sweep / job)  # the 4 runs wrote to one shared store, 2 at a time
+        with KnowledgeStore(url) as store:
+            assert len(store.trials(exp_id)) == 4 and store.experiment(exp_id).status == "finished"
+        experiments.add((url, exp_id))
+    assert len(experiments) == 4 and len({url for url, _ in experiments}) == 1
 
     from experiments.plot import load_metrics, load_shifts, make_figures
 

@@ -1,4 +1,5 @@
-"""The knowledge store: round trips of every table, idempotent writes, resume, warm starts and bad input."""
+"""The knowledge store: round trips of every table, idempotent writes, resume, warm starts and bad input; each on
+SQLite and on PostgreSQL (the ``store_url`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ CONFIG = {"lr": 0.01, "layers": [64, 32], "optimizer": {"name": "adam", "beta": 
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[KnowledgeStore]:
-    with KnowledgeStore(f"sqlite:///{tmp_path / 'store.db'}") as s:
+def store(store_url: str) -> Iterator[KnowledgeStore]:
+    with KnowledgeStore(store_url) as s:
         yield s
 
 
@@ -53,11 +54,11 @@ def test_sqlite_file_uses_wal_foreign_keys_and_a_busy_timeout(tmp_path: Path) ->
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7500
 
 
-def test_round_trip_of_every_table_survives_reopening(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+def test_round_trip_of_every_table_survives_reopening(store_url: str) -> None:
+    url = store_url
     before = datetime.now(UTC)
     with KnowledgeStore(url) as s:
-        exp = s.start_experiment("round-trip", CONFIG, seed=3)
+        exp = s.start_experiment("round-trip", CONFIG, seed=3, run_dir="/runs/round-trip")
         for step in (2, 0, 1):  # written out of order, read back by step
             assert add(s, exp, step, reward=float(step) / 10, regime=[0.1 * step, 0.5])
         assert s.add_rollout(
@@ -78,6 +79,7 @@ def test_round_trip_of_every_table_survives_reopening(tmp_path: Path) -> None:
     with KnowledgeStore(url) as s:
         (e,) = s.experiments()
         assert (e.id, e.name, e.config, e.seed, e.status) == (exp, "round-trip", CONFIG, 3, "finished")
+        assert e.run_dir == "/runs/round-trip"
         assert e.finished_at is not None and before <= e.created_at <= e.finished_at
         assert s.experiment(exp) == e
 
@@ -121,7 +123,7 @@ def test_to_frame_has_every_column_of_every_table(store: KnowledgeStore) -> None
     add(store, exp, 0, reward=0.5)
     add(store, exp, 1, reward=0.25)
     expected = {
-        "experiments": ["id", "name", "config", "seed", "status", "created_at", "finished_at"],
+        "experiments": ["id", "name", "config", "seed", "status", "created_at", "finished_at", "run_dir"],
         "trials": [
             "id", "experiment_id", "step", "agent", "controller", "config", "regime", "regime_key",
             "inner", "outer", "reward", "created_at",
@@ -235,6 +237,18 @@ def test_start_experiment_resumes_only_the_same_unfinished_run(
     assert store.experiment(fresh).status == "failed"
 
 
+def test_a_run_resumes_only_the_experiment_of_its_own_folder(store: KnowledgeStore) -> None:
+    a = store.start_experiment("shared", CONFIG, seed=0, run_dir="/runs/a")
+    assert store.start_experiment("shared", CONFIG, seed=0, run_dir="/runs/a") == a
+    b = store.start_experiment("shared", CONFIG, seed=0, run_dir="/runs/b")  # another folder: a replicate
+    assert b != a and store.start_experiment("shared", CONFIG, seed=0) not in (a, b)
+    store.finish_experiment(a)
+    assert store.find_experiment("shared", CONFIG, 0, run_dir="/runs/a") == a
+    assert store.find_experiment("shared", CONFIG, 0, run_dir="/runs/b") is None  # b is still running
+    assert store.find_experiment("shared", CONFIG, 0, "running", run_dir="/runs/b") == b
+    assert [e.run_dir for e in store.experiments("shared")] == ["/runs/a", "/runs/b", None]
+
+
 def test_loop_resumes_from_last_step(store: KnowledgeStore) -> None:
     exp = store.start_experiment("loop", {}, seed=0)
     assert store.last_step(exp) == -1 and store.completed_steps(exp) == set()
@@ -329,6 +343,7 @@ class Opaque:
 )
 def test_bad_trials_are_rejected_before_any_write(store: KnowledgeStore, kwargs: dict[str, Any], pattern: str) -> None:
     exp = store.start_experiment("bad", {}, seed=0)
+    kwargs = dict(kwargs)  # the parameters are shared by both backends' runs
     step = kwargs.pop("step", 0)
     with pytest.raises(ConfigError, match=re.escape(pattern)):
         add(store, exp, step, **kwargs)
@@ -435,8 +450,8 @@ def test_a_plain_path_is_a_sqlite_file_and_parent_folders_are_created(tmp_path: 
         assert "store.db" in repr(s) and len(s.trials()) == 1
 
 
-def test_concurrent_writers_store_each_step_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+def test_concurrent_writers_store_each_step_once(store_url: str) -> None:
+    url = store_url
     with KnowledgeStore(url) as first:
         exp = first.start_experiment("race", {}, seed=0)
     results: list[list[bool]] = [[], []]

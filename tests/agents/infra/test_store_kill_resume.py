@@ -1,4 +1,6 @@
-"""Acceptance: a run killed with SIGKILL keeps every trial it committed and, rerun, finishes every step exactly once."""
+"""Acceptance: a run killed with SIGKILL keeps every trial it committed and, rerun, finishes every step exactly once;
+a writer killed inside a transaction leaves nothing of it and does not block the next writer. On SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -63,9 +65,8 @@ def start_worker(script: Path, url: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-def test_killed_run_keeps_its_trials_and_resumes_exactly_once(tmp_path: Path) -> None:
-    db = tmp_path / "store.db"
-    url = f"sqlite:///{db}"
+def test_killed_run_keeps_its_trials_and_resumes_exactly_once(tmp_path: Path, store_url: str) -> None:
+    url = store_url
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
 
@@ -97,8 +98,9 @@ def test_killed_run_keeps_its_trials_and_resumes_exactly_once(tmp_path: Path) ->
         assert [t.reward for t in trials] == [expected_reward(s) for s in range(n)]
         assert reader.last_step(exp) == n - 1
         assert reader.experiment(exp).status == "running"
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
     # rerun: resumes the same experiment from step n and finishes it
     proc = start_worker(script, url)
@@ -116,3 +118,43 @@ def test_killed_run_keeps_its_trials_and_resumes_exactly_once(tmp_path: Path) ->
         assert [t.outer["engagement"] for t in trials] == [expected_reward(s) for s in range(STEPS)]
         (run,) = store.experiments("kill-test")
         assert (run.id, run.status) == (exp, "finished")
+
+
+# A writer that inserts 50 trials inside one transaction, says so, and waits (to be killed before it commits).
+HALF_WRITER = """
+import sys
+import time
+
+from agents.infra.store import METADATA, KnowledgeStore
+
+with KnowledgeStore(sys.argv[1]) as store, store.engine.connect() as connection:
+    trials = METADATA.tables["trials"]
+    rows = [{"experiment_id": int(sys.argv[2]), "step": 1000 + i, "agent": "ranker", "controller": "killed",
+             "config": {}, "regime": [0.0], "regime_key": "0.0", "inner": {}, "outer": {}, "reward": 0.0}
+            for i in range(50)]
+    connection.execute(trials.insert(), rows)  # inside the open transaction: holds the write lock
+    print("inserted", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_writer_killed_mid_transaction_leaves_nothing_and_blocks_no_one(tmp_path: Path, store_url: str) -> None:
+    script = tmp_path / "half_writer.py"
+    script.write_text(HALF_WRITER)
+    with KnowledgeStore(store_url, busy_timeout_s=20) as store:
+        exp = store.start_experiment("half-written", {}, seed=0)
+        store.add_trial(exp, 0, "ranker", "evolution", {}, [0.0], {}, {}, 1.0)
+        proc = subprocess.Popen([sys.executable, str(script), store_url, str(exp)], cwd=REPO_ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        line = proc.stdout.readline() if proc.stdout else ""
+        if line.strip() != "inserted":
+            proc.kill()
+            pytest.fail(f"the writer did not reach its open transaction: {proc.communicate()[1]}")
+        proc.kill()
+        proc.communicate(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+        # a lock the dead writer still held would make this wait out the 20 s busy timeout and raise
+        assert store.add_trial(exp, 1, "ranker", "evolution", {}, [0.0], {}, {}, 2.0)
+        assert [(t.step, t.controller) for t in store.trials(exp)] == [(0, "evolution"), (1, "evolution")]
