@@ -404,11 +404,9 @@ WARM_KEYS = ("reward", "system")  # what earlier experiments must share with thi
 def warm_sources(ctx: ArmContext) -> list[int]:
     """The experiments whose trials may seed this run's search: other experiments with the same reward, system and
     evolved agent that finished before this one registered."""
-    me = ctx.store.experiment(ctx.exp_id)
-    mine = me.config
-    return [e.id for e in ctx.store.experiments()
-            if e.id != me.id and e.status == "finished" and e.finished_at is not None and e.finished_at < me.created_at
-            and all(e.config.get(k) == mine.get(k) for k in WARM_KEYS)
+    mine = ctx.store.experiment(ctx.exp_id).config
+    return [e.id for e in ctx.store.earlier_experiments(ctx.exp_id)
+            if all(e.config.get(k) == mine.get(k) for k in WARM_KEYS)
             and (e.config.get("evolution") or {}).get("agent") == (mine.get("evolution") or {}).get("agent")]
 
 

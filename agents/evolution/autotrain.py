@@ -107,10 +107,12 @@ def card_answers(directory: str | Path | None = None) -> dict[str, dict[str, Any
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def parse_messages(card: MethodCard) -> list[dict[str, str]]:
-    """The chat messages that ask for a card's design."""
+def parse_messages(card: MethodCard, earlier: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The chat messages that ask for a card's design; ``earlier``: lines on how this card's designs did in earlier
+    experiments (already bounded by the caller)."""
+    past = ("\n\nIn earlier experiments this card was read as:\n" + "\n".join(earlier)) if earlier else ""
     return [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": f"Method card `{card.name}`:\n\n{card.text.strip()}\n\nThe design as JSON:"}]
+            {"role": "user", "content": f"Method card `{card.name}`:\n\n{card.text.strip()}{past}\n\nThe design as JSON:"}]
 
 
 @dataclass
@@ -149,11 +151,11 @@ def _check_document(doc: Any) -> tuple[ModelDesign | None, dict[str, float], str
 
 
 def parse_card(card: MethodCard, backend: LLMBackend, *, seed: int = 0, temperature: float = 0.0,
-               max_tokens: int = 200) -> ParsedCard:
+               max_tokens: int = 200, earlier: Sequence[str] = ()) -> ParsedCard:
     """Ask ``backend`` for ``card``'s design (constrained to :data:`PARSE_SCHEMA`) and check what comes back."""
     t = time.perf_counter()
     try:
-        reply: Reply = backend.complete(parse_messages(card), schema=PARSE_SCHEMA, max_tokens=max_tokens,
+        reply: Reply = backend.complete(parse_messages(card, earlier), schema=PARSE_SCHEMA, max_tokens=max_tokens,
                                         temperature=temperature, seed=seed)
     except LLMError as exc:
         return ParsedCard(card.name, False, error=f"the backend failed: {safe_text(str(exc))[:200]}", route="failed",
@@ -198,26 +200,50 @@ class CardResult:
 class AutoTrain:
     """Screen method cards against an incumbent design: parse, train offline with the same budget, compare,
     test the winners online on twins, record everything. ``min_gain``: the held-out AUC gain a candidate needs to
-    be sent online."""
+    be sent online. ``earlier``: how many results of each card from experiments that finished before this one
+    registered go into its parse prompt (the design it was read as, its offline and online gains; 0: none)."""
 
     name = "autotrain"
 
     def __init__(self, backend: LLMBackend, incumbent: ModelDesign | None = None, recipe: TrainRecipe | None = None,
                  *, store: KnowledgeStore | None = None, exp_id: int | None = None, seed: int = 0, k: int = 10,
-                 min_gain: float = 0.0) -> None:
+                 min_gain: float = 0.0, earlier: int = 2) -> None:
         if (store is None) != (exp_id is None):
             raise ConfigError("give both `store` and `exp_id` (the experiment the records belong to), or neither")
         self.backend, self.incumbent = backend, incumbent or ModelDesign(arch="mlp")
         self.recipe = recipe or TrainRecipe()
         self.store, self.exp_id = store, exp_id
         self.seed, self.k, self.min_gain = check_int("seed", seed, 0), check_int("k", k, 1), float(min_gain)
+        self.earlier = check_int("earlier", earlier, 0, 10)
         self.ledger = OfflineOnlineLedger()
         self.results: list[CardResult] = []
         self.parsed: list[ParsedCard] = []
 
+    def earlier_results(self, card: str) -> list[str]:
+        """Prompt lines (at most ``earlier``, the best online gain first): what this card's designs earned in
+        experiments that finished before this one registered."""
+        if self.store is None or self.exp_id is None or not self.earlier:
+            return []
+        sources = {e.id for e in self.store.earlier_experiments(self.exp_id)}
+        done = [d for d in self.store.designs(agent=self.name, valid=True)
+                if d.experiment_id in sources and isinstance(d.document, dict) and d.document.get("card") == card
+                and (d.document.get("offline") or d.reward is not None)]
+        lines: list[str] = []
+        for d in sorted(done, key=lambda d: (d.reward is None, -(d.reward or 0.0), d.id)):
+            offline = (d.document.get("offline") or {}).get("gain")
+            line = (f"- {json.dumps(d.document.get('design'), separators=(',', ':'))[:160]}: offline AUC gain "
+                    f"{'n/a' if offline is None else f'{offline:+.4f}'}, online "
+                    f"{'not tested' if d.reward is None else f'{d.reward:+.4f} clicks/request'}")
+            if line not in lines:
+                lines.append(line)
+            if len(lines) == self.earlier:
+                break
+        return lines
+
     def parse_all(self, cards: Sequence[MethodCard]) -> list[ParsedCard]:
         """Parse every card once (kept in :attr:`parsed`; each parse recorded in the store when there is one)."""
-        self.parsed = [parse_card(card, self.backend, seed=self.seed) for card in cards]
+        self.parsed = [parse_card(card, self.backend, seed=self.seed, earlier=self.earlier_results(card.name))
+                       for card in cards]
         if self.store is not None and self.exp_id is not None:
             for p in self.parsed:
                 self.store.add_design(self.exp_id, self.name, {"card": p.card, "document": p.document, "design":

@@ -272,6 +272,10 @@ class LLMDesigner:
 
     ``outcomes`` counts the attempts of all proposals by outcome (``proposed``, ``rejected``: the reply failed a
     check, ``backend_error``: no reply); each failed one is also stored (``valid`` false, with its reason).
+
+    Long-term memory: the prompt also lists up to ``earlier`` tested designs of the same agent from experiments
+    that finished before this one registered (:meth:`~agents.infra.store.KnowledgeStore.earlier_experiments`),
+    the best effects first, one short line each (0: none).
     """
 
     def __init__(
@@ -286,6 +290,7 @@ class LLMDesigner:
         temperature: float = 0.7,
         max_tokens: int = 768,
         history: int = 4,
+        earlier: int = 3,
         max_reply_chars: int = 20_000,
         rationale_length: int = 100,
         seed: int | None = 0,
@@ -298,6 +303,7 @@ class LLMDesigner:
         self.temperature = check_range("temperature", temperature, 0.0, 2.0)
         self.max_tokens = check_int("max_tokens", max_tokens, 64)
         self.history = check_int("history", history, 0, 20)
+        self.earlier = check_int("earlier", earlier, 0, 20)
         self.max_reply_chars = check_int("max_reply_chars", max_reply_chars, 1000)
         self.max_pipelines = check_int("max_pipelines", max_pipelines, 1, 2)
         if self.mode == "edit" and max_pipelines > 1:
@@ -326,6 +332,25 @@ class LLMDesigner:
         if self.store is None:
             return []
         return self.store.designs(agent=self.agent, valid=valid, exp_id=self.exp_id)
+
+    def _earlier(self) -> list[str]:
+        """Lines for the prompt: the best-effect tested designs of this agent in earlier experiments (bounded)."""
+        if self.store is None or self.exp_id is None or not self.earlier:
+            return []
+        sources = {e.id for e in self.store.earlier_experiments(self.exp_id)}
+        tested = [d for d in self.store.designs(agent=self.agent, valid=True)
+                  if d.experiment_id in sources and d.reward is not None]
+        lines: list[str] = []
+        for d in sorted(tested, key=lambda d: (-(d.reward or 0.0), d.id)):
+            try:
+                line = f"- {summarize_design(d.document)[:160]} -> {d.reward:+.4f}"
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+            if line not in lines:
+                lines.append(line)
+            if len(lines) == self.earlier:
+                break
+        return lines
 
     def _store_failure(self, text: str, parsed: Any, rationale: str, error: str) -> None:
         if self.store is None:
@@ -383,6 +408,10 @@ class LLMDesigner:
                     lines.append(f"- {summarize_design(d.document)} -> {outcome}")
                 except (KeyError, TypeError, ValueError):
                     continue
+        earlier = self._earlier()
+        if earlier:
+            lines.append("In earlier experiments (effect on clicks per request, best first):")
+            lines.extend(earlier)
         failures = self._past(valid=False)[-2:]
         if failures:
             lines.append("Recent rejected replies: " + "; ".join((f.error or "")[:100] for f in failures))

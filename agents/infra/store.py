@@ -782,6 +782,20 @@ class KnowledgeStore:
         with self._session() as session:
             return [_record(Experiment, row) for row in session.scalars(stmt)]
 
+    def earlier_experiments(self, exp_id: int) -> list[Experiment]:
+        """The experiments that finished before ``exp_id`` was registered, oldest first: what it may learn from.
+        Fixed once ``exp_id`` exists, so a resumed run reads the same knowledge as its first attempt did, however
+        many runs finished since."""
+        with self._session() as session:
+            me = self._require_experiment(session, exp_id)
+            rows = session.scalars(
+                select(_ExperimentRow)
+                .where(_ExperimentRow.id != me.id, _ExperimentRow.status == "finished",
+                       _ExperimentRow.finished_at < me.created_at)
+                .order_by(_ExperimentRow.id)
+            ).all()
+            return [_record(Experiment, row) for row in rows]
+
     # ----------------------------------------------------------------------- trials
 
     def add_trial(

@@ -143,3 +143,24 @@ def test_the_bundled_model_parses_the_shipped_cards_into_designs_that_train(logg
         assert r.parsed.design is not None and np.isfinite(list(r.offline.candidate.values())).all()
     for r in results:
         assert r.parsed.valid or r.parsed.error
+
+
+def test_the_parse_prompt_carries_the_cards_results_from_earlier_experiments(tmp_path):
+    (dcn,) = [c for c in method_cards() if c.name == "dcn"]
+    with KnowledgeStore(tmp_path / "store.db") as store:
+        past = store.start_experiment("past", {}, 0)
+        design = {"arch": "dcn", "hidden": [64, 32], "cross_layers": 2}
+        for gain, online in [(-0.004, None), (0.012, 0.031)]:
+            store.add_design(past, "autotrain", {"card": "dcn", "design": design, "offline": {"gain": gain}},
+                             "method card dcn", "constrained", True, None, online)
+        store.add_design(past, "autotrain", {"card": "mmoe", "design": {"arch": "mmoe"}, "offline": {"gain": 0.5}},
+                         "method card mmoe", "constrained", True, None, 0.9)  # another card: not in dcn's prompt
+        store.finish_experiment(past)
+        backend = ScriptedBackend([_doc()])
+        at = AutoTrain(backend, store=store, exp_id=store.start_experiment("now", {}, 0), earlier=1)
+        at.parse_all([dcn])
+    prompt = backend.calls[0]["messages"][-1]["content"]
+    assert "In earlier experiments this card was read as:" in prompt
+    (line,) = [x for x in prompt.splitlines() if x.startswith("- {")]  # one (earlier=1): the best online gain
+    assert '"arch":"dcn"' in line and "offline AUC gain +0.0120, online +0.0310 clicks/request" in line
+    assert "mmoe" not in prompt.split("In earlier experiments")[1]

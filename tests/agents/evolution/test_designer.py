@@ -120,6 +120,29 @@ def test_the_prompt_carries_schema_current_design_past_effects_and_failures(stor
     assert len(text) < 2600  # a few hundred tokens
 
 
+def test_the_prompt_carries_the_best_outcomes_of_earlier_experiments_and_no_later_ones(store):
+    past = store.start_experiment("past", {}, 0)
+    for size, effect in [(100, -0.02), (300, 0.031), (500, 0.012), (200, 0.004)]:
+        store.add_design(past, "designer/pipeline", json.loads(reply(fusion_size=size)), "r", "direct", True, None, effect)
+    store.add_design(past, "designer/pipeline", {"raw": "x"}, "r", "failed", False, "no JSON object")  # not tested
+    store.finish_experiment(past)
+    running_elsewhere = store.start_experiment("elsewhere", {}, 0)  # not finished: not knowledge yet
+    store.add_design(running_elsewhere, "designer/pipeline", json.loads(reply(fusion_size=200)), "r", "direct", True,
+                     None, 0.5)
+    designer = LLMDesigner(ScriptedBackend([]), store, exp_id=store.start_experiment("now", {}, 0), earlier=2)
+    text = designer.messages(DEFAULT_DESIGN)[-1]["content"]
+    head, _, tail = text.partition("In earlier experiments (effect on clicks per request, best first):")
+    lines = tail.strip().splitlines()[:3]
+    assert lines[0].startswith("- ") and lines[0].endswith("-> +0.0310") and "fusion 300" in lines[0]
+    assert lines[1].endswith("-> +0.0120") and not lines[2].startswith("- ")  # two, the best first
+    assert "+0.5000" not in text and "-0.0200" not in text
+    later = store.start_experiment("later", {}, 0)  # finished after "now" registered: not read by it
+    store.add_design(later, "designer/pipeline", json.loads(reply(fusion_size=200)), "r", "direct", True, None, 0.9)
+    store.finish_experiment(later)
+    assert "+0.9000" not in designer.messages(DEFAULT_DESIGN)[-1]["content"]
+    assert "In earlier experiments" not in LLMDesigner(ScriptedBackend([]), store, earlier=0).messages(DEFAULT_DESIGN)[-1]["content"]
+
+
 def test_schema_hint_marks_optional_keys():
     assert schema_hint({"type": "object", "required": ["a"], "properties": {"a": {"type": "boolean"},
                         "b": {"type": "number", "minimum": 0, "maximum": 2}}}) == '{"a": true|false, "b"?: 0..2}'
