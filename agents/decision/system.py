@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,12 +85,29 @@ class Pipeline:
     def agents(self) -> list:
         return [*self.recalls, self.fusion, self.ranker, self.scorer, self.reranker]
 
-    def serve(self, batch: RequestBatch, catalog: CatalogView, rng: np.random.Generator, slate_size: int) -> Served:
+    def serve(self, batch: RequestBatch, catalog: CatalogView, rng: np.random.Generator, slate_size: int,
+              clock: dict[str, float] | None = None) -> Served:
+        """Serve one batch through recall -> fusion -> ranking -> re-ranking. ``clock`` (optional) accumulates the
+        wall-clock seconds of each stage (``recall``, ``fusion``, ``ranking``, ``rerank``): the resource model's
+        measurements of this very code (:mod:`agents.decision.resources`)."""
+        tick = time.perf_counter() if clock is not None else 0.0
+
+        def lap(stage: str) -> None:
+            nonlocal tick
+            if clock is not None:
+                now = time.perf_counter()
+                clock[stage] = clock.get(stage, 0.0) + now - tick
+                tick = now
+
         routes = [r.act(batch, catalog, rng) for r in self.recalls]
+        lap("recall")
         cands = self.fusion.act(routes)
+        lap("fusion")
         heads = self.ranker.act(batch, cands, catalog)
         score = self.scorer.act(heads)
+        lap("ranking")
         chosen = self.reranker.act(score, cands, catalog, slate_size)
+        lap("rerank")
         items = np.take_along_axis(cands.items, chosen, axis=1)
         if (items < 0).any():
             raise RuntimeError(

@@ -35,6 +35,7 @@ from agents.decision.configs import SystemConfig, build_system
 from agents.decision.context import RequestBatch
 from agents.decision.features import ImpressionRecorder, LoggedImpressions
 from agents.decision.functional import ExperimentDesigner, HashSplit
+from agents.decision.resources import ResourceProfile, calibrate, window_costs
 from agents.decision.system import Simulation, System
 from agents.evolution.interleaving import (
     METHODS,
@@ -289,6 +290,7 @@ class Deployment:
         self._last: InteractionLog = InteractionLog(route_names=list(sim.system.route_names),
                                                     segment_names=list(world_cfg.segment_names))
         self._previous_ctr: float | None = None
+        self.resources: ResourceProfile | None = None  # set by calibrate_resources (or a loaded profile)
 
     @classmethod
     def start(cls, world_cfg: WorldConfig, system: System | SystemConfig, *, seed: int | None = None,
@@ -461,8 +463,31 @@ class Deployment:
         cfg = reward or self.reward_cfg
         if agent is None:
             lr = layered_reward("system", log, cfg)
-            return (float(lr.value) if np.isfinite(lr.value) else 0.0), lr.terms
-        return agent_reward(self.agent(agent) if isinstance(agent, str) else agent, log, cfg, self.embedding)
+            value, terms = (float(lr.value) if np.isfinite(lr.value) else 0.0), lr.terms
+        else:
+            value, terms = agent_reward(self.agent(agent) if isinstance(agent, str) else agent, log, cfg, self.embedding)
+        if self.resources is not None:
+            terms = {**terms, **self.resource_metrics(log)}
+        return value, terms
+
+    def calibrate_resources(self, pipelines: list[Any] | None = None, *, batch_sizes: tuple[int, ...] = (32, 128, 512),
+                            repeats: int = 3) -> ResourceProfile:
+        """Time the serving code of ``pipelines`` (default: the running ones) on this world at ``batch_sizes``,
+        fit the resource model (:func:`~agents.decision.resources.calibrate`), keep it as :attr:`resources` (from
+        then on :meth:`score` reports the ``outer/cost/`` latency and compute terms) and return it. Nothing served
+        or learned changes."""
+        world = self._sim.world
+        sizes = tuple(min(int(b), world.cfg.num_users) for b in batch_sizes)
+        self.resources = calibrate(world, pipelines or self.system.pipelines, self._sim.slate_size,
+                                   batch_sizes=sizes, repeats=repeats)
+        return self.resources
+
+    def resource_metrics(self, log: InteractionLog) -> dict[str, float]:
+        """``outer/cost/latency_p50_ms``, ``latency_p99_ms``, ``compute_ms_per_request`` and ``flops_per_request``
+        of ``log`` served by the running pipelines, from :attr:`resources` (a ConfigError without one)."""
+        if self.resources is None:
+            raise ConfigError("no resource profile: call calibrate_resources() first (or set `resources`)")
+        return {f"outer/cost/{k}": v for k, v in window_costs(self.resources, self.system.pipelines, log).items()}
 
     def regime(self) -> np.ndarray:
         """The data regime of the last window served: segment request shares, then ``REGIME_SCALARS``."""
