@@ -1,0 +1,197 @@
+"""AutoPerf: spend less compute per request at an explicitly bounded engagement loss (LWGR-style primal-dual).
+
+The decision space is what trades quality for resources in a running pipeline (:func:`resource_knobs`): the fusion
+size (candidates passed to the ranker), each recall route's candidate count and the re-ranker's MMR pool. The
+objective, as in LWGR, is
+
+    minimise  cost(x)   subject to   clicks(x) >= (1 - max_degradation) x clicks(incumbent)
+
+with ``cost`` the compute milliseconds per request predicted by the resource model (:mod:`agents.decision.resources`,
+calibrated on the serving code) and ``clicks`` the expected clicks per request, both measured on twins of the
+running deployment (the same state and traffic for every candidate, learning off). It is solved by a Lagrangian
+primal-dual method over rounds: with the multiplier ``lam``, a round evaluates a few new configs (neighbours of the
+current primal point and random draws), the primal point becomes the evaluated config minimising
+``cost / cost_0 + lam x g`` with ``g = ((1 - d) clicks_0 - clicks) / (d clicks_0)`` (the constraint in units of the
+allowed loss), and the dual step is ``lam <- max(0, lam + dual_lr x g(primal))``. Both trajectories are kept
+(:attr:`AutoPerfResult.trajectory`). The answer is the cheapest evaluated config that met the bound (the incumbent
+when none did); :meth:`AutoPerf.apply` deploys it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agents.evolution.deployment import DeploymentService
+from envs.validation import ConfigError, check_int, check_range
+
+__all__ = ["AutoPerf", "AutoPerfResult", "Knob", "PerfPoint", "resource_knobs"]
+
+log = logging.getLogger(__name__)
+
+CLICKS = "outer/engagement/clicks_per_request/exp"
+COST = "outer/cost/compute_ms_per_request"
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One resource parameter: an agent's choice parameter and its options."""
+
+    agent: str
+    key: str
+    options: tuple[Any, ...]
+
+
+def resource_knobs(service: DeploymentService, pipeline: str | None = None) -> list[Knob]:
+    """The resource parameters of ``pipeline`` (default: the first): fusion ``size``, every recall route's ``k``,
+    the re-ranker's ``mmr_pool``."""
+    name = pipeline or service.system.pipelines[0].name
+    knobs = []
+    for agent in service.agent_names():
+        if not agent.startswith(f"{name}/"):
+            continue
+        params = service.agent(agent).params.by_name
+        for key in ("size", "k", "mmr_pool"):
+            if key in params and hasattr(params[key], "options"):
+                knobs.append(Knob(agent, key, tuple(params[key].options)))
+    if not knobs:
+        raise ConfigError(f"`pipeline` {name!r} has no resource parameters (fusion size, recall k, mmr_pool)")
+    return knobs
+
+
+Point = tuple[Any, ...]  # one option per knob
+
+
+@dataclass(frozen=True)
+class PerfPoint:
+    """A config (one value per knob) and what it did on its twin."""
+
+    values: Point
+    clicks: float
+    cost: float
+
+
+@dataclass
+class AutoPerfResult:
+    knobs: list[Knob]
+    incumbent: PerfPoint
+    best: PerfPoint  # the cheapest evaluated point that met the bound (the incumbent if none did)
+    bound: float  # the clicks per request a point must keep
+    evaluated: list[PerfPoint] = field(default_factory=list)
+    trajectory: list[dict[str, float]] = field(default_factory=list)  # per round: lambda, g, cost and clicks of the primal
+
+    @property
+    def cost_reduction(self) -> float:
+        """1 - best cost / incumbent cost."""
+        return 1.0 - self.best.cost / self.incumbent.cost
+
+    @property
+    def clicks_degradation(self) -> float:
+        """1 - best clicks / incumbent clicks (on their twins)."""
+        return 1.0 - self.best.clicks / self.incumbent.clicks
+
+    def config(self, point: PerfPoint | None = None) -> dict[str, dict[str, Any]]:
+        """A point as agent -> partial config (the best one by default)."""
+        out: dict[str, dict[str, Any]] = {}
+        for knob, value in zip(self.knobs, (point or self.best).values):
+            out.setdefault(knob.agent, {})[knob.key] = value
+        return out
+
+
+class AutoPerf:
+    """The primal-dual search of the module docstring on one pipeline of ``service``.
+
+    ``max_degradation``: the allowed relative loss of expected clicks per request; ``rounds`` x ``per_round`` new
+    configs are evaluated, each on a twin for ``windows`` windows; ``dual_lr`` the multiplier's step size.
+    """
+
+    def __init__(self, service: DeploymentService, *, max_degradation: float = 0.01, rounds: int = 6,
+                 per_round: int = 4, windows: int = 2, dual_lr: float = 0.5, seed: int = 0,
+                 pipeline: str | None = None) -> None:
+        self.service = service
+        self.max_degradation = check_range("max_degradation", max_degradation, 1e-6, 0.5)
+        self.rounds, self.per_round = check_int("rounds", rounds, 1), check_int("per_round", per_round, 1)
+        self.windows = check_int("windows", windows, 1)
+        self.dual_lr = check_range("dual_lr", dual_lr, 0.0)
+        self.rng = np.random.default_rng([check_int("seed", seed, 0), 0xA0F])
+        self.knobs = resource_knobs(service, pipeline)
+        self._seen: dict[Point, PerfPoint] = {}
+
+    # ------------------------------------------------------------------ evaluation on twins
+    def current(self) -> Point:
+        return tuple(self.service.agent(k.agent).config[k.key] for k in self.knobs)
+
+    def evaluate(self, values: Point) -> PerfPoint:
+        """Serve ``values`` on a twin of the service (learning off): expected clicks and compute per request."""
+        if values in self._seen:
+            return self._seen[values]
+        twin = self.service.fork()
+        if twin.resources is None:
+            raise ConfigError("AutoPerf needs a resource profile: call service.calibrate_resources() first")
+        for knob, value in zip(self.knobs, values):
+            twin.deploy_config(knob.agent, {knob.key: value})
+        clicks, cost = [], []
+        for _ in range(self.windows):
+            served = twin.serve(learn=False)
+            _, terms = twin.score(served)
+            clicks.append(terms[CLICKS])
+            cost.append(terms[COST])
+        point = PerfPoint(values, float(np.mean(clicks)), float(np.mean(cost)))
+        self._seen[values] = point
+        return point
+
+    def _proposals(self, around: Point, n: int) -> list[Point]:
+        """``n`` configs not evaluated yet: half neighbours of ``around`` (one or two knobs moved one option), half
+        uniform draws (a few tries each; fewer when the space runs out)."""
+        out: list[Point] = []
+        for i in range(20 * n):
+            if len(out) == n:
+                break
+            if i % 2 == 0:
+                values = list(around)
+                for j in self.rng.choice(len(self.knobs), size=self.rng.integers(1, 3), replace=False):
+                    options = self.knobs[j].options
+                    at = options.index(values[j])
+                    values[j] = options[int(np.clip(at + self.rng.choice((-1, 1)), 0, len(options) - 1))]
+            else:
+                values = [k.options[self.rng.integers(len(k.options))] for k in self.knobs]
+            point = tuple(values)
+            if point not in self._seen and point not in out:
+                out.append(point)
+        return out
+
+    # ------------------------------------------------------------------ the primal-dual loop
+    def run(self) -> AutoPerfResult:
+        if self.service.resources is None:
+            self.service.calibrate_resources()
+        incumbent = self.evaluate(self.current())
+        bound = (1.0 - self.max_degradation) * incumbent.clicks
+        allowed = self.max_degradation * incumbent.clicks
+
+        def g(p: PerfPoint) -> float:  # the constraint, in units of the allowed loss (<= 0: met)
+            return (bound - p.clicks) / allowed
+
+        lam, primal = 0.0, incumbent
+        trajectory = []
+        for t in range(self.rounds):
+            for values in self._proposals(primal.values, self.per_round):
+                self.evaluate(values)
+            primal = min(self._seen.values(), key=lambda p: (p.cost / incumbent.cost + lam * g(p), p.cost))
+            lam = max(0.0, lam + self.dual_lr * g(primal))
+            trajectory.append({"round": float(t), "lambda": lam, "constraint": g(primal), "cost": primal.cost,
+                               "clicks": primal.clicks, "evaluated": float(len(self._seen))})
+            log.info("AutoPerf round %d: lambda %.3f, primal cost %.4f ms (x%.2f), clicks %.4f (g %+.2f)", t, lam,
+                     primal.cost, primal.cost / incumbent.cost, primal.clicks, g(primal))
+        feasible = [p for p in self._seen.values() if p.clicks >= bound]
+        best = min(feasible, key=lambda p: (p.cost, -p.clicks)) if feasible else incumbent
+        return AutoPerfResult(self.knobs, incumbent, best, bound, list(self._seen.values()), trajectory)
+
+    def apply(self, result: AutoPerfResult) -> dict[str, dict[str, Any]]:
+        """Deploy the result's best config on the service; returns what was set."""
+        config = result.config()
+        for agent, values in config.items():
+            self.service.deploy_config(agent, values)
+        return config
