@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CLICKS = "outer/engagement/clicks_per_request/exp"
 COST = "outer/cost/compute_ms_per_request"
+P99 = "outer/cost/latency_p99_ms"
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class PerfPoint:
     values: Point
     clicks: float
     cost: float
+    p99_ms: float = float("nan")  # the predicted 99th percentile of request latency
 
 
 @dataclass
@@ -133,13 +135,14 @@ class AutoPerf:
             raise ConfigError("AutoPerf needs a resource profile: call service.calibrate_resources() first")
         for knob, value in zip(self.knobs, values):
             twin.deploy_config(knob.agent, {knob.key: value})
-        clicks, cost = [], []
+        clicks, cost, p99 = [], [], []
         for _ in range(self.windows):
             served = twin.serve(learn=False)
             _, terms = twin.score(served)
             clicks.append(terms[CLICKS])
             cost.append(terms[COST])
-        point = PerfPoint(values, float(np.mean(clicks)), float(np.mean(cost)))
+            p99.append(terms[P99])
+        point = PerfPoint(values, float(np.mean(clicks)), float(np.mean(cost)), float(np.mean(p99)))
         self._seen[values] = point
         return point
 
