@@ -1,0 +1,350 @@
+"""The coordinator: evolution agents submit proposals; it budgets live test traffic, serialises conflicting changes,
+enforces global constraints before anything ships, records every proposal, test and decision, and estimates each
+shipped change's contribution on twins.
+
+A :class:`Proposal` is a set of config changes (agent -> partial config) from one evolution agent (AutoPerf,
+AutoTrain, AutoFeature, re-rank evolution, the designer), with the traffic share and the windows its A/B test asks
+for, and a goal: ``engagement`` (ship when it raises expected clicks per request, the A/B interval above 0) or
+``cost`` (ship when it cuts compute per request without losing more than ``max_degradation`` of the clicks: the
+interval's lower end above ``-max_degradation x`` the control's mean).
+
+Scheduling (:class:`Scheduler`, pure, property-tested): proposals start in submission order as traffic allows; a
+proposal starts only when (i) its share fits in what the running tests leave of ``traffic_budget``, (ii) it
+conflicts with no running test and (iii) with no proposal submitted before it that still waits (so conflicting
+changes are tested one after the other, in the order they came). Two proposals conflict when they touch a common
+pipeline (or agent object): their tests would measure each other.
+
+Serving: every window, each running test gets its own users: user ``u`` is in the first running test ``i`` (by start
+order) whose fresh salt hashes ``u`` below its share; the users in no test are the shared control. One system routes
+each slice to its test's challenger (copies of the touched pipelines with the changes) and the control to the
+running system. Each test's :class:`~agents.decision.functional.ExperimentDesigner` sees its slice against the
+control.
+
+Global constraints, checked on every finished test before anything ships: the violations guardrail (the designer's),
+the degradation bound (for every goal: the clicks interval's lower end must not fall below ``-max_degradation x``
+control), and ``cost_budget`` (compute ms per request of the candidate slice, from the resource model, when set).
+Every event (queued, started, decided: shipped or rejected, with reasons) is kept in :attr:`Coordinator.events` and,
+with a store, each decision as a rollout (agent ``coordinator/<source>#<id>``) and each credit estimate as a design.
+
+Credit assignment (:meth:`Coordinator.credit`): for the changes shipped since a snapshot, twins of the snapshot
+replay each change alone and all together on the same traffic; a change's contribution is its alone - none, and the
+interaction is all - none - sum of the contributions.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agents.decision.functional import ExperimentDesigner, split_hash
+from agents.decision.resources import window_costs
+from agents.decision.system import Pipeline, System
+from agents.evolution.deployment import DeploymentService
+from agents.infra.store import KnowledgeStore
+from envs.log import InteractionLog
+from envs.validation import ConfigError, check_choice, check_int, check_range
+
+__all__ = ["GOALS", "Coordinator", "Event", "Proposal", "Scheduler"]
+
+log = logging.getLogger(__name__)
+
+GOALS = ("engagement", "cost")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Config changes one evolution agent wants shipped, and the A/B test it asks for."""
+
+    source: str
+    changes: Mapping[str, Mapping[str, Any]]  # qualified agent name -> partial config
+    share: float = 0.2
+    windows: int = 2
+    goal: str = "engagement"
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            raise ConfigError(f"`source` must name the evolution agent proposing (got {self.source!r})")
+        if not self.changes:
+            raise ConfigError("`changes` must hold at least one agent's config change (got none)")
+        check_range("share", self.share, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        check_int("windows", self.windows, 1)
+        check_choice("goal", self.goal, GOALS)
+
+    @property
+    def pipelines(self) -> frozenset[str]:
+        return frozenset(name.split("/", 1)[0] for name in self.changes)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the coordinator's record."""
+
+    window: int
+    proposal: int
+    source: str
+    kind: str  # queued, started, shipped, rejected
+    reason: str = ""
+
+
+class Scheduler:
+    """Which proposals test when: the rules of the module docstring, with ``conflict(a, b)`` given."""
+
+    def __init__(self, traffic_budget: float, conflict: Any) -> None:
+        self.budget = check_range("traffic_budget", traffic_budget, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        self.conflict = conflict
+        self.queue: list[tuple[int, Proposal]] = []
+        self.active: dict[int, Proposal] = {}
+
+    def submit(self, pid: int, proposal: Proposal) -> None:
+        if proposal.share > self.budget:
+            raise ConfigError(f"`share` must be <= the coordinator's traffic_budget {self.budget} "
+                              f"(got {proposal.share} from {proposal.source})")
+        self.queue.append((pid, proposal))
+
+    def start_ready(self) -> list[int]:
+        """Start every queued proposal the rules allow now, in submission order; returns their ids."""
+        started, waiting = [], []
+        for pid, p in self.queue:
+            free = self.budget - sum(a.share for a in self.active.values())
+            blocked = (p.share > free + 1e-12 or any(self.conflict(p, a) for a in self.active.values())
+                       or any(self.conflict(p, w) for _, w in waiting))
+            if blocked:
+                waiting.append((pid, p))
+            else:
+                self.active[pid] = p
+                started.append(pid)
+        self.queue = waiting
+        return started
+
+    def finish(self, pid: int) -> None:
+        del self.active[pid]
+
+
+@dataclass
+class _Test:
+    pid: int
+    proposal: Proposal
+    salt: int
+    pipelines: list[Pipeline]  # the challenger's copies of the touched pipelines
+    designer: ExperimentDesigner
+    started: int
+    served: int = 0
+    costs: list[float] = field(default_factory=list)  # compute ms per request of its slice, per window
+
+
+class _Router:
+    """Each running test's slice to its challenger pipelines, everyone else to the running system's router."""
+
+    name = "coordinator_router"
+    role = "router"
+
+    def __init__(self, running: System, tests: list[_Test], offsets: list[dict[str, int]]) -> None:
+        self.running, self.tests, self.offsets = running, tests, offsets
+        self.pipeline_names = [p.name for p in running.pipelines] + [
+            f"{q.name}/test{t.pid}" for t in tests for q in t.pipelines]
+        self.index = {p.name: i for i, p in enumerate(running.pipelines)}
+
+    def arms(self, users: np.ndarray) -> np.ndarray:
+        arm = np.full(len(users), -1)
+        for i, t in enumerate(self.tests):
+            mine = (arm == -1) & (split_hash(users, t.salt) < t.proposal.share)
+            arm[mine] = i
+        return arm
+
+    def act(self, batch: Any) -> np.ndarray:
+        route = np.asarray(self.running.router.act(batch)).copy()
+        arm = self.arms(batch.users)
+        names = [p.name for p in self.running.pipelines]
+        for i, offsets in enumerate(self.offsets):
+            for name, at in offsets.items():
+                route[(arm == i) & (route == names.index(name))] = at
+        return route
+
+    def observe(self, log: InteractionLog) -> None:
+        pass
+
+
+class Coordinator:
+    """Proposals in, decisions out (module docstring). ``store`` with ``exp_id`` records decisions and credits."""
+
+    def __init__(self, service: DeploymentService, *, traffic_budget: float = 0.5, max_degradation: float = 0.01,
+                 cost_budget: float | None = None, min_requests: int = 100, alpha: float = 0.05,
+                 store: KnowledgeStore | None = None, exp_id: int | None = None) -> None:
+        if (store is None) != (exp_id is None):
+            raise ConfigError("give both `store` and `exp_id` (the experiment the records belong to), or neither")
+        self.service = service
+        self.max_degradation = check_range("max_degradation", max_degradation, 0.0, 1.0)
+        self.cost_budget = None if cost_budget is None else check_range("cost_budget", cost_budget, 0.0)
+        if self.cost_budget is not None and service.resources is None:
+            raise ConfigError("`cost_budget` needs the resource model: call service.calibrate_resources() first")
+        self.min_requests, self.alpha = check_int("min_requests", min_requests, 1), check_range("alpha", alpha, 0.0, 0.5)
+        self.store, self.exp_id = store, exp_id
+        self.scheduler = Scheduler(traffic_budget, self.conflict)
+        self.proposals: dict[int, Proposal] = {}
+        self.tests: dict[int, _Test] = {}
+        self.events: list[Event] = []
+        self.shipped: list[int] = []
+        self.window = 0  # windows served by the coordinator
+        self.overlaps = 0  # windows in which two running tests touched one pipeline (must stay 0)
+
+    # ------------------------------------------------------------------ proposals
+    def conflict(self, a: Proposal, b: Proposal) -> bool:
+        """Two proposals conflict when they touch a common pipeline or agent object."""
+        if a.pipelines & b.pipelines:
+            return True
+        objects = {id(self.service.agent(n)) for n in a.changes}
+        return any(id(self.service.agent(n)) in objects for n in b.changes)
+
+    def submit(self, proposal: Proposal) -> int:
+        """Queue a proposal (checked now: every agent exists, every change is a valid config); returns its id."""
+        for name, change in proposal.changes.items():
+            agent = self.service.agent(name)
+            agent.params.validate({**agent.config, **change}, agent=name)
+        pid = len(self.proposals)
+        self.scheduler.submit(pid, proposal)
+        self.proposals[pid] = proposal
+        self._event(pid, "queued", proposal.note)
+        return pid
+
+    def _event(self, pid: int, kind: str, reason: str = "") -> None:
+        self.events.append(Event(self.window, pid, self.proposals[pid].source, kind, reason))
+
+    def _challenger(self, proposal: Proposal) -> list[Pipeline]:
+        """Copies of the touched pipelines with the changes (the running ones are left alone)."""
+        running = {p.name: p for p in self.service.system.pipelines}
+        copies = {name: copy.deepcopy(running[name]) for name in sorted(proposal.pipelines)}
+        for name, change in proposal.changes.items():
+            pipe = name.split("/", 1)[0]
+            original = self.service.agent(name)
+            index = next(i for i, a in enumerate(running[pipe].agents) if a is original)
+            target = copies[pipe].agents[index]
+            target.configure(target.params.validate({**target.config, **change}, agent=name))
+        return list(copies.values())
+
+    # ------------------------------------------------------------------ serving
+    def step(self) -> InteractionLog:
+        """Start what may start, serve one window with every running test on its own users, decide the tests that
+        have served their windows; returns the window's log."""
+        for pid in self.scheduler.start_ready():
+            designer = ExperimentDesigner(config={"min_requests": self.min_requests, "alpha": self.alpha},
+                                          salt=self.service.new_salt())
+            self.tests[pid] = _Test(pid, self.proposals[pid], designer.salt, self._challenger(self.proposals[pid]),
+                                    designer, self.window)
+            self._event(pid, "started", f"share {self.proposals[pid].share}")
+        running = self.service.system
+        tests = sorted(self.tests.values(), key=lambda t: t.pid)
+        touched = [p for t in tests for p in t.proposal.pipelines]
+        if len(touched) != len(set(touched)):
+            self.overlaps += 1
+        n, offsets, extra = len(running.pipelines), [], []
+        for t in tests:
+            offsets.append({q.name: n + len(extra) + j for j, q in enumerate(t.pipelines)})
+            extra += [self._renamed(q, t.pid) for q in t.pipelines]
+        split = System([*running.pipelines, *extra], _Router(running, tests, offsets), running.route_names)
+        if tests:
+            with self.service.serving(split):
+                window = self.service.serve()
+        else:
+            window = self.service.serve()
+        self.window += 1
+        names = [q.name for q in running.pipelines]
+        for t, off in zip(tests, offsets):
+            arm = tuple(off.values())
+            control = tuple(names.index(name) for name in off)  # the running versions of the touched pipelines
+            t.designer.observe(window, metric="clicks_exp", guardrail="violations", arms=(control, arm))
+            if self.service.resources is not None:
+                mine = window.where(np.isin(window.requests["pipeline"], arm))
+                t.costs.append(window_costs(self.service.resources, split.pipelines, mine)["compute_ms_per_request"])
+            t.served += 1
+            if t.served >= t.proposal.windows:
+                self._decide(t)
+        return window
+
+    @staticmethod
+    def _renamed(pipeline: Pipeline, pid: int) -> Pipeline:
+        twin = copy.copy(pipeline)
+        twin.name = f"{pipeline.name}/test{pid}"
+        return twin
+
+    def _decide(self, test: _Test) -> None:
+        p = test.proposal
+        decision = test.designer.decide("clicks_exp", 0.05)
+        control_mean = float(np.mean(np.concatenate(test.designer.outcomes[0])))
+        reasons = list(decision.reasons)
+        floor = -self.max_degradation * control_mean
+        if p.goal == "engagement":
+            ok = decision.accepted
+        else:  # cost: keep the clicks within the bound; the saving is checked with the budget below
+            ok = decision.ci_low >= floor and min(decision.n_incumbent, decision.n_candidate) >= self.min_requests
+            reasons = [r for r in reasons if not r.startswith("interval lower end")]
+        if decision.ci_low < floor:
+            ok = False
+            reasons.append(f"degradation bound: clicks interval low {decision.ci_low:+.4f} < -{self.max_degradation} "
+                           f"x control {control_mean:.4f}")
+        if self.cost_budget is not None:
+            cost = float(np.mean(test.costs)) if test.costs else float("inf")
+            if cost > self.cost_budget:
+                ok = False
+                reasons.append(f"cost budget: {cost:.4f} ms per request > {self.cost_budget}")
+        if ok:
+            for name, change in p.changes.items():
+                self.service.deploy_config(name, dict(change))
+            self.shipped.append(test.pid)
+        kind = "shipped" if ok else "rejected"
+        why = "; ".join(reasons) or f"clicks effect {decision.effect:+.4f} [{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]"
+        self._event(test.pid, kind, why)
+        log.info("proposal %d from %s %s: %s", test.pid, p.source, kind, why)
+        if self.store is not None and self.exp_id is not None:
+            self.store.add_rollout(self.exp_id, self.window, f"coordinator/{p.source}#{test.pid}",
+                                   {k: dict(v) for k, v in p.changes.items()}, "accepted" if ok else "rejected",
+                                   effect=decision.effect, ci_low=decision.ci_low, ci_high=decision.ci_high,
+                                   p_value=decision.p_value, n_incumbent=decision.n_incumbent,
+                                   n_candidate=decision.n_candidate, reasons=reasons)
+        del self.tests[test.pid]
+        self.scheduler.finish(test.pid)
+
+    def run(self, windows: int) -> None:
+        """Serve ``windows`` windows (:meth:`step` each)."""
+        for _ in range(check_int("windows", windows, 1)):
+            self.step()
+
+    @property
+    def pending(self) -> int:
+        """Proposals queued or under test."""
+        return len(self.scheduler.queue) + len(self.tests)
+
+    # ------------------------------------------------------------------ credit assignment
+    def credit(self, snapshot: Any, shipped: list[int] | None = None, windows: int = 2) -> dict[str, float]:
+        """Each shipped change's contribution since ``snapshot`` (a :meth:`~DeploymentService.snapshot` taken
+        before them): twins of the snapshot serve, on the same traffic and without learning, no change, each change
+        alone and all of them; returns ``credit/<id>`` (alone - none, expected clicks per request), ``credit/all``
+        and ``credit/interaction`` (all - none - the sum). Stored as a design of agent ``coordinator/credit``."""
+        ids = self.shipped if shipped is None else shipped
+        check_int("windows", windows, 1)
+
+        def value(changes: list[Proposal]) -> float:
+            twin = snapshot.fork()
+            for p in changes:
+                for name, change in p.changes.items():
+                    twin.deploy_config(name, dict(change))
+            logs = [twin.serve(learn=False) for _ in range(windows)]
+            return float(np.mean([lg.requests["clicks_exp"].mean() for lg in logs]))
+
+        none = value([])
+        out = {f"credit/{pid}": value([self.proposals[pid]]) - none for pid in ids}
+        out["credit/all"] = value([self.proposals[pid] for pid in ids]) - none
+        out["credit/interaction"] = out["credit/all"] - sum(out[f"credit/{pid}"] for pid in ids)
+        if self.store is not None and self.exp_id is not None:
+            self.store.add_design(self.exp_id, "coordinator/credit",
+                                  {"shipped": [{"id": pid, "source": self.proposals[pid].source,
+                                                "changes": {k: dict(v) for k, v in self.proposals[pid].changes.items()},
+                                                "contribution": out[f"credit/{pid}"]} for pid in ids],
+                                   "all": out["credit/all"], "interaction": out["credit/interaction"]},
+                                  "twins replay each shipped change alone", "twins", True, None, out["credit/all"])
+        return out
