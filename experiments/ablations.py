@@ -92,6 +92,9 @@ ABLATIONS: tuple[Ablation, ...] = (
     Ablation("C6", "c6_automodel", "Model and feature evolution",
              "Do AutoModel agents that evolve the ranker's features and model (offline screening on logged windows, "
              "an A/B gate online) beat re-rank-only evolution and the static linear ranker?"),
+    Ablation("C7", "c7_knowledge", "Knowledge reuse",
+             "When regimes recur, does a search warm-started from the knowledge store's trials of the nearest regime "
+             "have lower regret than one restarted cold?"),
 )
 # the reduced suite: 2 seeds, 3 windows of 100 requests (and 1 exploit window), 50 concurrent sessions, the main
 # ranker without a minimum of gradient steps per window

@@ -385,20 +385,29 @@ class SearchOptions:
     """Warm starts from the knowledge store shared across experiments (``warm_start``): at its first proposal the
     search is seeded with the ``warm_k`` best trials of the same agent from the regimes nearest the one it starts
     in, taken from earlier experiments with the same reward, system and evolved agent (finished before this run
-    registered: a resumed run sees the same ones), and proposes the ``warm_replay`` best of them first."""
+    registered: a resumed run sees the same ones), and proposes the ``warm_replay`` best of them first.
+    ``warm_from``: ``earlier`` (those experiments), ``own`` (this run's own earlier windows: knowledge from the
+    regimes it has already met, reproducible whatever the store holds) or ``both``. ``warm_delay``: windows served
+    before seeding (the regime summary describes the last window served: after a regime change, one window passes
+    before it describes the new regime)."""
 
     warm_start: bool = False
     warm_k: int = 10
     warm_replay: int = 1
+    warm_from: str = "earlier"
+    warm_delay: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.warm_start, bool):
             raise ConfigError(f"`controller.options.warm_start` must be true or false (got {self.warm_start!r})")
         check_int("controller.options.warm_k", self.warm_k, 1)
         check_int("controller.options.warm_replay", self.warm_replay, 0)
+        check_choice("controller.options.warm_from", self.warm_from, WARM_FROM)
+        check_int("controller.options.warm_delay", self.warm_delay, 0)
 
 
 WARM_KEYS = ("reward", "system")  # what earlier experiments must share with this one for their trials to seed it
+WARM_FROM = ("earlier", "own", "both")  # SearchOptions.warm_from
 
 
 def warm_sources(ctx: ArmContext) -> list[int]:
@@ -423,10 +432,13 @@ class WarmStarted:
         self.controller, self.ctx, self.options = controller, ctx, options
         self.name = controller.name
         self.seeded: int | None = None
+        self.proposed = 0
 
     def propose(self, obs: np.ndarray) -> dict[str, Any]:
-        if self.seeded is None:
-            sources = warm_sources(self.ctx)
+        self.proposed += 1
+        if self.seeded is None and self.proposed > self.options.warm_delay:
+            frm = self.options.warm_from
+            sources = (warm_sources(self.ctx) if frm != "own" else []) + ([self.ctx.exp_id] if frm != "earlier" else [])
             agent = stored_agent(self.ctx)
             self.seeded = self.controller.warm_start_from(self.ctx.store, agent, obs, k=self.options.warm_k,
                                                           replay=self.options.warm_replay, experiments=sources)
@@ -445,10 +457,67 @@ def search_controller(ctx: ArmContext) -> OptunaSearch | WarmStarted:
     return WarmStarted(controller, ctx, options) if isinstance(options, SearchOptions) and options.warm_start else controller
 
 
+@dataclass
+class PhaseOptions(SearchOptions):
+    """The search restarts every ``phase_windows`` windows (a known schedule of regimes, e.g. the recurring
+    world's 2-day regimes at 2 windows a day). Each phase's first window is a probe: the hand-tuned config, whose
+    clicks per request fingerprint the regime (the same config in every phase, so what differs is the users); then a
+    fresh Optuna study, cold, or with ``warm_start`` seeded with the ``warm_k`` trials of the earlier phases whose
+    probe was nearest (``warm_from``: ``own`` phases of this run, ``earlier`` experiments' phases from the knowledge
+    store, ``both``), the best proposed first. Every phase's probe and trials are written to the store as a design of
+    agent ``knowledge/phases/<agent>`` for later experiments."""
+
+    phase_windows: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("controller.options.phase_windows", self.phase_windows, 2)
+
+
+def _phase_knowledge(ctx: ArmContext, agent: str) -> list[dict[str, Any]]:
+    """Earlier experiments' phases (probe and trials) of ``agent`` from the store (same reward, system and agent)."""
+    sources = set(warm_sources(ctx))
+    return [d.document for d in ctx.store.designs(agent=f"knowledge/phases/{agent}", valid=True)
+            if d.experiment_id in sources and isinstance(d.document, dict) and "probe" in d.document]
+
+
 def _search(ctx: ArmContext, controller: Any) -> EvolutionHistory:
     """``evolve`` with ``controller``, then exploit what :func:`select` picks."""
     evolve(ctx.env, controller, search_windows(ctx), seed=ctx.seed)
     best = select(ctx)
+    exploit(ctx, lambda obs: best)
+    return ctx.env.history
+
+
+@register_arm("optuna_phases", options=PhaseOptions)
+def optuna_phases(ctx: ArmContext) -> EvolutionHistory:
+    """Optuna restarted at every regime phase after a probe window of the hand-tuned config, cold or warm-started
+    from the phases with the nearest probe (:class:`PhaseOptions`); exploits its last phase's best config."""
+    o, agent, incumbent = ctx.options, stored_agent(ctx), initial_config(ctx)
+    known = _phase_knowledge(ctx, agent) if o.warm_start and o.warm_from != "own" else []
+    own: list[dict[str, Any]] = []
+    history, served, phase = None, 0, 0
+    windows, seeded = search_windows(ctx), 0.0
+    while served < windows:
+        n = min(o.phase_windows, windows - served)
+        history = evolve(ctx.env, StaticController(incumbent), 1, seed=ctx.seed, reset=served == 0, history=history)
+        probe = history.rewards[-1]
+        study = OptunaSearch(ctx.params, seed=replicate_seed(ctx.agent_seed, phase + 1))
+        if o.warm_start:
+            phases = ([*own] if o.warm_from != "earlier" else []) + known
+            pool = [t for ph in sorted(phases, key=lambda ph: abs(ph["probe"] - probe)) for t in ph["trials"]][:o.warm_k]
+            study.warm_start([t["config"] for t in pool], [t["reward"] for t in pool], replay=o.warm_replay)
+            seeded += len(pool)
+        if n > 1:
+            history = evolve(ctx.env, study, n - 1, reset=False, history=history)
+        trials = [{"config": {k: v for k, v in c.items() if k in ctx.params.by_name}, "reward": r}  # the probe too
+                  for c, r in zip(history.configs[-n:], history.rewards[-n:])]
+        own.append({"probe": probe, "trials": trials})
+        ctx.store.add_design(ctx.exp_id, f"knowledge/phases/{agent}", own[-1], f"phase {phase}: probe {probe:.4f}",
+                             "phase", True, None, max((t["reward"] for t in trials), default=None))
+        served, phase = served + n, phase + 1
+    ctx.summary |= {"warm_start/trials": seeded, "warm_start/phases": float(phase)}
+    best = max(own[-1]["trials"], key=lambda t: t["reward"])["config"]
     exploit(ctx, lambda obs: best)
     return ctx.env.history
 

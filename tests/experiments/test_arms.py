@@ -507,3 +507,20 @@ def test_knowledge_written_by_one_experiment_warm_starts_the_next(tmp_path):
     assert warm_rewards[0] > cold_rewards[0]
     assert (warm["warm_start/trials"], warm["warm_start/experiments"]) == (6.0, 1.0)  # only the cold run's trials
     assert "warm_start/trials" not in cold
+
+
+def test_optuna_phases_probes_each_phase_and_seeds_the_warm_study_from_the_nearest_phases(tmp_path):
+    common = ("experiment=c7_knowledge", "evolution.windows=12", "seed=0", *TINY_RUN)
+    warm = run(compose_config(*common, "controller=optuna_phases_warm"), out_dir=tmp_path / "warm")
+    cold = run(compose_config(*common, "controller=optuna_phases"), out_dir=tmp_path / "cold")
+    w, c = (pd.read_csv(tmp_path / arm / "metrics.csv") for arm in ("warm", "cold"))
+    initial = w["config/mmr_lambda"][0]
+    assert (w["config/mmr_lambda"][::4] == initial).all() and (c["config/mmr_lambda"][::4] == initial).all()  # probes
+    np.testing.assert_array_equal(w["reward"][:5], c["reward"][:5])  # the same until the first warm-started study
+    assert (warm["warm_start/trials"], warm["warm_start/phases"]) == (4.0 + 8.0, 3.0)  # phase 2: 4 trials, phase 3: 8
+    assert cold["warm_start/trials"] == 0.0
+    url, exp_id = run_store(tmp_path / "warm")
+    with KnowledgeStore(url) as store:
+        phases = store.designs(agent="knowledge/phases/baseline/rerank/mmr", exp_id=exp_id)
+    assert [len(d.document["trials"]) for d in phases] == [4, 4, 4]
+    assert [d.document["probe"] for d in phases] == w["reward"][::4].tolist()
