@@ -7,7 +7,9 @@ at most 1% fewer expected clicks than the incumbent. Reported on those twins: ``
 incumbent compute per request), ``clicks_degradation`` (must be <= the bound), the predicted p99 request latency
 before and after, AutoPerf's seconds, and, as the roofline, the same twin evaluations of a bare grid over the fusion
 size alone (``grid_cost_reduction``: the best fusion size within the bound; AutoPerf should match or beat it).
-``coordinator_overhead_s_per_window`` is null: the coordinator is not built yet. Last line: one JSON object.
+``coordinator_overhead_s_per_window``: a coordinator (`agents/evolution/coordinator.py`) serving AutoPerf's answer
+as a cost proposal on 30% of the users against the control, minus a plain window of the same deployment (twins,
+interleaved, 4 each: the split system, the per-test bookkeeping and the decision). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from agents.decision.configs import static_baseline
 from agents.evolution.autoperf import AutoPerf
+from agents.evolution.coordinator import Coordinator, Proposal
 from agents.evolution.deployment import Deployment
 from envs.config import WorldConfig, world_size
 
@@ -49,6 +52,19 @@ def main() -> None:
         grid.append(autoperf.evaluate(tuple(values)))
     feasible = [p for p in grid if p.clicks >= result.bound]
     grid_best = min(feasible, key=lambda p: p.cost)
+    # the coordinator's overhead: a window with AutoPerf's proposal under test vs a plain window, on twins
+    plain_twin, coordinated = service.fork(), service.fork()
+    coordinator = Coordinator(coordinated, traffic_budget=0.5)
+    coordinator.submit(Proposal("autoperf", result.config(), share=0.3, windows=100, goal="cost"))
+    plain_s, step_s = [], []
+    for _ in range(4):
+        t = time.perf_counter()
+        plain_twin.serve()
+        plain_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        coordinator.step()
+        step_s.append(time.perf_counter() - t)
+    overhead = sum(step_s) / len(step_s) - sum(plain_s) / len(plain_s)
     print(json.dumps({
         "cost_reduction": round(result.cost_reduction, 4), "clicks_degradation": round(result.clicks_degradation, 5),
         "bound": BOUND, "p99_latency_ms_before": round(result.incumbent.p99_ms, 3),
@@ -57,7 +73,8 @@ def main() -> None:
         "grid_cost_reduction": round(1 - grid_best.cost / result.incumbent.cost, 4),
         "autoperf_vs_grid": round((1 - result.best.cost / result.incumbent.cost)
                                   / max(1 - grid_best.cost / result.incumbent.cost, 1e-9), 3),
-        "final_lambda": round(result.trajectory[-1]["lambda"], 4), "coordinator_overhead_s_per_window": None,
+        "final_lambda": round(result.trajectory[-1]["lambda"], 4), "coordinator_overhead_s_per_window": round(overhead, 4),
+        "plain_window_s": round(sum(plain_s) / len(plain_s), 4),
     }))
 
 

@@ -216,15 +216,25 @@ class Coordinator:
         self.events.append(Event(self.window, pid, self.proposals[pid].source, kind, reason))
 
     def _challenger(self, proposal: Proposal) -> list[Pipeline]:
-        """Copies of the touched pipelines with the changes (the running ones are left alone)."""
+        """The touched pipelines as the proposal would have them: each a shallow copy sharing every agent it does not
+        change with the running pipeline (those serve and learn from both arms, as one system would), with copies of
+        the changed agents configured by the proposal. The running pipelines are left alone."""
         running = {p.name: p for p in self.service.system.pipelines}
-        copies = {name: copy.deepcopy(running[name]) for name in sorted(proposal.pipelines)}
+        copies: dict[str, Pipeline] = {}
+        for name in sorted(proposal.pipelines):
+            twin = copy.copy(running[name])
+            twin.recalls = list(running[name].recalls)
+            copies[name] = twin
         for name, change in proposal.changes.items():
-            pipe = name.split("/", 1)[0]
+            pipe = copies[name.split("/", 1)[0]]
             original = self.service.agent(name)
-            index = next(i for i, a in enumerate(running[pipe].agents) if a is original)
-            target = copies[pipe].agents[index]
-            target.configure(target.params.validate({**target.config, **change}, agent=name))
+            clone = copy.deepcopy(original)
+            clone.configure(clone.params.validate({**clone.config, **change}, agent=name))
+            if original in pipe.recalls:
+                pipe.recalls[pipe.recalls.index(original)] = clone
+            else:
+                slot = next(a for a in ("fusion", "ranker", "scorer", "reranker") if getattr(pipe, a) is original)
+                setattr(pipe, slot, clone)
         return list(copies.values())
 
     # ------------------------------------------------------------------ serving
