@@ -31,7 +31,7 @@ OVERRIDES = {"name": "resume", "seed": 2, "controller": {"name": "random"},
              "logger": {"wandb": {"enabled": False}, "tensorboard": {"enabled": False}, "progress": False,
                         "plots": False}}  # figures cost seconds per run; the phase boundary is the same
 KILL_POINTS = [(p, 1) for p in PHASES if p != "window"] + [("window", 1), ("window", 2)]
-VOLATILE = ("seconds", "out_dir")  # wall time and the run dir differ between runs by construction
+VOLATILE = ("seconds", "out_dir", "experiment_id")  # wall time, the run dir and its experiment in the shared store differ
 
 
 def config():
