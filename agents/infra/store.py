@@ -76,7 +76,6 @@ import numpy as np
 import pandas as pd
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
@@ -546,7 +545,23 @@ def head_revision() -> str:
 
 
 def _revision(connection: Any) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    """The store's schema revision (None before migrations), read without Alembic's start-up log lines."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Alembic logs its context at INFO on every command: keep that out of the runs' logs unless asked for."""
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    if not alembic_log.isEnabledFor(logging.DEBUG):
+        alembic_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        alembic_log.setLevel(level)
 
 
 def migrate(engine: Engine) -> str:
@@ -565,7 +580,7 @@ def migrate(engine: Engine) -> str:
         connection.rollback()
     config = _alembic_config()
     backend = engine.url.get_backend_name()
-    with engine.connect() as connection:
+    with _quiet_alembic(), engine.connect() as connection:
         if backend == "sqlite":
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         elif backend == "postgresql":
