@@ -573,7 +573,8 @@ def migrate(engine: Engine) -> str:
     migrations existed) is stamped with the first revision, then upgraded. A revision this code does not know
     (a store migrated by newer code) is a :class:`~envs.validation.ConfigError`.
     """
-    head = head_revision()
+    with _quiet_alembic():
+        head = head_revision()
     with engine.connect() as connection:
         if _revision(connection) == head:  # the common case: no lock, no Alembic environment
             return head
