@@ -112,7 +112,8 @@ class _InputParts:
         return torch.baddbmm(items_h, x, m.transpose(1, 2))
 
 
-def multitask_loss(out: torch.Tensor, y: torch.Tensor, w_like: float = 0.5, w_dwell: float = 0.1) -> torch.Tensor:
+def multitask_loss(out: torch.Tensor, y: torch.Tensor, w_like: float = LOSS_WEIGHTS["like"],
+                   w_dwell: float = LOSS_WEIGHTS["dwell"]) -> torch.Tensor:
     """The rankers' training loss: click log-loss plus, over the clicked rows, ``w_like`` x like log-loss and
     ``w_dwell`` x squared error of log-dwell (``y`` columns click, like, log-dwell; ``out`` the heads' outputs)."""
     bce = nn.functional.binary_cross_entropy_with_logits
@@ -207,7 +208,7 @@ class TorchRanker(DecisionAgent):
         # caller builds the system inside ``torch.inference_mode()`` (inference tensors cannot be trained)
         with torch.random.fork_rng(devices=[]), torch.inference_mode(False):
             torch.manual_seed(seed)
-            self.design: ModelDesign | None = None  # linear and mlp: MultiTaskNet's own structure
+            self.design: ModelDesign | None = None  # linear and mlp: MultiTaskNet's own structure (a design is ignored)
             if arch in ARCHITECTURES:
                 self.model = MultiTaskNet(in_dim, arch, hidden, num_segments, per_segment)
             else:

@@ -37,7 +37,7 @@ from agents.decision.features import (
     leakage_check,
 )
 from agents.decision.models import ModelDesign
-from agents.decision.ranking import ARCHITECTURES, FeatureRanker
+from agents.decision.ranking import FeatureRanker
 from agents.decision.system import input_dims
 from agents.evolution.deployment import DeploymentService
 from agents.evolution.offline import (
@@ -69,7 +69,7 @@ def deployable_ranker(service: DeploymentService, features: FeatureSet, design: 
     data = logged_data(log, features, state)  # replays the statistics through every window
     ranker = FeatureRanker(features, input_dims(service.world_cfg), running.num_segments, running.num_routes,
                            arch=design.arch, hidden=design.hidden, config=config, seed=seed,
-                           design=None if design.arch in ARCHITECTURES else design, loss_weights=loss_weights)
+                           design=design, loss_weights=loss_weights)
     ranker.state = state
     ranker.learn_from((data.x, data.y, data.segment), min_updates=updates)
     ranker.name = running.name

@@ -27,7 +27,7 @@ import numpy as np
 from agents.decision.features import FeatureSet, FeatureState, LoggedImpressions, replay_features
 from agents.decision.models import ModelDesign
 from agents.decision.params import Choice, ParamSpace, Range
-from agents.decision.ranking import ARCHITECTURES, TorchRanker
+from agents.decision.ranking import TorchRanker
 from envs.validation import ConfigError, check_int
 from rewards.inner import auc, calibration, ece, log_loss, ndcg
 from rewards.stats import psi, spearman
@@ -126,7 +126,7 @@ def fit(design: ModelDesign, data: LoggedData, recipe: TrainRecipe | None = None
     recipe = TrainRecipe() if recipe is None else recipe
     segments = int(data.segment.max()) + 1 if num_segments is None else num_segments
     ranker = TorchRanker(data.x.shape[1], max(segments, 1), num_routes=num_routes, arch=design.arch, hidden=design.hidden,
-                         config=recipe.ranker_config(), seed=seed, design=None if design.arch in ARCHITECTURES else design,
+                         config=recipe.ranker_config(), seed=seed, design=design,
                          loss_weights=recipe.loss_weights)
     ranker.learn_from((data.x, data.y, data.segment), min_updates=recipe.updates)
     return ranker
