@@ -248,7 +248,7 @@ def test_wrong_type_or_unknown_key_fails_while_composing(override, cause):
     (["controller.name=optuan"], r"`controller.name` must be one of \['alternating', 'autofeature', 'automodel_models', "
                                  r"'autotrain', 'compositional', 'hindsight', "
                                  r"'hindsight_composition', 'individual', 'llm', 'llm_compositional', 'llm_designer', "
-                                 r"'optuna', 'optuna_ab', 'oracle', 'oracle_composition', 'ppo', 'ppo_composition', "
+                                 r"'optuna', 'optuna_ab', 'optuna_phases', 'oracle', 'oracle_composition', 'ppo', 'ppo_composition', "
                                  r"'random', 'static', 'static_composition'\] \(got 'optuan'\); did you mean 'optuna'\?"),
     (["controller=ppo", "controller.options.batch_size=8"],
      r"`controller.options.batch_size` must be in \[2, 4\] \(got 8\)"),
