@@ -57,6 +57,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/sensitivity.py
 	$(BIN)/python bench/aa.py
 	$(BIN)/python bench/llm.py
+	$(BIN)/python bench/autotrain.py
+	$(BIN)/python bench/resources.py
+	$(BIN)/python bench/autoperf.py
 
 # refresh the exact pins from the current venv (after changing setup.cfg deliberately)
 lock:
