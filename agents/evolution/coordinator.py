@@ -2,8 +2,9 @@
 enforces global constraints before anything ships, records every proposal, test and decision, and estimates each
 shipped change's contribution on twins.
 
-A :class:`Proposal` is a set of config changes (agent -> partial config) from one evolution agent (AutoPerf,
-AutoTrain, AutoFeature, re-rank evolution, the designer), with the traffic share and the windows its A/B test asks
+A :class:`Proposal` is a set of config changes (agent -> partial config) and/or agent replacements (agent -> a new
+agent object of the same role, e.g. a ranker AutoTrain built) from one evolution agent (AutoPerf, AutoTrain,
+AutoFeature, re-rank evolution, the designer), with the traffic share and the windows its A/B test asks
 for, and a goal: ``engagement`` (ship when it raises expected clicks per request, the A/B interval above 0) or
 ``cost`` (ship when it cuts compute per request without losing more than ``max_degradation`` of the clicks: the
 interval's lower end above ``-max_degradation x`` the control's mean).
@@ -61,24 +62,34 @@ class Proposal:
     """Config changes one evolution agent wants shipped, and the A/B test it asks for."""
 
     source: str
-    changes: Mapping[str, Mapping[str, Any]]  # qualified agent name -> partial config
+    changes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # qualified agent name -> partial config
     share: float = 0.2
     windows: int = 2
     goal: str = "engagement"
     note: str = ""
+    replace: Mapping[str, Any] = field(default_factory=dict)  # qualified agent name -> the agent object to put there
 
     def __post_init__(self) -> None:
         if not self.source:
             raise ConfigError(f"`source` must name the evolution agent proposing (got {self.source!r})")
-        if not self.changes:
-            raise ConfigError("`changes` must hold at least one agent's config change (got none)")
+        if not self.changes and not self.replace:
+            raise ConfigError("a proposal must change at least one agent's config (`changes`) or replace an agent "
+                              "(`replace`) (got neither)")
+        both = set(self.changes) & set(self.replace)
+        if both:
+            raise ConfigError(f"an agent is either reconfigured or replaced in one proposal (got both for {sorted(both)})")
         check_range("share", self.share, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         check_int("windows", self.windows, 1)
         check_choice("goal", self.goal, GOALS)
 
     @property
+    def touches(self) -> frozenset[str]:
+        """The qualified names of the agents it changes or replaces."""
+        return frozenset(self.changes) | frozenset(self.replace)
+
+    @property
     def pipelines(self) -> frozenset[str]:
-        return frozenset(name.split("/", 1)[0] for name in self.changes)
+        return frozenset(name.split("/", 1)[0] for name in self.touches)
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,26 @@ class _Test:
     started: int
     served: int = 0
     costs: list[float] = field(default_factory=list)  # compute ms per request of its slice, per window
+
+
+def _describe(proposal: Proposal) -> dict[str, Any]:
+    """A proposal as plain data for the store: the config changes, and each replacement's class and config."""
+    out: dict[str, Any] = {k: dict(v) for k, v in proposal.changes.items()}
+    for name, new in proposal.replace.items():
+        out[name] = {"replaced_by": type(new).__name__, "name": getattr(new, "name", ""),
+                     "config": dict(getattr(new, "config", {}) or {})}
+    return out
+
+
+def _swap(pipeline: Pipeline, old: Any, new: Any) -> None:
+    """Put ``new`` where ``old`` serves in ``pipeline`` (a recall route or one of its stages)."""
+    if any(r is old for r in pipeline.recalls):
+        pipeline.recalls[next(i for i, r in enumerate(pipeline.recalls) if r is old)] = new
+        if hasattr(old, "route_id"):
+            new.route_id = old.route_id
+        return
+    slot = next(a for a in ("fusion", "ranker", "scorer", "reranker") if getattr(pipeline, a) is old)
+    setattr(pipeline, slot, new)
 
 
 class _Router:
@@ -198,14 +229,20 @@ class Coordinator:
         """Two proposals conflict when they touch a common pipeline or agent object."""
         if a.pipelines & b.pipelines:
             return True
-        objects = {id(self.service.agent(n)) for n in a.changes}
-        return any(id(self.service.agent(n)) in objects for n in b.changes)
+        objects = {id(self.service.agent(n)) for n in a.touches}
+        return any(id(self.service.agent(n)) in objects for n in b.touches)
 
     def submit(self, proposal: Proposal) -> int:
         """Queue a proposal (checked now: every agent exists, every change is a valid config); returns its id."""
         for name, change in proposal.changes.items():
             agent = self.service.agent(name)
             agent.params.validate({**agent.config, **change}, agent=name)
+        for name, new in proposal.replace.items():
+            old = self.service.agent(name)
+            if getattr(new, "role", None) != old.role or new is old:
+                raise ConfigError(f"`replace[{name}]` must be a new agent of role {old.role!r} (got "
+                                  f"{type(new).__name__} of role {getattr(new, 'role', None)!r}"
+                                  f"{', the running agent itself' if new is old else ''})")
         pid = len(self.proposals)
         self.scheduler.submit(pid, proposal)
         self.proposals[pid] = proposal
@@ -226,15 +263,12 @@ class Coordinator:
             twin.recalls = list(running[name].recalls)
             copies[name] = twin
         for name, change in proposal.changes.items():
-            pipe = copies[name.split("/", 1)[0]]
             original = self.service.agent(name)
             clone = copy.deepcopy(original)
             clone.configure(clone.params.validate({**clone.config, **change}, agent=name))
-            if original in pipe.recalls:
-                pipe.recalls[pipe.recalls.index(original)] = clone
-            else:
-                slot = next(a for a in ("fusion", "ranker", "scorer", "reranker") if getattr(pipe, a) is original)
-                setattr(pipe, slot, clone)
+            _swap(copies[name.split("/", 1)[0]], original, clone)
+        for name, new in proposal.replace.items():
+            _swap(copies[name.split("/", 1)[0]], self.service.agent(name), new)
         return list(copies.values())
 
     # ------------------------------------------------------------------ serving
@@ -305,6 +339,9 @@ class Coordinator:
         if ok:
             for name, change in p.changes.items():
                 self.service.deploy_config(name, dict(change))
+            running = {q.name: q for q in self.service.system.pipelines}
+            for name, new in p.replace.items():
+                _swap(running[name.split("/", 1)[0]], self.service.agent(name), new)
             self.shipped.append(test.pid)
         kind = "shipped" if ok else "rejected"
         why = "; ".join(reasons) or f"clicks effect {decision.effect:+.4f} [{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]"
@@ -312,7 +349,7 @@ class Coordinator:
         log.info("proposal %d from %s %s: %s", test.pid, p.source, kind, why)
         if self.store is not None and self.exp_id is not None:
             self.store.add_rollout(self.exp_id, self.window, f"coordinator/{p.source}#{test.pid}",
-                                   {k: dict(v) for k, v in p.changes.items()}, "accepted" if ok else "rejected",
+                                   _describe(p), "accepted" if ok else "rejected",
                                    effect=decision.effect, ci_low=decision.ci_low, ci_high=decision.ci_high,
                                    p_value=decision.p_value, n_incumbent=decision.n_incumbent,
                                    n_candidate=decision.n_candidate, reasons=reasons)
@@ -343,6 +380,9 @@ class Coordinator:
             for p in changes:
                 for name, change in p.changes.items():
                     twin.deploy_config(name, dict(change))
+                running = {q.name: q for q in twin.system.pipelines}
+                for name, new in p.replace.items():
+                    _swap(running[name.split("/", 1)[0]], twin.agent(name), copy.deepcopy(new))
             logs = [twin.serve(learn=False) for _ in range(windows)]
             return float(np.mean([lg.requests["clicks_exp"].mean() for lg in logs]))
 
@@ -353,7 +393,7 @@ class Coordinator:
         if self.store is not None and self.exp_id is not None:
             self.store.add_design(self.exp_id, "coordinator/credit",
                                   {"shipped": [{"id": pid, "source": self.proposals[pid].source,
-                                                "changes": {k: dict(v) for k, v in self.proposals[pid].changes.items()},
+                                                "changes": _describe(self.proposals[pid]),
                                                 "contribution": out[f"credit/{pid}"]} for pid in ids],
                                    "all": out["credit/all"], "interaction": out["credit/interaction"]},
                                   "twins replay each shipped change alone", "twins", True, None, out["credit/all"])

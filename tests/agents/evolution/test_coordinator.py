@@ -3,6 +3,8 @@ test has its own users, global constraints before shipping, every decision recor
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -97,7 +99,30 @@ def test_bad_proposals_are_refused_at_submission(service):
         Proposal("x", {"baseline/rerank/mmr": {}}, goal="speed")
     with pytest.raises(ConfigError, match="needs the resource model"):
         Coordinator(service, cost_budget=1.0)
+    with pytest.raises(ConfigError, match="must change at least one agent's config"):
+        Proposal("x")
+    ranker = service.system.pipelines[0].ranker
+    with pytest.raises(ConfigError, match=r"`replace\[baseline/rerank/mmr\]` must be a new agent of role 'rerank'"):
+        coordinator.submit(Proposal("x", replace={"baseline/rerank/mmr": ranker}))
     assert coordinator.events == []
+
+
+@pytest.mark.slow
+def test_a_replacement_is_tested_as_a_new_agent_and_shipped_as_that_object(service):
+    """AutoTrain and AutoFeature propose new agent objects (rankers): the challenger serves the object, the running
+    pipeline keeps its own until the test is won, then holds the very object proposed."""
+    running = service.system.pipelines[0]
+    old = running.reranker
+    new = copy.deepcopy(old)
+    new.configure({**new.config, "mmr_lambda": 0.0})
+    coordinator = Coordinator(service, traffic_budget=0.5)
+    coordinator.submit(Proposal("autotrain", replace={"baseline/rerank/mmr": new}, share=0.3, windows=2))
+    coordinator.step()
+    assert running.reranker is old  # under test: not shipped yet
+    while coordinator.pending:
+        coordinator.step()
+    assert [e.kind for e in coordinator.events] == ["queued", "started", "shipped"]
+    assert running.reranker is new and service.agent("baseline/rerank/mmr") is new
 
 
 @pytest.mark.slow
