@@ -145,7 +145,8 @@ class _Test:
     pipelines: list[Pipeline]  # the challenger's copies of the touched pipelines
     designer: ExperimentDesigner
     started: int
-    served: int = 0
+    served: int = 0  # windows served
+    requests: int = 0  # requests its challenger served
     costs: list[float] = field(default_factory=list)  # compute ms per request of its slice, per window
 
 
@@ -223,6 +224,9 @@ class Coordinator:
         self.shipped: list[int] = []
         self.window = 0  # windows served by the coordinator
         self.overlaps = 0  # windows in which two running tests touched one pipeline (must stay 0)
+        self.requests = 0  # requests served while it coordinated
+        self.test_requests = 0  # of those, served by a challenger (the traffic spent on tests)
+        self.rejected_requests = 0  # served by a challenger that was then rejected (what experimenting cost)
 
     # ------------------------------------------------------------------ proposals
     def conflict(self, a: Proposal, b: Proposal) -> bool:
@@ -297,11 +301,15 @@ class Coordinator:
         else:
             window = self.service.serve()
         self.window += 1
+        self.requests += len(window.requests["request"])
         names = [q.name for q in running.pipelines]
         for t, off in zip(tests, offsets):
             arm = tuple(off.values())
             control = tuple(names.index(name) for name in off)  # the running versions of the touched pipelines
             t.designer.observe(window, metric="clicks_exp", guardrail="violations", arms=(control, arm))
+            served = int(np.isin(window.requests["pipeline"], arm).sum())
+            t.requests += served
+            self.test_requests += served
             if self.service.resources is not None:
                 mine = window.where(np.isin(window.requests["pipeline"], arm))
                 t.costs.append(window_costs(self.service.resources, split.pipelines, mine)["compute_ms_per_request"])
@@ -343,6 +351,8 @@ class Coordinator:
             for name, new in p.replace.items():
                 _swap(running[name.split("/", 1)[0]], self.service.agent(name), new)
             self.shipped.append(test.pid)
+        if not ok:
+            self.rejected_requests += test.requests
         kind = "shipped" if ok else "rejected"
         why = "; ".join(reasons) or f"clicks effect {decision.effect:+.4f} [{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]"
         self._event(test.pid, kind, why)
@@ -360,6 +370,15 @@ class Coordinator:
         """Serve ``windows`` windows (:meth:`step` each)."""
         for _ in range(check_int("windows", windows, 1)):
             self.step()
+
+    def summary(self) -> dict[str, float]:
+        """``coordinator/`` figures: proposals, shipped, rejected, the share of requests spent on tests and on tests
+        whose challenger was rejected."""
+        kinds = [e.kind for e in self.events]
+        return {"coordinator/proposals": float(len(self.proposals)), "coordinator/shipped": float(kinds.count("shipped")),
+                "coordinator/rejected": float(kinds.count("rejected")),
+                "coordinator/test_share": self.test_requests / max(self.requests, 1),
+                "coordinator/rejected_share": self.rejected_requests / max(self.requests, 1)}
 
     @property
     def pending(self) -> int:

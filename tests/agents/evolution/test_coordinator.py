@@ -145,6 +145,11 @@ def test_conflicting_changes_are_serialised_judged_recorded_and_credited(service
         assert kinds[4:] == [(bad, "started", 2), (bad, "rejected", 4)]
         assert service.agent("baseline/rerank/mmr").config["mmr_lambda"] == 0.0  # shipped
         assert service.agent("baseline/fusion/quota").config["size"] == 500  # not shipped
+        summary = coordinator.summary()
+        assert (summary["coordinator/shipped"], summary["coordinator/rejected"]) == (1.0, 1.0)
+        # one test ran in each of the 4 windows, its challenger serving ~20% of the users (a user's requests vary)
+        assert 0.15 < summary["coordinator/test_share"] < 0.25
+        assert summary["coordinator/rejected_share"] == pytest.approx(summary["coordinator/test_share"] / 2, rel=0.35)
         (rejected,) = [e for e in coordinator.events if e.kind == "rejected"]
         assert "degradation bound" in rejected.reason
         rollouts = store.rollouts(exp)
