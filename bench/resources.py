@@ -15,15 +15,12 @@ import json
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from agents.decision.configs import static_baseline
-from agents.decision.resources import STAGES, calibrate, describe, time_stages
+from agents.decision.resources import STAGES, describe
 from agents.evolution.deployment import Deployment
 from envs.config import WorldConfig, world_size
-
-SLATE = 10
 
 
 def main() -> None:
@@ -31,20 +28,18 @@ def main() -> None:
     cfg = WorldConfig(**world_size("small"))
     service = Deployment.start(cfg, static_baseline(cfg), world_seed=0, sim_seed=0, concurrency=400, window=2000)
     service.serve()
-    world = service._sim.world  # noqa: SLF001 (a bench of the serving code: the service's own world)
     pipeline = service.system.pipelines[0]
     started = time.perf_counter()
-    profile = calibrate(world, [pipeline], SLATE, batch_sizes=(32, 128, 512), repeats=5)
+    profile = service.calibrate_resources([pipeline], batch_sizes=(32, 128, 512), repeats=5)
     calibration_s = time.perf_counter() - started
     print(describe(profile))
-    rng = np.random.default_rng(1)
     predicted = {s: [] for s in STAGES}
     measured = {s: [] for s in STAGES}
     size = pipeline.fusion.config["size"]
     for fusion in (size, 200):
         pipeline.fusion.configure({"size": fusion})
         for b in (64, 256, 400):
-            ms = time_stages(pipeline, world, rng.choice(cfg.num_users, b, replace=False), SLATE, repeats=5)
+            ms = service.time_stages(b, repeats=5, seed=1)
             for s, v in profile.batch_ms(pipeline, b).items():
                 predicted[s].append(v)
                 measured[s].append(ms[s])
@@ -64,7 +59,7 @@ def main() -> None:
             model(x, seg)
             laps.append(1000 * (time.perf_counter() - t))
     roof = statistics.median(laps[1:])
-    real = time_stages(pipeline, world, rng.choice(cfg.num_users, 256, replace=False), SLATE, repeats=5)["ranking"]
+    real = service.time_stages(256, repeats=5, seed=2)["ranking"]
     print(json.dumps({"calibration_s": round(calibration_s, 2), "prediction_ratio_total": total, **ratios,
                       "ranking_ms_b256": round(real, 2), "ranking_roofline_ms_b256": round(roof, 2),
                       "ranking_roofline_ratio": round(roof / real, 3),

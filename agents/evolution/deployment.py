@@ -35,7 +35,7 @@ from agents.decision.configs import SystemConfig, build_system
 from agents.decision.context import RequestBatch
 from agents.decision.features import ImpressionRecorder, LoggedImpressions
 from agents.decision.functional import ExperimentDesigner, HashSplit
-from agents.decision.resources import ResourceProfile, calibrate, window_costs
+from agents.decision.resources import ResourceProfile, calibrate, time_stages, window_costs
 from agents.decision.system import Simulation, System
 from agents.evolution.interleaving import (
     METHODS,
@@ -481,6 +481,16 @@ class Deployment:
         self.resources = calibrate(world, pipelines or self.system.pipelines, self._sim.slate_size,
                                    batch_sizes=sizes, repeats=repeats)
         return self.resources
+
+    def time_stages(self, batch_size: int, pipeline: int = 0, *, repeats: int = 3, seed: int = 0) -> dict[str, float]:
+        """Median milliseconds of each stage of running pipeline ``pipeline`` serving one batch of ``batch_size``
+        random users of this world (:func:`~agents.decision.resources.time_stages`; nothing served or learned
+        changes): the measurements the resource model is fitted to, e.g. to check its predictions."""
+        world = self._sim.world
+        size = min(check_int("batch_size", batch_size, 1), world.cfg.num_users)
+        users = np.random.default_rng([seed, size]).choice(world.cfg.num_users, size=size, replace=False)
+        return time_stages(self.system.pipelines[pipeline], world, users, self._sim.slate_size, repeats=repeats,
+                           seed=seed)
 
     def resource_metrics(self, log: InteractionLog) -> dict[str, float]:
         """``outer/cost/latency_p50_ms``, ``latency_p99_ms``, ``compute_ms_per_request`` and ``flops_per_request``

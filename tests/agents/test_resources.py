@@ -110,6 +110,13 @@ def test_window_costs_by_hand():
     assert out["flops_per_request"] == pytest.approx((5 * 4 + 1 * 8) * 6 / 6)  # 2 x 3 weights per candidate
 
 
+def test_the_service_times_its_own_stages_without_changing_anything(service):
+    before = service.snapshot()
+    ms = service.time_stages(64, repeats=1)
+    assert set(ms) == set(STAGES) and all(v > 0 for v in ms.values())
+    np.testing.assert_array_equal(service.serve().requests["clicks_exp"], before.serve().requests["clicks_exp"])
+
+
 def test_a_profile_round_trips_through_json_and_a_bad_one_is_refused(service, tmp_path):
     profile = service.calibrate_resources(batch_sizes=(32, 64), repeats=1)
     profile.save(tmp_path / "profile.json")
