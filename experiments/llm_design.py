@@ -146,7 +146,7 @@ def run_design(cfg: DesignExperimentConfig, backend: Any = None) -> dict[str, An
             for _, r in accepted.iterrows()
         ],
         "accepted_structural": int((accepted["structural"].fillna("") != "").sum()) if len(accepted) else 0,
-        "store": store.url.render_as_string(hide_password=True),
+        "store": store.location,
         "experiment_id": exp,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -275,7 +275,7 @@ def run(
         "experiment": exp.name, "arm": arm, "controller": exp.controller.name, "seed": exp.seed,
         "replicate": exp.controller.replicate,
         "windows": int(len(frame)), "seconds": round(time.perf_counter() - started, 2), "out_dir": str(out),
-        "store": store.url.render_as_string(hide_password=True),
+        "store": store.location,
         "experiment_id": exp_id,
         "final/reward_mean": float(rewards.mean()), "final/reward_second_half": float(rewards[-half:].mean()),
         "final/best_reward": float(rewards.max()),

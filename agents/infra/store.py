@@ -503,6 +503,10 @@ def _is_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
+def _shown(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
 def user_data_dir() -> Path:
     """The per-user data directory of agentic-rs (created on first use by the store, not here)."""
     if sys.platform == "win32":
@@ -589,7 +593,7 @@ def migrate(engine: Engine) -> str:
         current = _revision(connection)
         known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
         if current is not None and current not in known:
-            raise ConfigError(f"the knowledge store at {engine.url.render_as_string(hide_password=True)} is at "
+            raise ConfigError(f"the knowledge store at {_shown(engine.url)} is at "
                               f"schema revision {current!r}, which this code does not know (it knows "
                               f"{sorted(known)}): it was migrated by a newer agentic-rs; upgrade the code")
         config.attributes["connection"] = connection
@@ -599,7 +603,7 @@ def migrate(engine: Engine) -> str:
         if current != head:
             command.upgrade(config, "head")
             log.info("migrated knowledge store %s from %s to %s",
-                     engine.url.render_as_string(hide_password=True), current, head)
+                     _shown(engine.url), current, head)
         connection.commit()
     return head
 
@@ -671,7 +675,12 @@ class KnowledgeStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"KnowledgeStore({self.url.render_as_string(hide_password=True)!r})"
+        return f"KnowledgeStore({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        """The store's URL with any password hidden: what a run's summary and the logs name."""
+        return _shown(self.url)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
