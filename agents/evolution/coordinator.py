@@ -176,10 +176,10 @@ class _Router:
     name = "coordinator_router"
     role = "router"
 
-    def __init__(self, running: System, tests: list[_Test], offsets: list[dict[str, int]]) -> None:
+    def __init__(self, running: System, tests: list[_Test], offsets: list[dict[str, int]],
+                 pipeline_names: list[str]) -> None:
         self.running, self.tests, self.offsets = running, tests, offsets
-        self.pipeline_names = [p.name for p in running.pipelines] + [
-            f"{q.name}/test{t.pid}" for t in tests for q in t.pipelines]
+        self.pipeline_names = pipeline_names  # the running pipelines', then each test's renamed challengers'
         self.index = {p.name: i for i, p in enumerate(running.pipelines)}
 
     def arms(self, users: np.ndarray) -> np.ndarray:
@@ -192,10 +192,9 @@ class _Router:
     def act(self, batch: Any) -> np.ndarray:
         route = np.asarray(self.running.router.act(batch)).copy()
         arm = self.arms(batch.users)
-        names = [p.name for p in self.running.pipelines]
         for i, offsets in enumerate(self.offsets):
             for name, at in offsets.items():
-                route[(arm == i) & (route == names.index(name))] = at
+                route[(arm == i) & (route == self.index[name])] = at
         return route
 
     def observe(self, log: InteractionLog) -> None:
@@ -294,7 +293,8 @@ class Coordinator:
         for t in tests:
             offsets.append({q.name: n + len(extra) + j for j, q in enumerate(t.pipelines)})
             extra += [self._renamed(q, t.pid) for q in t.pipelines]
-        split = System([*running.pipelines, *extra], _Router(running, tests, offsets), running.route_names)
+        pipelines = [*running.pipelines, *extra]
+        split = System(pipelines, _Router(running, tests, offsets, [q.name for q in pipelines]), running.route_names)
         if tests:
             with self.service.serving(split):
                 window = self.service.serve()
@@ -302,10 +302,10 @@ class Coordinator:
             window = self.service.serve()
         self.window += 1
         self.requests += len(window.requests["request"])
-        names = [q.name for q in running.pipelines]
+        index = split.router.index
         for t, off in zip(tests, offsets):
             arm = tuple(off.values())
-            control = tuple(names.index(name) for name in off)  # the running versions of the touched pipelines
+            control = tuple(index[name] for name in off)  # the running versions of the touched pipelines
             t.designer.observe(window, metric="clicks_exp", guardrail="violations", arms=(control, arm))
             served = int(np.isin(window.requests["pipeline"], arm).sum())
             t.requests += served
