@@ -88,7 +88,10 @@ class ResourceProfile:
 
     def batch_ms(self, pipeline: Pipeline, batch_size: int) -> dict[str, float]:
         """Predicted milliseconds of each stage for one batch of ``pipeline``."""
-        units = stage_units(pipeline, batch_size, self.slate_size)
+        return self.ms_of(stage_units(pipeline, batch_size, self.slate_size))
+
+    def ms_of(self, units: dict[str, float]) -> dict[str, float]:
+        """Predicted milliseconds of each stage for a batch's work ``units`` (:func:`stage_units`)."""
         return {s: float(self.stages[s].ms(units[s])) for s in STAGES}
 
     def to_json(self) -> str:
@@ -180,9 +183,9 @@ def window_costs(profile: ResourceProfile, pipelines: Sequence[Pipeline], log: I
     latency = np.empty(len(counts))
     flops = np.empty(len(counts))
     for j, ((_, p), n) in enumerate(zip(keys.T, counts)):
-        pipeline = pipelines[int(p)]
-        latency[j] = sum(profile.batch_ms(pipeline, int(n)).values())
-        flops[j] = n * float(pipeline.fusion.config["size"]) * flops_per_candidate(pipeline.ranker)
+        units = stage_units(pipelines[int(p)], int(n), profile.slate_size)
+        latency[j] = sum(profile.ms_of(units).values())
+        flops[j] = units["ranking"]  # the ranker's forward passes over every fused candidate
     per_request = np.repeat(latency, counts)
     return {"latency_p50_ms": float(np.percentile(per_request, 50)),
             "latency_p99_ms": float(np.percentile(per_request, 99)),
