@@ -136,6 +136,7 @@ class ABDecision:
     n_candidate: int
     accepted: bool
     reasons: list[str] = field(default_factory=list)
+    guardrail_ok: bool = True  # the guardrail's increase was not significantly above its tolerance
 
     def as_dict(self) -> dict[str, float | int | bool | str]:
         return {
@@ -248,7 +249,7 @@ class ExperimentDesigner(DecisionAgent):
             guard_ok = not (g_lo > guardrail_tolerance)
             if not guard_ok:
                 reasons.append(f"guardrail worsened: increase {g_eff:.4f} (interval low {g_lo:.4f}) > {guardrail_tolerance}")
-        return ABDecision(metric, effect, lo, hi, p, n[0], n[1], bool(enough and wins and guard_ok), reasons)
+        return ABDecision(metric, effect, lo, hi, p, n[0], n[1], bool(enough and wins and guard_ok), reasons, guard_ok)
 
     def decide(self, metric: str = "clicks", guardrail_tolerance: float | None = None) -> ABDecision:
         """Apply the decision rule to everything observed so far (``method`` interleaving: to the paired credit

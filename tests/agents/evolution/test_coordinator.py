@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 import envs
 from agents.decision.configs import segment_routed, static_baseline
+from agents.decision.functional import ExperimentDesigner
 from agents.decision.system import System
-from agents.evolution.coordinator import Coordinator, Proposal, Scheduler, _Router, _Test
+from agents.evolution.coordinator import Coordinator, Proposal, Scheduler, _LayeredRouter, _Router, _Test
 from agents.evolution.deployment import Deployment
 from agents.infra.store import KnowledgeStore
 from envs.validation import ConfigError
@@ -178,3 +179,102 @@ def test_proposals_on_different_pipelines_test_at_once_on_disjoint_users():
     pipes = window.requests["pipeline"]
     assert set(np.unique(pipes)) <= set(range(len(names) + 2)) and (pipes >= len(names)).any()
     assert isinstance(service.system, System) and [p.name for p in service.system.pipelines] == names  # restored
+
+
+def _finished(coordinator: Coordinator, proposal: Proposal, control: float, candidate: float, *, n: int = 20_000,
+              violations: tuple[float, float] = (0.0, 0.0), flops: float = 0.0) -> _Test:
+    """A test that has served its windows with outcomes ``control`` / ``candidate`` clicks per request plus the same
+    noise (sd 0.05: the 95% interval of the effect is the exact difference +- 0.001) and the given violations;
+    registered with the coordinator as running."""
+    rng = np.random.default_rng(0)
+    designer = ExperimentDesigner(config={"min_requests": 100})
+    noise = 0.05 * rng.standard_normal(n)
+    for arm, (mean, viol) in enumerate(zip((control, candidate), violations)):
+        designer.outcomes[arm].append(mean + noise)
+        designer.guardrails[arm].append((rng.random(n) < viol).astype(np.float64))
+    pid = len(coordinator.proposals)
+    coordinator.proposals[pid] = proposal
+    test = _Test(pid, proposal, 1, [], designer, 0, served=proposal.windows, requests=n, flops=[flops])
+    coordinator.tests[pid] = test
+    if coordinator.coordinate:
+        coordinator.scheduler.active[pid] = proposal
+    return test
+
+
+FUSION = "baseline/fusion/quota"
+
+
+@pytest.mark.parametrize("coordinate", [True, False])
+def test_cost_changes_together_stay_within_the_global_bound_only_when_coordinated(service, coordinate):
+    """Two cost cuts each losing 0.5% of the clicks (0.7% at the interval's end): each within the 1% bound of its own
+    test, together beyond it.
+    The coordinator ships the first and refuses the second (global bound); uncoordinated, both ship."""
+    coordinator = Coordinator(service, max_degradation=0.01, coordinate=coordinate)
+    for size in (300, 200):
+        coordinator._decide(_finished(coordinator, Proposal("autoperf", {FUSION: {"size": size}}, goal="cost"),
+                                      0.5, 0.5 * (1 - 0.005)))
+    kinds = [e.kind for e in coordinator.events if e.kind != "queued"]
+    assert kinds == (["shipped", "rejected"] if coordinate else ["shipped", "shipped"])
+    if coordinate:
+        assert "global degradation bound" in coordinator.events[-1].reason
+        assert coordinator.summary()["coordinator/degradation_spent"] == pytest.approx(0.005, rel=0.01)  # effect / the control mean (0.5 + noise)
+        assert service.agent(FUSION).config["size"] == 300
+
+
+def test_a_cost_change_that_worsens_violations_is_rejected_by_either_rule(service):
+    for coordinate in (True, False):
+        coordinator = Coordinator(service, coordinate=coordinate)
+        coordinator._decide(_finished(coordinator, Proposal("autoperf", {FUSION: {"size": 100}}, goal="cost"),
+                                      0.5, 0.5, violations=(0.0, 0.2)))
+        (event,) = coordinator.events
+        assert event.kind == "rejected" and "guardrail worsened" in event.reason
+
+
+def test_the_flops_budget_refuses_a_costly_winner_only_when_coordinated(service):
+    service.calibrate_resources(batch_sizes=(32,), repeats=1)
+    name = next(n for n in service.agent_names() if n.startswith("baseline/ranking/"))
+    ranker = copy.deepcopy(service.agent(name))
+    for coordinate, kind in ((True, "rejected"), (False, "shipped")):
+        coordinator = Coordinator(service, flops_budget=1e6, coordinate=coordinate)
+        coordinator._decide(_finished(coordinator, Proposal("autotrain", replace={name: copy.deepcopy(ranker)}),
+                                      0.5, 0.55, flops=2e6))
+        (event,) = coordinator.events
+        assert event.kind == kind
+        assert ("FLOPs budget" in event.reason) == coordinate
+    with pytest.raises(ConfigError, match="`flops_budget` needs the resource model"):
+        Coordinator(Deployment.start(TINY, static_baseline(TINY), world_seed=0, sim_seed=0), flops_budget=1.0)
+
+
+def test_uncoordinated_tests_overlap_each_on_its_own_independent_users():
+    """Each test draws its users with its own salt: a user is in test i with probability share_i whatever the
+    other tests, so users in several tests exist (and get the combination); test i's arm is every combination with
+    its bit."""
+    tests = [_Test(i, Proposal("x", {"a/b/c": {}}, share=s), salt, [], None, 0)  # type: ignore[arg-type]
+             for i, (s, salt) in enumerate([(0.5, 11), (0.3, 22)])]
+    router = _LayeredRouter(None, tests, {0: [0, 1]}, {(0, 1): 1, (0, 2): 2, (0, 3): 3}, [])  # type: ignore[arg-type]
+    mask = router.masks(np.arange(200_000))
+    shares = np.bincount(mask, minlength=4) / len(mask)
+    np.testing.assert_allclose(shares, [0.5 * 0.7, 0.5 * 0.7, 0.5 * 0.3, 0.5 * 0.3], atol=0.005)
+
+
+@pytest.mark.slow
+def test_uncoordinated_serving_gives_a_user_in_two_tests_both_changes(service):
+    coordinator = Coordinator(service, coordinate=False)
+    first = coordinator.submit(Proposal("rerank", {"baseline/rerank/mmr": {"mmr_lambda": 0.1}}, share=0.5, windows=1))
+    second = coordinator.submit(Proposal("autoperf", {FUSION: {"size": 100}}, share=0.5, windows=1, goal="cost"))
+    served: dict[str, tuple[float, int]] = {}
+
+    def on_log(window):
+        for p in service.system.pipelines:
+            served[p.name] = (p.reranker.config["mmr_lambda"], p.fusion.config["size"])
+
+    window = coordinator.step(on_log=on_log)
+    assert [(e.proposal, e.kind) for e in coordinator.events[:4]] == [(first, "queued"), (second, "queued"),
+                                                                      (first, "started"), (second, "started")]
+    assert coordinator.overlaps == 1  # both tests ran on the one pipeline at once
+    assert served == {"baseline": (0.9, 500), "baseline/tests0": (0.1, 500), "baseline/tests1": (0.9, 100),
+                      "baseline/tests0+1": (0.1, 100)}
+    shares = np.bincount(window.requests["pipeline"], minlength=4) / len(window.requests["pipeline"])
+    assert (shares > 0.15).all()  # every combination served about a quarter of the requests
+    assert service.agent("baseline/rerank/mmr").config["mmr_lambda"] in (0.9, 0.1)  # decided on its own rule
+    assert len([e for e in coordinator.events if e.kind in ("shipped", "rejected")]) == 2
