@@ -19,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from agents.decision.configs import SYSTEM_PRESETS, SystemConfig, static_baseline_config
+from agents.decision.resources import RESOURCE_KEYS
 from agents.evolution.controllers import halving_rounds
 from agents.evolution.env import MAX_CONTROL_SHARE, TWIN_PREFIX
 from envs.config import WORLD_SIZES, WorldConfig, known_keys
@@ -80,6 +81,9 @@ class EvolutionSettings:
     learn: bool = True  # whether the system's learning agents keep learning
     stationary: bool = False  # every window from the same snapshot (common random numbers; the shifts never come)
     exploit: int = 0  # windows served after the evolution by what it found (rows with phase "exploit")
+    # time the serving code at reset (the resource model, agents.decision.resources) so every window carries
+    # outer/cost/flops_per_request, compute_ms_per_request and latency percentiles (AutoPerf and the C8 arms set it)
+    resources: bool = False
     # How a searching arm (random, optuna, optuna_ab, llm) picks what it exploits: "best_window", the config of its
     # best window; "retest", its `leaders` best distinct configs re-tested by successive halving in the last
     # `retest` of the `windows` (each re-test window: the leader on `retest_share` of the users, the incumbent on
@@ -249,7 +253,8 @@ class LoggerConfig:
 
 def claim_metrics() -> list[str]:
     """Metric names a claim may compare (besides the data-dependent ``config/``, ``regime/``, ... columns)."""
-    names = ["reward", "evolution/best_reward", *OUTER_KEYS]
+    names = ["reward", "evolution/best_reward", *OUTER_KEYS, *(f"outer/cost/{k}" for k in RESOURCE_KEYS),
+             "coordinator/test_share"]  # the resource model's terms (evolution.resources); C8's traffic under test
     for role in ROLES:
         names += [f"layered/{role}/{t}" for t in ("inner", "outer", "penalty", "total")]
         names += [f"inner/{role}/{m}" for m in INNER_METRICS[role]]

@@ -3,7 +3,8 @@
 ``python -m experiments.plot <run or multirun dir>`` reads every ``metrics.parquet`` (or ``metrics.csv``) under
 the directory and writes PNGs to ``<dir>/figures``: ``reward.png`` (mean and 95% CI band across seeds per arm),
 ``decomposition.png`` (the reward's inner and outer terms over time), ``pareto.png`` (clicks vs policy
-violations per request, one point per run, arm means with CIs and their Pareto front) and, when the metrics
+violations per request, one point per run, arm means with CIs and their Pareto front), ``pareto_cost.png`` (clicks
+vs the ranker's FLOPs per request over the exploit windows, for runs with the resource model) and, when the metrics
 have per-segment columns (``segment/<name>/<metric>``), ``segments.png``; given the claims' metrics,
 ``claims.png`` (each claim metric the reward figure does not show, over time per arm with its CI band); with an
 ``oracle`` arm, ``headroom.png`` (its per-window gap over the hand-tuned config, and each arm's share of that gap
@@ -26,14 +27,19 @@ import yaml
 from envs.config import shift_days
 from rewards.stats import mean_ci
 
-__all__ = ["GAP", "LABELS", "ci_curves", "claims_figure", "curve_figure", "curves_figure", "day_curves",
+__all__ = ["FLOPS", "GAP", "LABELS", "ci_curves", "claims_figure", "curve_figure", "curves_figure", "day_curves",
            "decomposition_figure", "gap_recovered", "headroom_figure", "load_curves", "load_metrics", "load_shifts",
            "main", "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "run_store", "run_summary",
            "save_figures", "segment_figure", "served_column", "use_agg"]
 
 CLICKS = "outer/engagement/clicks_per_request"
 VIOLATIONS = "outer/risk/violations_per_request"
+FLOPS = "outer/cost/flops_per_request"
 LABELS: dict[str, str] = {  # axis labels with units
+    FLOPS: "ranker FLOPs per request",
+    "outer/cost/compute_ms_per_request": "compute ms per request (resource model)",
+    "outer/cost/latency_p99_ms": "p99 request latency, ms (resource model)",
+    "coordinator/test_share": "share of requests served by challengers under test",
     "reward": "layered reward (per window)",
     CLICKS: "clicks per request",
     VIOLATIONS: "policy violations per request",
@@ -307,7 +313,7 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
     return np.array(sorted(keep, key=lambda i: points[i, 0]), dtype=np.int64)
 
 
-def pareto_figure(frame: pd.DataFrame, x: str = VIOLATIONS, y: str = CLICKS) -> Any:
+def pareto_figure(frame: pd.DataFrame, x: str = VIOLATIONS, y: str = CLICKS, title: str | None = None) -> Any:
     """Two outer objectives (x lower is better, y higher is better): one point per run, arm means with 95% CIs,
     and the Pareto front of the arm means."""
     plt = _pyplot()
@@ -329,7 +335,7 @@ def pareto_figure(frame: pd.DataFrame, x: str = VIOLATIONS, y: str = CLICKS) -> 
         ax.plot(pts[front, 0], pts[front, 1], "k:", lw=1, label="Pareto front (arm means)")
     ax.set_xlabel(f"{label_of(x)} (lower is better)")
     ax.set_ylabel(f"{label_of(y)} (higher is better)")
-    ax.set_title("trade-off: engagement vs policy violations")
+    ax.set_title(title or f"trade-off: {label_of(y)} vs {label_of(x)}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -428,7 +434,11 @@ def make_figures(frame: pd.DataFrame, shifts: Iterable[tuple[int, str]] = (),
     shifts = list(shifts)
     figures: dict[str, Any] = {"reward": reward_figure(frame, shifts), "decomposition": decomposition_figure(frame, shifts)}
     if VIOLATIONS in frame and CLICKS in frame:
-        figures["pareto"] = pareto_figure(frame)
+        figures["pareto"] = pareto_figure(frame, title="trade-off: engagement vs policy violations")
+    if FLOPS in frame and CLICKS in frame and frame[FLOPS].notna().any():  # runs with the resource model
+        served = frame[frame["phase"] == "exploit"] if "phase" in frame and (frame["phase"] == "exploit").any() else frame
+        figures["pareto_cost"] = pareto_figure(served[served[FLOPS].notna()], FLOPS, CLICKS,
+                                               "engagement vs cost" + (" (exploit windows)" if served is not frame else ""))
     seg = segment_figure(frame)
     if seg is not None:
         figures["segments"] = seg

@@ -97,7 +97,7 @@ def build_composition_env(cfg: ExperimentConfig) -> CompositionEnv:
     env = CompositionEnv(world=cfg.world, templates=templates, window=e.window, concurrency=e.concurrency,
                          warmup=e.warmup, reward=cfg.reward.layered(), risk_bound=e.risk_bound, initial=initial,
                          ranker_params=dict(templates["main"].ranker.params), learn=e.learn, stationary=e.stationary,
-                         replicate=cfg.controller.replicate)
+                         replicate=cfg.controller.replicate, resources=e.resources)
     pooled = ComponentPool(env.world_cfg, templates, env.ranker_params).agents  # names only; rebuilt at reset
     evolvable = sorted(n for n, a in pooled.items() if a.role in ("rerank", "fusion", "ranking"))
     check_choice("evolution.agent", e.agent, evolvable)
@@ -126,7 +126,8 @@ def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution | Co
         env = EvolutionEnv(world=cfg.world, system=cfg.system, agent=e.agent, window=e.window,
                            concurrency=e.concurrency, warmup=e.warmup, codec=e.codec, bins=e.bins,
                            reward=cfg.reward.layered(), risk_bound=e.risk_bound, fixed=dict(e.fixed) or None,
-                           learn=e.learn, stationary=e.stationary, replicate=cfg.controller.replicate)
+                           learn=e.learn, stationary=e.stationary, replicate=cfg.controller.replicate,
+                           resources=e.resources)
     except ConfigError as exc:  # the agent's name or its fixed parameters: say where they are set
         message = str(exc).replace("`agent`", "`evolution.agent`", 1)
         raise ConfigError(message if message != str(exc) else f"{exc} (in `evolution.fixed` = {dict(e.fixed)})") from None

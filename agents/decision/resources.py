@@ -40,8 +40,8 @@ from envs.log import InteractionLog
 from envs.validation import ConfigError, check_int
 from envs.world import World
 
-__all__ = ["STAGES", "ResourceProfile", "StageCost", "calibrate", "describe", "flops_per_candidate", "stage_units",
-           "time_stages", "window_costs"]
+__all__ = ["RESOURCE_KEYS", "STAGES", "ResourceProfile", "StageCost", "calibrate", "describe", "flops_per_candidate",
+           "stage_units", "time_stages", "window_costs"]
 
 STAGES: tuple[str, ...] = ("recall", "fusion", "ranking", "rerank")
 
@@ -169,6 +169,9 @@ def calibrate(world: World, pipelines: Sequence[Pipeline], slate_size: int, *,
                            f"{platform.machine()} {platform.processor() or ''}".strip(), torch.get_num_threads())
 
 
+RESOURCE_KEYS = ("latency_p50_ms", "latency_p99_ms", "compute_ms_per_request", "flops_per_request")  # window_costs'
+
+
 def window_costs(profile: ResourceProfile, pipelines: Sequence[Pipeline], log: InteractionLog) -> dict[str, float]:
     """A window's resource metrics from the profile: every request's latency is its batch's (the requests of
     one simulation step served by one pipeline), predicted stage by stage.
@@ -177,8 +180,7 @@ def window_costs(profile: ResourceProfile, pipelines: Sequence[Pipeline], log: I
     milliseconds shared by its requests) and ``flops_per_request`` (the ranker's forward passes)."""
     req = log.requests
     if len(req["request"]) == 0:
-        return {k: float("nan") for k in ("latency_p50_ms", "latency_p99_ms", "compute_ms_per_request",
-                                          "flops_per_request")}
+        return dict.fromkeys(RESOURCE_KEYS, float("nan"))
     keys, counts = np.unique(np.stack([req["step"], req["pipeline"]]), axis=1, return_counts=True)
     latency = np.empty(len(counts))
     flops = np.empty(len(counts))

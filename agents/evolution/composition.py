@@ -196,8 +196,10 @@ class CompositionEnv(WindowEnv):
         stationary: bool = False,
         render_mode: str | None = None,
         replicate: int = 0,
+        resources: bool = False,
     ) -> None:
-        super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode, replicate)
+        super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode, replicate,
+                         resources)
         self.templates = templates or {SLOTS[0]: baseline_config(), SLOTS[1]: cold_start_config()}
         for slot in self.templates:
             check_choice("templates slot", slot, SLOTS)

@@ -79,6 +79,7 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         stationary: bool,
         render_mode: str | None,
         replicate: int = 0,
+        resources: bool = False,
     ) -> None:
         if world is None:
             world = world_size("small")
@@ -98,6 +99,9 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         # A/A replicate: > 0 re-seeds the system's own randomness (its models' initial weights, exploration draws,
         # logged candidates, A/B salts) while the world and its traffic stay those of the reset's seed
         self.replicate = check_int("replicate", replicate, 0)
+        # True: at every reset the new deployment's serving code is timed (calibrate_resources) so every window's
+        # terms carry the resource model's cost and latency (outer/cost/flops_per_request, latency_p99_ms, ...)
+        self.resources = bool(resources)
         self.deployment: Deployment | None = None
         self._snapshot: Deployment | None = None
         self._last: dict[str, Any] = {}
@@ -147,6 +151,8 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
                                            reward=self.reward_cfg, risk_bound=self.risk_bound, pool=pool,
                                            system_seed=replicate_seed(sim_seed, self.replicate))
         self._after_build()
+        if self.resources:
+            self.deployment.calibrate_resources()
         settled = self._warm_up()
         if self.stationary:
             self._snapshot = self.deployment.snapshot()
@@ -256,8 +262,10 @@ class EvolutionEnv(WindowEnv):
         render_mode: str | None = None,
         control_share: float = 0.0,
         replicate: int = 0,
+        resources: bool = False,
     ) -> None:
-        super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode, replicate)
+        super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode, replicate,
+                         resources)
         self.control: Any = None  # the concurrent control's copy of the agent (with control_share > 0)
         self._salt = 0
         self.relative = True

@@ -11,6 +11,7 @@ import yaml
 
 from experiments.plot import (
     CLICKS,
+    FLOPS,
     VIOLATIONS,
     day_curves,
     decomposition_figure,
@@ -175,3 +176,17 @@ def test_gap_recovered_cumulates_per_regime_and_the_headroom_figure_draws_it():
     assert fig is not None and len([ax for ax in fig.axes if ax.get_visible()]) == 2
     plt.close(fig)
     assert headroom_figure(frame.drop(columns="oracle/gap")) is None
+
+
+def test_runs_with_the_resource_model_get_an_engagement_vs_cost_pareto_over_their_exploit_windows():
+    frame = synthetic(steps=6)
+    frame["phase"] = np.where(frame["step"] >= 4, "exploit", "evolution")
+    frame[FLOPS] = np.where(frame["arm"] == "optuna", 2e6, 2e5) * np.where(frame["phase"] == "exploit", 1.0, 5.0)
+    figures = make_figures(frame)
+    ax = figures["pareto_cost"].axes[0]
+    assert ax.get_xlabel() == "ranker FLOPs per request (lower is better)" and "exploit windows" in ax.get_title()
+    means = sorted(float(np.ravel(line.get_xdata())[0]) for line in ax.lines if len(np.ravel(line.get_xdata())) == 1)
+    assert means[0] == pytest.approx(2e5) and means[-1] == pytest.approx(2e6)  # the exploit windows' FLOPs only
+    for fig in figures.values():
+        plt.close(fig)
+    assert "pareto_cost" not in make_figures(synthetic())
