@@ -95,6 +95,10 @@ ABLATIONS: tuple[Ablation, ...] = (
     Ablation("C7", "c7_knowledge", "Knowledge reuse",
              "When regimes recur, does a search warm-started from the knowledge store's trials of the nearest regime "
              "have lower regret than one restarted cold?"),
+    Ablation("C8", "c8_system", "The coordinated AutoModel system",
+             "Do AutoTrain, AutoPerf and re-rank evolution running at once under a coordinator (serialised tests within "
+             "a traffic budget, global degradation and FLOPs bounds) end with a better engagement/cost trade-off than "
+             "the same agents shipping on their own, and beat the static system?"),
 )
 # the reduced suite: 2 seeds, 3 windows of 100 requests (and 1 exploit window), 50 concurrent sessions, the main
 # ranker without a minimum of gradient steps per window

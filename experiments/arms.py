@@ -56,7 +56,8 @@ from agents.decision.features import BASE_GROUPS, FeatureSet, ImpressionRecorder
 from agents.decision.functional import ExperimentDesigner
 from agents.decision.models import WIDTHS, ModelDesign
 from agents.decision.ranking import LOSS_WEIGHTS, FeatureRanker
-from agents.evolution.autofeature import AutoFeature, deployable_ranker
+from agents.evolution.autofeature import AutoFeature, deployable_ranker, ranker_flops
+from agents.evolution.autoperf import AutoPerf
 from agents.evolution.autotrain import AutoTrain, method_cards
 from agents.evolution.composition import DESCRIPTION, CompositionEnv
 from agents.evolution.controllers import (
@@ -68,6 +69,7 @@ from agents.evolution.controllers import (
     leaders,
     successive_halving,
 )
+from agents.evolution.coordinator import Coordinator, Proposal
 from agents.evolution.deployment import Deployment, replicate_seed
 from agents.evolution.designer import MODES, LLMDesigner, design_step
 from agents.evolution.env import MAX_CONTROL_SHARE, TWIN_PREFIX, EvolutionEnv
@@ -87,9 +89,9 @@ if TYPE_CHECKING:  # annotations only: the store loads SQLAlchemy, the config mo
     from experiments.config import ExperimentConfig
 
 __all__ = ["ARMS", "ENV_KINDS", "AlternatingOptions", "Arm", "ArmContext", "AutoModelOptions", "Checkpoints", "OnWindow",
-           "PPOOptions", "Residual", "StaticController", "WindowRecorder", "automodel_round", "best_config",
-           "curve_summary", "exploit", "register_arm", "retest", "run_arm", "search_windows", "segment_metrics", "select",
-           "twin_gain"]
+           "PPOOptions", "RankerCandidate", "Residual", "StaticController", "SystemOptions", "WindowRecorder",
+           "automodel_round", "best_config", "curve_summary", "exploit", "register_arm", "retest", "run_arm", "screen_ranker",
+           "search_windows", "segment_metrics", "select", "twin_gain"]
 
 log = logging.getLogger(__name__)
 
@@ -1018,16 +1020,18 @@ GATE_MIN_REQUESTS = (100, 1000, 5000)
 SEARCHES = ("optuna", "llm")  # the alternation's compositional controller
 
 
-def _ab_window_recorder(ctx: ArmContext, agent: str, production: Callable[[], dict[str, Any]], phase: str
+def _ab_window_recorder(ctx: ArmContext, agent: str, production: Callable[[], dict[str, Any]], phase: str,
+                        extra: Callable[[InteractionLog], dict[str, float]] | None = None
                         ) -> Callable[[InteractionLog], None]:
     """``on_log`` for A/B windows an arm serves outside ``ctx.env.step`` (both sides' traffic): each is scored on the
-    evolved ``agent``'s reward and recorded like an env window, with ``production()``'s config and ``phase``."""
+    evolved ``agent``'s reward and recorded like an env window, with ``production()``'s config and ``phase`` (and
+    ``extra(log)``'s figures)."""
     env, service = ctx.env, ctx.deployment
 
     def on_log(window_log: InteractionLog) -> None:
         reward, terms = service.score(window_log, agent)
         info = {**terms, "day": service.now, "config": production(), "phase": phase, "regime": None,
-                **segment_metrics(window_log)}
+                **segment_metrics(window_log), **(extra(window_log) if extra is not None else {})}
         env.history.configs.append(info["config"])
         env.history.rewards.append(float(reward))
         env.history.infos.append(info)
@@ -1245,70 +1249,104 @@ def _features_of(ranker: Any) -> FeatureSet:
 MAX_CANDIDATE_UPDATES = 5000  # a gated candidate's gradient steps: the running ranker's so far, at most this
 
 
-def automodel_round(ctx: ArmContext, kind: str, autotrain: AutoTrain | None, tried: set[str], step: int,
-                    on_log: Any, ledger: OfflineOnlineLedger, recorder: ImpressionRecorder) -> dict[str, Any]:
-    """One round of ``kind`` (``feature`` or ``model``): observe, screen, gate; returns what happened. ``recorder``
-    has recorded every window since the run's reset: the screen and the candidate's training use all of it."""
+@dataclass
+class RankerCandidate:
+    """The best ranker a screen found: its label, held-out AUC gain, the deployable ranker and its description."""
+
+    label: str
+    gain: float
+    ranker: Any
+    doc: dict[str, Any]
+
+
+def screen_ranker(ctx: ArmContext, kind: str, autotrain: AutoTrain | None, tried: set[str],
+                  recorder: ImpressionRecorder, max_flops: float | None = None) -> RankerCandidate | None:
+    """AutoFeature's (``kind`` ``feature``) or AutoTrain's (``model``) best candidate for the running ranker of the
+    first pipeline, screened offline on everything ``recorder`` holds (the last window held out) and, when its AUC gain
+    exceeds ``min_gain``, trained as a deployable ranker on all of it with the running ranker's own budget (its
+    gradient steps so far, capped); ``None`` when nothing beats the incumbent or fewer than 2 windows are recorded.
+    With ``max_flops``, candidates whose ranker would cost more FLOPs per request at the running fusion size are not
+    considered (a budget the agent was told). The winner's label joins ``tried``."""
     opts: AutoModelOptions = ctx.options
-    env, service = ctx.env, ctx.deployment
-    production = service.agent(env.get_wrapper_attr("agent_name")).config
-    names = ctx.params.by_name
-    for _ in range(min(opts.observe_windows, ctx.windows - env.steps)):
-        env.step(ctx.codec.encode({k: v for k, v in production.items() if k in names}))
+    service = ctx.deployment
     logd = recorder.logged()
-    out: dict[str, Any] = {"round": step, "kind": kind, "candidate": None, "offline_gain": None, "decision": None}
-    if len(np.unique(logd.window)) < 2 or env.steps >= ctx.windows:
-        return out
+    if len(np.unique(logd.window)) < 2:
+        return None
     running = service.system.pipelines[0].ranker
     features, design = _features_of(running), _design_of(running)
     recipe = TrainRecipe(updates=opts.updates)
     best: tuple[float, str, FeatureSet, ModelDesign, dict[str, float]] | None = None
+    size = service.system.pipelines[0].fusion.config["size"]
+
+    def affordable(f: FeatureSet, d: ModelDesign) -> bool:
+        return max_flops is None or ranker_flops(service, f, d) * size <= max_flops
+
     if kind == "feature":
         af = AutoFeature(features, design, recipe, seed=ctx.agent_seed, min_gain=opts.min_gain)
         report = af.analyse(logd)
-        edits = [e for e in af.propose(report) if e.label not in tried]
+        edits = [e for e in af.propose(report) if e.label not in tried and affordable(e.features, design)]
         for r in af.screen(edits, logd, report.incumbent):
             if r.auc_gain > opts.min_gain and (best is None or r.auc_gain > best[0]):
                 best = (r.auc_gain, r.edit.label, r.edit.features, design, {})
-        out["rejected_features"] = dict(af.rejected)
     else:
         if autotrain is None:
             raise ConfigError("a model round needs AutoTrain (the arm builds it)")
         train, valid = time_split(logged_data(logd, features))
         for parsed in autotrain.parsed:
             label = f"card {parsed.card}"
-            if not parsed.valid or label in tried or parsed.design is None:
+            if not parsed.valid or label in tried or parsed.design is None or not affordable(features, parsed.design):
                 continue
             recipe_c = TrainRecipe(**{**recipe.__dict__, **parsed.weights})
             gain = compare(design, parsed.design, train, valid, recipe, recipe_c, seed=ctx.agent_seed).auc_gain
             if gain > opts.min_gain and (best is None or gain > best[0]):
                 best = (gain, label, features, parsed.design, parsed.weights)
     if best is None:
-        return out
+        return None
     gain, label, new_features, new_design, weights = best
     tried.add(label)
-    challenger = copy.deepcopy(service.system.pipelines[0])
     # the candidate is trained on everything logged with the running ranker's own budget (its gradient steps so far,
     # capped): a fresh model with one screen's budget would face a ranker trained over the whole run
     budget = max(opts.updates, min(int(running.updates), MAX_CANDIDATE_UPDATES))
     loss = {"like": weights.get("w_like", LOSS_WEIGHTS["like"]), "dwell": weights.get("w_dwell", LOSS_WEIGHTS["dwell"])}
-    challenger.ranker = deployable_ranker(service, new_features, new_design, logd, config=dict(running.config),
-                                          loss_weights=loss, updates=budget, seed=ctx.agent_seed)
+    ranker = deployable_ranker(service, new_features, new_design, logd, config=dict(running.config),
+                               loss_weights=loss, updates=budget, seed=ctx.agent_seed)
+    doc = {"candidate": label, "features": list(new_features.names), "design": new_design.as_dict(),
+           "weights": weights, "offline_auc_gain": gain}
+    return RankerCandidate(label, gain, ranker, doc)
+
+
+def automodel_round(ctx: ArmContext, kind: str, autotrain: AutoTrain | None, tried: set[str], step: int,
+                    on_log: Any, ledger: OfflineOnlineLedger, recorder: ImpressionRecorder) -> dict[str, Any]:
+    """One round of ``kind`` (``feature`` or ``model``): observe, screen (:func:`screen_ranker`), gate; returns what
+    happened. ``recorder`` has recorded every window since the run's reset: the screen and the candidate's training
+    use all of it."""
+    opts: AutoModelOptions = ctx.options
+    env, service = ctx.env, ctx.deployment
+    production = service.agent(env.get_wrapper_attr("agent_name")).config
+    names = ctx.params.by_name
+    for _ in range(min(opts.observe_windows, ctx.windows - env.steps)):
+        env.step(ctx.codec.encode({k: v for k, v in production.items() if k in names}))
+    out: dict[str, Any] = {"round": step, "kind": kind, "candidate": None, "offline_gain": None, "decision": None}
+    if env.steps >= ctx.windows:
+        return out
+    found = screen_ranker(ctx, kind, autotrain, tried, recorder)
+    if found is None:
+        return out
+    challenger = copy.deepcopy(service.system.pipelines[0])
+    challenger.ranker = found.ranker
     windows = min(opts.ab_windows, ctx.windows - env.steps)
     decision = ab_rollout_pipeline(service, challenger, ExperimentDesigner(config={"min_requests": opts.gate_min_requests}),
                                    windows, "clicks_exp", on_log=on_log)
-    ledger.add(label, gain, decision.effect)
-    doc = {"candidate": label, "features": list(new_features.names), "design": new_design.as_dict(),
-           "weights": weights, "offline_auc_gain": gain}
-    ctx.store.add_rollout(ctx.exp_id, step, f"{ctx.cfg.controller.name}/{kind}", doc,
+    ledger.add(found.label, found.gain, decision.effect)
+    ctx.store.add_rollout(ctx.exp_id, step, f"{ctx.cfg.controller.name}/{kind}", found.doc,
                           "accepted" if decision.accepted else "rejected", effect=decision.effect,
                           ci_low=decision.ci_low, ci_high=decision.ci_high, p_value=decision.p_value,
                           n_incumbent=decision.n_incumbent, n_candidate=decision.n_candidate,
-                          reasons=[f"offline AUC gain {gain:+.4f}", *decision.reasons])
-    out.update(candidate=label, offline_gain=gain, decision="accepted" if decision.accepted else "rejected",
+                          reasons=[f"offline AUC gain {found.gain:+.4f}", *decision.reasons])
+    out.update(candidate=found.label, offline_gain=found.gain, decision="accepted" if decision.accepted else "rejected",
                effect=decision.effect)
-    log.info("%s round %d (%s): %s offline %+.4f, online %+.4f -> %s", ctx.cfg.controller.name, step, kind, label,
-             gain, decision.effect, out["decision"])
+    log.info("%s round %d (%s): %s offline %+.4f, online %+.4f -> %s", ctx.cfg.controller.name, step, kind,
+             found.label, found.gain, decision.effect, out["decision"])
     return out
 
 
@@ -1370,3 +1408,170 @@ def automodel_models(ctx: ArmContext) -> EvolutionHistory:
     A/B-gated online; exploits the ranker it ends with."""
     return _automodel(ctx, ("feature", "model"))
 
+
+
+# --------------------------------------------------------------------------- the AutoModel system (C8)
+# ``automodel_system`` runs several evolution agents at once on one deployment, each submitting proposals to a
+# :class:`~agents.evolution.coordinator.Coordinator` (``coordinate: true``: serialised tests within a traffic budget,
+# global constraints before shipping) or to the same object with ``coordinate: false`` (every agent tests at once on
+# its own overlapping users and ships by its own rule: the uncoordinated baseline). The agents (``agents``):
+# ``autotrain`` (the method cards parsed by the LLM, screened offline on everything recorded; proposes the best
+# ranker as a replacement), ``autofeature`` (feature-set edits, the same way), ``autoperf`` (the primal-dual search of
+# agents.evolution.autoperf on twins; proposes the cheapest config within the degradation bound, goal ``cost``) and
+# ``rerank`` (``rerank_candidates`` random configs of the evolved agent and the incumbent on twins, by its layered
+# reward; proposes the best if it beats the incumbent). An agent proposes whenever it has nothing pending (never the
+# same change twice); every window is served by the coordinator and recorded; exploit windows serve what shipped.
+
+SYSTEM_AGENTS = ("autotrain", "autofeature", "autoperf", "rerank")
+
+
+@dataclass
+class SystemOptions(AutoModelOptions):
+    """The AutoModel system's agents, each proposal's test (``share`` of the users for ``ab_windows`` windows) and
+    the coordinator's rules (``traffic_budget``, ``max_degradation``)."""
+
+    coordinate: bool = True
+    agents: list[str] = field(default_factory=lambda: ["autotrain", "autoperf", "rerank"])
+    share: float = 0.5
+    traffic_budget: float = 0.5
+    max_degradation: float = 0.01
+    flops_budget: float | None = None  # coordinated: the ranker's forward-pass FLOPs per request a change may reach
+    perf_rounds: int = 3
+    perf_per_round: int = 3
+    rerank_candidates: int = 6
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.agents, str) or not self.agents:
+            raise ConfigError(f"`controller.options.agents` must list at least one of {list(SYSTEM_AGENTS)} "
+                              f"(got {self.agents!r})")
+        for i, name in enumerate(self.agents):
+            check_choice(f"controller.options.agents[{i}]", name, SYSTEM_AGENTS)
+        if len(set(self.agents)) != len(self.agents):
+            raise ConfigError(f"`controller.options.agents` must not repeat an agent (got {list(self.agents)})")
+        check_range("controller.options.share", self.share, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        check_range("controller.options.traffic_budget", self.traffic_budget, self.share, 1.0, high_inclusive=False)
+        check_range("controller.options.max_degradation", self.max_degradation, 1e-6, 0.5)
+        if self.flops_budget is not None:
+            check_range("controller.options.flops_budget", self.flops_budget, 0.0, low_inclusive=False)
+        check_int("controller.options.perf_rounds", self.perf_rounds, 1)
+        check_int("controller.options.perf_per_round", self.perf_per_round, 1)
+        check_int("controller.options.rerank_candidates", self.rerank_candidates, 1)
+
+
+Proposer = Callable[[int], "tuple[Proposal, str] | None"]
+
+
+def _proposers(ctx: ArmContext, recorder: ImpressionRecorder, tried: set[str]) -> dict[str, Proposer]:
+    """Per agent of the options, ``propose(attempt) -> (Proposal, key) | None`` from the deployment's current state;
+    a proposal's ``key`` joins ``tried`` and the agent never proposes a change whose key is in it."""
+    opts: SystemOptions = ctx.options
+    service = ctx.deployment
+    agent = ctx.env.get_wrapper_attr("agent_name")
+    ranker_name = next(n for n in service.agent_names()
+                       if n.startswith(f"{service.system.pipelines[0].name}/") and service.agent(n).role == "ranking")
+    budget = opts.flops_budget if opts.coordinate else None  # the coordinator tells its agents its budget
+    autotrain = None
+    if "autotrain" in opts.agents:
+        autotrain = AutoTrain(opts.backend(), seed=ctx.agent_seed, store=ctx.store, exp_id=ctx.exp_id)
+        autotrain.parse_all(method_cards())
+
+    def ranker(kind: str) -> Proposer:
+        def propose(attempt: int) -> tuple[Proposal, str] | None:
+            found = screen_ranker(ctx, kind, autotrain, tried, recorder, budget)
+            if found is None:
+                return None
+            return Proposal("autotrain" if kind == "model" else "autofeature", replace={ranker_name: found.ranker},
+                            share=opts.share, windows=opts.ab_windows, note=f"{found.label}: offline AUC gain "
+                            f"{found.gain:+.4f}"), found.label
+        return propose
+
+    def autoperf(attempt: int) -> tuple[Proposal, str] | None:
+        result = AutoPerf(service, max_degradation=opts.max_degradation, rounds=opts.perf_rounds,
+                          per_round=opts.perf_per_round, windows=1, seed=ctx.agent_seed + 7919 * attempt).run()
+        key = f"autoperf {result.best.values}"
+        if result.best.values == result.incumbent.values or key in tried:
+            return None
+        tried.add(key)
+        return Proposal("autoperf", changes=result.config(), share=opts.share, windows=opts.ab_windows, goal="cost",
+                        note=f"cost x{1 - result.cost_reduction:.2f}, clicks x{1 - result.clicks_degradation:.4f} "
+                             f"on twins"), key
+
+    def rerank(attempt: int) -> tuple[Proposal, str] | None:
+        current = {k: v for k, v in service.agent(agent).config.items() if k in ctx.params.by_name}
+        grid = oracle_grid(ctx, opts.rerank_candidates + 1, ctx.agent_seed + 104729 * attempt, incumbent=current)
+        values = [v.value for v in twin_values(service, grid, agent=agent,
+                                               score=lambda twin, lg: twin.score(lg, agent)[0])]
+        best = int(np.argmax(values))
+        key = f"rerank {sorted(grid[best].items())}"
+        if best == 0 or key in tried:
+            return None
+        tried.add(key)
+        return Proposal("rerank", changes={agent: grid[best]}, share=opts.share, windows=opts.ab_windows,
+                        note=f"twin reward {values[best]:+.4f} vs incumbent {values[0]:+.4f}"), key
+
+    makers = {"autotrain": ranker("model"), "autofeature": ranker("feature"), "autoperf": autoperf, "rerank": rerank}
+    return {name: makers[name] for name in opts.agents}
+
+
+@register_arm("automodel_system", options=SystemOptions, live=True, twins=False)
+def automodel_system(ctx: ArmContext) -> EvolutionHistory:
+    """Several evolution agents at once (AutoTrain, AutoFeature, AutoPerf, re-rank evolution), their proposals tested
+    and shipped by the coordinator (``coordinate: true``) or each on its own (``false``); exploits what shipped."""
+    opts: SystemOptions = ctx.options
+    env = ctx.env
+    env.reset(seed=ctx.seed)
+    service = ctx.deployment
+    if service.resources is None:
+        service.calibrate_resources()
+    agent = env.get_wrapper_attr("agent_name")
+    names = ctx.params.by_name
+
+    def production() -> dict[str, Any]:
+        return {k: v for k, v in service.agent(agent).config.items() if k in names}
+
+    base = len(service.system.pipelines)  # the challengers' pipelines come after the running ones
+
+    def test_share(window_log: InteractionLog) -> dict[str, float]:
+        pipes = window_log.requests["pipeline"]
+        return {"coordinator/test_share": float((pipes >= base).mean()) if len(pipes) else 0.0}
+
+    record = _ab_window_recorder(ctx, agent, production, "coordinated" if opts.coordinate else "uncoordinated",
+                                 test_share)
+    coordinator = Coordinator(service, traffic_budget=opts.traffic_budget, max_degradation=opts.max_degradation,
+                              flops_budget=opts.flops_budget, min_requests=opts.gate_min_requests, store=ctx.store,
+                              exp_id=ctx.exp_id, coordinate=opts.coordinate)
+    recorder = service.start_recording()
+    tried: set[str] = set()
+    keys: dict[int, str] = {}  # proposal id -> its key
+    try:
+        proposers = _proposers(ctx, recorder, tried)
+        pending: dict[str, int] = {}
+        attempts = dict.fromkeys(proposers, 0)
+        seen = 0  # coordinator events handled
+        while env.steps < ctx.windows:
+            new, seen = coordinator.events[seen:], len(coordinator.events)
+            if any(e.kind == "shipped" for e in new):  # production changed: what was rejected may pass now
+                tried -= {keys[e.proposal] for e in coordinator.events if e.kind == "rejected"}
+            for e in new:
+                if e.kind in ("shipped", "rejected") and pending.get(e.source) == e.proposal:
+                    del pending[e.source]
+            for name, propose in proposers.items():
+                if name in pending or coordinator.window < 2:  # (2 recorded windows before the first screen)
+                    continue
+                made = propose(attempts[name])
+                attempts[name] += 1
+                if made is not None:
+                    pid = coordinator.submit(made[0])
+                    pending[name], keys[pid] = pid, made[1]
+            coordinator.step(on_log=record)
+    finally:
+        service.stop_recording()
+    decided = ("shipped", "rejected")
+    ctx.summary.update(coordinator.summary())
+    by_source = Counter((e.source, e.kind) for e in coordinator.events if e.kind in decided)
+    ctx.summary.update({f"coordinator/{source}/{kind}": float(n) for (source, kind), n in sorted(by_source.items())})
+    log.info("automodel system (%s): %s", "coordinated" if opts.coordinate else "uncoordinated",
+             {k: v for k, v in ctx.summary.items() if k.startswith("coordinator/")})
+    exploit(ctx, lambda obs: production())
+    return env.history

@@ -38,6 +38,7 @@ from agents.decision.features import (
 )
 from agents.decision.models import ModelDesign
 from agents.decision.ranking import FeatureRanker
+from agents.decision.resources import flops_per_candidate
 from agents.decision.system import input_dims
 from agents.evolution.deployment import DeploymentService
 from agents.evolution.offline import (
@@ -55,7 +56,7 @@ from agents.evolution.twins import evaluate
 from agents.infra.store import KnowledgeStore
 from envs.validation import ConfigError, check_int, check_range
 
-__all__ = ["AutoFeature", "EditResult", "FeatureEdit", "FeatureReport", "deployable_ranker"]
+__all__ = ["AutoFeature", "EditResult", "FeatureEdit", "FeatureReport", "deployable_ranker", "ranker_flops"]
 
 
 def deployable_ranker(service: DeploymentService, features: FeatureSet, design: ModelDesign, log: LoggedImpressions,
@@ -74,6 +75,16 @@ def deployable_ranker(service: DeploymentService, features: FeatureSet, design: 
     ranker.learn_from((data.x, data.y, data.segment), min_updates=updates)
     ranker.name = running.name
     return ranker
+
+
+def ranker_flops(service: DeploymentService, features: FeatureSet, design: ModelDesign, pipeline: int = 0) -> int:
+    """The FLOPs per candidate of a ranker of ``design`` over ``features`` for ``service``'s running ``pipeline``
+    (:func:`~agents.decision.resources.flops_per_candidate` of an untrained one: what it would cost, before any
+    training)."""
+    running = service.system.pipelines[pipeline].ranker
+    ranker = FeatureRanker(features, input_dims(service.world_cfg), running.num_segments, running.num_routes,
+                           arch=design.arch, hidden=design.hidden, config=dict(running.config), design=design)
+    return flops_per_candidate(ranker)
 
 
 @dataclass

@@ -524,3 +524,41 @@ def test_optuna_phases_probes_each_phase_and_seeds_the_warm_study_from_the_neare
         phases = store.designs(agent="knowledge/phases/baseline/rerank/mmr", exp_id=exp_id)
     assert [len(d.document["trials"]) for d in phases] == [4, 4, 4]
     assert [d.document["probe"] for d in phases] == w["reward"][::4].tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("coordinate", [True, False])
+def test_the_automodel_system_runs_its_agents_through_the_coordinator(tmp_path, coordinate):
+    """automodel_system (C8): AutoTrain, AutoPerf and re-rank evolution propose from window 2 on; every window is
+    served by the coordinator and recorded with the share its challengers served and the resource model's FLOPs;
+    every decision is in the store; coordinated, no two tests ever ran on the pipeline at once."""
+    cfg = compose_config("experiment=c8_system", f"variant=c8_{'' if coordinate else 'un'}coordinated",
+                         "evolution.windows=8", "evolution.exploit=2", "evolution.warmup=1",
+                         "controller.options.updates=100", "seed=0", *TINY_RUN)
+    summary = run(cfg, out_dir=tmp_path)
+    m = pd.read_csv(tmp_path / "metrics.csv")
+    assert len(m) == 10 and (m["phase"] == "exploit").sum() == 2
+    evolution = m[m["phase"] != "exploit"]
+    assert (evolution["coordinator/test_share"].iloc[:2] == 0).all()  # nothing proposed before 2 recorded windows
+    assert evolution["coordinator/test_share"].iloc[2:].max() > 0
+    assert (m["outer/cost/flops_per_request"] > 0).all()
+    url, exp_id = run_store(tmp_path)
+    with KnowledgeStore(url) as store:
+        decisions = [r for r in store.rollouts(exp_id) if r.agent.startswith("coordinator/")]
+    decided = summary["coordinator/shipped"] + summary["coordinator/rejected"]
+    assert len(decisions) == decided >= 1 and summary["coordinator/proposals"] >= decided
+    assert {r.agent.split("/")[1].split("#")[0] for r in decisions} <= {"autotrain", "autoperf", "rerank"}
+    if coordinate:
+        assert summary["coordinator/overlapping_windows"] == 0 and summary["coordinator/test_share"] <= 0.5 + 0.05
+
+
+def test_a_static_run_with_the_resource_model_carries_constant_flops(tmp_path):
+    """evolution.resources: the serving code is timed at reset and every window carries the resource model's terms;
+    a static config's ranker FLOPs per request do not move (the same fusion size and ranker throughout)."""
+    cfg = compose_config("experiment=smoke", "controller=static", "evolution.resources=true", "evolution.windows=3",
+                         "seed=0", *TINY_RUN)
+    run(cfg, out_dir=tmp_path)
+    m = pd.read_csv(tmp_path / "metrics.csv")
+    flops = m["outer/cost/flops_per_request"]
+    assert flops.nunique() == 1 and flops.iloc[0] > 0
+    assert (m["outer/cost/latency_p99_ms"] >= m["outer/cost/latency_p50_ms"]).all()

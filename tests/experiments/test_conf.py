@@ -246,7 +246,7 @@ def test_wrong_type_or_unknown_key_fails_while_composing(override, cause):
     (["world.shifts.0.kind=segment_mixx"], r"`world.shifts.kind` must be one of \[.*\] \(got 'segment_mixx'\); "
                                            r"did you mean 'segment_mix'\?"),
     (["controller.name=optuan"], r"`controller.name` must be one of \['alternating', 'autofeature', 'automodel_models', "
-                                 r"'autotrain', 'compositional', 'hindsight', "
+                                 r"'automodel_system', 'autotrain', 'compositional', 'hindsight', "
                                  r"'hindsight_composition', 'individual', 'llm', 'llm_compositional', 'llm_designer', "
                                  r"'optuna', 'optuna_ab', 'optuna_phases', 'oracle', 'oracle_composition', 'ppo', 'ppo_composition', "
                                  r"'random', 'static', 'static_composition'\] \(got 'optuan'\); did you mean 'optuna'\?"),
