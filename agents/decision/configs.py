@@ -14,7 +14,7 @@ from typing import Any
 
 from agents.decision.functional import SegmentRouter
 from agents.decision.fusion import FUSION_SIZES, MultiTaskFusion, QuotaFusion
-from agents.decision.ranking import ARCHITECTURES, TorchRanker
+from agents.decision.ranking import ARCHITECTURES, PRERANK_KEEP, PreRanker, TorchRanker
 from agents.decision.recall import RECALL_ROUTES, make_recall
 from agents.decision.rerank import Reranker
 from agents.decision.system import Pipeline, System, feature_dim
@@ -31,6 +31,7 @@ __all__ = [
     "SystemConfig",
     "baseline_config",
     "build_pipeline",
+    "cascade_config",
     "build_system",
     "cold_start_config",
     "lean_config",
@@ -84,6 +85,8 @@ class PipelineConfig:
     ranker: RankerConfig = field(default_factory=RankerConfig)
     scorer: dict[str, Any] = field(default_factory=dict)  # MultiTaskFusion parameters
     rerank: dict[str, Any] = field(default_factory=dict)  # Reranker parameters
+    # a cascade: a linear pre-ranker scores the fused set and passes this many on to the ranker (None: no cascade)
+    prerank_keep: int | None = None
 
     def __post_init__(self) -> None:
         self.routes = [r if isinstance(r, RouteConfig) else RouteConfig(**dict(r)) for r in self.routes]
@@ -101,6 +104,9 @@ class PipelineConfig:
             raise ConfigError(f"`{p}.fusion_size` must be one of {list(FUSION_SIZES)} (got {self.fusion_size})")
         MultiTaskFusion.params.validate(dict(self.scorer), agent=f"{p}.scorer")
         Reranker.params.validate(dict(self.rerank), agent=f"{p}.rerank")
+        if self.prerank_keep is not None and self.prerank_keep not in PRERANK_KEEP:
+            raise ConfigError(f"`{p}.prerank_keep` must be one of {list(PRERANK_KEEP)} or null (no cascade) "
+                              f"(got {self.prerank_keep!r})")
 
 
 
@@ -140,8 +146,12 @@ def build_pipeline(cfg: PipelineConfig, world: WorldConfig, seed: int = 0) -> Pi
         feature_dim(world, len(ROUTES)), len(world.segments), len(ROUTES), arch=rk.arch, hidden=rk.hidden,
         per_segment=rk.per_segment, name=f"{cfg.name}/{rk.arch}", config=dict(rk.params), seed=seed,
     )
+    pre = None
+    if cfg.prerank_keep is not None:
+        pre = PreRanker(feature_dim(world, len(ROUTES)), len(world.segments), len(ROUTES), name=f"{cfg.name}/prerank",
+                        config={**dict(rk.params), "keep": cfg.prerank_keep}, seed=seed + 7919)
     return Pipeline(cfg.name, recalls, fusion, ranker, MultiTaskFusion(f"{cfg.name}/multitask", dict(cfg.scorer)),
-                    Reranker(f"{cfg.name}/mmr", dict(cfg.rerank)))
+                    Reranker(f"{cfg.name}/mmr", dict(cfg.rerank)), pre)
 
 
 def build_system(cfg: SystemConfig, world: WorldConfig) -> System:
@@ -219,9 +229,18 @@ def linear_baseline_config(seed: int = 0, fast: bool = False) -> SystemConfig:
     return static_baseline_config("linear", seed, fast)
 
 
+def cascade_config(seed: int = 0, fast: bool = False) -> SystemConfig:
+    """The static baseline (an MLP ranker) behind a cascade: a linear pre-ranker scores the 500 fused candidates
+    and passes them all on (``prerank_keep`` 500), the starting point AutoPerf cuts ``keep`` from."""
+    cfg = static_baseline_config("mlp", seed, fast)
+    cfg.pipelines[0].prerank_keep = 500
+    return cfg
+
+
 # The named systems (``system=<name>`` in the experiment app, which builds them with ``fast=True``).
 SYSTEM_PRESETS: dict[str, Callable[..., SystemConfig]] = {
     "static_baseline": static_baseline_config,
+    "cascade": cascade_config,
     "linear_baseline": linear_baseline_config,
     "segment_routed": segment_routed_config,
     "lean": lean_system_config,

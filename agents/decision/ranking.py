@@ -21,11 +21,12 @@ from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int
 from rewards.inner import ranking_metrics
 
-__all__ = ["ARCHITECTURES", "LOSS_WEIGHTS", "EnsembleRanker", "FeatureRanker", "MultiTaskNet", "TorchRanker", "flush_subnormal",
-           "multitask_loss", "pair_features"]
+__all__ = ["ARCHITECTURES", "LOSS_WEIGHTS", "PRERANK_KEEP", "EnsembleRanker", "FeatureRanker", "MultiTaskNet", "PreRanker",
+           "TorchRanker", "flush_subnormal", "multitask_loss", "pair_features"]
 
 ARCHITECTURES = ("linear", "mlp")  # what the pipeline design language offers (models.MODEL_ARCHITECTURES: all)
 HEADS = ("click", "like", "dwell")
+PRERANK_KEEP = (25, 50, 100, 200, 300, 500)  # candidates a cascade's pre-ranker passes on (>= the fused set: all)
 LOSS_WEIGHTS = {"like": 0.5, "dwell": 0.1}  # the like and dwell terms' weights next to the click term's 1
 TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32; below it (but not 0) values are subnormal
 
@@ -484,3 +485,27 @@ class EnsembleRanker(DecisionAgent):
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:
         return {f"inner/ranking/{self.name}/{k}": v for k, v in ranking_metrics(log).items()}
+
+
+class PreRanker(TorchRanker):
+    """The cheap first stage of a cascade: scores every fused candidate (a linear model by default, learned online
+    like any ranker) and passes the ``keep`` best by click probability to the pipeline's ranker, whose work (and
+    FLOPs) then scale with ``keep`` instead of the fusion size. ``keep`` >= the fused set passes everything on."""
+
+    params = ParamSpace([*TorchRanker.params.params, Choice("keep", PRERANK_KEEP, 100)])
+
+    def __init__(self, in_dim: int, num_segments: int, num_routes: int, arch: str = "linear", hidden: int = 16,
+                 name: str | None = None, config: dict | None = None, seed: int = 0) -> None:
+        super().__init__(in_dim, num_segments, num_routes, arch=arch, hidden=hidden, name=name or "prerank",
+                         config=config, seed=seed)
+
+    def narrow(self, batch: RequestBatch, candidates: Candidates, catalog: CatalogView) -> Candidates:
+        """The ``keep`` candidates of each request with the highest predicted click probability (invalid ones last)."""
+        keep = int(self.config["keep"])
+        if keep >= candidates.items.shape[1]:
+            return candidates
+        click = np.where(candidates.valid, self.act(batch, candidates, catalog)["click"], -np.inf)
+        top = np.argpartition(-click, keep - 1, axis=1)[:, :keep]
+        return Candidates(np.take_along_axis(candidates.items, top, axis=1),
+                          np.take_along_axis(candidates.scores, top, axis=1),
+                          np.take_along_axis(candidates.route, top, axis=1))

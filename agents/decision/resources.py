@@ -8,8 +8,10 @@ stage     units per batch of ``B`` requests
 ========  ==================================================================================================
 recall    ``B x routes`` (each route scores or samples the catalog for every request)
 fusion    ``B x fusion_size`` (the candidates merged and de-duplicated)
-ranking   ``B x fusion_size x flops_per_candidate`` (the ranker's forward pass over every candidate)
-rerank    ``B x min(mmr_pool, fusion_size) x slate_size`` (MMR's greedy picks over its shortlist)
+ranking   ``B x fusion_size x flops_per_candidate`` (the ranker's forward pass over every candidate); with a
+          cascade, ``B x (fusion_size x pre-ranker flops + keep x ranker flops)`` (the pre-ranker scores every
+          candidate, the ranker the ``keep`` it passes on)
+rerank    ``B x min(mmr_pool, fusion_size or keep) x slate_size`` (MMR's greedy picks over its shortlist)
 ========  ==================================================================================================
 
 :func:`calibrate` serves real batches of several sizes through one or more pipelines with the stage clock of
@@ -60,9 +62,15 @@ def stage_units(pipeline: Pipeline, batch_size: int, slate_size: int) -> dict[st
     """The work of one batch of ``batch_size`` requests in each stage, in the units of the module docstring."""
     b = float(check_int("batch_size", batch_size, 0))
     size = float(pipeline.fusion.config["size"])
+    ranking = size * flops_per_candidate(pipeline.ranker)
+    pre = getattr(pipeline, "preranker", None)  # (pipeline-like objects without a cascade need not have one)
+    if pre is not None:  # a cascade: the pre-ranker scores the fused set, the ranker only what it keeps
+        kept = min(float(pre.config["keep"]), size)
+        ranking = size * flops_per_candidate(pre) + kept * flops_per_candidate(pipeline.ranker) if kept < size else ranking
+        size = kept
     pool = min(float(pipeline.reranker.config.get("mmr_pool", size)), size)
-    return {"recall": b * len(pipeline.recalls), "fusion": b * size,
-            "ranking": b * size * flops_per_candidate(pipeline.ranker), "rerank": b * pool * slate_size}
+    return {"recall": b * len(pipeline.recalls), "fusion": b * float(pipeline.fusion.config["size"]),
+            "ranking": b * ranking, "rerank": b * pool * slate_size}
 
 
 @dataclass(frozen=True)

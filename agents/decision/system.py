@@ -21,7 +21,7 @@ from agents.decision.context import Candidates, CatalogView, RequestBatch
 from agents.decision.features import ImpressionRecorder
 from agents.decision.functional import SegmentRouter
 from agents.decision.fusion import MultiTaskFusion, QuotaFusion
-from agents.decision.ranking import TorchRanker
+from agents.decision.ranking import PreRanker, TorchRanker
 from agents.decision.recall import RecallAgent
 from agents.decision.rerank import Reranker
 from envs.config import WorldConfig
@@ -65,7 +65,7 @@ class Served:
 
 
 class Pipeline:
-    """Recall routes -> quota fusion -> multi-task ranker -> score fusion -> re-ranker."""
+    """Recall routes -> quota fusion -> (a cascade's pre-ranker ->) multi-task ranker -> score fusion -> re-ranker."""
 
     def __init__(
         self,
@@ -75,21 +75,23 @@ class Pipeline:
         ranker: TorchRanker,
         scorer: MultiTaskFusion,
         reranker: Reranker,
+        preranker: PreRanker | None = None,
     ) -> None:
         if not recalls:
             raise ConfigError(f"pipeline `{name}` must have at least one recall route (got none)")
         self.name, self.recalls, self.fusion, self.ranker = name, recalls, fusion, ranker
-        self.scorer, self.reranker = scorer, reranker
+        self.scorer, self.reranker, self.preranker = scorer, reranker, preranker
 
     @property
     def agents(self) -> list:
-        return [*self.recalls, self.fusion, self.ranker, self.scorer, self.reranker]
+        pre = [] if self.preranker is None else [self.preranker]
+        return [*self.recalls, self.fusion, *pre, self.ranker, self.scorer, self.reranker]
 
     def serve(self, batch: RequestBatch, catalog: CatalogView, rng: np.random.Generator, slate_size: int,
               clock: dict[str, float] | None = None) -> Served:
         """Serve one batch through recall -> fusion -> ranking -> re-ranking. ``clock`` (optional) accumulates the
-        wall-clock seconds of each stage (``recall``, ``fusion``, ``ranking``, ``rerank``): the resource model's
-        measurements of this very code (:mod:`agents.decision.resources`)."""
+        wall-clock seconds of each stage (``recall``, ``fusion``, ``ranking`` with a cascade's pre-ranker, ``rerank``):
+        the resource model's measurements of this very code (:mod:`agents.decision.resources`)."""
         tick = time.perf_counter() if clock is not None else 0.0
 
         def lap(stage: str) -> None:
@@ -103,6 +105,8 @@ class Pipeline:
         lap("recall")
         cands = self.fusion.act(routes)
         lap("fusion")
+        if self.preranker is not None:
+            cands = self.preranker.narrow(batch, cands, catalog)
         heads = self.ranker.act(batch, cands, catalog)
         score = self.scorer.act(heads)
         lap("ranking")

@@ -1,7 +1,8 @@
 """AutoPerf: spend less compute per request at an explicitly bounded engagement loss (LWGR-style primal-dual).
 
 The decision space is what trades quality for resources in a running pipeline (:func:`resource_knobs`): the fusion
-size (candidates passed to the ranker), each recall route's candidate count and the re-ranker's MMR pool. The
+size (candidates passed to the ranker), each recall route's candidate count, a cascade's ``keep`` (how many the cheap
+pre-ranker passes on to the expensive ranker: ``PipelineConfig.prerank_keep``) and the re-ranker's MMR pool. The
 objective, as in LWGR, is
 
     minimise  cost(x)   subject to   clicks(x) >= (1 - max_degradation) x clicks(incumbent)
@@ -26,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from agents.evolution.deployment import DeploymentService
-from envs.validation import ConfigError, check_int, check_range
+from envs.validation import ConfigError, check_choice, check_int, check_range
 
-__all__ = ["AutoPerf", "AutoPerfResult", "Knob", "PerfPoint", "resource_knobs"]
+__all__ = ["RESOURCE_PARAMS", "AutoPerf", "AutoPerfResult", "Knob", "PerfPoint", "resource_knobs"]
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +47,27 @@ class Knob:
     options: tuple[Any, ...]
 
 
-def resource_knobs(service: DeploymentService, pipeline: str | None = None) -> list[Knob]:
+RESOURCE_PARAMS = ("size", "k", "keep", "mmr_pool")  # fusion size, recall k, a cascade's keep, the MMR pool
+
+
+def resource_knobs(service: DeploymentService, pipeline: str | None = None,
+                   keys: tuple[str, ...] = RESOURCE_PARAMS) -> list[Knob]:
     """The resource parameters of ``pipeline`` (default: the first): fusion ``size``, every recall route's ``k``,
-    the re-ranker's ``mmr_pool``."""
+    a cascade pre-ranker's ``keep``, the re-ranker's ``mmr_pool`` (those of ``keys``)."""
+    for key in keys:
+        check_choice("keys", key, RESOURCE_PARAMS)
     name = pipeline or service.system.pipelines[0].name
     knobs = []
     for agent in service.agent_names():
         if not agent.startswith(f"{name}/"):
             continue
         params = service.agent(agent).params.by_name
-        for key in ("size", "k", "mmr_pool"):
+        for key in keys:
             if key in params and hasattr(params[key], "options"):
                 knobs.append(Knob(agent, key, tuple(params[key].options)))
     if not knobs:
-        raise ConfigError(f"`pipeline` {name!r} has no resource parameters (fusion size, recall k, mmr_pool)")
+        raise ConfigError(f"`pipeline` {name!r} has no resource parameters among {list(keys)} (fusion size, recall k, "
+                          f"a cascade's keep, mmr_pool)")
     return knobs
 
 
@@ -106,20 +114,21 @@ class AutoPerfResult:
 class AutoPerf:
     """The primal-dual search of the module docstring on one pipeline of ``service``.
 
+    ``keys`` restricts the decision space to some of :data:`RESOURCE_PARAMS`.
     ``max_degradation``: the allowed relative loss of expected clicks per request; ``rounds`` x ``per_round`` new
     configs are evaluated, each on a twin for ``windows`` windows; ``dual_lr`` the multiplier's step size.
     """
 
     def __init__(self, service: DeploymentService, *, max_degradation: float = 0.01, rounds: int = 6,
                  per_round: int = 4, windows: int = 2, dual_lr: float = 0.5, seed: int = 0,
-                 pipeline: str | None = None) -> None:
+                 pipeline: str | None = None, keys: tuple[str, ...] = RESOURCE_PARAMS) -> None:
         self.service = service
         self.max_degradation = check_range("max_degradation", max_degradation, 1e-6, 0.5)
         self.rounds, self.per_round = check_int("rounds", rounds, 1), check_int("per_round", per_round, 1)
         self.windows = check_int("windows", windows, 1)
         self.dual_lr = check_range("dual_lr", dual_lr, 0.0)
         self.rng = np.random.default_rng([check_int("seed", seed, 0), 0xA0F])
-        self.knobs = resource_knobs(service, pipeline)
+        self.knobs = resource_knobs(service, pipeline, keys)
         self._seen: dict[Point, PerfPoint] = {}
 
     # ------------------------------------------------------------------ evaluation on twins
@@ -155,7 +164,8 @@ class AutoPerf:
                 break
             if i % 2 == 0:
                 values = list(around)
-                for j in self.rng.choice(len(self.knobs), size=self.rng.integers(1, 3), replace=False):
+                for j in self.rng.choice(len(self.knobs), size=self.rng.integers(1, min(2, len(self.knobs)) + 1),
+                                         replace=False):
                     options = self.knobs[j].options
                     at = options.index(values[j])
                     values[j] = options[int(np.clip(at + self.rng.choice((-1, 1)), 0, len(options) - 1))]

@@ -185,7 +185,7 @@ def _swap(pipeline: Pipeline, old: Any, new: Any) -> None:
         if hasattr(old, "route_id"):
             new.route_id = old.route_id
         return
-    slot = next(a for a in ("fusion", "ranker", "scorer", "reranker") if getattr(pipeline, a) is old)
+    slot = next(a for a in ("fusion", "preranker", "ranker", "scorer", "reranker") if getattr(pipeline, a) is old)
     setattr(pipeline, slot, new)
 
 

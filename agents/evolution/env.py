@@ -339,7 +339,7 @@ class EvolutionEnv(WindowEnv):
         base = system.pipelines[index]
         swap = lambda a: self.control if a is target else a  # noqa: E731
         control = Pipeline(f"{base.name}/control", [swap(r) for r in base.recalls], swap(base.fusion), swap(base.ranker),
-                           swap(base.scorer), swap(base.reranker))
+                           swap(base.scorer), swap(base.reranker), None if base.preranker is None else swap(base.preranker))
         names = [p.name for p in system.pipelines]
         router = ABRouter(HashSplit(self.control_share, self._salt), system.router,
                           index, [*names, control.name])

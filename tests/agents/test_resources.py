@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import envs
-from agents.decision.configs import static_baseline
+from agents.decision.configs import build_system, static_baseline, static_baseline_config
 from agents.decision.resources import (
     STAGES,
     ResourceProfile,
@@ -20,6 +20,7 @@ from agents.decision.resources import (
     stage_units,
     window_costs,
 )
+from agents.evolution.autoperf import resource_knobs
 from agents.evolution.deployment import Deployment
 from envs.validation import ConfigError
 
@@ -130,3 +131,40 @@ def test_a_profile_round_trips_through_json_and_a_bad_one_is_refused(service, tm
     assert not any(k.startswith("outer/cost/latency") for k in terms)  # no profile, no latency terms
     with pytest.raises(ConfigError, match="call calibrate_resources"):
         fresh.resource_metrics(fresh.last_log)
+
+
+def _cascade(keep: int | None) -> Deployment:
+    cfg = static_baseline_config()
+    cfg.pipelines[0].prerank_keep = keep
+    return Deployment.start(TINY, build_system(cfg, TINY), world_seed=0, sim_seed=0, concurrency=300, window=600)
+
+
+def test_a_cascade_that_keeps_everything_serves_exactly_what_the_pipeline_alone_serves():
+    torch.set_num_threads(1)
+    plain, cascade = _cascade(None), _cascade(500)  # the fused set holds 500: the pre-ranker passes it all on
+    assert cascade.system.pipelines[0].preranker is not None and "baseline/ranking/prerank" in cascade.agent_names()
+    for _ in range(3):  # learning on: both rankers see the same impressions
+        a, b = plain.serve(), cascade.serve()
+        np.testing.assert_array_equal(a.impressions["item"], b.impressions["item"])
+        np.testing.assert_array_equal(a.requests["clicks"], b.requests["clicks"])
+
+
+def test_a_cascade_passes_keep_candidates_to_the_ranker_and_its_flops_follow(monkeypatch):
+    torch.set_num_threads(1)
+    service = _cascade(50)
+    pipe = service.system.pipelines[0]
+    widths = []
+    act = type(pipe.ranker).act
+    monkeypatch.setattr(pipe.ranker, "act", lambda batch, cands, catalog: widths.append(cands.items.shape[1])
+                        or act(pipe.ranker, batch, cands, catalog))
+    window = service.serve()
+    assert set(widths) == {50} and (window.requests["candidates_scored"] <= 50).all()
+    profile = ResourceProfile({s: StageCost(0.0, 1.0) for s in STAGES}, slate_size=10)
+    expected = 500 * flops_per_candidate(pipe.preranker) + 50 * flops_per_candidate(pipe.ranker)
+    assert window_costs(profile, service.system.pipelines, window)["flops_per_request"] == pytest.approx(expected)
+    assert expected < 500 * flops_per_candidate(pipe.ranker) / 5  # a linear pre-ranker is far cheaper than the MLP
+    assert "keep" in {k.key for k in resource_knobs(service)}  # AutoPerf evolves it
+    with pytest.raises(ConfigError, match=r"`pipelines\[baseline\].prerank_keep` must be one of \[25, 50"):
+        cfg = static_baseline_config()
+        cfg.pipelines[0].prerank_keep = 7
+        cfg.pipelines[0].__post_init__()
