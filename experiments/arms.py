@@ -1468,8 +1468,7 @@ def _proposers(ctx: ArmContext, recorder: ImpressionRecorder, tried: set[str]) -
     opts: SystemOptions = ctx.options
     service = ctx.deployment
     agent = ctx.env.get_wrapper_attr("agent_name")
-    ranker_name = next(n for n in service.agent_names()
-                       if n.startswith(f"{service.system.pipelines[0].name}/") and service.agent(n).role == "ranking")
+    ranker_name = next(n for n in service.agent_names() if service.agent(n) is service.system.pipelines[0].ranker)
     budget = opts.flops_budget if opts.coordinate else None  # the coordinator tells its agents its budget
     autotrain = None
     if "autotrain" in opts.agents:
