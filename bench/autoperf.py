@@ -9,7 +9,11 @@ before and after, AutoPerf's seconds, and, as the roofline, the same twin evalua
 size alone (``grid_cost_reduction``: the best fusion size within the bound; AutoPerf should match or beat it).
 ``coordinator_overhead_s_per_window``: a coordinator (`agents/evolution/coordinator.py`) serving AutoPerf's answer
 as a cost proposal on 30% of the users against the control, minus a plain window of the same deployment (twins,
-interleaved, 4 each: the split system, the per-test bookkeeping and the decision). Last line: one JSON object.
+interleaved, 4 each: the split system, the per-test bookkeeping and the decision). The cascade (``system=cascade``:
+a linear pre-ranker keeping all 500 fused candidates for the MLP ranker, 6 learning windows of 500 requests):
+AutoPerf with ``keep`` as its only knob (4 rounds x 2 configs): ``cascade_keep`` it chose,
+``cascade_flops_reduction`` (1 - the ranker FLOPs per request after / before, exact) and
+``cascade_clicks_degradation`` on its twins. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 
 import torch
 
-from agents.decision.configs import static_baseline
+from agents.decision.configs import build_system, cascade_config, static_baseline
 from agents.evolution.autoperf import AutoPerf
 from agents.evolution.coordinator import Coordinator, Proposal
 from agents.evolution.deployment import Deployment
@@ -65,6 +69,19 @@ def main() -> None:
         coordinator.step()
         step_s.append(time.perf_counter() - t)
     overhead = sum(step_s) / len(step_s) - sum(plain_s) / len(plain_s)
+    # the cascade: AutoPerf moving only the pre-ranker's keep
+    cascade = Deployment.start(cfg, build_system(cascade_config(), cfg), world_seed=0, sim_seed=0, concurrency=100,
+                               window=500)
+    cascade.serve(6)
+    cascade.calibrate_resources()
+    cut = AutoPerf(cascade, max_degradation=BOUND, rounds=4, per_round=2, seed=0, keys=("keep",)).run()
+    (keep,) = cut.best.values
+    flops = []
+    for value in (cut.incumbent.values[0], keep):
+        twin = cascade.fork()
+        twin.deploy_config(cut.knobs[0].agent, {"keep": value})
+        flops.append(twin.score(twin.serve(learn=False))[1]["outer/cost/flops_per_request"])
+    print("cascade", [(p.values, round(p.clicks, 4)) for p in sorted(cut.evaluated, key=lambda p: p.values)])
     print(json.dumps({
         "cost_reduction": round(result.cost_reduction, 4), "clicks_degradation": round(result.clicks_degradation, 5),
         "bound": BOUND, "p99_latency_ms_before": round(result.incumbent.p99_ms, 3),
@@ -75,6 +92,8 @@ def main() -> None:
                                   / max(1 - grid_best.cost / result.incumbent.cost, 1e-9), 3),
         "final_lambda": round(result.trajectory[-1]["lambda"], 4), "coordinator_overhead_s_per_window": round(overhead, 4),
         "plain_window_s": round(sum(plain_s) / len(plain_s), 4),
+        "cascade_keep": keep, "cascade_flops_reduction": round(1 - flops[1] / flops[0], 4),
+        "cascade_clicks_degradation": round(cut.clicks_degradation, 5),
     }))
 
 
