@@ -16,20 +16,28 @@ current primal point and random draws), the primal point becomes the evaluated c
 allowed loss), and the dual step is ``lam <- max(0, lam + dual_lr x g(primal))``. Both trajectories are kept
 (:attr:`AutoPerfResult.trajectory`). The answer is the cheapest evaluated config that met the bound (the incumbent
 when none did); :meth:`AutoPerf.apply` deploys it.
+
+The experimentation policy is a decision space too (:func:`tune_experiments`): the share, duration and level of the
+coordinator's tests, each policy judged on a twin by the expected clicks over a horizon in which it tests a given
+stream of proposals, so the traffic served by worse challengers and the windows before a good change ships both count.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from agents.evolution.coordinator import Coordinator
 from agents.evolution.deployment import DeploymentService
 from envs.validation import ConfigError, check_choice, check_int, check_range
 
-__all__ = ["RESOURCE_PARAMS", "AutoPerf", "AutoPerfResult", "Knob", "PerfPoint", "resource_knobs"]
+__all__ = ["EXPERIMENT_POLICIES", "RESOURCE_PARAMS", "AutoPerf", "AutoPerfResult", "ExperimentPolicy", "Knob", "PerfPoint",
+           "PolicyOutcome", "resource_knobs", "tune_experiments"]
 
 log = logging.getLogger(__name__)
 
@@ -208,3 +216,66 @@ class AutoPerf:
         for agent, values in config.items():
             self.service.deploy_config(agent, values)
         return config
+
+
+# --------------------------------------------------------------------------- the experimentation policy
+@dataclass(frozen=True)
+class ExperimentPolicy:
+    """How the coordinator tests every proposal: the ``share`` of users its challenger serves, for ``windows``
+    windows, decided at level ``alpha``."""
+
+    share: float = 0.2
+    windows: int = 2
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        check_range("share", self.share, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        check_int("windows", self.windows, 1)
+        check_range("alpha", self.alpha, 0.0, 0.5, low_inclusive=False)
+
+
+EXPERIMENT_POLICIES = tuple(ExperimentPolicy(s, w, a) for s in (0.1, 0.25, 0.5) for w in (1, 2, 4)
+                            for a in (0.01, 0.05))  # the default decision space of tune_experiments
+
+
+@dataclass(frozen=True)
+class PolicyOutcome:
+    """What one policy did over the horizon on its twin."""
+
+    policy: ExperimentPolicy
+    clicks: float  # expected clicks per request over every request of the horizon (the tests' traffic included)
+    test_share: float  # of the requests, served by challengers
+    rejected_share: float  # served by challengers that were then rejected: the traffic experimenting cost
+    shipped: tuple[int, ...]  # the proposals (by position) it shipped
+
+
+def tune_experiments(service: DeploymentService, proposals: list[Any], horizon: int,
+                     policies: tuple[ExperimentPolicy, ...] = EXPERIMENT_POLICIES,
+                     **coordinator: Any) -> list[PolicyOutcome]:
+    """The experimentation policy as a decision space: every policy runs the same ``proposals`` (each a
+    :class:`~agents.evolution.coordinator.Proposal`, its share and windows replaced by the policy's) through a
+    coordinator (``coordinator`` its other options, e.g. ``max_degradation``) on its own twin of ``service`` for
+    ``horizon`` windows, learning on; the outcomes, best first by expected clicks per request over all the horizon's
+    traffic: a policy pays for the traffic its tests serve with worse challengers and for shipping good changes late
+    (or never: too little traffic to decide). The answer depends on the proposals: large short tests pay when most
+    are good, small ones when most are bad."""
+    check_int("horizon", horizon, 1)
+    if not proposals or not policies:
+        raise ConfigError(f"`proposals` and `policies` must not be empty (got {len(proposals)} and {len(policies)})")
+    options = dict(coordinator)
+    budget = options.pop("traffic_budget", 0.5)
+    out = []
+    for policy in policies:
+        twin = service.fork()
+        coord = Coordinator(twin, traffic_budget=max(policy.share, budget), alpha=policy.alpha, **options)
+        ids = [coord.submit(dataclasses.replace(p, share=policy.share, windows=policy.windows,
+                                                replace={k: copy.deepcopy(v) for k, v in p.replace.items()}))
+               for p in proposals]
+        logs = [coord.step() for _ in range(horizon)]
+        clicks = float(np.concatenate([lg.requests["clicks_exp"] for lg in logs]).mean())
+        summary = coord.summary()
+        out.append(PolicyOutcome(policy, clicks, summary["coordinator/test_share"], summary["coordinator/rejected_share"],
+                                 tuple(i for i, pid in enumerate(ids) if pid in coord.shipped)))
+        log.info("experiment policy %s: clicks %.4f, test share %.3f, shipped %s", policy, clicks,
+                 summary["coordinator/test_share"], out[-1].shipped)
+    return sorted(out, key=lambda o: -o.clicks)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from agents.decision.configs import build_system, static_baseline, static_baseline_config
-from agents.evolution.autoperf import AutoPerf, resource_knobs
+from agents.evolution.autoperf import AutoPerf, ExperimentPolicy, resource_knobs, tune_experiments
+from agents.evolution.coordinator import Proposal
 from agents.evolution.deployment import Deployment
 from envs.config import WorldConfig, world_size
 from envs.validation import ConfigError
@@ -79,3 +80,30 @@ def test_autoperf_cuts_a_cascades_keep_within_the_bound():
     twin.deploy_config("baseline/ranking/prerank", {"keep": keep})
     after = twin.score(twin.serve(learn=False))[1]["outer/cost/flops_per_request"]
     assert after <= 0.7 * before
+
+
+@pytest.mark.slow
+def test_the_experimentation_policy_that_pays_depends_on_the_proposals():
+    """tune_experiments on a tiny world from a poor re-ranker config (mmr_lambda 0.9), over 5 windows. A good change
+    (mmr_lambda 0.0: +0.1 clicks per request): a large short test ships it after one window and earns the most, a large
+    long one ships it after four, a small one (10% for a window) cannot decide and never ships it. A bad change (fusion
+    100 with mmr_lambda 1.0): nothing ships under any policy and the large long test, serving it to half the users for
+    four windows, earns the least."""
+    torch.set_num_threads(1)
+    cfg = WorldConfig(num_items=1000, num_users=3000, num_topics=8, num_creators=50)
+    service = Deployment.start(cfg, static_baseline(cfg), world_seed=0, sim_seed=0, concurrency=400, window=1000)
+    service.deploy_config("baseline/rerank/mmr", {"mmr_lambda": 0.9})
+    service.serve(2)
+    big_short, small_short, big_long = ExperimentPolicy(0.5, 1), ExperimentPolicy(0.1, 1), ExperimentPolicy(0.5, 4)
+    policies = (big_short, small_short, big_long)
+    good = [Proposal("rerank", {"baseline/rerank/mmr": {"mmr_lambda": 0.0}})]
+    ranked = tune_experiments(service, good, 5, policies)
+    assert [o.policy for o in ranked] == [big_short, big_long, small_short]
+    assert [o.shipped for o in ranked] == [(0,), (0,), ()]
+    assert ranked[0].clicks - ranked[1].clicks > 0.005 and ranked[0].test_share == pytest.approx(0.1, abs=0.02)
+    bad = [Proposal("autoperf", {"baseline/fusion/quota": {"size": 100}, "baseline/rerank/mmr": {"mmr_lambda": 1.0}},
+                    goal="cost")]
+    ranked = tune_experiments(service, bad, 5, policies)
+    assert all(o.shipped == () and o.rejected_share == pytest.approx(o.test_share) for o in ranked)
+    assert ranked[-1].policy == big_long and min(o.clicks for o in ranked[:-1]) - ranked[-1].clicks > 0.002
+    assert service.agent("baseline/rerank/mmr").config["mmr_lambda"] == 0.9  # the twins changed nothing
