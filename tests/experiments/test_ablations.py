@@ -28,7 +28,7 @@ def test_smoke_suite_reports_every_claim_with_a_verdict_and_the_figures(tmp_path
     assert "the SMOKE suite" in report
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["smoke"] and set(summary["ablations"]) == {"C1", "C2", "C3", "C4", "C5", "C6", "C7"}
+    assert summary["smoke"] and set(summary["ablations"]) == {"C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8"}
     for ablation in ABLATIONS:
         key, preset = ablation.key, ablation.preset
         claims = summary["ablations"][key]["claims"]
