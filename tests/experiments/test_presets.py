@@ -49,7 +49,7 @@ def test_system_presets_are_the_python_presets_with_fast_rankers(name):
 
 
 def test_system_presets_have_no_yaml_copy_and_name_the_documented_pythons():
-    assert group_options("system") == sorted(SYSTEM_PRESETS) == ["lean", "linear_baseline", "segment_routed",
+    assert group_options("system") == sorted(SYSTEM_PRESETS) == ["cascade", "lean", "linear_baseline", "segment_routed",
                                                                  "static_baseline"]
     assert not list((CONF / "system").glob("*.yaml")), "a YAML system preset would be a second definition"
     routed, single = segment_routed_config(fast=True), static_baseline_config(fast=True)
@@ -57,6 +57,10 @@ def test_system_presets_have_no_yaml_copy_and_name_the_documented_pythons():
     linear = SYSTEM_PRESETS["linear_baseline"](fast=True)
     assert linear.pipelines[0].ranker.arch == "linear" and dataclasses.replace(
         linear.pipelines[0], ranker=single.pipelines[0].ranker) == single.pipelines[0]
+    # the cascade is the static baseline behind a pre-ranker that keeps everything
+    cascade = SYSTEM_PRESETS["cascade"](fast=True)
+    assert cascade.pipelines[0].prerank_keep == 500 and dataclasses.replace(
+        cascade.pipelines[0], prerank_keep=None) == single.pipelines[0]
     # ablation C1's arms differ by the specialist only: the same (fast) baseline pipeline serves everyone else
     assert routed.pipelines[0] == single.pipelines[0] and routed.routing == {"new": "cold_start"}
     # the specialist trains on the same schedule per window (epochs, minimum steps, memory), with its own lr and batch
