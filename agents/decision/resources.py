@@ -62,15 +62,13 @@ def stage_units(pipeline: Pipeline, batch_size: int, slate_size: int) -> dict[st
     """The work of one batch of ``batch_size`` requests in each stage, in the units of the module docstring."""
     b = float(check_int("batch_size", batch_size, 0))
     size = float(pipeline.fusion.config["size"])
-    ranking = size * flops_per_candidate(pipeline.ranker)
     pre = getattr(pipeline, "preranker", None)  # (pipeline-like objects without a cascade need not have one)
-    if pre is not None:  # a cascade: the pre-ranker scores the fused set, the ranker only what it keeps
-        kept = min(float(pre.config["keep"]), size)
-        ranking = size * flops_per_candidate(pre) + kept * flops_per_candidate(pipeline.ranker) if kept < size else ranking
-        size = kept
-    pool = min(float(pipeline.reranker.config.get("mmr_pool", size)), size)
-    return {"recall": b * len(pipeline.recalls), "fusion": b * float(pipeline.fusion.config["size"]),
-            "ranking": b * ranking, "rerank": b * pool * slate_size}
+    kept = size if pre is None else min(float(pre.config["keep"]), size)
+    # a cascade that keeps fewer than the fused set: the pre-ranker scores them all, the ranker only what it keeps
+    ranking = kept * flops_per_candidate(pipeline.ranker) + (size * flops_per_candidate(pre) if kept < size else 0.0)
+    pool = min(float(pipeline.reranker.config.get("mmr_pool", kept)), kept)
+    return {"recall": b * len(pipeline.recalls), "fusion": b * size, "ranking": b * ranking,
+            "rerank": b * pool * slate_size}
 
 
 @dataclass(frozen=True)

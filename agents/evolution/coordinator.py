@@ -51,6 +51,7 @@ interaction is all - none - sum of the contributions.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import logging
@@ -285,7 +286,6 @@ class Coordinator:
         self.rejected_requests = 0  # served by a challenger that was then rejected (what experimenting cost)
         self.coordinate = bool(coordinate)  # False: the uncoordinated baseline of the module docstring
         self.spent = 0.0  # the relative clicks loss of the shipped cost changes, summed (the global bound's budget used)
-        self.last_test_share = 0.0  # of the last window's requests, the share a challenger served
         self._clones: dict[tuple[str, frozenset[int]], Any] = {}  # uncoordinated: changed agents per combination
 
     # ------------------------------------------------------------------ proposals
@@ -358,22 +358,14 @@ class Coordinator:
         if len(touched) != len(set(touched)):
             self.overlaps += 1
         split, arms = (self._disjoint if self.coordinate else self._layered)(running, tests)
-        if tests:
-            with self.service.serving(split):
-                window = self.service.serve()
-                if on_log is not None:
-                    on_log(window)
-        else:
+        with self.service.serving(split) if tests else contextlib.nullcontext():
             window = self.service.serve()
             if on_log is not None:
                 on_log(window)
         self.window += 1
-        n = len(window.requests["request"])
-        self.requests += n
+        self.requests += len(window.requests["request"])
         pipes = window.requests["pipeline"]
-        challengers = np.isin(pipes, sorted({i for _, arm in arms for i in arm}))
-        self.last_test_share = float(challengers.mean()) if n else 0.0
-        self.test_requests += int(challengers.sum())
+        self.test_requests += int(np.isin(pipes, sorted({i for _, arm in arms for i in arm})).sum())
         for t, (control, arm) in zip(tests, arms):
             t.designer.observe(window, metric="clicks_exp", guardrail="violations", arms=(control, arm))
             mine = np.isin(pipes, arm)
