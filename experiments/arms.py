@@ -1265,7 +1265,7 @@ def screen_ranker(ctx: ArmContext, kind: str, autotrain: AutoTrain | None, tried
     first pipeline, screened offline on everything ``recorder`` holds (the last window held out) and, when its AUC gain
     exceeds ``min_gain``, trained as a deployable ranker on all of it with the running ranker's own budget (its
     gradient steps so far, capped); ``None`` when nothing beats the incumbent or fewer than 2 windows are recorded.
-    With ``max_flops``, candidates whose ranker would cost more FLOPs per request at the running fusion size are not
+    With ``max_flops``, candidates whose ranker would cost the running pipeline more ranking FLOPs per request are not
     considered (a budget the agent was told). The winner's label joins ``tried``."""
     opts: AutoModelOptions = ctx.options
     service = ctx.deployment
@@ -1276,10 +1276,9 @@ def screen_ranker(ctx: ArmContext, kind: str, autotrain: AutoTrain | None, tried
     features, design = _features_of(running), _design_of(running)
     recipe = TrainRecipe(updates=opts.updates)
     best: tuple[float, str, FeatureSet, ModelDesign, dict[str, float]] | None = None
-    size = service.system.pipelines[0].fusion.config["size"]
 
     def affordable(f: FeatureSet, d: ModelDesign) -> bool:
-        return max_flops is None or ranker_flops(service, f, d) * size <= max_flops
+        return max_flops is None or ranker_flops(service, f, d) <= max_flops
 
     if kind == "feature":
         af = AutoFeature(features, design, recipe, seed=ctx.agent_seed, min_gain=opts.min_gain)

@@ -38,7 +38,7 @@ from agents.decision.features import (
 )
 from agents.decision.models import ModelDesign
 from agents.decision.ranking import FeatureRanker
-from agents.decision.resources import flops_per_candidate
+from agents.decision.resources import stage_units
 from agents.decision.system import input_dims
 from agents.evolution.deployment import DeploymentService
 from agents.evolution.offline import (
@@ -77,14 +77,16 @@ def deployable_ranker(service: DeploymentService, features: FeatureSet, design: 
     return ranker
 
 
-def ranker_flops(service: DeploymentService, features: FeatureSet, design: ModelDesign, pipeline: int = 0) -> int:
-    """The FLOPs per candidate of a ranker of ``design`` over ``features`` for ``service``'s running ``pipeline``
-    (:func:`~agents.decision.resources.flops_per_candidate` of an untrained one: what it would cost, before any
-    training)."""
-    running = service.system.pipelines[pipeline].ranker
-    ranker = FeatureRanker(features, input_dims(service.world_cfg), running.num_segments, running.num_routes,
-                           arch=design.arch, hidden=design.hidden, config=dict(running.config), design=design)
-    return flops_per_candidate(ranker)
+def ranker_flops(service: DeploymentService, features: FeatureSet, design: ModelDesign, pipeline: int = 0) -> float:
+    """The ranking FLOPs per request ``service``'s running ``pipeline`` would cost with a ranker of ``design`` over
+    ``features`` in its ranker's place (:func:`~agents.decision.resources.stage_units` of an untrained one, so a
+    cascade's pre-ranker and ``keep`` count as they will: what the resource model will report once it serves)."""
+    running = service.system.pipelines[pipeline]
+    twin = copy.copy(running)
+    twin.ranker = FeatureRanker(features, input_dims(service.world_cfg), running.ranker.num_segments,
+                                running.ranker.num_routes, arch=design.arch, hidden=design.hidden,
+                                config=dict(running.ranker.config), design=design)
+    return stage_units(twin, 1, 1)["ranking"]
 
 
 @dataclass
