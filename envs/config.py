@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from envs.calibration import DATA_SIZES, DATA_SOURCES
 from envs.validation import (
     ConfigError,
     check_choice,
@@ -260,6 +261,9 @@ class WorldConfig:
     # starts are weighted by each segment's inverse session length, measured in the run and updated daily)
     mix_of: str = "sessions"
     shifts: list[ShiftConfig] = field(default_factory=list)
+    # a data set that grounds the world (envs.calibration: "ml100k" takes the items, their embeddings, popularity
+    # ranks, quality and ages, and the initial users' interests, activity and segments from MovieLens-100K); "" none
+    data: str = ""
 
     def __post_init__(self) -> None:
         # accept plain mappings (from YAML / Hydra / kwargs) for the nested parts
@@ -290,6 +294,11 @@ class WorldConfig:
         # examination log-weight -position_decay * log(1 + k) in float32: at 50 only the first position is seen
         check_range("position_decay", self.position_decay, 0.0, MAX_UTILITY_WEIGHT)
         check_int("graduate_after", self.graduate_after, 0, MAX_DAYS)
+        check_choice("data", self.data, list(DATA_SOURCES))
+        for key, size in DATA_SIZES.get(self.data, {}).items():
+            if getattr(self, key) != size:
+                raise ConfigError(f"`{key}` must be {size} for a world grounded in data={self.data!r}, the data set's "
+                                  f"size (got {getattr(self, key)}); use `world={self.data}` or set it to {size}")
         if not self.segments:
             raise ConfigError("`segments` must define at least one segment (got none)")
         for name, seg in self.segments.items():

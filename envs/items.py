@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from envs.calibration import Grounding
 from envs.config import ItemConfig
 
 __all__ = ["Catalog", "FEATURE_BOUND", "HEAD", "ITEM_FEATURES", "TAIL", "TORSO", "unit_rows"]
@@ -105,6 +106,17 @@ class Catalog:
         """
         a = self.cfg.zipf_exponent
         return (a * (1.0 - np.log(rank) / np.log(max(self.num_items, 2)))).astype(np.float32)
+
+    def ground(self, found: Grounding) -> None:
+        """Take a data set's items (:class:`envs.calibration.Grounding`): topic centres, topics, embeddings, quality,
+        the popularity prior from their rank, and their age (born that many days before time 0)."""
+        self.topic_centers[:] = found.topic_centers  # in place: the population holds this array
+        self.topic[:] = found.item_topic
+        self.embedding[:] = found.item_embedding
+        self.quality[:] = found.item_quality
+        self.log_popularity[:] = self._log_pop(found.item_rank)
+        self.birth[:] = -found.item_age_days
+        self.refresh_features(now=0.0)
 
     # ------------------------------------------------------------------ time
     def age(self, now: float) -> np.ndarray:

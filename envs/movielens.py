@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from envs.validation import ConfigError
 
@@ -83,6 +82,8 @@ class MovieLens:
 
 def load_ml100k(folder: Path | None = None) -> MovieLens:
     """MovieLens-100K from :func:`data_dir` (or ``folder``, a directory with the recbole-format files)."""
+    import pandas as pd  # only here: importing envs (and its config, which knows the data sets) stays light
+
     folder = data_dir() if folder is None else Path(folder)
     inter = pd.read_csv(folder / f"{DATASET}.inter", sep="\t")
     items = pd.read_csv(folder / f"{DATASET}.item", sep="\t", dtype=str, keep_default_na=False)

@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 
+from envs.calibration import Grounding, activity_segments
 from envs.config import SegmentConfig, WorldConfig
 from envs.items import unit_rows
 from envs.streams import KeyedDraws, Streams
@@ -79,18 +80,29 @@ class Population:
         self._create(np.arange(n), rng.choice(len(self.table), size=n, p=mix), rng)
 
     # ------------------------------------------------------------------ creation
-    def _create(self, slots: np.ndarray, segment: np.ndarray, rng: np.random.Generator | KeyedDraws) -> None:
+    def ground(self, found: Grounding, rng: np.random.Generator) -> None:
+        """The initial users become a data set's users (:class:`envs.calibration.Grounding`): their interests, their
+        number of ratings as history, and segments by activity (:func:`envs.calibration.activity_segments`)."""
+        segment = activity_segments(found.user_activity, len(self.table))
+        self._create(np.arange(self.num_users), segment, rng, interest=found.user_interest,
+                     history=found.user_activity.astype(np.int32))
+
+    def _create(self, slots: np.ndarray, segment: np.ndarray, rng: np.random.Generator | KeyedDraws,
+                interest: np.ndarray | None = None, history: np.ndarray | None = None) -> None:
+        """New users in ``slots``: interests drawn around the segment's topic mix and a Poisson history, unless given."""
         k = len(slots)
         if k == 0:
             return
-        t = self.topic_centers.shape[0]
-        alpha = self.table.interest_concentration[segment]
-        # Dirichlet per user with a per-segment concentration: normalised Gamma draws
-        w = rng.gamma(np.repeat(alpha[:, None], t, axis=1))
-        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
-        noise = 0.2 * rng.standard_normal((k, self.topic_centers.shape[1])).astype(np.float32)
-        interest = unit_rows(w.astype(np.float32) @ self.topic_centers + noise)
-        history = rng.poisson(self.table.history_mean[segment]).astype(np.int32)
+        if interest is None:
+            t = self.topic_centers.shape[0]
+            alpha = self.table.interest_concentration[segment]
+            # Dirichlet per user with a per-segment concentration: normalised Gamma draws
+            w = rng.gamma(np.repeat(alpha[:, None], t, axis=1))
+            w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+            noise = 0.2 * rng.standard_normal((k, self.topic_centers.shape[1])).astype(np.float32)
+            interest = unit_rows(w.astype(np.float32) @ self.topic_centers + noise)
+        if history is None:
+            history = rng.poisson(self.table.history_mean[segment]).astype(np.int32)
         # the observable profile is a noisy estimate of the interest that sharpens with history
         conf = (history / (history + 5.0)).astype(np.float32)[:, None]
         est = unit_rows(interest + rng.standard_normal(interest.shape).astype(np.float32) / np.sqrt(history + 1.0)[:, None])

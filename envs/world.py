@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from envs.calibration import grounding
 from envs.choice import MultinomialLogitChoice
 from envs.config import WorldConfig
 from envs.items import Catalog, unit_rows
@@ -105,7 +106,12 @@ class World:
         self.catalog = Catalog(
             c.items, c.num_items, c.num_topics, c.embedding_dim, c.num_creators, np.random.default_rng(items_ss)
         )
-        self.users = Population(c, self.catalog.topic_centers, np.random.default_rng(users_ss))
+        users_rng = np.random.default_rng(users_ss)
+        self.users = Population(c, self.catalog.topic_centers, users_rng)
+        if c.data:  # a data set's items and users replace the generated ones (envs.calibration)
+            found = grounding(c.data, c.embedding_dim)
+            self.catalog.ground(found)
+            self.users.ground(found, users_rng)
         # every draw about a user or a request: synchronised streams keyed by the traffic seed (``envs.streams``)
         self.streams = Streams(traffic_ss if traffic_seed is None else np.random.SeedSequence(int(traffic_seed)))
         self._arrivals = 0  # arrivals so far (keys the next arrival's segment)

@@ -18,6 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 import experiments.arms  # noqa: F401  (registers the arms the controller options are checked against)
 from agents.decision.configs import SYSTEM_PRESETS, lean_config, segment_routed_config, static_baseline_config
+from envs.calibration import DATA_SIZES
 from envs.config import WORLD_SIZES
 from experiments.config import EvolutionSettings, ExperimentConfig, LoggerConfig, load_config
 from experiments.registry import ARMS
@@ -26,6 +27,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 SIZE_KEYS = sorted({k for sizes in WORLD_SIZES.values() for k in sizes})
 # The world options and the size each documents (its YAML comment); the sizes themselves live in WORLD_SIZES.
 WORLD_OPTIONS = {"small": "tiny", "shifting": "tiny", "shifting_long": "tiny", "recurring": "tiny", "medium": "small"}
+DATA_WORLDS = {"ml100k": "ml100k"}  # world option -> the data set that grounds it (its sizes: envs.calibration.DATA_SIZES)
 GROUP_FILES = sorted(p for p in CONF.rglob("*.yaml") if p.relative_to(CONF).parts[0] != "hydra")
 
 
@@ -79,8 +81,21 @@ def test_world_presets_take_their_sizes_from_world_sizes(option, size):
     assert not set(text) & set(SIZE_KEYS), f"world/{option}.yaml repeats a size of WORLD_SIZES[{size!r}]"
 
 
+@pytest.mark.parametrize("option,data", sorted(DATA_WORLDS.items()))
+def test_data_worlds_take_their_sizes_from_the_data(option, data):
+    world = load_config(compose_config(f"world={option}")).world
+    assert world.data == data and {k: getattr(world, k) for k in DATA_SIZES[data]} == DATA_SIZES[data]
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_preset_validates_on_the_grounded_world(preset):
+    """`world=ml100k` replaces any preset's world; the whole config validates (segment names, shifts, sizes)."""
+    cfg = load_config(compose_config(f"experiment={preset}", "world=ml100k"))
+    assert cfg.world.data == "ml100k" and cfg.world.num_items == 1682
+
+
 def test_every_world_option_is_documented_here():
-    assert sorted(o for o in group_options("world")) == sorted(WORLD_OPTIONS)
+    assert sorted(o for o in group_options("world")) == sorted({**WORLD_OPTIONS, **DATA_WORLDS})
     assert group_options("world/size") == sorted(WORLD_SIZES)
 
 
