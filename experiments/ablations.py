@@ -10,6 +10,10 @@ the figures (curves with CI bands per arm, shifts marked), with the runtime of e
 keeps the runs (``runs/``), that ablation's own ``report.md``, its figures and the multirun's log;
 ``<out>/summary.json`` has every claim's numbers and verdicts (:func:`suite_summary`) and the timings.
 
+C9 (off-policy evaluation) is not a multirun of the experiment app: it runs ``python -m experiments.ope --suite``
+(100 seeds; ``--smoke``: 2), which writes one run folder per (estimator, seed) in the same layout, so its claims
+(``experiments.ope.C9_CLAIMS``) are judged by the same report; world overrides do not apply to it.
+
 ``--smoke`` runs a reduced suite (2 seeds, 3 + 1 windows of 100 requests, 50 sessions, rankers without minimum
 updates; the five multiruns at once, one job each: about two minutes on 2 cores) that checks the machinery end to
 end; its claims are evaluated over every window (``from_step`` and ``from_day`` dropped), so its verdicts say
@@ -72,6 +76,9 @@ class Ablation:
     preset: str
     title: str
     question: str
+    # what runs it: the experiment app's multirun of ``conf/experiment/<preset>.yaml``, or the OPE benchmark
+    # (``experiments.ope --suite``: C9's estimators are its "arms" and its claims are ``experiments.ope.C9_CLAIMS``)
+    module: str = "experiments.run"
 
 
 ABLATIONS: tuple[Ablation, ...] = (
@@ -99,6 +106,10 @@ ABLATIONS: tuple[Ablation, ...] = (
              "Do AutoTrain, AutoPerf and re-rank evolution running at once under a coordinator (serialised tests within "
              "a traffic budget, global degradation and FLOPs bounds) end with a better engagement/cost trade-off than "
              "the same agents shipping on their own, and beat the static system?"),
+    Ablation("C9", "c9_ope", "Off-policy evaluation",
+             "Which off-policy estimator (IPS, SNIPS, DM, DR, the position-based slate estimator) comes closest to a "
+             "slate policy's true value, measured on twins, at small and large logs, and across a shift?",
+             module="experiments.ope"),
 )
 # the reduced suite: 2 seeds, 3 windows of 100 requests (and 1 exploit window), 50 concurrent sessions, the main
 # ranker without a minimum of gradient steps per window
@@ -106,6 +117,9 @@ SMOKE_OVERRIDES = ("seed=0,1", "evolution.windows=3", "evolution.exploit=1", "ev
                    "evolution.concurrency=50", "system.pipelines.0.ranker.params.min_updates=0",
                    "evolution.leaders=2", "evolution.retest=2")  # a re-test (select=retest) fits in 3 windows
 QUIET = ("logger=csv", "logger.plots=false", "logger.progress=false")
+OPE_SMOKE = ("--quick", "--seeds", "2")  # C9's reduced benchmark: 2 seeds, logs of 300 and 1,200 requests
+# C9's seeds: squared errors are heavy-tailed (20 seeds gave MDE80 2-4x its min_effects); 100 seeds take ~5 minutes
+OPE_SEEDS = 100
 
 
 @dataclass
@@ -142,8 +156,16 @@ def _launch(ablation: Ablation, out: Path, smoke: bool, jobs: int, extra: Sequen
     """Start ``python -m experiments.run -m experiment=<preset>`` writing its log to ``<out>/<preset>/multirun.log``."""
     base = out / ablation.preset
     base.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "experiments.run", "-m", f"experiment={ablation.preset}", f"hydra.sweep.dir={base / 'runs'}",
-           f"hydra.launcher.n_jobs={jobs}", *QUIET, *(SMOKE_OVERRIDES if smoke else ()), *extra]
+    if ablation.module == "experiments.ope":  # one process; world overrides are the experiment app's, not its own
+        if extra:
+            log.info("%s runs the OPE benchmark on its own worlds: the overrides %s do not apply to it", ablation.key,
+                     " ".join(extra))
+        cmd = [sys.executable, "-m", "experiments.ope", "--suite", "--out", str(base),
+               *(OPE_SMOKE if smoke else ("--seeds", str(OPE_SEEDS)))]
+    else:
+        cmd = [sys.executable, "-m", "experiments.run", "-m", f"experiment={ablation.preset}",
+               f"hydra.sweep.dir={base / 'runs'}", f"hydra.launcher.n_jobs={jobs}", *QUIET,
+               *(SMOKE_OVERRIDES if smoke else ()), *extra]
     env = {**os.environ, "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg"), "WANDB_MODE": "disabled"}
     log.info("%s: %s", ablation.key, " ".join(cmd[1:]))
     logfile = open(base / "multirun.log", "w")  # noqa: SIM115  (closed in _wait)
@@ -178,11 +200,14 @@ def evaluate_ablation(ablation: Ablation, out: Path, smoke: bool = False) -> Abl
     if smoke:
         claims = _smoke_claims(claims)
     results = [evaluate_claim(frame, c) for c in claims]
-    figures = make_figures(frame, load_shifts(runs), claim_metrics=[c.metric for c in claims])
-    curves = load_curves(runs)
-    if not curves.empty:  # arms that trained before the run (PPO on simulated runs): their training curves
-        figures["pretrain"] = curves_figure(curves)
-    paths = save_figures(figures, base / "figures")
+    if ablation.module == "experiments.ope":  # no windows over time: the benchmark's own figure (RMSE vs log size)
+        paths = {"ope_rmse": base / "ope_rmse.png"}
+    else:
+        figures = make_figures(frame, load_shifts(runs), claim_metrics=[c.metric for c in claims])
+        curves = load_curves(runs)
+        if not curves.empty:  # arms that trained before the run (PPO on simulated runs): their training curves
+            figures["pretrain"] = curves_figure(curves)
+        paths = save_figures(figures, base / "figures")
     title = f"{ablation.key} {ablation.title.lower()} (`experiment={ablation.preset}`)"
     report = base / "report.md"
     gates, warmups = load_gates(runs), load_warmups(runs)

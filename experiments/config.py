@@ -59,7 +59,7 @@ CLAIM_STAGES = ("all", "evolution", "exploit")  # which windows: all, those of t
 WANDB_MODES = ("offline", "online", "disabled")
 REPLICATE_SUFFIX = "_r"  # an A/A replicate's arm label: <arm>_r<n>
 CONSTRAINT_HANDLERS = ("lagrangian", "weighted")
-FREE_PREFIXES = ("config/", "regime/", "constraint/", "segment/")  # data-dependent metric names
+FREE_PREFIXES = ("config/", "regime/", "constraint/", "segment/", "ope/")  # data-dependent metric names
 
 SELECTIONS = ("best_window", "retest")  # evolution.select: how a searching arm picks the config it exploits
 TWIN_PHASES = ("off", "exploit", "all")  # evolution.twins: which windows also get their counterfactual gain on twins

@@ -10,6 +10,10 @@ reward is ``r_i``; a reward model gives ``q(x_i, a)`` for every action. With the
 * :func:`dm` (direct method): ``mean_i sum_a pi(a | x_i) q(x_i, a)`` - no weights, biased as much as ``q`` is wrong;
 * :func:`dr` (doubly robust): ``dm + mean_i w_i (r_i - q(x_i, a_i))`` - unbiased when either the propensities or
   ``q`` are right;
+* :func:`slate_dm` and :func:`slate_dr`: DM and DR for slates whose reward is a sum over positions, with a reward
+  model per position and action ``q(x_i, a, k)`` and the target's per-position marginals ``pi(a at k | x_i)``:
+  ``dm = mean_i sum_k sum_a pi(a at k | x_i) q(x_i, a, k)`` and ``dr = dm + mean_i w_i (r_i - sum_k q(x_i, a_ik, k))``
+  with ``w_i`` the whole slate's weight (as IPS's);
 * :func:`slate_pbm` (the independent-item / position-based slate estimator, Li et al. 2018): for slates of ``K``
   positions with a reward per position, ``mean_i sum_k w_ik r_ik`` with ``w_ik`` the ratio of the target's and the
   logging policy's *marginal* probabilities of putting item ``a_ik`` at position ``k`` - unbiased when a position's
@@ -28,7 +32,7 @@ import numpy as np
 
 from envs.validation import ConfigError
 
-__all__ = ["ESTIMATORS", "Estimate", "dm", "dr", "ips", "slate_pbm", "snips"]
+__all__ = ["ESTIMATORS", "Estimate", "dm", "dr", "ips", "slate_dm", "slate_dr", "slate_pbm", "snips"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,37 @@ def dr(reward: np.ndarray, action: np.ndarray, pscore: np.ndarray, q_all: np.nda
                           f"entries in [{idx.min()}, {idx.max()}] for {np.shape(q_all)})")
     w = np.asarray(target_dist, np.float64)[rows, idx] / a["pscore"]
     return _mean("dr", base + w * (a["reward"] - np.asarray(q_all, np.float64)[rows, idx]))
+
+
+def _slate_dm_terms(q_k: np.ndarray, target_k: np.ndarray) -> np.ndarray:
+    q, t = np.asarray(q_k, np.float64), np.asarray(target_k, np.float64)
+    if q.shape != t.shape or q.ndim != 3:
+        raise ConfigError(f"`q_k` and `target_k` must both be (rounds, positions, actions) (got {q.shape} and {t.shape})")
+    n, k, a = q.shape
+    return _dm_terms(q.reshape(n * k, a), t.reshape(n * k, a)).reshape(n, k).sum(axis=1)
+
+
+def slate_dm(q_k: np.ndarray, target_k: np.ndarray) -> Estimate:
+    """``q_k`` (n, K, A): the reward model's value of every action at every position; ``target_k`` (n, K, A): the
+    target's marginal probabilities of each action at each position (a distribution over actions per position)."""
+    return _mean("dm", _slate_dm_terms(q_k, target_k))
+
+
+def slate_dr(reward: np.ndarray, slate: np.ndarray, pscore: np.ndarray, target_prob: np.ndarray, q_k: np.ndarray,
+             target_k: np.ndarray) -> Estimate:
+    """``reward`` (n,): the logged slate's total reward; ``slate`` (n, K): its action per position (indices into the
+    last axis of ``q_k``); ``pscore``, ``target_prob`` (n,): the logging and target policies' probabilities of the
+    whole logged slate; ``q_k``, ``target_k`` as in :func:`slate_dm`."""
+    base = _slate_dm_terms(q_k, target_k)
+    a = _arrays(reward=reward, pscore=pscore, target_prob=target_prob, base=base)
+    idx = np.asarray(slate, np.int64)
+    q = np.asarray(q_k, np.float64)
+    if idx.shape != q.shape[:2] or idx.min() < 0 or idx.max() >= q.shape[2]:
+        raise ConfigError(f"`slate` must be (rounds, positions) indices into `q_k`'s actions (got {idx.shape} in "
+                          f"[{idx.min()}, {idx.max()}] for q_k {q.shape})")
+    q_logged = np.take_along_axis(q, idx[..., None], axis=2)[..., 0].sum(axis=1)
+    w = a["target_prob"] / a["pscore"]
+    return _mean("dr", base + w * (a["reward"] - q_logged))
 
 
 def slate_pbm(reward_k: np.ndarray, pscore_k: np.ndarray, target_k: np.ndarray) -> Estimate:

@@ -122,6 +122,8 @@ HEAVY_FIRST = (
     "tests/agents/evolution/test_llm.py",
     "tests/experiments/test_run.py",
     "tests/experiments/test_cli_errors.py",
+    "tests/experiments/test_calibrate.py",  # fit -> simulate -> refit: ~50 s
+    "tests/experiments/test_ope_benchmark.py",
 )
 
 

@@ -28,8 +28,15 @@ def test_smoke_suite_reports_every_claim_with_a_verdict_and_the_figures(tmp_path
     assert "the SMOKE suite" in report
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["smoke"] and set(summary["ablations"]) == {"C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8"}
+    assert summary["smoke"] and set(summary["ablations"]) == {"C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"}
+    ope = next(a for a in ABLATIONS if a.module == "experiments.ope")  # C9: the OPE benchmark's estimators as arms
+    claims = summary["ablations"][ope.key]["claims"]
+    assert len(claims) == 5 and all(r["verdict"] in VERDICTS and r["n"] == 2 for r in claims.values())
+    assert f"## {ope.key}: {ope.title}" in report and f"![ope_rmse]({ope.preset}/ope_rmse.png)" in report
+    assert summary["ablations"][ope.key]["runs"] == 10  # 5 estimators x 2 seeds
     for ablation in ABLATIONS:
+        if ablation.module != "experiments.run":
+            continue
         key, preset = ablation.key, ablation.preset
         claims = summary["ablations"][key]["claims"]
         assert claims and all(name.startswith(f"{key}-") for name in claims)
@@ -80,8 +87,8 @@ def test_smoke_suite_reports_every_claim_with_a_verdict_and_the_figures(tmp_path
 
 
 def test_only_rejects_an_unknown_ablation(tmp_path):
-    with pytest.raises(ValueError, match=r"`--only` must name ablations among \[.*'C1'.*\] \(got \['C9'\]\)"):
-        main(["--only", "C9", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"`--only` must name ablations among \[.*'C1'.*\] \(got \['C99'\]\)"):
+        main(["--only", "C99", "--out", str(tmp_path)])
 
 
 def test_suite_table_and_summary_adjust_over_the_whole_suite(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from envs.validation import ConfigError
-from rewards.ope import dm, dr, ips, slate_pbm, snips
+from rewards.ope import dm, dr, ips, slate_dm, slate_dr, slate_pbm, snips
 
 # 4 logged rounds, 2 actions. Logged actions 0, 1, 0, 0 with rewards 1, 0, 1, 0.
 REWARD = np.array([1.0, 0.0, 1.0, 0.0])
@@ -112,3 +112,21 @@ def test_the_position_based_slate_estimator_is_unbiased_on_an_additive_slate_wor
         reward = (rng.random((ROUNDS, k)) < p[items, np.arange(k)]).astype(float)
         values.append(slate_pbm(reward, logging[np.arange(k), items], target[np.arange(k), items]).value)
     assert abs(np.mean(values) - truth) < 4 * np.std(values, ddof=1) / np.sqrt(RUNS)
+
+
+def test_the_slate_model_estimators_on_a_worked_example():
+    # 2 rounds, 2 positions, 2 actions. q_k[i, k, a]: the modelled reward of action a at position k.
+    q_k = np.array([[[0.5, 0.1], [0.2, 0.4]], [[0.3, 0.3], [0.1, 0.0]]])
+    # the target shows action 0 then 1 in round 0, and splits 50/50 at each position in round 1
+    target_k = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.5, 0.5], [0.5, 0.5]]])
+    # DM per round: 0.5 + 0.4 = 0.9; 0.3 + 0.05 = 0.35; mean 0.625
+    assert slate_dm(q_k, target_k).value == pytest.approx(0.625)
+    # logged slates (1, 0) and (0, 1), rewards 1 and 0, slate weights 0.5 / 0.25 = 2 and 0.25 / 0.5 = 0.5;
+    # q of the logged slates: 0.1 + 0.2 = 0.3 and 0.3 + 0.0 = 0.3; DR = mean(0.9 + 2 x 0.7, 0.35 + 0.5 x -0.3) = 1.25
+    slate, reward = np.array([[1, 0], [0, 1]]), np.array([1.0, 0.0])
+    est = slate_dr(reward, slate, np.array([0.25, 0.5]), np.array([0.5, 0.25]), q_k, target_k)
+    assert est.value == pytest.approx(1.25) and est.name == "dr"
+    with pytest.raises(ConfigError, match=r"`q_k` and `target_k` must both be \(rounds, positions, actions\)"):
+        slate_dm(q_k[0], target_k[0])
+    with pytest.raises(ConfigError, match="`target_dist` must hold a probability distribution"):
+        slate_dm(q_k, target_k * 2)
