@@ -66,6 +66,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/autotrain.py
 	$(BIN)/python bench/resources.py
 	$(BIN)/python bench/autoperf.py
+	$(BIN)/python bench/ope.py
 
 # refresh the exact pins from the current venv (after changing setup.cfg deliberately)
 lock:
