@@ -25,10 +25,11 @@ mean history (ratings per user) and, for the generated users who replace churned
 (a Dirichlet's precision fitted by moments to its users' genre shares). :func:`fit` recovers parameters it planted
 itself (fit, simulate, refit: ``tests/experiments/test_calibrate.py``).
 
-**The held-out check** (:func:`recommender_check`): recommenders (random, popularity, item-kNN, two matrix
-factorisations, user-kNN) trained on the data's first 80% of ratings (in time) and scored on the rest (recall@10
-of the held-out movies) are ranked; the same recommenders trained on the simulator's log serve users inside the
-calibrated world (clicks per request); the report gives the rank correlation of the two orders.
+**The held-out check** (:func:`recommender_check`): recommenders (random, popularity, item-kNN, user-kNN, two
+matrix factorisations and the project's own ranker, :func:`ranker_scores`) trained on 80% of the data's ratings
+(each user's first 80%, or the first 80% in time) and scored on the rest (recall@10 of the held-out movies) are
+ranked; the same recommenders trained on the simulator's log serve users inside the calibrated world (clicks per
+request); the report gives the rank correlation of the two orders.
 """
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from envs.calibration import activity_segments, grounding
+from agents.decision.ranking import TorchRanker
+from agents.evolution.offline import TrainRecipe
+from envs.calibration import activity_segments, ground, grounding
 from envs.config import WorldConfig
 from envs.items import HEAD, TAIL, TORSO
 from envs.movielens import load_ml100k
@@ -411,8 +415,70 @@ def fit(targets: dict[str, float], base: dict[str, object] | None = None, seed: 
 
 
 # ---------------------------------------------------------------------------------------------------- held-out check
-RECOMMENDERS = ("random", "popularity", "item_knn", "user_knn", "mf_8", "mf_64")
+RECOMMENDERS = ("random", "popularity", "item_knn", "user_knn", "mf_8", "mf_64", "ranker")
 NEIGHBOURS = 50  # the kNN recommenders' neighbourhood
+RANKER_NEGATIVES = 4  # the ranker's sampled non-consumed items per consumption (ratings have no impressions)
+RANKER_UPDATES = 1500  # its gradient steps
+AGE_SCALE_DAYS = 3650.0  # freshness exp(-age / 10 years), as the preset's lifetimes
+
+
+@dataclass(frozen=True)
+class Training:
+    """What a recommender learns from: the binary consumption matrix ``x`` (U, I) of the training events, and, for
+    the project's ranker, item side information derived from those same events only (never from held-out ones):
+    spectral embeddings (:func:`envs.calibration.ground` on the training events), shrunk mean rating, the popularity
+    rank's log feature and freshness from the release age."""
+
+    x: np.ndarray
+    item_embedding: np.ndarray  # (I, D)
+    item_features: np.ndarray  # (I, D + 3)
+
+
+def training(user: np.ndarray, item: np.ndarray, rating: np.ndarray, num_users: int, num_items: int,
+             age_days: np.ndarray, embedding_dim: int = 16) -> Training:
+    """The :class:`Training` of events (``rating`` 1-5; the simulator's: 5 for a like, 3 otherwise)."""
+    g = ground(user, item, rating, np.ones((num_items, 1), bool), ("all",), np.zeros(num_items), num_users,
+               embedding_dim)
+    pop = 1.0 - np.log(g.item_rank) / np.log(max(num_items, 2))
+    feats = np.column_stack([g.item_embedding, g.item_quality, pop, np.exp(-age_days / AGE_SCALE_DAYS)])
+    return Training(_matrix(user, item, num_users, num_items), g.item_embedding, feats.astype(np.float32))
+
+
+def ranker_scores(train: Training, seed: int) -> np.ndarray:
+    """(U, I) click probabilities of the project's ranker (``agents.decision.ranking.TorchRanker``, the static
+    baseline's MLP of width 64, click head only) on the pipeline's observables: the user's profile (the normalised mean
+    embedding of what it consumed), the item's embedding and features, and their product; trained on every consumption
+    as a click and :data:`RANKER_NEGATIVES` uniformly drawn items it did not consume as non-clicks, for
+    :data:`RANKER_UPDATES` steps with the offline recipe's optimiser (``agents.evolution.offline.TrainRecipe``)."""
+    x, emb, feats = train.x, train.item_embedding, train.item_features
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    profile = _rows(x @ emb).astype(np.float32)
+
+    def rows(u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        return np.hstack([profile[u], feats[i], profile[u] * emb[i]]).astype(np.float32)
+
+    pu, pi = np.nonzero(x)
+    nu = np.repeat(pu, RANKER_NEGATIVES)
+    ni = rng.integers(0, x.shape[1], len(nu))
+    keep = x[nu, ni] == 0
+    u, i = np.r_[pu, nu[keep]], np.r_[pi, ni[keep]]
+    y = np.zeros((len(u), 3), np.float32)
+    y[: len(pu), 0] = 1.0
+    recipe = TrainRecipe()
+    ranker = TorchRanker(rows(u[:1], i[:1]).shape[1], 1, 1, arch="mlp", hidden=64, seed=seed,
+                         config={**recipe.ranker_config(), "memory": 500_000},
+                         loss_weights={"like": 0.0, "dwell": 0.0})
+    order = rng.permutation(len(u))  # the memory keeps the latest rows: shuffle so a cap drops a random share
+    ranker.learn_from((rows(u[order], i[order]), y[order], np.zeros(len(u), np.int64)), min_updates=RANKER_UPDATES)
+    num_users, num_items = x.shape
+    out = np.empty((num_users, num_items), np.float32)
+    items = np.arange(num_items)
+    with torch.inference_mode():
+        for start in range(0, num_users, 64):
+            users = np.arange(start, min(start + 64, num_users))
+            uu, ii = np.repeat(users, num_items), np.tile(items, len(users))
+            out[users] = ranker.predict(rows(uu, ii), np.zeros(len(uu), np.int64))["click"].reshape(len(users), num_items)
+    return out
 
 
 def _rows(x: np.ndarray) -> np.ndarray:
@@ -429,10 +495,17 @@ def _top_k_rows(sim: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def recommender_scores(name: str, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(U, I) scores of recommender ``name`` (:data:`RECOMMENDERS`) trained on the binary consumption matrix ``x``:
-    uniform noise, item popularity, item-kNN and user-kNN (cosine, :data:`NEIGHBOURS` neighbours), PureSVD of rank 8
-    or 64 (``x V_d V_d^T``)."""
+def recommender_scores(name: str, train: Training | np.ndarray, rng: np.random.Generator, seed: int = 0
+                       ) -> np.ndarray:
+    """(U, I) scores of recommender ``name`` (:data:`RECOMMENDERS`) trained on ``train`` (or just its binary
+    consumption matrix, for all but the ranker): uniform noise, item popularity, item-kNN and user-kNN (cosine,
+    :data:`NEIGHBOURS` neighbours), PureSVD of rank 8 or 64 (``x V_d V_d^T``), the project's ranker
+    (:func:`ranker_scores`)."""
+    x = train.x if isinstance(train, Training) else train
+    if name == "ranker":
+        if not isinstance(train, Training):
+            raise ConfigError("the `ranker` recommender needs item side information: pass a Training (`training(...)`)")
+        return ranker_scores(train, seed)
     if name == "random":
         return rng.random(x.shape)
     if name == "popularity":
@@ -470,10 +543,12 @@ def recall_at(scores: np.ndarray, train: np.ndarray, test: np.ndarray, n: int = 
 SPLITS = ("user", "global")
 
 
-def offline_recall(user: np.ndarray, item: np.ndarray, day: np.ndarray, num_users: int, num_items: int, seed: int,
+def offline_recall(c: Consumption, rating: np.ndarray, num_users: int, age_days: np.ndarray, seed: int,
                    split: str = "user", share: float = 0.8) -> dict[str, float]:
-    """Recall@10 of each recommender trained on the earlier ``share`` of the events and tested on the rest: each user's
-    own first ``share`` (``split="user"``) or the first ``share`` of all events in time (``"global"``)."""
+    """Recall@10 of each recommender trained on the earlier ``share`` of the events (ratings ``rating``) and tested on
+    the rest: each user's own first ``share`` (``split="user"``) or the first ``share`` of all events in time
+    (``"global"``). The ranker's item side information comes from the training events only."""
+    user, item, day = c.user, c.item, c.day
     if split == "global":
         early = day <= np.quantile(day, share)
     elif split == "user":
@@ -484,10 +559,15 @@ def offline_recall(user: np.ndarray, item: np.ndarray, day: np.ndarray, num_user
         early[order] = within < np.ceil(share * np.bincount(u, minlength=num_users)[u])
     else:
         raise ConfigError(f"`split` must be one of {list(SPLITS)} (got {split!r})")
-    train = _matrix(user[early], item[early], num_users, num_items)
-    test = _matrix(user[~early], item[~early], num_users, num_items) * (1 - train)
+    train = training(user[early], item[early], rating[early], num_users, c.num_items, age_days)
+    test = _matrix(user[~early], item[~early], num_users, c.num_items) * (1 - train.x)
     rng = np.random.default_rng(seed)
-    return {name: recall_at(recommender_scores(name, train, rng), train, test) for name in RECOMMENDERS}
+    return {name: recall_at(recommender_scores(name, train, rng, seed), train.x, test) for name in RECOMMENDERS}
+
+
+def _sim_rating(c: Consumption) -> np.ndarray:
+    """The simulator's stand-in for a rating: 5 for a liked click, 3 otherwise (the data's like: a rating of 4 or 5)."""
+    return np.where(c.liked, 5.0, 3.0)
 
 
 def recommender_check(cfg: WorldConfig, seed: int, events: int, requests: int, policy: LoggingPolicy | None = None,
@@ -503,18 +583,19 @@ def recommender_check(cfg: WorldConfig, seed: int, events: int, requests: int, p
                           "0 (as in world=ml100k)")
     real = real or real_consumption()
     real_users = int(real.user.max()) + 1
-    real_recall = {split: offline_recall(real.user, real.item, real.day, real_users, real.num_items, seed, split)
-                   for split in SPLITS}
+    ages = grounding("ml100k", cfg.embedding_dim).item_age_days
+    ratings = load_ml100k().rating
+    real_recall = {split: offline_recall(real, ratings, real_users, ages, seed, split) for split in SPLITS}
     sim = Simulation(cfg, seed, policy)
     logged, _ = sim.run(events=events)
-    slot = logged.user & 0xFFFFFFFF  # nobody churns: a person is its slot
-    sim_recall = {split: offline_recall(slot, logged.item, logged.day, cfg.num_users, cfg.num_items, seed, split)
+    logged = replace(logged, user=logged.user & 0xFFFFFFFF)  # nobody churns: a person is its slot
+    sim_recall = {split: offline_recall(logged, _sim_rating(logged), cfg.num_users, ages, seed, split)
                   for split in SPLITS}
-    x = _matrix(slot, logged.item, cfg.num_users, cfg.num_items)
+    train = training(logged.user, logged.item, _sim_rating(logged), cfg.num_users, cfg.num_items, ages)
     rng = np.random.default_rng(seed)
     online: dict[str, float] = {}
     for name in RECOMMENDERS:
-        scores = recommender_scores(name, x, rng)
+        scores = recommender_scores(name, train, rng, seed)
         twin = copy.deepcopy(sim)  # same state, same synchronised traffic for every recommender
         _, online[name] = twin.run(requests=requests, recommender=lambda persons, cand, s=scores: s[
             (persons & 0xFFFFFFFF)[:, None], cand])
