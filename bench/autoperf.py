@@ -13,7 +13,11 @@ interleaved, 4 each: the split system, the per-test bookkeeping and the decision
 a linear pre-ranker keeping all 500 fused candidates for the MLP ranker, 6 learning windows of 500 requests):
 AutoPerf with ``keep`` as its only knob (4 rounds x 2 configs): ``cascade_keep`` it chose,
 ``cascade_flops_reduction`` (1 - the ranker FLOPs per request after / before, exact) and
-``cascade_clicks_degradation`` on its twins. Last line: one JSON object.
+``cascade_clicks_degradation`` on its twins. The ranker's width (``keys=("width",)``, each narrower MLP trained on
+the running ranker's memory, on the baseline's twins): per width its compute per request relative to the incumbent's
+(``width_cost_ratio``) and its clicks degradation (``width_clicks_degradation``), the width chosen within the 1% bound
+(``width_chosen``, 64 when none fits) and the seconds to train and evaluate them (``width_s``). Last line: one JSON
+object.
 """
 
 from __future__ import annotations
@@ -82,6 +86,11 @@ def main() -> None:
         twin.deploy_config(cut.knobs[0].agent, {"keep": value})
         flops.append(twin.score(twin.serve(learn=False))[1]["outer/cost/flops_per_request"])
     print("cascade", [(p.values, round(p.clicks, 4)) for p in sorted(cut.evaluated, key=lambda p: p.values)])
+    # the ranker's width: a narrower MLP trained on the running ranker's memory per option
+    t = time.perf_counter()
+    narrow = AutoPerf(service.fork(), max_degradation=BOUND, rounds=1, per_round=3, seed=0, keys=("width",)).run()
+    width_s = time.perf_counter() - t
+    widths = {p.values[0]: p for p in narrow.evaluated}
     print(json.dumps({
         "cost_reduction": round(result.cost_reduction, 4), "clicks_degradation": round(result.clicks_degradation, 5),
         "bound": BOUND, "p99_latency_ms_before": round(result.incumbent.p99_ms, 3),
@@ -94,6 +103,10 @@ def main() -> None:
         "plain_window_s": round(sum(plain_s) / len(plain_s), 4),
         "cascade_keep": keep, "cascade_flops_reduction": round(1 - flops[1] / flops[0], 4),
         "cascade_clicks_degradation": round(cut.clicks_degradation, 5),
+        "width_cost_ratio": {w: round(p.cost / narrow.incumbent.cost, 4) for w, p in sorted(widths.items())},
+        "width_clicks_degradation": {w: round(1 - p.clicks / narrow.incumbent.clicks, 5)
+                                     for w, p in sorted(widths.items())},
+        "width_chosen": narrow.width(), "width_s": round(width_s, 2),
     }))
 
 

@@ -2,8 +2,11 @@
 
 The decision space is what trades quality for resources in a running pipeline (:func:`resource_knobs`): the fusion
 size (candidates passed to the ranker), each recall route's candidate count, a cascade's ``keep`` (how many the cheap
-pre-ranker passes on to the expensive ranker: ``PipelineConfig.prerank_keep``) and the re-ranker's MMR pool. The
-objective, as in LWGR, is
+pre-ranker passes on to the expensive ranker: ``PipelineConfig.prerank_keep``), the re-ranker's MMR pool and, when
+asked for (``keys`` with ``"width"``), the ranker's width: a narrower MLP (each of :data:`~agents.decision.models.WIDTHS`
+below the running one) trained once per width on the impressions the running ranker remembered, with its gradient
+steps so far (capped at :data:`WIDTH_UPDATES`), then served on twins like any other point. The objective, as in
+LWGR, is
 
     minimise  cost(x)   subject to   clicks(x) >= (1 - max_degradation) x clicks(incumbent)
 
@@ -32,12 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from agents.decision.models import WIDTHS
+from agents.decision.ranking import TorchRanker
 from agents.evolution.coordinator import Coordinator
 from agents.evolution.deployment import DeploymentService
 from envs.validation import ConfigError, check_choice, check_int, check_range
 
-__all__ = ["EXPERIMENT_POLICIES", "RESOURCE_PARAMS", "AutoPerf", "AutoPerfResult", "ExperimentPolicy", "Knob", "PerfPoint",
-           "PolicyOutcome", "resource_knobs", "tune_experiments"]
+__all__ = ["EXPERIMENT_POLICIES", "KEYS", "RESOURCE_PARAMS", "WIDTH", "AutoPerf", "AutoPerfResult", "ExperimentPolicy",
+           "Knob", "PerfPoint", "PolicyOutcome", "resource_knobs", "tune_experiments"]
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +61,18 @@ class Knob:
 
 
 RESOURCE_PARAMS = ("size", "k", "keep", "mmr_pool")  # fusion size, recall k, a cascade's keep, the MMR pool
+WIDTH = "width"  # the ranker's hidden width: a structural knob (a retrained model per option), asked for by name
+KEYS = (*RESOURCE_PARAMS, WIDTH)
+WIDTH_UPDATES = 3000  # a narrower ranker's gradient steps on the running ranker's memory, at most
 
 
 def resource_knobs(service: DeploymentService, pipeline: str | None = None,
                    keys: tuple[str, ...] = RESOURCE_PARAMS) -> list[Knob]:
     """The resource parameters of ``pipeline`` (default: the first): fusion ``size``, every recall route's ``k``,
-    a cascade pre-ranker's ``keep``, the re-ranker's ``mmr_pool`` (those of ``keys``)."""
+    a cascade pre-ranker's ``keep``, the re-ranker's ``mmr_pool``, the ranker's ``width`` (those of ``keys``; the
+    width only for an MLP ranker: its options are the widths up to the running one)."""
     for key in keys:
-        check_choice("keys", key, RESOURCE_PARAMS)
+        check_choice("keys", key, KEYS)
     name = pipeline or service.system.pipelines[0].name
     knobs = []
     for agent in service.agent_names():
@@ -73,6 +82,15 @@ def resource_knobs(service: DeploymentService, pipeline: str | None = None,
         for key in keys:
             if key in params and hasattr(params[key], "options"):
                 knobs.append(Knob(agent, key, tuple(params[key].options)))
+    if WIDTH in keys:
+        pipe = next((p for p in service.system.pipelines if p.name == name), None)
+        ranker = getattr(pipe, "ranker", None)
+        if type(ranker) is not TorchRanker or ranker.arch != "mlp":
+            raise ConfigError(f"the `width` knob needs pipeline {name!r} to rank with an MLP TorchRanker (got "
+                              f"{type(ranker).__name__} {getattr(ranker, 'arch', '')!r}): other rankers have no width "
+                              "to narrow")
+        agent = next(a for a in service.agent_names() if a.startswith(f"{name}/") and service.agent(a) is ranker)
+        knobs.append(Knob(agent, WIDTH, tuple(w for w in WIDTHS if w <= ranker.hidden)))
     if not knobs:
         raise ConfigError(f"`pipeline` {name!r} has no resource parameters among {list(keys)} (fusion size, recall k, "
                           f"a cascade's keep, mmr_pool)")
@@ -112,11 +130,20 @@ class AutoPerfResult:
         return 1.0 - self.best.clicks / self.incumbent.clicks
 
     def config(self, point: PerfPoint | None = None) -> dict[str, dict[str, Any]]:
-        """A point as agent -> partial config (the best one by default)."""
+        """A point as agent -> partial config (the best one by default), without the ranker's width (not a config:
+        :attr:`width`)."""
         out: dict[str, dict[str, Any]] = {}
         for knob, value in zip(self.knobs, (point or self.best).values):
-            out.setdefault(knob.agent, {})[knob.key] = value
+            if knob.key != WIDTH:
+                out.setdefault(knob.agent, {})[knob.key] = value
         return out
+
+    def width(self, point: PerfPoint | None = None) -> int | None:
+        """The ranker width of a point (the best one by default); None without the width knob."""
+        for knob, value in zip(self.knobs, (point or self.best).values):
+            if knob.key == WIDTH:
+                return int(value)
+        return None
 
 
 class AutoPerf:
@@ -137,11 +164,42 @@ class AutoPerf:
         self.dual_lr = check_range("dual_lr", dual_lr, 0.0)
         self.rng = np.random.default_rng([check_int("seed", seed, 0), 0xA0F])
         self.knobs = resource_knobs(service, pipeline, keys)
+        self.seed = seed
         self._seen: dict[Point, PerfPoint] = {}
+        self._narrow: dict[int, TorchRanker] = {}  # a trained ranker per width below the running one
 
     # ------------------------------------------------------------------ evaluation on twins
     def current(self) -> Point:
-        return tuple(self.service.agent(k.agent).config[k.key] for k in self.knobs)
+        return tuple(self.service.agent(k.agent).hidden if k.key == WIDTH else self.service.agent(k.agent).config[k.key]
+                     for k in self.knobs)
+
+    def ranker_of_width(self, width: int) -> TorchRanker:
+        """The running MLP ranker narrowed to ``width``: a new ranker of that width trained on what the running one
+        remembered, with as many gradient steps as it has taken (capped), once per width; the running one itself at
+        its own width."""
+        knob = next(k for k in self.knobs if k.key == WIDTH)
+        running: TorchRanker = self.service.agent(knob.agent)
+        if width == running.hidden:
+            return running
+        if width not in self._narrow:
+            ranker = TorchRanker(running.in_dim, running.num_segments, running.num_routes, arch=running.arch,
+                                 hidden=width, per_segment=running.per_segment, name=running.name,
+                                 config=dict(running.config), seed=self.seed, loss_weights=running.loss_weights)
+            ranker.learn_from(running.memory(), min_updates=min(running.updates, WIDTH_UPDATES))
+            self._narrow[width] = ranker
+        return self._narrow[width]
+
+    def _deploy(self, service: DeploymentService, values: Point) -> None:
+        """Set ``values`` on ``service``: the configs, and a narrower ranker in the running one's place."""
+        for knob, value in zip(self.knobs, values):
+            if knob.key != WIDTH:
+                service.deploy_config(knob.agent, {knob.key: value})
+            elif value != service.agent(knob.agent).hidden:
+                system = copy.deepcopy(service.system)
+                name = service.pipeline_of(knob.agent)
+                pipe = next(p for p in system.pipelines if p.name == name)
+                pipe.ranker = copy.deepcopy(self.ranker_of_width(int(value)))
+                service.deploy_system(system)
 
     def evaluate(self, values: Point) -> PerfPoint:
         """Serve ``values`` on a twin of the service (learning off): expected clicks and compute per request."""
@@ -150,8 +208,7 @@ class AutoPerf:
         twin = self.service.fork()
         if twin.resources is None:
             raise ConfigError("AutoPerf needs a resource profile: call service.calibrate_resources() first")
-        for knob, value in zip(self.knobs, values):
-            twin.deploy_config(knob.agent, {knob.key: value})
+        self._deploy(twin, values)
         clicks, cost, p99 = [], [], []
         for _ in range(self.windows):
             served = twin.serve(learn=False)
@@ -211,11 +268,9 @@ class AutoPerf:
         return AutoPerfResult(self.knobs, incumbent, best, bound, list(self._seen.values()), trajectory)
 
     def apply(self, result: AutoPerfResult) -> dict[str, dict[str, Any]]:
-        """Deploy the result's best config on the service; returns what was set."""
-        config = result.config()
-        for agent, values in config.items():
-            self.service.deploy_config(agent, values)
-        return config
+        """Deploy the result's best point on the service (a narrower ranker too); returns the configs set."""
+        self._deploy(self.service, result.best.values)
+        return result.config()
 
 
 # --------------------------------------------------------------------------- the experimentation policy

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -107,3 +109,40 @@ def test_the_experimentation_policy_that_pays_depends_on_the_proposals():
     assert all(o.shipped == () and o.rejected_share == pytest.approx(o.test_share) for o in ranked)
     assert ranked[-1].policy == big_long and min(o.clicks for o in ranked[:-1]) - ranked[-1].clicks > 0.002
     assert service.agent("baseline/rerank/mmr").config["mmr_lambda"] == 0.9  # the twins changed nothing
+
+
+@pytest.mark.slow
+def test_the_width_knob_serves_a_narrower_ranker_trained_on_the_running_ones_memory(service):
+    """``keys=("width",)``: each width below the running MLP's is a ranker trained on what the running one remembered;
+    the resource model prices it by its layers (cost falls with the width), the narrowed ranker learned (it earns more
+    on a twin than the same width untrained, by more than 3 standard errors of the paired per-request difference),
+    and apply() deploys the chosen width."""
+    from agents.decision.ranking import TorchRanker
+
+    work = service.fork()
+    work.calibrate_resources()
+    perf = AutoPerf(work, keys=("width",), max_degradation=0.05, rounds=1, per_round=3, seed=0)
+    running = work.agent(perf.knobs[0].agent)
+    assert perf.knobs[0].options == (16, 32, 64) and perf.current() == (64,)
+    result = perf.run()
+    points = {p.values[0]: p for p in result.evaluated}
+    assert set(points) == {16, 32, 64}
+    assert points[16].cost < points[32].cost < points[64].cost
+    narrow = perf.ranker_of_width(32)
+    assert narrow.hidden == 32 and narrow.updates >= min(running.updates, 3000) and narrow is perf.ranker_of_width(32)
+    assert result.config() == {} and result.width() in (16, 32, 64)
+    trained, untrained = work.fork(), work.fork()
+    for twin, ranker in ((trained, narrow), (untrained, TorchRanker(running.in_dim, running.num_segments,
+                                                                     running.num_routes, hidden=32, seed=0,
+                                                                     config=dict(running.config)))):
+        system = copy.deepcopy(twin.system)
+        system.pipelines[0].ranker = copy.deepcopy(ranker)
+        twin.deploy_system(system)
+    a = trained.serve(learn=False).requests["clicks_exp"]
+    b = untrained.serve(learn=False).requests["clicks_exp"]
+    diff = a.astype(np.float64) - b
+    assert diff.mean() > 3 * diff.std(ddof=1) / np.sqrt(len(diff))
+    perf.apply(result)
+    assert work.agent(perf.knobs[0].agent).hidden == result.width()
+    with pytest.raises(ConfigError, match="`keys` must be one of"):
+        resource_knobs(service, keys=("depth",))
