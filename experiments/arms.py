@@ -71,7 +71,7 @@ from agents.evolution.controllers import (
 )
 from agents.evolution.coordinator import Coordinator, Proposal
 from agents.evolution.deployment import Deployment, replicate_seed
-from agents.evolution.designer import MODES, LLMDesigner, design_step
+from agents.evolution.designer import MODES, LLMDesigner, agent_edits, design_step
 from agents.evolution.env import MAX_CONTROL_SHARE, TWIN_PREFIX, EvolutionEnv
 from agents.evolution.llm import BACKENDS, make_backend
 from agents.evolution.llm_search import LLMSearch
@@ -1418,10 +1418,13 @@ def automodel_models(ctx: ArmContext) -> EvolutionHistory:
 # ranker as a replacement), ``autofeature`` (feature-set edits, the same way), ``autoperf`` (the primal-dual search of
 # agents.evolution.autoperf on twins; proposes the cheapest config within the degradation bound, goal ``cost``) and
 # ``rerank`` (``rerank_candidates`` random configs of the evolved agent and the incumbent on twins, by its layered
-# reward; proposes the best if it beats the incumbent). An agent proposes whenever it has nothing pending (never the
-# same change twice); every window is served by the coordinator and recorded; exploit windows serve what shipped.
+# reward; proposes the best if it beats the incumbent) and ``designer`` (the LLM designer in edit mode: its edit of the
+# running pipeline as per-agent config changes or a ranker replacement, ``agents.evolution.designer.agent_edits``; an
+# edit that adds or drops a recall route is a new pipeline, recorded with that reason and not proposed). An agent
+# proposes whenever it has nothing pending (never the same change twice); every window is served by the coordinator
+# and recorded; exploit windows serve what shipped.
 
-SYSTEM_AGENTS = ("autotrain", "autofeature", "autoperf", "rerank")
+SYSTEM_AGENTS = ("autotrain", "autofeature", "autoperf", "rerank", "designer")
 
 
 @dataclass
@@ -1508,7 +1511,26 @@ def _proposers(ctx: ArmContext, recorder: ImpressionRecorder, tried: set[str]) -
         return Proposal("rerank", changes={agent: grid[best]}, share=opts.share, windows=opts.ab_windows,
                         note=f"twin reward {values[best]:+.4f} vs incumbent {values[0]:+.4f}"), key
 
-    makers = {"autotrain": ranker("model"), "autofeature": ranker("feature"), "autoperf": autoperf, "rerank": rerank}
+    designer = None
+    if "designer" in opts.agents:  # the LLM designer in edit mode, its designs submitted as agent edits
+        designer = LLMDesigner(opts.backend(), ctx.store, ctx.exp_id, agent="designer", mode="edit",
+                               max_retries=opts.llm_max_retries, temperature=opts.llm_temperature, seed=ctx.agent_seed)
+
+    def design(attempt: int) -> tuple[Proposal, str] | None:
+        edits = agent_edits(service, designer, seed=(ctx.agent_seed * 1000 + attempt) % 2**31)
+        if edits.proposal is None or edits.reason:
+            log.info("designer: nothing to propose (%s)", edits.reason)
+            return None
+        key = f"designer {edits.proposal.key}"
+        if key in tried:
+            return None
+        tried.add(key)
+        designer.record(edits.proposal)  # stored as a valid design; the coordinator stores its test and decision
+        return Proposal("designer", changes=edits.changes, replace=edits.replace, share=opts.share,
+                        windows=opts.ab_windows, note=edits.proposal.rationale[:120]), key
+
+    makers = {"autotrain": ranker("model"), "autofeature": ranker("feature"), "autoperf": autoperf, "rerank": rerank,
+              "designer": design}
     return {name: makers[name] for name in opts.agents}
 
 

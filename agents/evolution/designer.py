@@ -50,7 +50,7 @@ from agents.decision.functional import ABDecision, ExperimentDesigner
 from agents.decision.fusion import FUSION_SIZES
 from agents.decision.ranking import TorchRanker
 from agents.decision.system import Pipeline
-from agents.evolution.deployment import DeploymentService
+from agents.evolution.deployment import DeploymentService, qualified_agents
 from agents.evolution.design import (
     MIN_SUPPLY,
     SEGMENTS,
@@ -70,8 +70,8 @@ from agents.infra.store import KnowledgeStore
 from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int, check_range
 
-__all__ = ["EDITS", "MODES", "Attempt", "DesignStep", "LLMDesigner", "Proposal", "applicable_edits", "apply_edit",
-           "design_step", "edit_schema", "parse_edit", "schema_hint", "warm_start"]
+__all__ = ["EDITS", "MODES", "AgentEdits", "Attempt", "DesignStep", "LLMDesigner", "Proposal", "applicable_edits", "apply_edit",
+           "agent_edits", "design_step", "edit_schema", "parse_edit", "schema_hint", "warm_start"]
 
 MODES = ("design", "edit")  # design: the model writes a whole design; edit: it picks one edit, the designer applies it
 
@@ -565,6 +565,73 @@ def warm_start(challenger: Pipeline, incumbent: Pipeline) -> list[str]:
             notes.append(f"ranker: trained on the incumbent's {n} remembered impressions ({new.updates} steps)")
     return notes
 
+
+
+@dataclass
+class AgentEdits:
+    """A designer's proposal as edits of the running pipeline's agents, which the coordinator can test: ``changes``
+    (qualified agent name -> the config keys that differ) and ``replace`` (qualified agent name -> a new agent of the
+    same role: a ranker of another architecture, warm-started on the incumbent's memory). ``reason`` says why there
+    are none: no valid proposal, a candidate that cannot be built, or one that adds or drops agents (a recall route),
+    which is a new pipeline rather than a change of its agents."""
+
+    proposal: Proposal | None
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replace: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+def _slot(agent: Any) -> str:
+    """An agent's place in a pipeline: the ranker (and a cascade's pre-ranker) by its role, whatever its
+    architecture; every other agent by role and name (a recall route, the candidate fusion, the score fusion)."""
+    return agent.role if isinstance(agent, TorchRanker) else f"{agent.role}/{agent.name.rsplit('/', 1)[-1]}"
+
+
+def agent_edits(service: DeploymentService, designer: LLMDesigner, target: str | None = None, seed: int = 0
+                ) -> AgentEdits:
+    """Ask ``designer`` for its next design of pipeline ``target`` (default: the first) and express it as
+    :class:`AgentEdits` of the running agents: the path by which the LLM designer submits to the coordinator
+    (``agents.evolution.coordinator.Proposal``) instead of deploying. A design that cannot be expressed or built is
+    recorded in the designer's store with the reason (and not proposed again); one that is expressed is recorded
+    when its test is decided, by the coordinator."""
+    names = [p.name for p in service.system.pipelines]
+    target = names[0] if target is None else check_choice("target", target, names)
+    incumbent = service.system.pipelines[names.index(target)]
+    base = pipeline_to_config(incumbent)
+    proposal = designer.propose(config_to_design(base))
+    if proposal is None:
+        return AgentEdits(None, reason="no valid proposal")
+    try:
+        cfg = design_to_config(proposal.document, base=base, schema=designer.schema, system=False, seed=seed)
+        challenger = build_pipeline(dataclasses.replace(cfg, name=incumbent.name), service.world_cfg, seed=seed)
+    except (ConfigError, RuntimeError) as e:
+        reason = f"{type(e).__name__}: {e}"
+        designer.record(proposal, None, reason)
+        return AgentEdits(proposal, reason=reason)
+    old = {_slot(a): a for a in incumbent.agents}
+    new = {_slot(a): a for a in challenger.agents}
+    if set(old) != set(new):
+        reason = (f"adds {sorted(set(new) - set(old))} and drops {sorted(set(old) - set(new))}: a new pipeline, not "
+                  "a change of its agents")
+        designer.record(proposal, None, reason)
+        return AgentEdits(proposal, reason=reason)
+    qualified = {_slot(a): n for n, a in qualified_agents(service.system).items() if a in incumbent.agents}
+    out = AgentEdits(proposal)
+    for slot, a in old.items():
+        b = new[slot]
+        if type(a) is type(b) and not (isinstance(a, TorchRanker) and not _same_model(a, b)):
+            diff = {k: v for k, v in b.config.items() if a.config.get(k) != v}
+            if diff:
+                out.changes[qualified[slot]] = diff
+        else:  # another model: trained on what the running one remembered, under the running one's name
+            if isinstance(a, TorchRanker) and isinstance(b, TorchRanker) and a.in_dim == b.in_dim:
+                b.learn_from(a.memory(), min_updates=min(a.updates, WARM_UPDATES))
+            b.name = a.name
+            out.replace[qualified[slot]] = b
+    if not out.changes and not out.replace:
+        out.reason = "the same agents and configs as the running pipeline"
+        designer.record(proposal, None, out.reason)
+    return out
 
 
 @dataclass

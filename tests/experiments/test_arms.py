@@ -552,6 +552,24 @@ def test_the_automodel_system_runs_its_agents_through_the_coordinator(tmp_path, 
         assert summary["coordinator/overlapping_windows"] == 0 and summary["coordinator/test_share"] <= 0.5 + 0.05
 
 
+@pytest.mark.slow
+def test_the_llm_designer_proposes_through_the_coordinator(tmp_path):
+    """`agents: [designer, rerank]`: the bundled LLM's edits of the running pipeline go to the coordinator as agent
+    edits (`agents.evolution.designer.agent_edits`), are tested on a share of the users and decided like any other
+    proposal, and every design it made is in the store (tested ones valid, inexpressible ones with their reason)."""
+    cfg = compose_config("experiment=c8_system", "variant=c8_coordinated", "evolution.windows=8", "evolution.exploit=1",
+                         "evolution.warmup=1", "controller.options.updates=100",
+                         "controller.options.agents=[designer,rerank]", "seed=0", *TINY_RUN)
+    summary = run(cfg, out_dir=tmp_path)
+    assert summary.get("coordinator/designer/shipped", 0) + summary.get("coordinator/designer/rejected", 0) >= 1
+    assert summary["coordinator/overlapping_windows"] == 0
+    url, exp_id = run_store(tmp_path)
+    with KnowledgeStore(url) as store:
+        designs = store.designs(agent="designer", exp_id=exp_id)
+        decisions = [r for r in store.rollouts(exp_id) if r.agent.startswith("coordinator/designer")]
+    assert designs and len(decisions) >= 1
+
+
 def test_a_static_run_with_the_resource_model_carries_constant_flops(tmp_path):
     """evolution.resources: the serving code is timed at reset and every window carries the resource model's terms;
     a static config's ranker FLOPs per request do not move (the same fusion size and ranker throughout)."""

@@ -306,3 +306,40 @@ def test_edit_mode_offers_only_edits_that_apply_and_applies_the_one_chosen(store
     assert "already in the design" in proposal.attempts[0].error
     designer.record(proposal, 0.0)
     assert "drop_route:fresh" not in designer.schema_for(current)["properties"]["edit"]["enum"]  # tried: not offered again
+
+
+def test_agent_edits_turn_a_design_into_changes_the_coordinator_can_test(store):
+    """The designer under the coordinator: an edit of the running pipeline becomes per-agent config changes (the
+    fusion size), a new ranker width a replacement trained on the incumbent's memory under the running ranker's name,
+    and a dropped route is refused as a new pipeline (recorded with the reason, not proposed)."""
+    from agents.evolution.coordinator import Coordinator
+    from agents.evolution.coordinator import Proposal as CoordinatorProposal
+    from agents.evolution.designer import agent_edits
+
+    torch.set_num_threads(1)
+    service = Deployment.start(TINY, static_baseline(TINY), world_seed=0, sim_seed=0, concurrency=100, window=300)
+    service.serve(2)
+    running = service.system.pipelines[0]
+    designer = LLMDesigner(ScriptedBackend([
+        json.dumps({"edit": "fusion_size:300", "value": 0, "rationale": "fewer candidates"}),
+        json.dumps({"edit": "ranker_hidden:32", "value": 0, "rationale": "a narrower ranker"}),
+        json.dumps({"edit": "drop_route:fresh", "value": 0, "rationale": "fewer routes"}),
+    ]), store, mode="edit", shuffle=False, max_retries=0)
+    fusion = next(n for n in service.agent_names() if service.agent(n) is running.fusion)
+    ranker = next(n for n in service.agent_names() if service.agent(n) is running.ranker)
+
+    first = agent_edits(service, designer)
+    assert first.reason == "" and first.changes == {fusion: {"size": 300}} and not first.replace
+    second = agent_edits(service, designer)
+    assert second.reason == "" and set(second.replace) == {ranker}
+    new = second.replace[ranker]
+    assert new.hidden == 32 and new.name == running.ranker.name and new.updates > 0  # warm: trained on the memory
+    third = agent_edits(service, designer)
+    assert "a new pipeline" in third.reason and "recall/fresh" in third.reason and not third.changes
+    assert store.designs(exp_id=designer.exp_id)[-1].error == third.reason  # recorded, with the reason
+    # what it gives, the coordinator takes: a proposal that tests and decides
+    coordinator = Coordinator(service, traffic_budget=0.5, min_requests=100)
+    pid = coordinator.submit(CoordinatorProposal("designer", changes=first.changes, share=0.4, windows=1))
+    coordinator.step()
+    assert any(e.proposal == pid and e.kind in ("shipped", "rejected") for e in coordinator.events)
+    assert service.agent(ranker) is running.ranker  # nothing deployed by the designer itself
