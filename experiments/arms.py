@@ -1217,13 +1217,16 @@ def alternating(ctx: ArmContext) -> EvolutionHistory:
 class AutoModelOptions(LLMOptions):
     """The AutoModel arms' rounds: ``observe_windows`` recorded windows (>= 2: the last is held out), offline screening
     with ``updates`` gradient steps per model, an A/B gate of ``ab_windows`` windows for the best candidate whose
-    held-out AUC gain exceeds ``min_gain`` (``gate_min_requests`` requests per side to decide)."""
+    held-out AUC gain exceeds ``min_gain`` (``gate_min_requests`` requests per side to decide). ``recipe_trials`` > 0:
+    AutoTrain then searches the winning design's training recipe offline (:meth:`AutoTrain.tune_recipe`, that many
+    trials at the same budget) and trains the candidate with the best one."""
 
     observe_windows: int = 3
     ab_windows: int = 2
     gate_min_requests: int = 100
     updates: int = 1000
     min_gain: float = 0.0
+    recipe_trials: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -1234,6 +1237,7 @@ class AutoModelOptions(LLMOptions):
                               f"(got {self.gate_min_requests!r})")
         TrainRecipe(updates=self.updates)  # one of the recipe space's budgets
         check_range("controller.options.min_gain", self.min_gain, -1.0, 1.0)
+        check_int("controller.options.recipe_trials", self.recipe_trials, 0, 100)
 
 
 def _design_of(ranker: Any) -> ModelDesign:
@@ -1303,11 +1307,19 @@ def screen_ranker(ctx: ArmContext, kind: str, autotrain: AutoTrain | None, tried
         return None
     gain, label, new_features, new_design, weights = best
     tried.add(label)
+    config = dict(running.config)
+    if kind == "model" and opts.recipe_trials > 0 and autotrain is not None:  # the winner's recipe, searched offline
+        autotrain.recipe = TrainRecipe(**{**recipe.__dict__, **weights})
+        search = autotrain.tune_recipe(new_design, train, valid, trials=opts.recipe_trials)
+        tuned = search.best[0]
+        weights = {"w_like": tuned.w_like, "w_dwell": tuned.w_dwell}
+        config.update(lr=tuned.lr, batch_size=tuned.batch_size, weight_decay=tuned.weight_decay)
+        log.info("recipe search for %s: held-out AUC %.4f -> %.4f", label, search.start[1], search.best[1])
     # the candidate is trained on everything logged with the running ranker's own budget (its gradient steps so far,
     # capped): a fresh model with one screen's budget would face a ranker trained over the whole run
     budget = max(opts.updates, min(int(running.updates), MAX_CANDIDATE_UPDATES))
     loss = {"like": weights.get("w_like", LOSS_WEIGHTS["like"]), "dwell": weights.get("w_dwell", LOSS_WEIGHTS["dwell"])}
-    ranker = deployable_ranker(service, new_features, new_design, logd, config=dict(running.config),
+    ranker = deployable_ranker(service, new_features, new_design, logd, config=config,
                                loss_weights=loss, updates=budget, seed=ctx.agent_seed)
     doc = {"candidate": label, "features": list(new_features.names), "design": new_design.as_dict(),
            "weights": weights, "offline_auc_gain": gain}

@@ -32,18 +32,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 from jsonschema import Draft202012Validator
 
 from agents.decision.models import MODEL_ARCHITECTURES, MODEL_DESIGN_SCHEMA, ModelDesign
 from agents.decision.ranking import TorchRanker
 from agents.evolution.deployment import DeploymentService
 from agents.evolution.llm import REPLY_FAILURES, LLMBackend, LLMError, Reply, parse_json_reply, safe_text
-from agents.evolution.offline import LoggedData, OfflineComparison, OfflineOnlineLedger, TrainRecipe, compare, fit
+from agents.evolution.offline import (
+    RECIPE_SPACE,
+    LoggedData,
+    OfflineComparison,
+    OfflineOnlineLedger,
+    TrainRecipe,
+    compare,
+    fit,
+    offline_metrics,
+)
 from agents.evolution.twins import evaluate
 from agents.infra.store import KnowledgeStore
-from envs.validation import ConfigError, check_int
+from envs.validation import ConfigError, check_choice, check_int
 
-__all__ = ["CARD_DIR", "PARSE_SCHEMA", "AutoTrain", "CardResult", "MethodCard", "ParsedCard", "card_answers",
+__all__ = ["CARD_DIR", "PARSE_SCHEMA", "AutoTrain", "CardResult", "RecipeSearch", "MethodCard", "ParsedCard", "card_answers",
            "fidelity", "method_cards", "parse_card", "parse_messages"]
 
 log = logging.getLogger(__name__)
@@ -197,6 +207,29 @@ class CardResult:
         return None if self.offline is None else self.offline.auc_gain
 
 
+@dataclass
+class RecipeSearch:
+    """A search of the training recipe (:data:`~agents.evolution.offline.RECIPE_SPACE`) for one design, offline: every
+    trial's recipe and held-out AUC (the first: the recipe it started from), and the best."""
+
+    design: ModelDesign
+    trials: list[tuple[TrainRecipe, float]]
+    fixed: tuple[str, ...]
+
+    @property
+    def start(self) -> tuple[TrainRecipe, float]:
+        return self.trials[0]
+
+    @property
+    def best(self) -> tuple[TrainRecipe, float]:
+        return max(self.trials, key=lambda t: t[1])
+
+    @property
+    def gain(self) -> float:
+        """Held-out AUC of the best recipe minus the starting one's."""
+        return self.best[1] - self.start[1]
+
+
 class AutoTrain:
     """Screen method cards against an incumbent design: parse, train offline with the same budget, compare,
     test the winners online on twins, record everything. ``min_gain``: the held-out AUC gain a candidate needs to
@@ -267,6 +300,47 @@ class AutoTrain:
             out.append(result)
         self.results += out
         return out
+
+    def tune_recipe(self, design: ModelDesign, train: LoggedData, valid: LoggedData, trials: int = 8,
+                    fixed: Sequence[str] = ("updates",)) -> RecipeSearch:
+        """Search the training recipe of ``design`` offline: Optuna's TPE sampler (seeded) over
+        :data:`~agents.evolution.offline.RECIPE_SPACE`, starting from :attr:`recipe` (the first trial) with the keys of
+        ``fixed`` held at its values (default the budget, ``updates``: every recipe trains as long), each trial the
+        design trained on ``train`` and scored by held-out AUC on ``valid``. Recorded in the store (agent
+        ``autotrain/recipe``) when there is one."""
+        check_int("trials", trials, 1)
+        for key in fixed:
+            check_choice("fixed", key, list(RECIPE_SPACE.by_name))
+        start = self.recipe.__dict__
+        segments = int(max(train.segment.max(), valid.segment.max())) + 1
+        found: list[tuple[TrainRecipe, float]] = []
+
+        def objective(trial: optuna.Trial) -> float:
+            values = {}
+            for p in RECIPE_SPACE.params:
+                if p.name in fixed:
+                    values[p.name] = start[p.name]
+                elif hasattr(p, "options"):
+                    values[p.name] = trial.suggest_categorical(p.name, list(p.options))
+                else:
+                    values[p.name] = trial.suggest_float(p.name, p.low, p.high)
+            recipe = TrainRecipe(**values)
+            score = offline_metrics(fit(design, train, recipe, self.seed, segments), valid, self.k)["auc"]
+            found.append((recipe, float(score)))
+            return float(score)
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=self.seed))
+        study.enqueue_trial({k: v for k, v in start.items() if k not in fixed})
+        study.optimize(objective, n_trials=trials)
+        search = RecipeSearch(design, found, tuple(fixed))
+        if self.store is not None and self.exp_id is not None:
+            best, auc = search.best
+            self.store.add_design(self.exp_id, f"{self.name}/recipe", {
+                "design": design.as_dict(), "best": best.__dict__, "trials": [[r.__dict__, a] for r, a in found],
+                "fixed": list(fixed)}, f"recipe search: held-out AUC {search.start[1]:.4f} -> {auc:.4f}", "optuna",
+                True, None, search.gain)
+        return search
 
     def winners(self, results: Sequence[CardResult] | None = None) -> list[CardResult]:
         """The screened cards whose offline AUC gain exceeds ``min_gain``."""

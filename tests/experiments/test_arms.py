@@ -490,6 +490,26 @@ def test_the_automodel_arm_screens_offline_gates_online_and_records_it(tmp_path)
         assert g.agent.startswith("automodel_models/") and g.candidate_config["candidate"]
 
 
+@pytest.mark.slow
+def test_autotrain_searches_the_winners_recipe_when_asked(tmp_path):
+    """`recipe_trials: 3`: after a model round's screen, AutoTrain searches the winning design's training recipe offline
+    (3 trials at the same budget, the screen's recipe first) and trains the candidate with the best; each search is in
+    the store (`autotrain/recipe`), one per round that found a winner (min_gain -1: every model round does)."""
+    cfg = compose_config("experiment=c6_automodel", "controller=autotrain", "evolution.windows=8", "evolution.exploit=1",
+                         "evolution.warmup=1", "controller.options.updates=100", "controller.options.recipe_trials=3",
+                         "controller.options.min_gain=-1.0", "seed=0", *TINY_RUN)
+    summary = run(cfg, out_dir=tmp_path)
+    url, exp_id = run_store(tmp_path)
+    with KnowledgeStore(url) as store:
+        searches = store.designs(agent="autotrain/recipe", exp_id=exp_id)
+        gates = store.rollouts(exp_id)
+    assert len(searches) == len(gates) >= 1 and summary["automodel/rounds"] >= 1
+    for d in searches:
+        trials = d.document["trials"]
+        assert len(trials) == 3 and all(t[0]["updates"] == 100 for t in trials)
+        assert d.reward == pytest.approx(max(a for _, a in trials) - trials[0][1])
+
+
 def test_knowledge_written_by_one_experiment_warm_starts_the_next(tmp_path):
     """Long-term memory: a second experiment pointed at the same store, with ``warm_start``, serves the best config the
     first one found in its first window (a stationary world: the same config earns the same reward), where the first
