@@ -725,6 +725,9 @@ def run(out: str | Path, seeds: int = 2, write_preset: bool = False, fit_events:
     ``seeds`` logs the data's size, compare, check the recommenders; write the report, figures and JSON under ``out``;
     return the JSON's content."""
     check_int("seeds", seeds, 1, 100)
+    if fit_events is not None:
+        check_int("fit_events", fit_events, 1000)
+    check_int("requests", requests, 100)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -817,7 +820,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=20_000, help="requests each recommender serves")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = run(args.out, args.seeds, args.write_preset, args.fit_events, args.requests, refit=not args.no_fit)
+    try:
+        result = run(args.out, args.seeds, args.write_preset, args.fit_events, args.requests, refit=not args.no_fit)
+    except ConfigError as exc:  # bad arguments, or the data set's wheel missing: say so, no traceback
+        parser.error(str(exc))
     print(f"report: {Path(args.out) / 'calibration.md'} ({result['seconds']:.0f} s)")
 
 

@@ -127,3 +127,12 @@ def test_the_project_ranker_learns_taste_from_consumption_alone():
     assert popularity.mean() > rand.mean()
     with pytest.raises(ConfigError, match="the `ranker` recommender needs item side information"):
         cal.recommender_scores("ranker", train.x, np.random.default_rng(0))
+
+
+def test_bad_arguments_are_refused_before_any_work(capsys, tmp_path):
+    for args, message in ((["--seeds", "0"], "`seeds` must be in [1, 100] (got 0)"),
+                          (["--fit-events", "5"], "`fit_events` must be in [1000, inf) (got 5)")):
+        with pytest.raises(SystemExit):
+            cal.main([*args, "--out", str(tmp_path / "out")])
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
