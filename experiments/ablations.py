@@ -11,8 +11,9 @@ keeps the runs (``runs/``), that ablation's own ``report.md``, its figures and t
 ``<out>/summary.json`` has every claim's numbers and verdicts (:func:`suite_summary`) and the timings.
 
 C9 (off-policy evaluation) is not a multirun of the experiment app: it runs ``python -m experiments.ope --suite``
-(100 seeds; ``--smoke``: 2), which writes one run folder per (estimator, seed) in the same layout, so its claims
-(``experiments.ope.C9_CLAIMS``) are judged by the same report; world overrides do not apply to it.
+(100 seeds, or ``n`` given as ``seed=range(n)``, as the power planner does; ``--smoke``: 2), which writes one run folder
+per (estimator, seed) in the same layout, so its claims (``experiments.ope.C9_CLAIMS``) are judged by the same report;
+other overrides (a world) do not apply to it.
 
 ``--smoke`` runs a reduced suite (2 seeds, 3 + 1 windows of 100 requests, 50 sessions, rankers without minimum
 updates; the five multiruns at once, one job each: about two minutes on 2 cores) that checks the machinery end to
@@ -40,6 +41,7 @@ import logging
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -152,20 +154,28 @@ class _Launched:
     started: float
 
 
+def _command(ablation: Ablation, base: Path, smoke: bool, jobs: int, extra: Sequence[str]) -> list[str]:
+    """The command line of one ablation's runs: the experiment app's multirun of its preset with ``extra`` overrides,
+    or (C9) the OPE benchmark, which takes only the seeds of ``extra`` (``seed=range(n)``, as the power planner
+    writes them: ``n`` seeds) and ignores the rest (world overrides are the experiment app's, not its own)."""
+    if ablation.module == "experiments.ope":
+        seeds = [int(m.group(1)) for m in (re.fullmatch(r"seed=range\((\d+)\)", e) for e in extra) if m]
+        ignored = [e for e in extra if not re.fullmatch(r"seed=range\(\d+\)", e)]
+        if ignored:
+            log.info("%s runs the OPE benchmark on its own worlds: the overrides %s do not apply to it", ablation.key,
+                     " ".join(ignored))
+        return [sys.executable, "-m", "experiments.ope", "--suite", "--out", str(base),
+                *(OPE_SMOKE if smoke else ("--seeds", str(seeds[-1] if seeds else OPE_SEEDS)))]
+    return [sys.executable, "-m", "experiments.run", "-m", f"experiment={ablation.preset}",
+            f"hydra.sweep.dir={base / 'runs'}", f"hydra.launcher.n_jobs={jobs}", *QUIET,
+            *(SMOKE_OVERRIDES if smoke else ()), *extra]
+
+
 def _launch(ablation: Ablation, out: Path, smoke: bool, jobs: int, extra: Sequence[str]) -> _Launched:
-    """Start ``python -m experiments.run -m experiment=<preset>`` writing its log to ``<out>/<preset>/multirun.log``."""
+    """Start :func:`_command`, writing its log to ``<out>/<preset>/multirun.log``."""
     base = out / ablation.preset
     base.mkdir(parents=True, exist_ok=True)
-    if ablation.module == "experiments.ope":  # one process; world overrides are the experiment app's, not its own
-        if extra:
-            log.info("%s runs the OPE benchmark on its own worlds: the overrides %s do not apply to it", ablation.key,
-                     " ".join(extra))
-        cmd = [sys.executable, "-m", "experiments.ope", "--suite", "--out", str(base),
-               *(OPE_SMOKE if smoke else ("--seeds", str(OPE_SEEDS)))]
-    else:
-        cmd = [sys.executable, "-m", "experiments.run", "-m", f"experiment={ablation.preset}",
-               f"hydra.sweep.dir={base / 'runs'}", f"hydra.launcher.n_jobs={jobs}", *QUIET,
-               *(SMOKE_OVERRIDES if smoke else ()), *extra]
+    cmd = _command(ablation, base, smoke, jobs, extra)
     env = {**os.environ, "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg"), "WANDB_MODE": "disabled"}
     log.info("%s: %s", ablation.key, " ".join(cmd[1:]))
     logfile = open(base / "multirun.log", "w")  # noqa: SIM115  (closed in _wait)

@@ -184,3 +184,16 @@ def test_comparing_worlds_says_which_verdicts_are_robust_flip_or_differ(tmp_path
     with pytest.raises(SystemExit):
         main(["--compare", str(tmp_path / "a.json")])
     assert "LABEL=path/to/summary.json" in capsys.readouterr().err
+
+
+def test_c9_takes_the_planners_seeds_and_ignores_world_overrides(tmp_path):
+    from experiments.ablations import OPE_SEEDS, _command
+
+    c9 = next(a for a in ABLATIONS if a.key == "C9")
+    cmd = _command(c9, tmp_path, False, 2, ["world=ml100k", "seed=range(40)"])
+    assert cmd[2:5] == ["experiments.ope", "--suite", "--out"] and cmd[-2:] == ["--seeds", "40"]
+    assert "world=ml100k" not in cmd
+    assert _command(c9, tmp_path, False, 2, [])[-2:] == ["--seeds", str(OPE_SEEDS)]
+    assert _command(c9, tmp_path, True, 2, ["seed=range(40)"])[-3:] == ["--quick", "--seeds", "2"]
+    c1 = next(a for a in ABLATIONS if a.key == "C1")
+    assert _command(c1, tmp_path, False, 2, ["seed=range(40)"])[-1] == "seed=range(40)"
