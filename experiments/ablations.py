@@ -50,7 +50,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.config import ClaimConfig
-from experiments.plot import curves_figure, load_curves, load_metrics, load_shifts, make_figures, save_figures, use_agg
+from experiments.plot import (
+    curves_figure,
+    json_safe,
+    load_curves,
+    load_metrics,
+    load_shifts,
+    make_figures,
+    save_figures,
+    use_agg,
+)
 from experiments.report import (
     VERDICT_RULE,
     ClaimResult,
@@ -268,17 +277,6 @@ def render_suite(done: list[AblationResult], smoke: bool, total: float, command:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _json_safe(value: object) -> object:
-    """nan and inf become null (strict JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def suite_summary(done: list[AblationResult], smoke: bool, total: float, command: str = "") -> dict:
     """``summary.json``: per ablation its runs and runtime, per claim every number of its result
     (:meth:`~experiments.report.ClaimResult.as_dict`) and its Holm and BH p-values and verdicts, adjusted over
@@ -451,7 +449,7 @@ def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[s
     total = time.perf_counter() - started if run else sum(r.seconds for r in done if not math.isnan(r.seconds))
     path = out / "report.md"
     path.write_text(render_suite(done, smoke, total, command))
-    (out / "summary.json").write_text(json.dumps(_json_safe(suite_summary(done, smoke, total, command)), indent=1,
+    (out / "summary.json").write_text(json.dumps(json_safe(suite_summary(done, smoke, total, command)), indent=1,
                                                  default=lambda x: None))
     return path, done
 

@@ -56,6 +56,7 @@ from envs.reward import ResponseReward
 from envs.sessions import ObservationLayout, SessionBatch
 from envs.validation import ConfigError, check_int, check_range
 from envs.world import World
+from experiments.plot import json_safe
 from rewards.outer import gini
 from rewards.stats import spearman
 
@@ -756,17 +757,9 @@ def run(out: str | Path, seeds: int = 2, write_preset: bool = False, fit_events:
                                                   "seconds": fitted.seconds},
               "comparison": rows, "recommenders": check, "seconds": time.perf_counter() - start,
               "figures": [p.name for p in figures]}
-    (out / "calibration.json").write_text(json.dumps(result, indent=1, default=_json_default))
+    (out / "calibration.json").write_text(json.dumps(json_safe(result), indent=1))
     (out / "calibration.md").write_text(render(result, seeds))
     return result
-
-
-def _json_default(x: object) -> object:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(type(x).__name__)
 
 
 def render(result: dict, seeds: int) -> str:

@@ -69,7 +69,7 @@ from envs.reward import ResponseReward
 from envs.sessions import ObservationLayout, SessionBatch
 from envs.validation import ConfigError, check_choice, check_int, check_range
 from envs.world import World
-from experiments.plot import use_agg
+from experiments.plot import json_safe, use_agg
 from rewards.ope import ESTIMATORS, Estimate, dm, dr, ips, slate_dm, slate_dr, slate_pbm, snips
 
 __all__ = ["C9_CLAIMS", "REGIMES", "SHIFTS", "TARGETS", "LinearScorer", "OPESettings", "PolicyLog", "RewardModel",
@@ -426,17 +426,6 @@ def summarise(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_target, pooled
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN (an undefined estimate, no exact marginals) as null, numpy scalars as Python numbers: strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer, np.floating)):
-        value = value.item()
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
 def _markdown(table: pd.DataFrame, columns: Sequence[str]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):
@@ -485,7 +474,7 @@ def write_outputs(frame: pd.DataFrame, settings: OPESettings, out: Path, seconds
     mc, mc_err = float(frame["mc_rel_se"].median()), float(frame["mc_rel_err"].median())
     summary = {"settings": asdict(settings), "seconds": round(seconds, 1), "mc_rel_se_median": mc, "mc_rel_err_median": mc_err,
                "pooled": pooled.to_dict("records"), "per_target": per_target.to_dict("records")}
-    paths["summary"].write_text(json.dumps(_json_safe(summary), indent=1))
+    paths["summary"].write_text(json.dumps(json_safe(summary), indent=1))
     s = settings
     text = [
         "# Off-policy evaluation benchmark", "",
@@ -566,7 +555,7 @@ def write_suite_runs(frame: pd.DataFrame, settings: OPESettings, out: Path) -> P
         d.mkdir(parents=True, exist_ok=True)
         table = pd.DataFrame([{"experiment": "c9_ope", "controller": "ope", "replicate": 0, "step": 0, "day": 0.0, **row}])
         table.to_csv(d / "metrics.csv", index=False)
-        config = {"name": "c9_ope", "arm": row["arm"], "seed": int(row["seed"]), "ope": _json_safe(asdict(settings)),
+        config = {"name": "c9_ope", "arm": row["arm"], "seed": int(row["seed"]), "ope": json_safe(asdict(settings)),
                   "claims": C9_CLAIMS}
         (d / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         (d / "summary.json").write_text(json.dumps({"arm": row["arm"], "seed": int(row["seed"])}))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,8 +30,8 @@ from rewards.stats import mean_ci
 
 __all__ = ["FLOPS", "GAP", "LABELS", "ci_curves", "claims_figure", "curve_figure", "curves_figure", "day_curves",
            "decomposition_figure", "gap_recovered", "headroom_figure", "load_curves", "load_metrics", "load_shifts",
-           "main", "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "run_store", "run_summary",
-           "save_figures", "segment_figure", "served_column", "use_agg"]
+           "json_safe", "main", "make_figures", "pareto_figure", "pareto_front", "reward_figure", "run_dirs", "run_store",
+           "run_summary", "save_figures", "segment_figure", "served_column", "use_agg"]
 
 CLICKS = "outer/engagement/clicks_per_request"
 VIOLATIONS = "outer/risk/violations_per_request"
@@ -98,6 +99,20 @@ def load_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
     if not frames:
         raise FileNotFoundError(f"no metrics.parquet or metrics.csv under {root}")
     return pd.concat(frames, ignore_index=True)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as strict JSON data: numpy scalars and arrays as Python numbers and lists, mapping keys as strings,
+    nan and inf as null (what every summary, report and benchmark table the experiments write goes through)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def run_summary(run: Path) -> dict[str, Any]:

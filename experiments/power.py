@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.config import ClaimConfig
-from experiments.plot import load_metrics
+from experiments.plot import json_safe, load_metrics
 from experiments.report import ALPHA, POWER, claim_samples, load_claims, window_table
 from rewards.stats import mde, n_for_mde, power_at, t_quantile
 
@@ -136,16 +136,6 @@ def render_plan(plans: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a pilot (multi)run directory (searched recursively for metrics)")
@@ -168,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Power plan from the pilot under {args.run_dir}: two-sided t-test at level {args.alpha:g}, "
           f"power {args.power:g}, target MDE {'each claim' + chr(39) + 's min_effect' if args.mde is None else args.mde}.")
     print(render_plan(plans))
-    sys.stdout.write(json.dumps({"power": _json_safe({"run_dir": str(args.run_dir), "alpha": args.alpha,
+    sys.stdout.write(json.dumps({"power": json_safe({"run_dir": str(args.run_dir), "alpha": args.alpha,
                                                        "power": args.power, "claims": plans})}) + "\n")
 
 
