@@ -193,19 +193,23 @@ def run_arm(ctx: ArmContext) -> EvolutionHistory:
 
 
 def segment_metrics(log: InteractionLog | None) -> dict[str, float]:
-    """Per user segment of one window's log: ``segment/<name>/clicks_per_request``, ``/violations_per_request``
-    (nan for a segment without requests) and ``/request_share``. The segment is the user's at request time."""
+    """Per user segment of one window's log: ``segment/<name>/clicks_per_request`` (realised) and its expected
+    version ``segment/<name>/clicks_per_request/exp`` (the choice model's click probabilities, no sampling noise),
+    ``/violations_per_request`` (nan for a segment without requests) and ``/request_share``. The segment is the
+    user's at request time."""
     if log is None or not log.num_requests:
         return {}
     req, k = log.requests, len(log.segment_names)
     seg = req["segment"].astype(np.int64)
     n = np.bincount(seg, minlength=k)[:k].astype(np.float64)
     clicks = np.bincount(seg, weights=req["clicks"].astype(np.float64), minlength=k)[:k]
+    expected = np.bincount(seg, weights=req["clicks_exp"].astype(np.float64), minlength=k)[:k]
     violations = np.bincount(seg, weights=req["violations"].astype(np.float64), minlength=k)[:k]
     out: dict[str, float] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for i, name in enumerate(log.segment_names):
             out[f"segment/{name}/clicks_per_request"] = float(clicks[i] / n[i]) if n[i] else math.nan
+            out[f"segment/{name}/clicks_per_request/exp"] = float(expected[i] / n[i]) if n[i] else math.nan
             out[f"segment/{name}/violations_per_request"] = float(violations[i] / n[i]) if n[i] else math.nan
             out[f"segment/{name}/request_share"] = float(n[i] / n.sum())
     return out

@@ -73,6 +73,8 @@ def use_agg() -> None:
 
 
 def label_of(column: str) -> str:
+    if column.endswith("/exp") and column not in LABELS:  # an expected version (rewards.outer.EXPECTED_SUFFIX)
+        return f"{label_of(column.removesuffix('/exp'))} (expected)"
     if column.startswith("segment/") and column.count("/") == 2 and column not in LABELS:
         _, segment, metric = column.split("/")
         return f"{LABELS.get(metric, metric)}, {segment} users"

@@ -25,7 +25,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ import yaml
 from envs.validation import ConfigError
 from experiments.config import REPLICATE_SUFFIX, ClaimConfig
 from experiments.plot import load_metrics, load_shifts, make_figures, run_dirs, run_store, run_summary, save_figures, use_agg
+from rewards.outer import EXPECTED_SUFFIX
 from rewards.stats import (
     benjamini_hochberg,
     bootstrap_ci,
@@ -165,6 +166,8 @@ class ClaimResult:
     headroom: float = math.nan  # headroom_arms[0] - headroom_arms[1] on the claim's metric and windows (mean over seeds)
     headroom_low: float = math.nan
     headroom_high: float = math.nan
+    # a claim judged on an expected metric (``<key>/exp``): the same comparison on the realised ``<key>``, beside it
+    realised: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # effect, 95% CI low, high
 
     @property
     def no_headroom(self) -> bool:
@@ -219,7 +222,13 @@ class ClaimResult:
                 f"({a} {self.a_mean:.4g} vs {b} {self.b_mean:.4g}; {test}, n={self.n} seeds); p={_fmt_p(self.p)}, "
                 f"p short of min_effect={_fmt_p(self.p_short)}{boot}; "
                 f"MDE80 {_fmt_g(self.mde80)}, power {_fmt_pow(self.power)} at min_effect; "
-                f"beyond min_effect: {self.beyond_min}")
+                f"beyond min_effect: {self.beyond_min}" + self._realised_text())
+
+    def _realised_text(self) -> str:
+        if math.isnan(self.realised[0]):
+            return ""
+        effect, low, high = self.realised
+        return f"; realised (sampled clicks): {effect:+.4g} [{low:+.4g}, {high:+.4g}]"
 
     def as_dict(self) -> dict:
         """The numbers of the result (``summary.json``); nan where not computed."""
@@ -230,7 +239,8 @@ class ClaimResult:
                 "power_at_min_effect": self.power, "beyond_min_effect": self.beyond_min,
                 "bootstrap_ci": [self.boot_low, self.boot_high], "aa": self.aa.as_dict(), "note": self.note,
                 "headroom": self.headroom, "headroom_ci": [self.headroom_low, self.headroom_high],
-                "headroom_min": self.claim.headroom, "no_headroom": self.no_headroom}
+                "headroom_min": self.claim.headroom, "no_headroom": self.no_headroom,
+                "realised": {"effect": self.realised[0], "ci": list(self.realised[1:])}}
 
 
 def _fmt_p(p: float) -> str:
@@ -492,7 +502,21 @@ def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA
                        [int(s) for s in seeds], p=p, p_short=p_short, sd=sd, n_a=n_a, n_b=n_b, mde80=mde80, power=pw,
                        beyond_min=beyond,
                        boot_low=boot_low, boot_high=boot_high, aa=noise_floor(frame, claim, alpha, power),
-                       headroom=room[0], headroom_low=room[1], headroom_high=room[2])
+                       headroom=room[0], headroom_low=room[1], headroom_high=room[2],
+                       realised=_realised(frame, claim, alpha))
+
+
+def _realised(frame: pd.DataFrame, claim: ClaimConfig, alpha: float) -> tuple[float, float, float]:
+    """The effect and interval of a claim on an expected metric (``<key>/exp``) re-measured on the realised ``<key>``
+    (paired by seed, the same windows); nan where the claim's metric is not an expected one or ``<key>`` is missing."""
+    if not claim.metric.endswith(EXPECTED_SUFFIX) or claim.metric.removesuffix(EXPECTED_SUFFIX) not in frame:
+        return math.nan, math.nan, math.nan
+    a, b, why = claim_samples(frame, replace(claim, metric=claim.metric.removesuffix(EXPECTED_SUFFIX)))
+    seeds = sorted(set(a.index) & set(b.index))
+    if why or len(seeds) < 2:
+        return math.nan, math.nan, math.nan
+    effect, low, high, *_ = mean_test((a[seeds] - b[seeds]).to_numpy(), 1 - alpha)
+    return effect, low, high
 
 
 # --------------------------------------------------------------------------- loading and rendering

@@ -36,14 +36,19 @@ def test_segment_metrics_of_a_hand_worked_log():
     violations = np.array([0, 0, 1, 0, 0])
     n = len(segment)
     requests = {c: np.zeros(n, dtype) for c, dtype in REQUEST_COLUMNS.items()}
-    requests |= {"request": np.arange(n), "segment": segment, "clicks": clicks, "violations": violations}
+    expected = np.array([0.25, 0.75, 0.5, 0.5, 0.2], np.float32)  # the choice model's 1 - P(no click)
+    requests |= {"request": np.arange(n), "segment": segment, "clicks": clicks, "violations": violations,
+                 "clicks_exp": expected}
     log = InteractionLog(requests=requests, segment_names=["new", "casual", "heavy"])
     m = segment_metrics(log)
     assert m["segment/new/clicks_per_request"] == pytest.approx(0.5)  # 1 click / 2 requests
     assert m["segment/heavy/clicks_per_request"] == pytest.approx(1.0)  # 3 / 3
+    assert m["segment/new/clicks_per_request/exp"] == pytest.approx(0.5)  # (0.25 + 0.75) / 2
+    assert m["segment/heavy/clicks_per_request/exp"] == pytest.approx(0.4)  # (0.5 + 0.5 + 0.2) / 3
     assert m["segment/heavy/violations_per_request"] == pytest.approx(1 / 3)
     assert m["segment/new/request_share"] == pytest.approx(0.4) and m["segment/heavy/request_share"] == pytest.approx(0.6)
-    assert math.isnan(m["segment/casual/clicks_per_request"]) and m["segment/casual/request_share"] == 0.0
+    assert math.isnan(m["segment/casual/clicks_per_request"]) and math.isnan(m["segment/casual/clicks_per_request/exp"])
+    assert m["segment/casual/request_share"] == 0.0
     assert segment_metrics(None) == {} and segment_metrics(InteractionLog(segment_names=["new"])) == {}
 
 

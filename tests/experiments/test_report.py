@@ -347,3 +347,23 @@ def test_the_report_says_how_many_runs_started_on_a_settled_system(tmp_path):
     untested = w[["arm", "seed", "windows"]].assign(windows=1.0)  # summaries leave out what could not be tested
     assert render_warmups(untested)[0].startswith("Settled start: warm-up of 1 window(s), too short")
     assert render_warmups(w.iloc[:0]) == []
+
+
+def test_a_claim_on_an_expected_metric_reports_the_realised_one_beside_it():
+    # expected clicks differ by the A/B pairs' 0.5-0.7; the sampled (realised) clicks by that plus noise: +0.1 on
+    # seed 0, -0.1 on seed 1 (mean unchanged), so the realised interval is the wider one around the same effect
+    frame = table({"optuna": A, "static": B}).rename(columns={"reward": "outer/engagement/clicks_per_request/exp"})
+    noise = np.where(frame["arm"].eq("optuna"), frame["seed"].map({0: 0.1, 1: -0.1, 2: 0.0, 3: 0.0}), 0.0)
+    frame["outer/engagement/clicks_per_request"] = frame["outer/engagement/clicks_per_request/exp"] + noise
+    claim = ClaimConfig("C1", min_effect=0.1, metric="outer/engagement/clicks_per_request/exp", a=["optuna"], b=["static"])
+    result = evaluate_claim(frame, claim)
+    effect, low, high = result.realised
+    assert result.effect == pytest.approx(0.6) and effect == pytest.approx(0.6)  # same mean, wider interval
+    assert high - low > result.high - result.low
+    assert "realised (sampled clicks): +0.6 [" in result.line()
+    assert result.as_dict()["realised"]["effect"] == pytest.approx(0.6)
+    # a realised metric, or an expected one without its realised column, has nothing beside it
+    assert np.isnan(evaluate_claim(frame.drop(columns="outer/engagement/clicks_per_request"), claim).realised[0])
+    plain = evaluate_claim(frame, ClaimConfig("C2", min_effect=0.1, metric="outer/engagement/clicks_per_request",
+                                              a=["optuna"], b=["static"]))
+    assert np.isnan(plain.realised[0]) and "realised" not in plain.line()
