@@ -73,14 +73,12 @@ class Grounding:
         return len(self.topics)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def ground(user: np.ndarray, item: np.ndarray, rating: np.ndarray, genres: np.ndarray, topics: tuple[str, ...],
            year: np.ndarray, num_users: int, embedding_dim: int) -> Grounding:
     """The grounding arrays from ratings (one row per rating: 0-based ``user``, ``item``, 1-5 ``rating``), each item's
     ``genres`` (I, T) bool and release ``year`` (0: unknown)."""
+    from envs.items import unit_rows  # here: envs.items -> envs.config -> this module at import time
+
     num_items = genres.shape[0]
     check_int("embedding_dim", embedding_dim, 1, min(num_users, num_items) - 2)
     x = np.zeros((num_users, num_items), np.float64)
@@ -92,10 +90,10 @@ def ground(user: np.ndarray, item: np.ndarray, rating: np.ndarray, genres: np.nd
     # a singular vector's sign is arbitrary (LAPACK's choice): fix it so the largest-magnitude item loading is positive
     sign = np.sign(vt[k][np.arange(embedding_dim), np.abs(vt[k]).argmax(axis=1)])
     root = np.sqrt(s[k]) * sign
-    item_emb = _unit(vt[k].T * root)
-    user_int = _unit(u[:, k] * root)
+    item_emb = unit_rows(vt[k].T * root)
+    user_int = unit_rows(u[:, k] * root)
     g = genres[:, : len(topics)].astype(np.float64)
-    centers = _unit(g.T @ item_emb)
+    centers = unit_rows(g.T @ item_emb)
     sim = item_emb @ centers.T
     item_topic = np.where(g.any(axis=1), np.where(g > 0, sim, -np.inf).argmax(axis=1), sim.argmax(axis=1))
     counts = np.bincount(item, minlength=num_items).astype(np.float64)

@@ -77,12 +77,17 @@ class Consumption:
     user: np.ndarray  # (E,) int64: a person (the simulator's slot and its generation)
     item: np.ndarray  # (E,) int64
     day: np.ndarray  # (E,) float64 days since the log's start
-    liked: np.ndarray  # (E,) bool: a rating of 4 or 5; a like
+    rating: np.ndarray  # (E,) float64 1-5: the data's rating; the simulator's stand-in, 5 for a liked click, 3 otherwise
     session: np.ndarray  # (E,) int64 session id
     num_items: int
 
     def __len__(self) -> int:
         return len(self.user)
+
+    @property
+    def liked(self) -> np.ndarray:
+        """(E,) bool: a rating of 4 or 5 (the data), a like (the simulator)."""
+        return self.rating >= 4
 
 
 def _sessions_by_gap(user: np.ndarray, day: np.ndarray, gap_hours: float) -> np.ndarray:
@@ -98,7 +103,8 @@ def real_consumption(gap_hours: float = SESSION_GAP_HOURS) -> Consumption:
     """MovieLens-100K's ratings as consumption events; sessions split at gaps longer than ``gap_hours``."""
     ml = load_ml100k()
     day = (ml.timestamp - ml.timestamp.min()) / 86400.0
-    return Consumption(ml.user, ml.item, day, ml.rating >= 4, _sessions_by_gap(ml.user, day, gap_hours), ml.num_items)
+    return Consumption(ml.user, ml.item, day, ml.rating.astype(np.float64), _sessions_by_gap(ml.user, day, gap_hours),
+                       ml.num_items)
 
 
 @dataclass(frozen=True)
@@ -183,7 +189,7 @@ class Simulation:
         out = {k: np.concatenate(v) for k, v in cols.items()}
         _, session = np.unique(np.stack([out["user"], out["session"]], axis=1), axis=0, return_inverse=True)
         return (Consumption(out["user"].astype(np.int64), out["item"].astype(np.int64), out["day"],
-                            out["liked"].astype(bool), session.ravel().astype(np.int64), self.cfg.num_items),
+                            np.where(out["liked"], 5.0, 3.0), session.ravel().astype(np.int64), self.cfg.num_items),
                 expected / max(served, 1))
 
 
@@ -544,12 +550,12 @@ def recall_at(scores: np.ndarray, train: np.ndarray, test: np.ndarray, n: int = 
 SPLITS = ("user", "global")
 
 
-def offline_recall(c: Consumption, rating: np.ndarray, num_users: int, age_days: np.ndarray, seed: int,
-                   split: str = "user", share: float = 0.8) -> dict[str, float]:
-    """Recall@10 of each recommender trained on the earlier ``share`` of the events (ratings ``rating``) and tested on
+def offline_recall(c: Consumption, num_users: int, age_days: np.ndarray, seed: int, split: str = "user",
+                   share: float = 0.8) -> dict[str, float]:
+    """Recall@10 of each recommender trained on the earlier ``share`` of the events (their ratings) and tested on
     the rest: each user's own first ``share`` (``split="user"``) or the first ``share`` of all events in time
     (``"global"``). The ranker's item side information comes from the training events only."""
-    user, item, day = c.user, c.item, c.day
+    user, item, day, rating = c.user, c.item, c.day, c.rating
     if split == "global":
         early = day <= np.quantile(day, share)
     elif split == "user":
@@ -566,11 +572,6 @@ def offline_recall(c: Consumption, rating: np.ndarray, num_users: int, age_days:
     return {name: recall_at(recommender_scores(name, train, rng, seed), train.x, test) for name in RECOMMENDERS}
 
 
-def _sim_rating(c: Consumption) -> np.ndarray:
-    """The simulator's stand-in for a rating: 5 for a liked click, 3 otherwise (the data's like: a rating of 4 or 5)."""
-    return np.where(c.liked, 5.0, 3.0)
-
-
 def recommender_check(cfg: WorldConfig, seed: int, events: int, requests: int, policy: LoggingPolicy | None = None,
                       real: Consumption | None = None) -> dict[str, object]:
     """The held-out check: each recommender's recall@10 on the data's held-out 20% (trained on the rest; both
@@ -585,14 +586,12 @@ def recommender_check(cfg: WorldConfig, seed: int, events: int, requests: int, p
     real = real or real_consumption()
     real_users = int(real.user.max()) + 1
     ages = grounding("ml100k", cfg.embedding_dim).item_age_days
-    ratings = load_ml100k().rating
-    real_recall = {split: offline_recall(real, ratings, real_users, ages, seed, split) for split in SPLITS}
+    real_recall = {split: offline_recall(real, real_users, ages, seed, split) for split in SPLITS}
     sim = Simulation(cfg, seed, policy)
     logged, _ = sim.run(events=events)
     logged = replace(logged, user=logged.user & 0xFFFFFFFF)  # nobody churns: a person is its slot
-    sim_recall = {split: offline_recall(logged, _sim_rating(logged), cfg.num_users, ages, seed, split)
-                  for split in SPLITS}
-    train = training(logged.user, logged.item, _sim_rating(logged), cfg.num_users, cfg.num_items, ages)
+    sim_recall = {split: offline_recall(logged, cfg.num_users, ages, seed, split) for split in SPLITS}
+    train = training(logged.user, logged.item, logged.rating, cfg.num_users, cfg.num_items, ages)
     rng = np.random.default_rng(seed)
     online: dict[str, float] = {}
     for name in RECOMMENDERS:

@@ -46,7 +46,7 @@ def test_distances_on_worked_examples():
 def test_describe_on_a_hand_made_log():
     # user 0: items 0, 1 at day 0 (session 0), item 0 again at day 5 (session 1); user 1: item 2 at day 1
     c = cal.Consumption(user=np.array([0, 0, 0, 1]), item=np.array([0, 1, 0, 2]), day=np.array([0.0, 0.0, 5.0, 1.0]),
-                        liked=np.array([True, False, True, False]), session=np.array([0, 0, 1, 2]), num_items=3)
+                        rating=np.array([5.0, 3.0, 4.0, 2.0]), session=np.array([0, 0, 1, 2]), num_items=3)
     d = cal.describe(c, np.array([0, 1, 2], np.int8), np.array([0, 0, 1]), 2)
     assert d["item_counts"].tolist() == [2, 1, 1] and sorted(d["user_counts"].tolist()) == [1, 3]
     assert d["session_lengths"].tolist() == [2, 1, 1] and d["gaps_days"].tolist() == [5.0]
@@ -71,7 +71,7 @@ def test_dirichlet_precision_by_moments_recovers_the_planted_concentration():
     shares = rng.dirichlet(np.full(topics, alpha), size=users)
     user = np.repeat(np.arange(users), per_user)
     item = np.concatenate([rng.choice(topics, size=per_user, p=p) for p in shares])
-    c = cal.Consumption(user, item, np.zeros(len(user)), np.zeros(len(user), bool), user, topics)
+    c = cal.Consumption(user, item, np.zeros(len(user)), np.full(len(user), 3.0), user, topics)
     got = cal.direct_values(c, item_topic, topics)
     for s in cal.SEGMENTS:
         assert got[f"segments.{s}.interest_concentration"] == pytest.approx(alpha, rel=0.25)
