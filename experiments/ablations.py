@@ -359,6 +359,13 @@ def render_plan(plans: dict[str, SeedPlan], max_seeds: int) -> list[str]:
         needs = ", ".join(f"{k} {v if v <= 100_000 else '> 100000'}" for k, v in p.needs.items())
         runtime = "" if math.isnan(p.projected_seconds) else f"{p.projected_seconds / 60:.0f} min"
         lines.append(f"| {p.key} | {p.pilot_seeds} | {p.seeds} | {runtime} | {needs} | {', '.join(p.underpowered()) or '-'} |")
+    claims = sum(len(p.needs) for p in plans.values())
+    powered = claims - sum(len(p.underpowered()) for p in plans.values())
+    total = sum(p.projected_seconds for p in plans.values() if not math.isnan(p.projected_seconds))
+    every = sum(p.pilot_seconds * max([2, *p.needs.values()]) / max(p.pilot_seeds, 1) for p in plans.values()
+                if not math.isnan(p.pilot_seconds))
+    lines += ["", f"At these seeds: {powered} of {claims} claims powered (MDE80 <= min_effect at the suite's Holm level), "
+                  f"{total / 60:.0f} min projected on this machine; every claim powered: {every / 3600:.1f} h."]
     return lines
 
 

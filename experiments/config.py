@@ -56,6 +56,7 @@ __all__ = [
 
 CLAIM_DIRECTIONS = ("greater", "less")
 CLAIM_STAGES = ("all", "evolution", "exploit")  # which windows: all, those of the evolution, or the exploit ones after it
+CLAIM_SCALES = ("none", "headroom")  # a claim's effect in the metric's units, or as shares of each seed's headroom
 WANDB_MODES = ("offline", "online", "disabled")
 REPLICATE_SUFFIX = "_r"  # an A/A replicate's arm label: <arm>_r<n>
 CONSTRAINT_HANDLERS = ("lagrangian", "weighted")
@@ -283,6 +284,12 @@ class ClaimConfig:
     averaged over seeds, for the claim to be testable. Below it the claim is ``untestable (no headroom)`` with the
     measured gap: an adaptive arm cannot beat a static config by more than the oracle does, so such a claim could
     only come out null, whatever the paradigm is worth.
+
+    ``scale: headroom`` judges the share of the gap recovered instead of the raw difference: per seed, each group's
+    metric minus the baseline's (``headroom_arms[1]``), divided by that seed's headroom (``headroom_arms[0]`` minus
+    the baseline, on the same windows): 1 is as good as the oracle, 0 as the baseline, < 0 worse. ``min_effect`` is
+    then a share (e.g. 0.25: a quarter of the oracle's gap) and ``headroom`` (required, in the metric's units) also
+    drops the seeds whose own gap is below it (a share of no headroom is noise over nothing; the report counts them).
     """
 
     name: str = "C0"
@@ -297,6 +304,7 @@ class ClaimConfig:
     stage: str = "all"  # all | evolution | exploit
     headroom: float = 0.0  # > 0: the claim needs headroom_arms[0] - headroom_arms[1] >= this to be testable
     headroom_arms: list[str] = field(default_factory=lambda: ["oracle", "static"])
+    scale: str = "none"  # none: a - b in the metric's units; headroom: as shares of each seed's headroom
 
     def __post_init__(self) -> None:
         key = f"claims[{self.name}]"
@@ -326,6 +334,10 @@ class ClaimConfig:
         if isinstance(self.headroom_arms, str) or len(self.headroom_arms) != 2 or len(set(self.headroom_arms)) != 2:
             raise ConfigError(f"`{key}.headroom_arms` must name two different arms, the reference (e.g. the oracle) "
                               f"and the baseline (got {self.headroom_arms!r})")
+        check_choice(f"{key}.scale", self.scale, CLAIM_SCALES)
+        if self.scale == "headroom" and self.headroom <= 0:
+            raise ConfigError(f"`{key}.headroom` must be > 0 with `scale: headroom` (the smallest gap, in the metric's "
+                              f"units, a seed's share is computed over; got {self.headroom})")
 
 
 @dataclass

@@ -50,9 +50,9 @@ from rewards.stats import (
 )
 
 __all__ = ["ALPHA", "BOOTSTRAP_BELOW", "POWER", "VERDICT_RULE", "Adjustment", "ClaimResult", "NoiseFloor", "adjust",
-           "claim_samples", "claims_table", "evaluate_claim", "false_alarm_line", "headroom_of", "load_claims", "load_warmups",
-           "main", "noise_floor", "power_table", "render_report", "render_warmups", "replicates", "scope_of", "window_table",
-           "write_report"]
+           "claim_samples", "claims_table", "dropped_seeds", "evaluate_claim", "false_alarm_line", "headroom_of", "load_claims",
+           "load_warmups", "main", "noise_floor", "power_table", "render_report", "render_warmups", "replicates", "scope_of",
+           "window_table", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +212,15 @@ class ClaimResult:
         flag = f" (underpowered: power {self.power:.2f} at min_effect)" if self.underpowered else ""
         if self.verdict == "contradicted":
             flag = " (reversed)" if self.reversed else " (short of min_effect)"
-        head = (f"**{c.name}: {self.verdict.upper()}**{flag}: {c.metric} of {a} {sign} {b} (effect a - b {sign} 0; "
+        share = f" as shares of each seed's {c.headroom_arms[0]} - {c.headroom_arms[1]} gap" if c.scale == "headroom" else ""
+        head = (f"**{c.name}: {self.verdict.upper()}**{flag}: {c.metric}{share} of {a} {sign} {b} (effect a - b {sign} 0; "
                 f"min_effect {c.min_effect:g})" + (f" over {scope}" if scope else ""))
         if self.verdict == "untestable":
             return f"{head}; {self.note}"
         test = "paired by seed" if self.paired else "Welch, unpaired"
         boot = "" if math.isnan(self.boot_low) else f", bootstrap [{self.boot_low:+.4g}, {self.boot_high:+.4g}]"
+        if self.note:
+            head = f"{head} ({self.note})"
         return (f"{head}; effect {self.effect:+.4g}, 95% CI [{self.low:+.4g}, {self.high:+.4g}] "
                 f"({a} {self.a_mean:.4g} vs {b} {self.b_mean:.4g}; {test}, n={self.n} seeds); p={_fmt_p(self.p)}, "
                 f"p short of min_effect={_fmt_p(self.p_short)}{boot}; "
@@ -354,9 +357,29 @@ def claim_samples(frame: pd.DataFrame, claim: ClaimConfig) -> tuple[pd.Series, p
     a = _group_means(frame, claim.a, claim.metric, claim.from_step, claim.from_day, claim.stage)
     b = _group_means(frame, claim.b, claim.metric, claim.from_step, claim.from_day, claim.stage)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if claim.scale == "headroom":
+        missing = [arm for arm in claim.headroom_arms if arm not in present]
+        if missing:
+            return empty, empty, f"`scale: headroom` needs the headroom arm(s) {missing} (arms present: {sorted(present)})"
+        ref, base = (_group_means(frame, [arm], claim.metric, claim.from_step, claim.from_day, claim.stage)
+                     for arm in claim.headroom_arms)
+        room = (ref - base)[lambda r: np.isfinite(r) & (r >= claim.headroom)]  # seeds with a gap to recover
+        a = ((a - base) / room).dropna()
+        b = ((b - base) / room).dropna()
     if len(a) < 2 or len(b) < 2:
         return a, b, f"needs at least 2 seeds per group (got {len(a)} and {len(b)})"
     return a, b, ""
+
+
+def dropped_seeds(frame: pd.DataFrame, claim: ClaimConfig) -> int:
+    """How many seeds a ``scale: headroom`` claim leaves out: those whose own headroom is below the claim's
+    ``headroom`` (0 for other claims)."""
+    if claim.scale != "headroom" or claim.metric not in frame or not set(claim.headroom_arms) <= set(frame["arm"]):
+        return 0
+    ref, base = (_group_means(frame, [arm], claim.metric, claim.from_step, claim.from_day, claim.stage)
+                 for arm in claim.headroom_arms)
+    room = (ref - base).dropna()
+    return int((room < claim.headroom).sum())
 
 
 def _paired_diffs(frame: pd.DataFrame, claim: ClaimConfig, x: str, y: str) -> np.ndarray:
@@ -503,7 +526,12 @@ def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA
                        beyond_min=beyond,
                        boot_low=boot_low, boot_high=boot_high, aa=noise_floor(frame, claim, alpha, power),
                        headroom=room[0], headroom_low=room[1], headroom_high=room[2],
-                       realised=_realised(frame, claim, alpha))
+                       realised=_realised(frame, claim, alpha), note=_dropped_note(frame, claim))
+
+
+def _dropped_note(frame: pd.DataFrame, claim: ClaimConfig) -> str:
+    k = dropped_seeds(frame, claim)
+    return f"{k} seed(s) with a gap below {claim.headroom:g} left out" if k else ""
 
 
 def _realised(frame: pd.DataFrame, claim: ClaimConfig, alpha: float) -> tuple[float, float, float]:

@@ -147,6 +147,15 @@ def test_the_seed_plan_asks_each_ablation_for_what_its_neediest_testable_claim_n
     assert plans["C2"].seeds == 40 and plans["C2"].underpowered() == ["c"]  # capped: c stays underpowered
     assert plans["C2"].needs["c"] == n_for_mde(0.2, 0.02, alpha=0.05 / 4, paired=False, max_n=100_000)
     assert plan_seeds([pilot], max_seeds=3)["C1"].seeds == 3
+    # the plan's last line: claims powered at the capped seeds, the runtime, and what powering every claim costs
+    from experiments.ablations import render_plan
+
+    need_c = plans["C2"].needs["c"]
+    total = 300.0 * need_a / 5 + 100.0 * 40 / 5
+    every = (300.0 * need_a / 5 + 100.0 * need_c / 5) / 3600
+    assert render_plan(plans, 40)[-1] == (f"At these seeds: 2 of 3 claims powered (MDE80 <= min_effect at the suite's "
+                                          f"Holm level), {total / 60:.0f} min projected on this machine; every claim "
+                                          f"powered: {every:.1f} h.")
 
 
 def test_the_suite_cli_refuses_a_stray_positional_argument_before_running(tmp_path, capsys):

@@ -367,3 +367,24 @@ def test_a_claim_on_an_expected_metric_reports_the_realised_one_beside_it():
     plain = evaluate_claim(frame, ClaimConfig("C2", min_effect=0.1, metric="outer/engagement/clicks_per_request",
                                               a=["optuna"], b=["static"]))
     assert np.isnan(plain.realised[0]) and "realised" not in plain.line()
+
+
+def test_a_claim_scaled_by_headroom_judges_the_share_of_each_seeds_gap_recovered():
+    room = {0: 0.1, 1: 0.2, 2: 0.1, 3: 0.01}  # seed 3's oracle gap is below the claim's headroom: left out
+    gain = {0: 0.05, 1: 0.1, 2: 0.08, 3: 0.0}  # shares 0.5, 0.5, 0.8
+    frame = table({"static": B, "oracle": {s: B[s] + room[s] for s in B}, "optuna": {s: B[s] + gain[s] for s in B}})
+    claim = ClaimConfig("C2-gap", metric="reward", a=["optuna"], b=["static"], min_effect=0.25, headroom=0.02,
+                        scale="headroom")
+    result = evaluate_claim(frame, claim)
+    assert result.paired and result.seeds == [0, 1, 2] and result.n == 3
+    assert result.effect == pytest.approx(0.6) and result.b_mean == 0.0  # static recovers nothing by definition
+    assert "as shares of each seed's oracle - static gap" in result.line()
+    assert "1 seed(s) with a gap below 0.02 left out" in result.line()
+    raw = evaluate_claim(frame, ClaimConfig("C2-raw", metric="reward", a=["optuna"], b=["static"], min_effect=0.02))
+    assert raw.effect == pytest.approx(np.mean(list(gain.values()))) and raw.note == ""
+    # the share needs the oracle's runs, and a headroom to divide by
+    assert "needs the headroom arm(s) ['oracle']" in evaluate_claim(frame[frame["arm"] != "oracle"], claim).note
+    with pytest.raises(ConfigError, match=r"`claims\[C2-gap\]\.headroom` must be > 0 with `scale: headroom`"):
+        ClaimConfig("C2-gap", metric="reward", a=["optuna"], b=["static"], min_effect=0.25, scale="headroom")
+    with pytest.raises(ConfigError, match=r"claims\[C2-gap\]\.scale"):
+        ClaimConfig("C2-gap", metric="reward", a=["optuna"], b=["static"], min_effect=0.25, scale="ratio")
