@@ -728,8 +728,11 @@ def render_warmups(warmups: pd.DataFrame) -> list[str]:
     if not len(tested):
         return [f"Settled start: warm-up of {'/'.join(map(str, windows))} window(s), too short to test for a trend.", ""]
     slope = tested["slope"].astype(float)
-    return [f"Settled start: {int(tested['settled'].sum())} of {len(tested)} runs showed no upward trend over their "
-            f"{'/'.join(map(str, windows))} warm-up windows (least-squares slope, t-test at 5%); slope per window "
+    last = sorted({int(w) for w in tested["tested"]}) if "tested" in tested else []
+    over = (f"the last {'/'.join(map(str, last))} of their {'/'.join(map(str, windows))} warm-up windows" if last
+            else f"their {'/'.join(map(str, windows))} warm-up windows")
+    return [f"Settled start: {int(tested['settled'].sum())} of {len(tested)} runs showed no upward trend over "
+            f"{over} (least-squares slope, t-test at 5%); slope per window "
             f"mean {slope.mean():+.4g} (range {slope.min():+.4g} to {slope.max():+.4g}). Few windows test weakly: "
             f"\"settled\" means no trend was detectable.", ""]
 

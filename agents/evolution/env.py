@@ -161,19 +161,22 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _warm_up(self) -> dict[str, float]:
         """Serve the ``warmup`` windows with the system as configured (learning on) and test whether it has settled:
-        the slope of the system's reward over the warm-up windows (:func:`~rewards.stats.trend_test`, per window)
-        and its p-value; ``warmup/settled`` is 1 when there is no significant upward trend (p >= 0.05 or a slope
-        <= 0), 0 when the system was still improving as evolution began (a window's reward then also measures
-        when it ran), nan with fewer than 3 warm-up windows."""
+        the slope of the system's reward over the warm-up's last half (at least its last 3 windows: the first ones
+        are the take-off, which any trend test over the whole warm-up finds; :func:`~rewards.stats.trend_test`,
+        per window) and its p-value; ``warmup/settled`` is 1 when there is no significant upward trend there
+        (p >= 0.05 or a slope <= 0), 0 when the system was still improving as evolution began (a window's reward
+        then also measures when it ran), nan with fewer than 3 warm-up windows; ``warmup/tested`` counts the
+        windows tested."""
         if not self.warmup:
             return {}
         service = self.deployment
         rewards = [service.score(service.serve(learn=True))[0] for _ in range(self.warmup)]
         service.restart_trend()
-        trend = trend_test(rewards)
+        tested = rewards[-max(3, len(rewards) // 2):]
+        trend = trend_test(tested)
         settled = math.nan if trend.n < 3 else float(trend.p >= SETTLED_ALPHA or trend.slope <= 0)
-        return {"warmup/windows": float(self.warmup), "warmup/slope": trend.slope, "warmup/slope_p": trend.p,
-                "warmup/settled": settled, "warmup/reward_last": float(rewards[-1])}
+        return {"warmup/windows": float(self.warmup), "warmup/tested": float(len(tested)), "warmup/slope": trend.slope,
+                "warmup/slope_p": trend.p, "warmup/settled": settled, "warmup/reward_last": float(rewards[-1])}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         service = self.service

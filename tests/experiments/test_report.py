@@ -346,6 +346,9 @@ def test_the_report_says_how_many_runs_started_on_a_settled_system(tmp_path):
     assert render_warmups(short)[0].startswith("Settled start: warm-up of 1 window(s), too short")
     untested = w[["arm", "seed", "windows"]].assign(windows=1.0)  # summaries leave out what could not be tested
     assert render_warmups(untested)[0].startswith("Settled start: warm-up of 1 window(s), too short")
+    halves = w.assign(windows=12.0, tested=6.0)  # runs that tested the last half of their warm-up say so
+    assert render_warmups(halves)[0].startswith("Settled start: 2 of 3 runs showed no upward trend over the last 6 of "
+                                                "their 12 warm-up windows")
     assert render_warmups(w.iloc[:0]) == []
 
 

@@ -155,6 +155,8 @@ def test_the_warm_up_reports_whether_the_learning_system_has_settled():
     _, info = env.reset(seed=0)
     assert info["warmup/windows"] == 4 and np.isfinite(info["warmup/slope"]) and 0.0 <= info["warmup/slope_p"] <= 1.0
     assert info["warmup/settled"] == float(info["warmup/slope_p"] >= 0.05 or info["warmup/slope"] <= 0)
+    assert info["warmup/tested"] == 3  # the last half, at least 3 windows: the take-off before it is no news
+    assert tiny_env(window=100, warmup=6).reset(seed=0)[1]["warmup/tested"] == 3
     replay = tiny_env(window=100, warmup=1)
     _, short = replay.reset(seed=0)
     assert np.isnan(short["warmup/settled"])  # one window cannot show a trend
