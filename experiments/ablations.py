@@ -251,7 +251,10 @@ def _demote(markdown: str) -> str:
 def render_suite(done: list[AblationResult], smoke: bool, total: float, command: str) -> str:
     """The combined Markdown report: every claim in one table, then one section per ablation."""
     lines = ["# Ablation suite: the paradigm's claims, measured", ""]
-    suite = "the SMOKE suite (2 seeds, 3 short windows: checks the machinery, not the claims)" if smoke else "the full suite"
+    keys = [r.ablation.key for r in done]
+    whole = set(keys) == {a.key for a in ABLATIONS}
+    suite = ("the SMOKE suite (2 seeds, 3 short windows: checks the machinery, not the claims)" if smoke
+             else "the full suite" if whole else f"part of the suite ({', '.join(keys)})")
     lines.append(f"`{command}`: {suite}; "
                  f"{sum(r.runs for r in done)} runs in {total:.0f} s on {platform.machine()} with {os.cpu_count()} cores "
                  f"(Python {platform.python_version()}).")
@@ -260,7 +263,8 @@ def render_suite(done: list[AblationResult], smoke: bool, total: float, command:
     lines += ["", "Each claim's effect is `a - b` of the metric averaged per seed over the claim's windows; the 95% "
               "t-interval and the p-value are across seeds (paired by seed: the arms of one seed share the world). "
               + VERDICT_RULE, "",
-              f"In the tables below *Holm* and *BH* adjust over all {tested} testable claims of the suite; in each "
+              f"In the tables below *Holm* and *BH* adjust over all {tested} testable claims of "
+              f"{'the suite' if whole or smoke else 'these ablations'}; in each "
               "ablation's section, over that ablation's claims.", ""]
     keys = [f"{r.ablation.key} {r.ablation.title.lower()}" for r in done for _ in r.results]
     lines += [*claims_table(results, adjust(results), keys), "", *power_table(results)]

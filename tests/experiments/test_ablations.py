@@ -108,7 +108,8 @@ def test_suite_table_and_summary_adjust_over_the_whole_suite(tmp_path):
                          Path("r1/report.md"), "# C1\n\nsection one")
     two = AblationResult(ABLATIONS[1], Path("r2"), [result("C2-a", 0.02)], 2.0, 10, Path("r2/report.md"), "# C2\n\ntwo")
     text = render_suite([one, two], smoke=False, total=3.0, command="python -m experiments.ablations")
-    assert "*Holm* and *BH* adjust over all 3 testable claims of the suite" in text
+    assert "*Holm* and *BH* adjust over all 3 testable claims of these ablations" in text
+    assert "`python -m experiments.ablations`: part of the suite (C1, C2); 20 runs" in text  # not "the full suite"
     # Holm over (0.01, 0.5, 0.02): 0.03, 0.5, 0.04; BH: 0.03, 0.5, 0.03
     assert "| C1-a | C1 heterogeneity | reward | x | y | a > b | +0.1 |" in text
     assert "| held | held (p 0.03) | held (p 0.03) |" in text and "| held | held (p 0.04) | held (p 0.03) |" in text
