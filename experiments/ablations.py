@@ -74,7 +74,7 @@ from experiments.report import (
 )
 
 __all__ = ["ABLATIONS", "SMOKE_OVERRIDES", "Ablation", "AblationResult", "SeedPlan", "compare_suites", "evaluate_ablation",
-           "main", "plan_seeds", "render_plan", "render_suite", "run_ablation", "run_suite", "suite_summary"]
+           "main", "plan_seeds", "render_plan", "render_suite", "run_ablation", "run_suite", "suite_status", "suite_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -373,6 +373,49 @@ def render_plan(plans: dict[str, SeedPlan], max_seeds: int) -> list[str]:
     return lines
 
 
+def _directions() -> dict[str, str]:
+    """Every declared claim's direction (the presets' ``claims:`` and C9's), for summaries written before
+    ``summary.json`` kept it."""
+    import yaml
+
+    from experiments.ope import C9_CLAIMS
+
+    out = {c["name"]: c.get("direction", "greater") for c in C9_CLAIMS}
+    for path in sorted((Path(__file__).resolve().parent.parent / "conf" / "experiment").glob("*.yaml")):
+        for c in (yaml.safe_load(path.read_text()) or {}).get("claims") or []:
+            out[c["name"]] = c.get("direction", "greater")
+    return out
+
+
+def suite_status(summaries: Sequence[dict], alpha: float = 0.05) -> list[str]:
+    """Where the suite stands on issue 14's bar, from suite summaries (``summary.json``; a later one wins for an
+    ablation in two): the testable claims, how many reach a verdict after Holm over all of them, and how many of those
+    with MDE80 (as reported, at the claim's own 5% level) within their ``min_effect``."""
+    merged: dict[str, dict] = {}
+    for summary in summaries:
+        merged |= summary["ablations"]
+    directions, results = None, []
+    for a in merged.values():
+        for name, c in a["claims"].items():
+            if "direction" not in c and directions is None:
+                directions = _directions()
+            direction = c.get("direction") or (directions or {}).get(name, "greater")
+            claim = ClaimConfig(name, a=["a"], b=["b"], direction=direction, min_effect=float(c["min_effect"]))
+            num = [math.nan if c.get(k) is None else float(c[k]) for k in ("effect", "p", "p_short", "mde80")]
+            low, high = (math.nan if x is None else float(x) for x in c.get("ci", [None, None]))
+            results.append(ClaimResult(claim, c["verdict"], num[0], low, high, n=int(c.get("n") or 0), p=num[1],
+                                       p_short=num[2], mde80=num[3]))
+    adjusted = adjust(results, alpha)
+    tested = [(r, j) for r, j in zip(results, adjusted) if r.verdict != "untestable"]
+    decided = [(r, j) for r, j in tested if j.verdict_holm in ("held", "contradicted")]
+    sharp = [r.claim.name for r, _ in decided if r.mde80 <= r.claim.min_effect]
+    held = sum(j.verdict_holm == "held" for _, j in decided)
+    share = len(sharp) / len(tested) if tested else math.nan
+    return [f"Now ({', '.join(merged)}; Holm over all {len(tested)} testable claims): {len(decided)} reach a verdict "
+            f"({held} held, {len(decided) - held} contradicted), {len(sharp)} of them with MDE80 <= min_effect "
+            f"({share:.0%} of the testable claims; issue 14 asks 80%): {', '.join(sharp) or 'none'}."]
+
+
 def compare_suites(summaries: dict[str, dict]) -> list[str]:
     """The same suite run on several worlds (``label -> summary.json``, the first the reference), claim by claim as a
     Markdown table: each world's effect, 95% interval and verdict (per claim, not adjusted), then whether the verdict
@@ -501,8 +544,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"extra arguments must be key=value overrides (got {bad}; --only takes one comma-separated list)")
     seeds = None
     if args.seeds_from:
-        plans = plan_seeds([json.loads(Path(p).read_text()) for p in args.seeds_from], args.max_seeds)
-        print("\n".join(render_plan(plans, args.max_seeds)))
+        pilots = [json.loads(Path(p).read_text()) for p in args.seeds_from]
+        plans = plan_seeds(pilots, args.max_seeds)
+        print("\n".join([*render_plan(plans, args.max_seeds), "", *suite_status(pilots)]))
         if args.plan_only:
             return
         seeds = {k: p.seeds for k, p in plans.items()}

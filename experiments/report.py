@@ -235,7 +235,8 @@ class ClaimResult:
 
     def as_dict(self) -> dict:
         """The numbers of the result (``summary.json``); nan where not computed."""
-        return {"verdict": self.verdict, "label": self.label, "underpowered": self.underpowered, "effect": self.effect,
+        return {"direction": self.claim.direction,
+                "verdict": self.verdict, "label": self.label, "underpowered": self.underpowered, "effect": self.effect,
                 "ci": [self.low, self.high], "p": self.p, "p_short": self.p_short, "n": self.n, "n_a": self.n_a, "n_b": self.n_b,
                 "paired": self.paired,
                 "sd": self.sd, "mde80": self.mde80, "min_effect": self.claim.min_effect,

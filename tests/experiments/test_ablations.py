@@ -207,3 +207,32 @@ def test_c9_takes_the_planners_seeds_and_ignores_world_overrides(tmp_path):
     assert _command(c9, tmp_path, True, 2, ["seed=range(40)"])[-3:] == ["--quick", "--seeds", "2"]
     c1 = next(a for a in ABLATIONS if a.key == "C1")
     assert _command(c1, tmp_path, False, 2, ["seed=range(40)"])[-1] == "seed=range(40)"
+
+
+def test_the_suite_status_counts_holm_verdicts_over_every_summary_and_their_mde():
+    """``--seeds-from ... --plan-only`` ends with issue 14's bar: the testable claims of the latest summary per
+    ablation, Holm over all of them, and which verdicts have MDE80 within min_effect."""
+    from experiments.ablations import suite_status
+
+    def claim(verdict, effect, p, p_short, mde, direction="greater"):
+        out = {"verdict": verdict, "effect": effect, "ci": [effect - 0.01, effect + 0.01], "p": p, "p_short": p_short,
+               "mde80": mde, "min_effect": 0.02, "n": 10}
+        return out | ({"direction": direction} if direction else {})
+
+    old = {"ablations": {"C1": {"claims": {"C1-new": claim("held", 0.5, 0.5, 0.5, 0.01)}}}}  # replaced below
+    new = {"ablations": {
+        "C1": {"claims": {
+            "C1-new": claim("held", 0.05, 1e-6, 0.9, 0.01, direction=None),  # an old summary: direction from the preset
+            "C1-heavy": claim("contradicted", -0.05, 1e-6, 1e-6, 0.05),  # decided, but MDE80 above min_effect
+        }},
+        "C2": {"claims": {
+            "C2-optuna": claim("contradicted", 0.0, 0.9, 1e-5, 0.015, direction="less"),
+            "C2-floor": claim("inconclusive", 0.01, 0.3, 0.4, 0.03),
+            "C2-rl": {"verdict": "untestable", "effect": None, "ci": [None, None], "p": None, "p_short": None,
+                      "mde80": None, "min_effect": 0.02, "n": 0},
+        }},
+    }}
+    line = suite_status([old, new])[0]
+    assert line.startswith("Now (C1, C2; Holm over all 4 testable claims): 3 reach a verdict (1 held, 2 contradicted), "
+                           "2 of them with MDE80 <= min_effect (50% of the testable claims; issue 14 asks 80%): "
+                           "C1-new, C2-optuna."), line
