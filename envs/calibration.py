@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.linalg import unit_rows
 from envs.movielens import GENRES, load_ml100k
 from envs.validation import check_choice, check_int
 
@@ -77,8 +78,6 @@ def ground(user: np.ndarray, item: np.ndarray, rating: np.ndarray, genres: np.nd
            year: np.ndarray, num_users: int, embedding_dim: int) -> Grounding:
     """The grounding arrays from ratings (one row per rating: 0-based ``user``, ``item``, 1-5 ``rating``), each item's
     ``genres`` (I, T) bool and release ``year`` (0: unknown)."""
-    from envs.items import unit_rows  # here: envs.items -> envs.config -> this module at import time
-
     num_items = genres.shape[0]
     check_int("embedding_dim", embedding_dim, 1, min(num_users, num_items) - 2)
     x = np.zeros((num_users, num_items), np.float64)

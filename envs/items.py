@@ -10,6 +10,7 @@ import numpy as np
 
 from envs.calibration import Grounding
 from envs.config import ItemConfig
+from envs.linalg import unit_rows
 
 __all__ = ["Catalog", "FEATURE_BOUND", "HEAD", "ITEM_FEATURES", "TAIL", "TORSO", "unit_rows"]
 
@@ -17,12 +18,6 @@ HEAD, TORSO, TAIL = 0, 1, 2
 # columns of Catalog.features, after the embedding: what a recommender may observe about an item
 ITEM_FEATURES = ("quality", "freshness", "popularity", "risk")
 FEATURE_BOUND = 10.0  # observable features are clipped to [-FEATURE_BOUND, FEATURE_BOUND]
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` scaled to unit L2 norm (zero rows stay zero)."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 class Catalog:
