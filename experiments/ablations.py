@@ -15,7 +15,7 @@ C9 (off-policy evaluation) is not a multirun of the experiment app: it runs ``py
 per (estimator, seed) in the same layout, so its claims (``experiments.ope.C9_CLAIMS``) are judged by the same report;
 other overrides (a world) do not apply to it.
 
-``--smoke`` runs a reduced suite (2 seeds, 3 + 1 windows of 100 requests, 50 sessions, rankers without minimum
+``--smoke`` runs a reduced suite (2 seeds, 3 warm-up + 3 + 1 windows of 100 requests, 50 sessions, rankers without minimum
 updates; the five multiruns at once, one job each: about two minutes on 2 cores) that checks the machinery end to
 end; its claims are evaluated over every window (``from_step`` and ``from_day`` dropped), so its verdicts say
 nothing about the paradigm. ``--only c1_heterogeneity,c5_reward`` runs a subset;
@@ -124,7 +124,7 @@ ABLATIONS: tuple[Ablation, ...] = (
 )
 # the reduced suite: 2 seeds, 3 windows of 100 requests (and 1 exploit window), 50 concurrent sessions, the main
 # ranker without a minimum of gradient steps per window
-SMOKE_OVERRIDES = ("seed=0,1", "evolution.windows=3", "evolution.exploit=1", "evolution.window=100",
+SMOKE_OVERRIDES = ("seed=0,1", "evolution.warmup=3", "evolution.windows=3", "evolution.exploit=1", "evolution.window=100",
                    "evolution.concurrency=50", "system.pipelines.0.ranker.params.min_updates=0",
                    "evolution.leaders=2", "evolution.retest=2")  # a re-test (select=retest) fits in 3 windows
 QUIET = ("logger=csv", "logger.plots=false", "logger.progress=false")
