@@ -148,8 +148,10 @@ class AblationResult:
 
 def _smoke_claims(claims: list[ClaimConfig]) -> list[ClaimConfig]:
     """Smoke runs are a few windows long: evaluate every claim over all of them, without a headroom gate (a gap over
-    a few windows of 100 requests says nothing; the figure is still reported)."""
-    return [dataclasses.replace(c, from_step=0, from_day=0.0, headroom=0.0) for c in claims]
+    a few windows of 100 requests says nothing; the figure is still reported). A claim judged on shares of the
+    headroom (``scale: headroom``) keeps a gate of 1e-9: it needs a positive gap to divide by."""
+    return [dataclasses.replace(c, from_step=0, from_day=0.0, headroom=0.0 if c.scale == "none" else 1e-9)
+            for c in claims]
 
 
 @dataclass

@@ -236,3 +236,14 @@ def test_the_suite_status_counts_holm_verdicts_over_every_summary_and_their_mde(
     assert line.startswith("Now (C1, C2; Holm over all 4 testable claims): 3 reach a verdict (1 held, 2 contradicted), "
                            "2 of them with MDE80 <= min_effect (50% of the testable claims; issue 14 asks 80%): "
                            "C1-new, C2-optuna."), line
+
+
+def test_smoke_claims_drop_the_headroom_gate_but_keep_shares_of_it_defined():
+    from experiments.ablations import _smoke_claims
+    from experiments.config import ClaimConfig
+
+    plain = ClaimConfig("x", a=["a"], b=["b"], min_effect=0.02, headroom=0.02, from_step=10)
+    share = ClaimConfig("y", a=["a"], b=["b"], min_effect=0.25, headroom=0.02, scale="headroom")
+    got = {c.name: c for c in _smoke_claims([plain, share])}
+    assert (got["x"].headroom, got["x"].from_step) == (0.0, 0)
+    assert got["y"].scale == "headroom" and 0 < got["y"].headroom < 1e-6  # a share needs a positive gap
