@@ -170,8 +170,9 @@ def _command(ablation: Ablation, base: Path, smoke: bool, jobs: int, extra: Sequ
     or (C9) the OPE benchmark, which takes only the seeds of ``extra`` (``seed=range(n)``, as the power planner
     writes them: ``n`` seeds) and ignores the rest (world overrides are the experiment app's, not its own)."""
     if ablation.module == "experiments.ope":
-        seeds = [int(m.group(1)) for m in (re.fullmatch(r"seed=range\((\d+)\)", e) for e in extra) if m]
-        ignored = [e for e in extra if not re.fullmatch(r"seed=range\(\d+\)", e)]
+        matches = {e: re.fullmatch(r"seed=range\((\d+)\)", e) for e in extra}
+        seeds = [int(m.group(1)) for m in matches.values() if m]
+        ignored = [e for e, m in matches.items() if not m]
         if ignored:
             log.info("%s runs the OPE benchmark on its own worlds: the overrides %s do not apply to it", ablation.key,
                      " ".join(ignored))
@@ -318,9 +319,18 @@ class SeedPlan:
     pilot_seconds: float
 
     @property
+    def needed(self) -> int:
+        """The seeds every claim's MDE80 needs (at least 2), before the cap."""
+        return max([2, *self.needs.values()])
+
+    def seconds_at(self, seeds: int) -> float:
+        """The pilot's runtime scaled to ``seeds`` (runs scale with them)."""
+        return self.pilot_seconds * seeds / max(self.pilot_seeds, 1)
+
+    @property
     def projected_seconds(self) -> float:
-        """The pilot's runtime scaled by the seeds (runs scale with them)."""
-        return self.pilot_seconds * self.seeds / max(self.pilot_seeds, 1)
+        """The runtime at :attr:`seeds`."""
+        return self.seconds_at(self.seeds)
 
     def underpowered(self) -> list[str]:
         """The claims that stay underpowered at ``seeds``."""
@@ -352,8 +362,8 @@ def plan_seeds(pilots: Sequence[dict], max_seeds: int = 30, alpha: float = 0.05,
             seen = max(seen, int(c.get("n") or 0))
             needs[name] = n_for_mde(sd, me, alpha=level, power=power, paired=bool(c.get("paired", True)),
                                     max_n=100_000)
-        seeds = min(max([2, *needs.values()]), max_seeds)
-        plans[key] = SeedPlan(key, seeds, needs, seen, float(a.get("seconds") or math.nan))
+        plan = SeedPlan(key, 0, needs, seen, float(a.get("seconds") or math.nan))
+        plans[key] = dataclasses.replace(plan, seeds=min(plan.needed, max_seeds))
     return plans
 
 
@@ -368,8 +378,7 @@ def render_plan(plans: dict[str, SeedPlan], max_seeds: int) -> list[str]:
     claims = sum(len(p.needs) for p in plans.values())
     powered = claims - sum(len(p.underpowered()) for p in plans.values())
     total = sum(p.projected_seconds for p in plans.values() if not math.isnan(p.projected_seconds))
-    every = sum(p.pilot_seconds * max([2, *p.needs.values()]) / max(p.pilot_seeds, 1) for p in plans.values()
-                if not math.isnan(p.pilot_seconds))
+    every = sum(p.seconds_at(p.needed) for p in plans.values() if not math.isnan(p.pilot_seconds))
     lines += ["", f"At these seeds: {powered} of {claims} claims powered (MDE80 <= min_effect at the suite's Holm level), "
                   f"{total / 60:.0f} min projected on this machine; every claim powered: {every / 3600:.1f} h."]
     return lines

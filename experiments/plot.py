@@ -26,6 +26,7 @@ import pandas as pd
 import yaml
 
 from envs.config import shift_days
+from rewards.outer import EXPECTED_SUFFIX
 from rewards.stats import mean_ci
 
 __all__ = ["FLOPS", "GAP", "LABELS", "ci_curves", "claims_figure", "curve_figure", "curves_figure", "day_curves",
@@ -73,8 +74,8 @@ def use_agg() -> None:
 
 
 def label_of(column: str) -> str:
-    if column.endswith("/exp") and column not in LABELS:  # an expected version (rewards.outer.EXPECTED_SUFFIX)
-        return f"{label_of(column.removesuffix('/exp'))} (expected)"
+    if column.endswith(EXPECTED_SUFFIX) and column not in LABELS:  # an expected version of a metric
+        return f"{label_of(column.removesuffix(EXPECTED_SUFFIX))} (expected)"
     if column.startswith("segment/") and column.count("/") == 2 and column not in LABELS:
         _, segment, metric = column.split("/")
         return f"{LABELS.get(metric, metric)}, {segment} users"
