@@ -75,6 +75,11 @@ class EvolutionSettings:
     window: int = 300  # requests served per window
     concurrency: int = 100  # concurrent sessions (requests per simulation step)
     warmup: int = 1  # windows served before the first decision
+    # a shared warm-up: the warm-up's windows serve every segment from this pipeline of the system, then the system's
+    # own routing takes over, each segment handed over with what its previous pipeline remembered of it: systems that
+    # differ only by their routing (C1's) then share their warm-up, bit for bit, and an A/A replicate takes its own
+    # randomness only after it. "" (the default): the warm-up is served by the system as configured
+    warmup_pipeline: str = ""
     codec: str = "box"  # action encoding: box | multidiscrete
     bins: int = 11  # grid points per range parameter (multidiscrete)
     risk_bound: float = 0.1  # violations per request the regime's risk slack is measured against
@@ -122,6 +127,9 @@ class EvolutionSettings:
         check_int("evolution.window", self.window, 1)
         check_int("evolution.concurrency", self.concurrency, 1)
         check_int("evolution.warmup", self.warmup, 0)
+        if self.warmup_pipeline and not self.warmup:
+            raise ConfigError(f"`evolution.warmup_pipeline` needs warm-up windows: set `evolution.warmup` >= 1 (got "
+                              f"warmup_pipeline={self.warmup_pipeline!r}, warmup=0)")
         check_choice("evolution.codec", self.codec, ["box", "multidiscrete"])
         check_int("evolution.bins", self.bins, 2)
         check_range("evolution.risk_bound", self.risk_bound, 0.0)

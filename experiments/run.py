@@ -90,6 +90,9 @@ def build_composition_env(cfg: ExperimentConfig) -> CompositionEnv:
     if e.fixed:
         raise ConfigError(f"`evolution.fixed` is not supported by arm {arm!r} (it runs on the composition env); "
                           f"leave it empty (got {dict(e.fixed)})")
+    if e.warmup_pipeline:
+        raise ConfigError(f"`evolution.warmup_pipeline` is not supported by arm {arm!r} (it runs on the composition "
+                          f"env, whose wiring is its decision); leave it empty (got {e.warmup_pipeline!r})")
     pipes = cfg.system.pipelines
     templates = {"main": pipes[0], "specialist": pipes[1] if len(pipes) > 1 else cold_start_config()}
     initial = composition_of(cfg.system, templates["specialist"])
@@ -114,6 +117,8 @@ def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution | Co
                           f"by the layered reward without the constraint's penalty); pick a reward without constraints "
                           f"(got {len(cfg.reward.constraints)})")
     spec = ARMS[cfg.controller.name]
+    if e.warmup_pipeline:
+        check_choice("evolution.warmup_pipeline", e.warmup_pipeline, [p.name for p in cfg.system.pipelines])
     if spec.live or (spec.selects and e.select == "retest"):
         arm = repr(cfg.controller.name) + ("" if spec.live else " with `evolution.select` = 'retest'")
         if e.stationary:
@@ -127,7 +132,7 @@ def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution | Co
                            concurrency=e.concurrency, warmup=e.warmup, codec=e.codec, bins=e.bins,
                            reward=cfg.reward.layered(), risk_bound=e.risk_bound, fixed=dict(e.fixed) or None,
                            learn=e.learn, stationary=e.stationary, replicate=cfg.controller.replicate,
-                           resources=e.resources)
+                           resources=e.resources, warmup_pipeline=e.warmup_pipeline)
     except ConfigError as exc:  # the agent's name or its fixed parameters: say where they are set
         message = str(exc).replace("`agent`", "`evolution.agent`", 1)
         raise ConfigError(message if message != str(exc) else f"{exc} (in `evolution.fixed` = {dict(e.fixed)})") from None

@@ -87,6 +87,10 @@ class SegmentRouter(DecisionAgent):
         rows = np.arange(len(prior))
         return np.where(bound[rows, best] > bound[rows, prior], best, prior)
 
+    def reseed(self, seed: int) -> None:
+        """Draw the explored requests from ``seed`` from now on (an A/A replicate of a running system)."""
+        self.rng = np.random.default_rng(int(seed))
+
     def act(self, batch: RequestBatch) -> np.ndarray:
         pipe = self.greedy()[batch.segment]
         explore = self.config.get("explore", 0.0) if self.learning else 0.0

@@ -225,6 +225,10 @@ class TorchRanker(DecisionAgent):
         self.trained_on = 0  # impressions passed through training, summed over windows
         self.updates = 0  # gradient steps taken
 
+    def reseed(self, seed: int) -> None:
+        """Draw the training minibatches' order from ``seed`` from now on (an A/A replicate of a running system)."""
+        self.generator.manual_seed(int(seed))
+
     def _optimizer(self) -> torch.optim.Optimizer:
         # decoupled weight decay (AdamW: w <- w (1 - lr wd) per step). Adam's L2 term (wd w added to the gradient)
         # is divided by Adam's own running scale of that gradient: a weight with no data gradient (into or out of
@@ -478,6 +482,10 @@ class EnsembleRanker(DecisionAgent):
     def remember(self, x: np.ndarray, segment: np.ndarray, click: np.ndarray, like: np.ndarray, dwell: np.ndarray) -> None:
         for m in self.members:
             m.remember(x, segment, click, like, dwell)
+
+    def reseed(self, seed: int) -> None:
+        for i, m in enumerate(self.members):
+            m.reseed(int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0]))
 
     def observe(self, log: InteractionLog) -> None:
         for m in self.members:

@@ -13,9 +13,12 @@ running system through this typed API, never through a simulation's or an env's 
   fresh salt per test), :meth:`Deployment.serving` (any system, e.g. an A/B split, for a block of windows);
 * measure: :meth:`Deployment.score` (a layered reward of any log, for an agent or the system, with any
   reward config) and :meth:`Deployment.regime` (the data-regime summary of the last window served);
+* route: :meth:`Deployment.route` (which pipeline serves each user segment; a pipeline taking over a segment
+  first learns from what its previous pipeline remembers of it);
 * time: :meth:`Deployment.advance` (the world moves on: days pass, shifts fire);
 * state: :meth:`Deployment.snapshot` / :meth:`Deployment.restore` and :meth:`Deployment.fork` (a deep,
-  independent copy of world, system, pool and every random stream: the basis of counterfactual twins).
+  independent copy of world, system, pool and every random stream: the basis of counterfactual twins) and
+  :meth:`Deployment.reseed` (the running system's own randomness from a new seed: an A/A replicate from a state).
 
 :class:`DeploymentService` is the ``Protocol`` of that API, so another implementation (e.g. one backed by
 a remote simulator) can stand in wherever a :class:`Deployment` is used.
@@ -24,7 +27,7 @@ a remote simulator) can stand in wherever a :class:`Deployment` is used.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -54,10 +57,13 @@ from envs.validation import ConfigError, check_choice, check_int, check_range
 from envs.world import World
 from rewards.layered import LayeredRewardConfig, layered_reward
 
-__all__ = ["REGIME_SCALARS", "ABRouter", "ABSystemRouter", "Deployment", "DeploymentService", "InterleavedWindow",
+__all__ = ["REGIME_SCALARS", "WARM_UPDATES", "ABRouter", "ABSystemRouter", "Deployment", "DeploymentService", "InterleavedWindow",
            "SplitWindow", "agent_reward",
            "check_concurrency", "qualified_agents", "regime_features", "replicate_seed", "split_systems"]
 
+# at most this many gradient steps to train a ranker on another's memory: a new architecture on the incumbent's
+# (the designer), a pipeline taking over a segment on what the pipeline that served it remembers (Deployment.route)
+WARM_UPDATES = 2000
 REGIME_SCALARS = ("clicks_per_request", "clicks_trend", "return_rate", "churn_rate", "violations_per_request",
                   "risk_slack", "freshness", "day")
 
@@ -247,6 +253,10 @@ class DeploymentService(Protocol):
     def pipeline_of(self, name: str) -> str: ...
     def deploy_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]: ...
     def deploy_system(self, system: System) -> None: ...
+    @property
+    def routing(self) -> dict[str, str]: ...
+    def route(self, routing: Mapping[str, str], *, hand_over: bool = True) -> dict[str, str]: ...
+    def reseed(self, seed: int) -> None: ...
     def serve(self, windows: int = 1, *, learn: bool | None = None) -> InteractionLog: ...
     def serve_split(self, challenger: System, share: float, *, salt: int | None = None,
                     learn: bool | None = None) -> SplitWindow: ...
@@ -381,6 +391,54 @@ class Deployment:
         if not isinstance(system, System):
             raise ConfigError(f"`system` must be a System (got {type(system).__name__})")
         self._sim.system = system
+
+    @property
+    def routing(self) -> dict[str, str]:
+        """The pipeline that serves each user segment now (segment -> pipeline name, the router's assignment)."""
+        router = self._sim.system.router
+        return {s: router.config[f"route_{s}"] for s in router.segment_names}
+
+    def route(self, routing: Mapping[str, str], *, hand_over: bool = True) -> dict[str, str]:
+        """Serve the segments of ``routing`` (segment -> pipeline name) from those pipelines; the others keep
+        theirs. Returns the routing before, to restore it with.
+
+        ``hand_over``: a pipeline taking over a segment first learns from what the pipeline that served it
+        remembers of that segment (the impressions its ranker kept, at least as many gradient steps as that ranker
+        has taken, capped at :data:`WARM_UPDATES`): a pipeline launched into a running system starts trained on
+        the segment's logged traffic, as a practitioner would launch it, not from its initial weights."""
+        router = self._sim.system.router
+        segments, names = list(router.segment_names), list(router.pipeline_names)
+        for segment, pipe in routing.items():
+            check_choice("routing segment", segment, segments)
+            check_choice(f"routing[{segment}]", pipe, names)
+        before = self.routing
+        if hand_over:
+            rankers = {p.name: p.ranker for p in self._sim.system.pipelines}
+            for segment, pipe in routing.items():
+                src, dst = rankers[before[segment]], rankers[pipe]
+                if src is dst:
+                    continue
+                if not (hasattr(src, "memory") and hasattr(dst, "learn_from")):
+                    raise ConfigError(f"a hand-over of segment {segment!r} needs rankers that remember impressions "
+                                      f"(got {type(src).__name__} -> {type(dst).__name__}); route with hand_over=False")
+                x, y, s = src.memory()
+                keep = s == segments.index(segment)
+                if keep.any():
+                    dst.learn_from((x[keep], y[keep], s[keep]), min_updates=min(src.updates, WARM_UPDATES))
+        router.configure({**router.config, **{f"route_{s}": p for s, p in routing.items()}})
+        return before
+
+    def reseed(self, seed: int) -> None:
+        """Draw the running system's own randomness from ``seed`` from now on (exploration and logged candidates,
+        A/B salts, its rankers' minibatch order, a bandit router's draws); the world and its traffic keep theirs.
+        From one state, two seeds are A/A replicates of the system's randomness alone."""
+        seed = check_int("seed", seed, 0)
+        self._sim.seed = seed
+        self._salts = np.random.default_rng([seed, 0x5A17])
+        for i, agent in enumerate(self._sim.system.agents):
+            reseed = getattr(agent, "reseed", None)  # agents that own a generator (rankers, the router)
+            if reseed is not None:
+                reseed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
 
     def deploy_composition(self, composition: Any) -> list[str]:
         """Wire ``composition`` from the pool's (trained) agents into the running simulation; returns the notes

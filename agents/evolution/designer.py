@@ -50,7 +50,7 @@ from agents.decision.functional import ABDecision, ExperimentDesigner
 from agents.decision.fusion import FUSION_SIZES
 from agents.decision.ranking import TorchRanker
 from agents.decision.system import Pipeline
-from agents.evolution.deployment import DeploymentService, qualified_agents
+from agents.evolution.deployment import WARM_UPDATES, DeploymentService, qualified_agents
 from agents.evolution.design import (
     MIN_SUPPLY,
     SEGMENTS,
@@ -518,7 +518,6 @@ class LLMDesigner:
 # ------------------------------------------------------------------------------------------- one step
 
 
-WARM_UPDATES = 2000  # at most this many gradient steps to train a new ranker architecture on the incumbent's memory
 
 
 def _same_model(a: TorchRanker, b: TorchRanker) -> bool:

@@ -80,6 +80,7 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         render_mode: str | None,
         replicate: int = 0,
         resources: bool = False,
+        warmup_pipeline: str = "",
     ) -> None:
         if world is None:
             world = world_size("small")
@@ -99,12 +100,26 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         # A/A replicate: > 0 re-seeds the system's own randomness (its models' initial weights, exploration draws,
         # logged candidates, A/B salts) while the world and its traffic stay those of the reset's seed
         self.replicate = check_int("replicate", replicate, 0)
+        # a shared warm-up: every segment is served by this pipeline during the warm-up, then the system's own
+        # routing takes over (Deployment.route hands each segment over with what its pipeline remembered of it) and
+        # an A/A replicate's randomness is re-seeded only there; "" serves the warm-up with the system's routing
+        self.warmup_pipeline = str(warmup_pipeline)
+        self._routing: dict[str, str] = {}  # the system's own routing, restored after a shared warm-up
+        if self.warmup_pipeline and not self.warmup:
+            raise ConfigError(f"`warmup_pipeline` needs warm-up windows: set `warmup` >= 1 (got warmup_pipeline="
+                              f"{self.warmup_pipeline!r}, warmup=0)")
         # True: at every reset the new deployment's serving code is timed (calibrate_resources) so every window's
         # terms carry the resource model's cost and latency (outer/cost/flops_per_request, latency_p99_ms, ...)
         self.resources = bool(resources)
         self.deployment: Deployment | None = None
         self._snapshot: Deployment | None = None
         self._last: dict[str, Any] = {}
+
+    @property
+    def built_replicate(self) -> int:
+        """The replicate whose seeds the system is built with: its own (``replicate``), or 0 with a shared warm-up
+        (``warmup_pipeline``: the replicate takes its own randomness only after it)."""
+        return 0 if self.warmup_pipeline else self.replicate
 
     # ------------------------------------------------------------------ for subclasses
     def _build_system(self) -> tuple[System, Any]:
@@ -149,11 +164,15 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         self.deployment = Deployment.start(self.world_cfg, system, world_seed=world_seed, sim_seed=sim_seed,
                                            concurrency=self.concurrency, window=self.window, learn=self.learn,
                                            reward=self.reward_cfg, risk_bound=self.risk_bound, pool=pool,
-                                           system_seed=replicate_seed(sim_seed, self.replicate))
+                                           system_seed=replicate_seed(sim_seed, self.built_replicate))
         self._after_build()
         if self.resources:
             self.deployment.calibrate_resources()
         settled = self._warm_up()
+        if self.warmup_pipeline and self.replicate:  # the replicate shared the warm-up: its own randomness from here
+            self.deployment.reseed(replicate_seed(sim_seed, self.replicate))
+        if self.warmup_pipeline:
+            self.deployment.route(self._routing)
         if self.stationary:
             self._snapshot = self.deployment.snapshot()
         self._last = {"config": self._current()}
@@ -170,6 +189,8 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         if not self.warmup:
             return {}
         service = self.deployment
+        if self.warmup_pipeline:
+            self._routing = service.route({s: self.warmup_pipeline for s in service.routing}, hand_over=False)
         rewards = [service.score(service.serve(learn=True))[0] for _ in range(self.warmup)]
         service.restart_trend()
         tested = rewards[-max(3, len(rewards) // 2):]
@@ -266,9 +287,10 @@ class EvolutionEnv(WindowEnv):
         control_share: float = 0.0,
         replicate: int = 0,
         resources: bool = False,
+        warmup_pipeline: str = "",
     ) -> None:
         super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode, replicate,
-                         resources)
+                         resources, warmup_pipeline)
         self.control: Any = None  # the concurrent control's copy of the agent (with control_share > 0)
         self._salt = 0
         self.relative = True
@@ -278,6 +300,8 @@ class EvolutionEnv(WindowEnv):
         if not isinstance(system, SystemConfig):
             system = SystemConfig(**known_keys("system", system, SystemConfig))
         self.system_cfg = system
+        if self.warmup_pipeline:
+            check_choice("warmup_pipeline", self.warmup_pipeline, [p.name for p in system.pipelines])
         probe = qualified_agents(build_system(self.system_cfg, self.world_cfg))  # validates the name before any simulation
         check_choice("agent", agent, [n for n, a in probe.items() if hasattr(a, "params") and a.role != "router"])
         self.agent_name = agent
@@ -308,8 +332,8 @@ class EvolutionEnv(WindowEnv):
 
     def _build_system(self) -> tuple[System, Any]:
         cfg = self.system_cfg
-        if self.replicate:
-            cfg = dataclasses.replace(cfg, seed=replicate_seed(cfg.seed, self.replicate))
+        if self.built_replicate:
+            cfg = dataclasses.replace(cfg, seed=replicate_seed(cfg.seed, self.built_replicate))
         return build_system(cfg, self.world_cfg), None
 
     def _after_build(self) -> None:

@@ -130,6 +130,8 @@ def test_composition_arms_build_a_composition_env(arm):
      r"`reward.constraints` are not supported by arm 'alternating' \(it runs on the composition env\)"),
     (["controller=individual", "evolution.agent=main/rerank/mmr", "+evolution.fixed.mmr_lambda=0.5"],
      r"`evolution.fixed` is not supported by arm 'individual'"),
+    (["controller=individual", "evolution.agent=main/rerank/mmr", "evolution.warmup_pipeline=main"],
+     r"`evolution.warmup_pipeline` is not supported by arm 'individual'"),
 ])
 def test_composition_arms_reject_what_they_cannot_run(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -302,3 +304,14 @@ def test_resolved_config_round_trips_through_yaml():
     cfg = compose_config("experiment=smoke")
     again = load_config(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True)))
     assert again == load_config(cfg)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["system=segment_routed", "evolution.warmup_pipeline=specialist"],
+     r"`evolution.warmup_pipeline` must be one of \['baseline', 'cold_start'\] \(got 'specialist'\)"),
+    (["evolution.warmup_pipeline=baseline", "evolution.warmup=0"],
+     r"`evolution.warmup_pipeline` needs warm-up windows: set `evolution.warmup` >= 1"),
+])
+def test_a_shared_warm_up_names_a_pipeline_of_the_system(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build_env(load_config(compose_config(*overrides)))
