@@ -14,7 +14,9 @@ deployment three ways and serves ``--windows`` more windows on each:
 
 Per warm-up it prints, across seeds, the mean and the standard deviation of replicate - twin and of change - twin
 in expected clicks per request over those windows (the spread an ablation's claim inherits when its arms share that
-warm-up), then one JSON line (``{"settle": ...}``). Learning on throughout; nothing is stored.
+warm-up), then one JSON line (``{"settle": ...}``). A preset with a shared warm-up (``evolution.warmup_pipeline``)
+warms up on that pipeline and each fork then takes the system's own routing
+(:meth:`~agents.evolution.deployment.Deployment.route`), as its runs do. Learning on throughout; nothing is stored.
 """
 
 from __future__ import annotations
@@ -75,12 +77,17 @@ def settle(overrides: list[str], warmups: list[int], seeds: int, windows: int, n
             ranges = sorted(n for n, p in space.items() if isinstance(p, Range))
             raise ConfigError(f"`--nudge` must name a range parameter of {e.agent} (one of {ranges}; got {param!r})")
         low, high = space[param].low, space[param].high
+        # a shared warm-up (evolution.warmup_pipeline): warm up on that pipeline, each fork then takes the system's
+        # own routing (handed over), as the experiment app's runs do
+        own = service.route({s: e.warmup_pipeline for s in service.routing}, hand_over=False) if e.warmup_pipeline else {}
         served = 0
         for w in warmups:
             if w > served:
                 service.serve(w - served)
             served = w
             twin, replicate, change = service.fork(), service.fork(traffic_seed=seed + REPLICATE_TRAFFIC), service.fork()
+            for fork in (twin, replicate, change) if own else ():
+                fork.route(own)
             moved = float(np.clip(float(agent.config[param]) + step, low, high))
             change.deploy_config(e.agent, {**change.agent(e.agent).config, param: moved})
             base = _clicks(twin, windows)

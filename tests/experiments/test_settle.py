@@ -26,6 +26,16 @@ def test_forks_pair_exactly_where_nothing_changed_and_replicates_drift():
     assert any(s["change"] != 0.0 for s in moved["seeds"])  # a real change on the same traffic does move clicks
 
 
+def test_a_shared_warm_up_hands_over_identically_on_every_fork():
+    # the segment-routed system warms up on its main pipeline (the preset's evolution.warmup_pipeline) and each fork
+    # hands new users over to the specialist: the hand-over's training is part of the forked state, so the twin and
+    # the clipped "change" still pair exactly
+    routed = [o if o != "variant=one_model" else "variant=segment_routed" for o in TINY]
+    row = settle(routed, [1], seeds=2, windows=1, nudge=("mmr_lambda", -0.1))["warmups"][0]
+    assert [s["change"] for s in row["seeds"]] == [0.0, 0.0]
+    assert any(s["replicate"] != 0.0 for s in row["seeds"])
+
+
 def test_the_cli_prints_a_table_and_one_json_line(capsys):
     main([*TINY, "--warmups", "1", "--seeds", "2", "--windows", "1"])
     lines = capsys.readouterr().out.strip().splitlines()
