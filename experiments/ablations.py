@@ -258,9 +258,10 @@ def render_suite(done: list[AblationResult], smoke: bool, total: float, command:
     whole = set(keys) == {a.key for a in ABLATIONS}
     suite = ("the SMOKE suite (2 seeds, 3 short windows: checks the machinery, not the claims)" if smoke
              else "the full suite" if whole else f"part of the suite ({', '.join(keys)})")
+    seeds = ", ".join(f"{r.ablation.key} {max((c.n for c in r.results), default=0)}" for r in done)
     lines.append(f"`{command}`: {suite}; "
                  f"{sum(r.runs for r in done)} runs in {total:.0f} s on {platform.machine()} with {os.cpu_count()} cores "
-                 f"(Python {platform.python_version()}).")
+                 f"(Python {platform.python_version()}); seeds per ablation: {seeds}.")
     results = [c for r in done for c in r.results]
     tested = sum(c.verdict != "untestable" for c in results)
     lines += ["", "Each claim's effect is `a - b` of the metric averaged per seed over the claim's windows; the 95% "
@@ -562,7 +563,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         seeds = {k: p.seeds for k, p in plans.items()}
     out = args.out or f"outputs/{'ablations-smoke' if args.smoke else 'ablations'}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    command = " ".join(["python -m experiments.ablations", *(["--smoke"] if args.smoke else []), *args.overrides])
+    command = " ".join(["python -m experiments.ablations", *(["--smoke"] if args.smoke else []),
+                        *([f"--only {args.only}"] if args.only else []), *args.overrides,
+                        *(["--report-only"] if args.report_only else [])])
     path, done = run_suite(out, smoke=args.smoke, only=args.only.split(",") if args.only else None, jobs=args.jobs,
                            extra=args.overrides, run=not args.report_only, command=command, seeds=seeds)
     for r in done:

@@ -110,6 +110,7 @@ def test_suite_table_and_summary_adjust_over_the_whole_suite(tmp_path):
     text = render_suite([one, two], smoke=False, total=3.0, command="python -m experiments.ablations")
     assert "*Holm* and *BH* adjust over all 3 testable claims of these ablations" in text
     assert "`python -m experiments.ablations`: part of the suite (C1, C2); 20 runs" in text  # not "the full suite"
+    assert "; seeds per ablation: C1 5, C2 5." in text  # (a report of merged runs says how many seeds each had)
     # Holm over (0.01, 0.5, 0.02): 0.03, 0.5, 0.04; BH: 0.03, 0.5, 0.03
     assert "| C1-a | C1 heterogeneity | reward | x | y | a > b | +0.1 |" in text
     assert "| held | held (p 0.03) | held (p 0.03) |" in text and "| held | held (p 0.04) | held (p 0.03) |" in text
