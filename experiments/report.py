@@ -362,8 +362,7 @@ def claim_samples(frame: pd.DataFrame, claim: ClaimConfig) -> tuple[pd.Series, p
         missing = [arm for arm in claim.headroom_arms if arm not in present]
         if missing:
             return empty, empty, f"`scale: headroom` needs the headroom arm(s) {missing} (arms present: {sorted(present)})"
-        base = _group_means(frame, [claim.headroom_arms[1]], claim.metric, claim.from_step, claim.from_day, claim.stage)
-        room = _headroom_by_seed(frame, claim)
+        base, room = _headroom_by_seed(frame, claim)
         room = room[room >= claim.headroom]  # seeds with a gap to recover
         a = ((a - base) / room).dropna()
         b = ((b - base) / room).dropna()
@@ -377,16 +376,16 @@ def dropped_seeds(frame: pd.DataFrame, claim: ClaimConfig) -> int:
     ``headroom`` (0 for other claims)."""
     if claim.scale != "headroom" or claim.metric not in frame or not set(claim.headroom_arms) <= set(frame["arm"]):
         return 0
-    return int((_headroom_by_seed(frame, claim) < claim.headroom).sum())
+    return int((_headroom_by_seed(frame, claim)[1] < claim.headroom).sum())
 
 
-def _headroom_by_seed(frame: pd.DataFrame, claim: ClaimConfig) -> pd.Series:
-    """Per seed that ran both headroom arms (finite values): ``headroom_arms[0] - headroom_arms[1]`` on the claim's
-    metric over its windows."""
+def _headroom_by_seed(frame: pd.DataFrame, claim: ClaimConfig) -> tuple[pd.Series, pd.Series]:
+    """Per seed, on the claim's metric over its windows: the baseline arm's mean (``headroom_arms[1]``) and, for the
+    seeds that ran both headroom arms (finite values), the headroom ``headroom_arms[0] - headroom_arms[1]``."""
     ref, base = (_group_means(frame, [arm], claim.metric, claim.from_step, claim.from_day, claim.stage)
                  for arm in claim.headroom_arms)
     room = ref - base
-    return room[np.isfinite(room)]
+    return base, room[np.isfinite(room)]
 
 
 def _paired_diffs(frame: pd.DataFrame, claim: ClaimConfig, x: str, y: str) -> np.ndarray:

@@ -104,7 +104,6 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         # routing takes over (Deployment.route hands each segment over with what its pipeline remembered of it) and
         # an A/A replicate's randomness is re-seeded only there; "" serves the warm-up with the system's routing
         self.warmup_pipeline = str(warmup_pipeline)
-        self._routing: dict[str, str] = {}  # the system's own routing, restored after a shared warm-up
         if self.warmup_pipeline and not self.warmup:
             raise ConfigError(f"`warmup_pipeline` needs warm-up windows: set `warmup` >= 1 (got warmup_pipeline="
                               f"{self.warmup_pipeline!r}, warmup=0)")
@@ -168,11 +167,13 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         self._after_build()
         if self.resources:
             self.deployment.calibrate_resources()
+        if self.warmup_pipeline:  # a shared warm-up: every segment on that pipeline, the system's routing kept aside
+            own = self.deployment.route({s: self.warmup_pipeline for s in self.deployment.routing}, hand_over=False)
         settled = self._warm_up()
-        if self.warmup_pipeline and self.replicate:  # the replicate shared the warm-up: its own randomness from here
-            self.deployment.reseed(replicate_seed(sim_seed, self.replicate))
         if self.warmup_pipeline:
-            self.deployment.route(self._routing)
+            if self.replicate:  # the replicate shared the warm-up: its own randomness from here
+                self.deployment.reseed(replicate_seed(sim_seed, self.replicate))
+            self.deployment.route(own)
         if self.stationary:
             self._snapshot = self.deployment.snapshot()
         self._last = {"config": self._current()}
@@ -189,8 +190,6 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         if not self.warmup:
             return {}
         service = self.deployment
-        if self.warmup_pipeline:
-            self._routing = service.route({s: self.warmup_pipeline for s in service.routing}, hand_over=False)
         rewards = [service.score(service.serve(learn=True))[0] for _ in range(self.warmup)]
         service.restart_trend()
         tested = rewards[-max(3, len(rewards) // 2):]
