@@ -20,6 +20,8 @@ updates; the five multiruns at once, one job each: about two minutes on 2 cores)
 end; its claims are evaluated over every window (``from_step`` and ``from_day`` dropped), so its verdicts say
 nothing about the paradigm. ``--only c1_heterogeneity,c5_reward`` runs a subset;
 ``--report-only`` re-evaluates runs already under ``--out``; extra ``key=value`` arguments go to every multirun.
+To add seeds to a pilot, run it again into the same ``--out`` with the seeds it lacks (``--only C3
+'seed=range(12,30)'``): the new runs go beside the pilot's, the report covers all of them and the runtime adds up.
 
 ``--seeds-from <pilot summary.json> ... [--max-seeds 30] [--plan-only]`` chooses each ablation's seeds with the power
 helper (:func:`plan_seeds`): the most any of its testable claims needs for an MDE80 at most its ``min_effect`` at the
@@ -163,6 +165,7 @@ class _Launched:
     proc: subprocess.Popen
     logfile: object
     started: float
+    earlier: float = 0.0  # seconds the folder's runs already took (a multirun that adds seeds to a pilot)
 
 
 def _command(ablation: Ablation, base: Path, smoke: bool, jobs: int, extra: Sequence[str]) -> list[str]:
@@ -184,20 +187,24 @@ def _command(ablation: Ablation, base: Path, smoke: bool, jobs: int, extra: Sequ
 
 
 def _launch(ablation: Ablation, out: Path, smoke: bool, jobs: int, extra: Sequence[str]) -> _Launched:
-    """Start :func:`_command`, writing its log to ``<out>/<preset>/multirun.log``."""
+    """Start :func:`_command`, appending its log to ``<out>/<preset>/multirun.log``. Into a folder that already
+    holds finished runs of the experiment app (a pilot, extended by ``seed=range(a,b)``) the new runs go beside them
+    (their folders are named by arm and seed) and the folder's runtime adds up; the OPE benchmark rewrites its own."""
     base = out / ablation.preset
     base.mkdir(parents=True, exist_ok=True)
+    timing = base / "seconds.txt"
+    extends = ablation.module != "experiments.ope" and timing.exists() and any((base / "runs").glob("*/summary.json"))
     cmd = _command(ablation, base, smoke, jobs, extra)
     env = {**os.environ, "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg"), "WANDB_MODE": "disabled"}
     log.info("%s: %s", ablation.key, " ".join(cmd[1:]))
-    logfile = open(base / "multirun.log", "w")  # noqa: SIM115  (closed in _wait)
+    logfile = open(base / "multirun.log", "a" if extends else "w")  # noqa: SIM115  (closed in _wait)
     proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=logfile, stderr=subprocess.STDOUT)
-    return _Launched(ablation, base, proc, logfile, time.perf_counter())
+    return _Launched(ablation, base, proc, logfile, time.perf_counter(), float(timing.read_text()) if extends else 0.0)
 
 
 def _wait(launched: _Launched, poll: float | None = None) -> float | None:
     """Wait for a multirun (``poll``: at most that many seconds, None if still running then); its runtime in
-    seconds (also written to ``seconds.txt``). Raises if it failed."""
+    seconds (``seconds.txt`` gets the folder's: this multirun's plus the runs it extends). Raises if it failed."""
     try:
         code = launched.proc.wait(timeout=poll)
     except subprocess.TimeoutExpired:
@@ -208,7 +215,7 @@ def _wait(launched: _Launched, poll: float | None = None) -> float | None:
     if code != 0:
         raise RuntimeError(f"the {a.key} multirun ({a.preset}) failed with exit code {code}; its log ({logpath}) "
                            f"ends with:\n{logpath.read_text()[-3000:]}")
-    (launched.base / "seconds.txt").write_text(f"{seconds:.1f}\n")
+    (launched.base / "seconds.txt").write_text(f"{launched.earlier + seconds:.1f}\n")
     return seconds
 
 

@@ -210,6 +210,33 @@ def test_c9_takes_the_planners_seeds_and_ignores_world_overrides(tmp_path):
     assert _command(c1, tmp_path, False, 2, ["seed=range(40)"])[-1] == "seed=range(40)"
 
 
+def test_seeds_added_to_a_pilot_go_beside_its_runs_and_add_to_its_runtime(tmp_path, monkeypatch):
+    """A multirun into a folder with finished runs (a pilot) extends it: the log is appended and ``seconds.txt``
+    holds the folder's total; a fresh folder, or the OPE benchmark (which rewrites its runs), starts again."""
+    import experiments.ablations as ab
+
+    monkeypatch.setattr(ab, "_command", lambda *args: [sys.executable, "-c", "print('extension')"])
+    c3, c9 = (next(a for a in ABLATIONS if a.key == k) for k in ("C3", "C9"))
+    for ablation in (c3, c9):
+        base = tmp_path / ablation.preset
+        (base / "runs" / "0-static-s0").mkdir(parents=True)
+        (base / "runs" / "0-static-s0" / "summary.json").write_text("{}")
+        (base / "seconds.txt").write_text("1000.0\n")
+        (base / "multirun.log").write_text("pilot\n")
+        took = ab._wait(ab._launch(ablation, tmp_path, False, 2, []))
+        total = float((base / "seconds.txt").read_text())
+        log_text = (base / "multirun.log").read_text()
+        if ablation is c3:
+            assert total == pytest.approx(1000.0 + took, abs=0.1) and log_text == "pilot\nextension\n"
+        else:
+            assert total == pytest.approx(took, abs=0.1) and log_text == "extension\n"
+    fresh = tmp_path / "fresh"
+    (fresh / c3.preset).mkdir(parents=True)
+    (fresh / c3.preset / "seconds.txt").write_text("1000.0\n")  # a runtime without runs: nothing to extend
+    took = ab._wait(ab._launch(c3, fresh, False, 2, []))
+    assert float((fresh / c3.preset / "seconds.txt").read_text()) == pytest.approx(took, abs=0.1)
+
+
 def test_the_suite_status_counts_holm_verdicts_over_every_summary_and_their_mde():
     """``--seeds-from ... --plan-only`` ends with issue 14's bar: the testable claims of the latest summary per
     ablation, Holm over all of them, and which verdicts have MDE80 within min_effect."""
