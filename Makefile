@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/loop.py
 	$(BIN)/python bench/sensitivity.py
 	$(BIN)/python bench/aa.py
+	$(BIN)/python bench/ab_gate.py
 	$(BIN)/python bench/llm.py
 	$(BIN)/python bench/autotrain.py
 	$(BIN)/python bench/resources.py

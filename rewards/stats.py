@@ -19,8 +19,9 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["Adjusted", "MeanTest", "TrendTest", "WelchInterval", "benjamini_hochberg", "bootstrap_ci",
-           "clustered_mean_interval", "holm", "mde", "mean_ci", "mean_test", "n_for_mde", "power_at", "t_cdf", "t_quantile",
-           "psi", "spearman", "t_two_sided_p", "trend_test", "welch_interval"]
+           "clustered_difference_interval", "clustered_mean_interval", "holm", "mde", "mean_ci", "mean_test",
+           "n_for_mde", "power_at", "psi", "spearman", "t_cdf", "t_quantile", "t_two_sided_p", "trend_test",
+           "welch_interval"]
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -355,6 +356,23 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, control: Sequence[float] 
     return point, float(low), float(high)
 
 
+def _clustered(values: np.ndarray, clusters: np.ndarray | None) -> tuple[np.ndarray, float, float, int]:
+    """``values`` as float64, their mean, the cluster-robust standard error of the mean and the number of clusters:
+    ``se^2 = G / (G - 1) * sum_g (sum_{i in g} (v_i - mean))^2 / n^2`` (``G`` clusters, ``n`` values; ``se`` nan
+    with fewer than 2 clusters)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    c = np.arange(len(v)) if clusters is None else np.asarray(clusters).ravel()
+    if len(c) != len(v):
+        raise ValueError(f"`clusters` must have one entry per value (got {len(c)} for {len(v)} values)")
+    mean = float(v.mean()) if v.size else math.nan
+    _, group = np.unique(c, return_inverse=True)
+    g = int(group.max()) + 1 if v.size else 0
+    if g < 2:
+        return v, mean, math.nan, g
+    sums = np.bincount(group, weights=v - mean, minlength=g)
+    return v, mean, math.sqrt(g / (g - 1) * float((sums**2).sum())) / v.size, g
+
+
 def clustered_mean_interval(values: np.ndarray, clusters: np.ndarray | None = None, level: float = 0.95) -> WelchInterval:
     """The two-sided ``level`` t-interval of the mean of ``values`` (e.g. per-request credit differences of an
     interleaved test) with requests clustered by ``clusters`` (e.g. their users; None: every value its own cluster).
@@ -366,21 +384,41 @@ def clustered_mean_interval(values: np.ndarray, clusters: np.ndarray | None = No
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"`level` must be in (0, 1) (got {level})")
-    v = np.asarray(values, dtype=np.float64).ravel()
-    c = np.arange(len(v)) if clusters is None else np.asarray(clusters).ravel()
-    if len(c) != len(v):
-        raise ValueError(f"`clusters` must have one entry per value (got {len(c)} for {len(v)} values)")
-    mean = float(v.mean()) if v.size else math.nan
-    _, group = np.unique(c, return_inverse=True)
-    g = int(group.max()) + 1 if v.size else 0
+    _, mean, se, g = _clustered(values, clusters)
     if g < 2:
         return WelchInterval(mean, -math.inf, math.inf, math.nan, 1.0)
-    sums = np.bincount(group, weights=v - mean, minlength=g)
-    se = math.sqrt(g / (g - 1) * float((sums**2).sum())) / v.size
     if se == 0.0:
         return WelchInterval(mean, mean, mean, math.inf, 0.0 if mean != 0 else 1.0)
     half = t_quantile(0.5 + level / 2, g - 1) * se
     return WelchInterval(mean, mean - half, mean + half, float(g - 1), t_two_sided_p(mean / se, g - 1))
+
+
+def clustered_difference_interval(treatment: np.ndarray, treatment_clusters: np.ndarray, control: np.ndarray,
+                                  control_clusters: np.ndarray, level: float = 0.95) -> WelchInterval:
+    """The two-sided ``level`` t-interval of ``mean(treatment) - mean(control)`` when each group's values come in
+    clusters (an A/B test that splits *users*: each user's requests are one cluster, and their outcomes are
+    correlated, so a per-request interval (:func:`welch_interval`) is too narrow and accepts equal arms far more
+    often than its level says; ``bench/ab_gate.py`` measures by how much).
+
+    Each group's mean gets its cluster-robust standard error (as in :func:`clustered_mean_interval`: the delta
+    method for a ratio of per-cluster sums); the groups hold disjoint clusters, so ``se^2 = se_t^2 + se_c^2``, with
+    Welch-Satterthwaite degrees of freedom from each group's ``G - 1``. With fewer than 2 clusters in a group the
+    interval is ``(-inf, inf)`` and ``p = 1``; with ``se = 0`` it is the point (``p`` 0, or 1 when the effect is 0).
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"`level` must be in (0, 1) (got {level})")
+    t, mt, st, gt = _clustered(treatment, treatment_clusters)
+    c, mc, sc, gc = _clustered(control, control_clusters)
+    effect = mt - mc if t.size and c.size else math.nan
+    if gt < 2 or gc < 2:
+        return WelchInterval(effect, -math.inf, math.inf, math.nan, 1.0)
+    vt, vc = st**2, sc**2
+    se = math.sqrt(vt + vc)
+    if se == 0.0:
+        return WelchInterval(effect, effect, effect, math.inf, 0.0 if effect != 0 else 1.0)
+    df = (vt + vc) ** 2 / (vt**2 / (gt - 1) + vc**2 / (gc - 1))
+    half = t_quantile(0.5 + level / 2, df) * se
+    return WelchInterval(effect, effect - half, effect + half, df, t_two_sided_p(effect / se, df))
 
 
 def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, bins: int = 10,

@@ -2,7 +2,9 @@
 
 The experiment designer splits users between an incumbent (arm 0) and a candidate (arm 1) by a
 deterministic hash of the user id, so a user stays in one arm across requests. Its decision rule:
-Welch's two-sample t-interval on per-request outcomes (:func:`rewards.stats.welch_interval`); the candidate
+the two-sample t-interval of (candidate - incumbent) on per-request outcomes, clustered by user (the unit the test
+randomises: :func:`rewards.stats.clustered_difference_interval`; a per-request Welch interval treats a user's
+correlated requests as independent and accepted equal arms several times as often as its level); the candidate
 is **accepted** when the lower end of the two-sided ``1 - alpha`` interval for (candidate - incumbent) is above
 ``min_effect`` and every guardrail holds, **rejected** otherwise (including when the data are insufficient).
 
@@ -22,7 +24,7 @@ from agents.decision.context import RequestBatch
 from agents.decision.params import Choice, DecisionAgent, ParamSpace, Range
 from envs.log import InteractionLog
 from rewards.inner import inner_metrics, router_metrics
-from rewards.stats import WelchInterval, clustered_mean_interval, welch_interval
+from rewards.stats import WelchInterval, clustered_difference_interval, clustered_mean_interval
 
 __all__ = ["ABDecision", "ExperimentDesigner", "HashSplit", "SegmentRouter", "split_hash"]
 
@@ -176,9 +178,10 @@ class ExperimentDesigner(DecisionAgent):
     """Splits traffic between incumbent and candidate, decides with a stated rule, reports effect and interval.
 
     ``method``: ``ab`` splits users by the hash (:meth:`arm`) and compares the arms' per-request outcomes
-    (:meth:`observe`, Welch); ``interleaving`` shows every request of the test an interleaved slate of both and
-    compares the teams' credit within each request (:meth:`observe_paired`, the user-clustered interval of the
-    mean difference); ``share`` does not apply to it and ``min_requests`` counts the test's requests.
+    (:meth:`observe`; the interval clustered by user); ``interleaving`` shows every request of the test an
+    interleaved slate of both and compares the teams' credit within each request (:meth:`observe_paired`, the
+    user-clustered interval of the mean difference); ``share`` does not apply to it and ``min_requests`` counts the
+    test's requests.
     """
 
     role = "experiment"
@@ -194,6 +197,7 @@ class ExperimentDesigner(DecisionAgent):
         super().__init__(name, config)
         self.salt = salt
         self.outcomes: list[list[np.ndarray]] = [[], []]
+        self.users: list[list[np.ndarray]] = [[], []]  # the user of each outcome: the clusters of the interval
         self.guardrails: list[list[np.ndarray]] = [[], []]
         self.paired: list[tuple[np.ndarray, np.ndarray]] = []  # interleaving: (credit difference, user) per request
         self.paired_guardrails: list[np.ndarray] = []
@@ -220,6 +224,7 @@ class ExperimentDesigner(DecisionAgent):
         for a, index in enumerate(arms):
             m = np.isin(req["pipeline"], np.atleast_1d(index))
             self.outcomes[a].append(req[metric][m].astype(np.float64))
+            self.users[a].append(req["user"][m])
             if guardrail is not None:
                 self.guardrails[a].append(req[guardrail][m].astype(np.float64))
 
@@ -267,16 +272,17 @@ class ExperimentDesigner(DecisionAgent):
                      if guardrail_tolerance is not None and self.paired_guardrails else None)
             return self._rule(f"interleaving/{metric}", clustered_mean_interval(d, users, level), (len(d), len(d)),
                               "too few interleaved requests", guard, guardrail_tolerance)
-        a = np.concatenate(self.outcomes[0]) if self.outcomes[0] else np.zeros(0)
-        b = np.concatenate(self.outcomes[1]) if self.outcomes[1] else np.zeros(0)
+        a, b = (np.concatenate(x) if x else np.zeros(0) for x in self.outcomes)
+        ua, ub = (np.concatenate(u) if u else np.zeros(0, np.int64) for u in self.users)
         guard = None
         if guardrail_tolerance is not None and self.guardrails[0]:
-            guard = welch_interval(np.concatenate(self.guardrails[1]), np.concatenate(self.guardrails[0]), level)
-        return self._rule(metric, welch_interval(b, a, level), (len(a), len(b)),  # candidate - incumbent
-                          "too few requests per arm", guard, guardrail_tolerance)
+            ga, gb = (np.concatenate(g) for g in self.guardrails)
+            guard = clustered_difference_interval(gb, ub, ga, ua, level)
+        return self._rule(metric, clustered_difference_interval(b, ub, a, ua, level), (len(a), len(b)),
+                          "too few requests per arm", guard, guardrail_tolerance)  # candidate - incumbent
 
     def reset(self) -> None:
-        self.outcomes, self.guardrails = [[], []], [[], []]
+        self.outcomes, self.users, self.guardrails = [[], []], [[], []], [[], []]
         self.paired, self.paired_guardrails = [], []
 
     def inner_metrics(self, log: InteractionLog) -> dict[str, float]:

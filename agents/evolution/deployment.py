@@ -570,9 +570,11 @@ class Deployment:
         """A deep, independent copy: world, running system, pool, logs and every random stream. Serving the
         fork changes nothing here; a fork served like the original serves identical traffic (a twin).
 
-        ``traffic_seed``: the fork's future traffic (every draw about users and requests, ``envs.streams``, and the
-        system's own randomness) comes from this seed instead: an independent replicate from the same state (what
-        a comparison without common random numbers sees)."""
+        ``traffic_seed``: the fork's future traffic (every draw about users and requests, ``envs.streams``) and the
+        system's own randomness (:meth:`reseed`: exploration, A/B salts, minibatch order) come from this seed
+        instead: an independent replicate from the same state (what a comparison without common random numbers
+        sees). (Before 2026-12-01 the salts and the agents' generators were copied: every such fork split users
+        with the same salt.)"""
         recorder, self._sim.recorder = self._sim.recorder, None  # a twin does not record (nor copy the recording)
         try:
             twin = copy.deepcopy(self)
@@ -580,7 +582,7 @@ class Deployment:
             self._sim.recorder = recorder
         if traffic_seed is not None:
             twin._sim.world.streams = Streams(int(traffic_seed))
-            twin._sim.seed = int(traffic_seed)
+            twin.reseed(int(traffic_seed))
         return twin
 
     def start_recording(self) -> ImpressionRecorder:

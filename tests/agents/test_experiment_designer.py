@@ -17,6 +17,7 @@ def request_log(rng: np.random.Generator, n: int, rate_a: float, rate_b: float, 
     clicks = rng.poisson(np.where(arm == 1, rate_b, rate_a)).astype(np.int16)
     req = {c: np.zeros(n, t) for c, t in REQUEST_COLUMNS.items()}
     req["request"] = np.arange(n)
+    req["user"] = np.arange(n)  # a user per request: the clustered interval is then Welch's
     req["pipeline"] = arm
     req["clicks"] = clicks
     return InteractionLog(requests=req)
@@ -54,6 +55,7 @@ def test_interval_is_candidate_minus_incumbent_and_too_little_data_rejects():
     designer = ExperimentDesigner(config={"min_requests": 100})
     req = {c: np.zeros(8, t) for c, t in REQUEST_COLUMNS.items()}
     req["pipeline"] = np.array([0, 0, 0, 0, 1, 1, 1, 1], np.int16)
+    req["user"] = np.arange(8)  # one request per user: the user-clustered interval is Welch's exactly
     req["clicks"] = np.concatenate([a, b]).astype(np.int16)
     designer.observe(InteractionLog(requests=req), guardrail=None)
     decision = designer.decide()
@@ -63,6 +65,43 @@ def test_interval_is_candidate_minus_incumbent_and_too_little_data_rejects():
     designer.observe(request_log(np.random.default_rng(1), 50, 0.1, 5.0, 0.5), guardrail=None)
     decision = designer.decide()
     assert not decision.accepted and "too few requests per arm" in decision.reasons[0]
+
+
+def user_log(rng: np.random.Generator, users: int, per_user: int, lift: float) -> InteractionLog:
+    """``per_user`` requests from each of ``users`` users split in halves by the designer's hash; a user's clicks per
+    request ~ Poisson(0.6 * u) with a taste u ~ lognormal(0, 0.8) of their own (heavy and light users), times
+    ``1 + lift`` in the candidate's arm."""
+    arm = ExperimentDesigner(config={"share": 0.5}, salt=int(rng.integers(2**31))).arm(np.arange(users))
+    taste = 0.6 * rng.lognormal(0.0, 0.8, users) * np.where(arm == 1, 1.0 + lift, 1.0)
+    user = np.repeat(np.arange(users), per_user)
+    req = {c: np.zeros(len(user), t) for c, t in REQUEST_COLUMNS.items()}
+    req["request"], req["user"], req["pipeline"] = np.arange(len(user)), user, arm[user]
+    req["clicks"] = rng.poisson(taste[user]).astype(np.int16)
+    return InteractionLog(requests=req)
+
+
+def test_the_interval_is_clustered_by_user_so_equal_arms_pass_at_its_level():
+    """An A/B test splits users, whose requests are correlated: 300 users x 20 requests, users' click rates spread
+    (lognormal sd 0.8). Per request, the between-user variance is counted once per request instead of once per
+    user (design effect ~1 + 19 * 0.38 ~ 8), so a per-request Welch interval is ~2.8x too narrow and its lower end
+    exceeds 0 for equal arms with probability ~P(Z > 1.96 / 2.8) ~ 0.24 instead of 0.025; the user-clustered interval
+    the designer uses keeps its level and still sees a 50% lift (~4.5 clustered s.e.; measured: equal arms accepted
+    0.025 clustered vs 0.27 per request; the lift 0.945)."""
+    rng = np.random.default_rng(0)
+    welch_accepts, accepts, lifted = [], [], []
+    for _ in range(200):
+        log = user_log(rng, 300, 20, 0.0)
+        designer = ExperimentDesigner(config={"min_requests": 1000})
+        designer.observe(log, guardrail=None)
+        accepts.append(designer.decide().accepted)
+        clicks, arm = log.requests["clicks"], log.requests["pipeline"]
+        welch_accepts.append(welch_interval(clicks[arm == 1], clicks[arm == 0]).low > 0)
+        designer = ExperimentDesigner(config={"min_requests": 1000})
+        designer.observe(user_log(rng, 300, 20, 0.5), guardrail=None)
+        lifted.append(designer.decide().accepted)
+    # 200 trials: a rate of 0.025 gives <= 0.06 with probability > 0.99; 0.24 gives >= 0.12 with probability > 0.99
+    assert np.mean(accepts) <= 0.06 and np.mean(welch_accepts) >= 0.12
+    assert np.mean(lifted) >= 0.8
 
 
 def test_designer_config_is_validated():

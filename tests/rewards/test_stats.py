@@ -10,6 +10,7 @@ import pytest
 from rewards.stats import (
     benjamini_hochberg,
     bootstrap_ci,
+    clustered_difference_interval,
     holm,
     mde,
     mean_ci,
@@ -242,3 +243,23 @@ def test_spearman_on_ranks_with_ties():
     # ranks (1, 2.5, 2.5, 4) vs (1, 2, 3, 4): Pearson 0.948683
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.948683, abs=1e-6)
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(spearman([1], [2]))
+
+
+def test_clustered_difference_is_welch_with_one_value_per_cluster_and_hand_worked_with_clusters():
+    rng = np.random.default_rng(3)
+    t, c = rng.normal(1.0, 1.0, 40), rng.normal(0.5, 2.0, 25)
+    assert tuple(clustered_difference_interval(t, np.arange(40), c, np.arange(25))) == pytest.approx(
+        tuple(welch_interval(t, c)))
+    # treatment [1, 1, 3, 3] in users (0, 0, 1, 1): mean 2, per-user sums of deviations -2 and +2, so
+    # se_t^2 = G / (G - 1) * (4 + 4) / n^2 = 2 * 8 / 16 = 1; control [0, 0, 2, 2] likewise: mean 1, se_c^2 = 1.
+    # se = sqrt(2), Welch-Satterthwaite df = (1 + 1)^2 / (1 / 1 + 1 / 1) = 2, t_{0.975, 2} = 4.302653.
+    effect, lo, hi, df, _ = clustered_difference_interval(np.array([1.0, 1, 3, 3]), np.array([0, 0, 1, 1]),
+                                                          np.array([0.0, 0, 2, 2]), np.array([5, 5, 6, 6]))
+    assert effect == pytest.approx(1.0) and df == pytest.approx(2.0)
+    assert (lo, hi) == pytest.approx((1 - 4.302653 * math.sqrt(2), 1 + 4.302653 * math.sqrt(2)), abs=1e-5)
+    # per request (Welch) the same data look twice as certain: se sqrt(2/3) on df 6
+    assert welch_interval(np.array([1.0, 1, 3, 3]), np.array([0.0, 0, 2, 2])).high < hi - 3
+    one = clustered_difference_interval(np.array([1.0, 2.0]), np.array([7, 7]), c, np.arange(25))  # one user
+    assert (one.low, one.high, one.p) == (-math.inf, math.inf, 1.0)
+    with pytest.raises(ValueError, match=r"`clusters` must have one entry per value \(got 3 for 2 values\)"):
+        clustered_difference_interval(np.array([1.0, 2.0]), np.array([1, 2, 3]), c, np.arange(25))

@@ -191,6 +191,7 @@ def _finished(coordinator: Coordinator, proposal: Proposal, control: float, cand
     noise = 0.05 * rng.standard_normal(n)
     for arm, (mean, viol) in enumerate(zip((control, candidate), violations)):
         designer.outcomes[arm].append(mean + noise)
+        designer.users[arm].append(np.arange(n) + arm * n)  # a user per request: the interval is then Welch's
         designer.guardrails[arm].append((rng.random(n) < viol).astype(np.float64))
     pid = len(coordinator.proposals)
     coordinator.proposals[pid] = proposal

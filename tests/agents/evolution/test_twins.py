@@ -93,3 +93,7 @@ def test_twins_of_different_configs_share_their_users_and_an_independent_fork_do
     ra, rb, rc = requests(a), requests(b), requests(c)
     assert len(ra & rb) > 0.8 * len(ra)
     assert len(ra & rc) < len(ra & rb) - 0.15 * len(ra)
+    # the system's own randomness too: a twin splits an A/B test's users as the original would, an independent fork
+    # with a salt of its own (forks on one traffic seed agree: a replicate is reproducible)
+    salts = [f.new_salt() for f in (trained.fork(), trained.fork(), *(trained.fork(traffic_seed=s) for s in (1, 2, 1)))]
+    assert salts[0] == salts[1] and len({salts[0], salts[2], salts[3]}) == 3 and salts[2] == salts[4]
