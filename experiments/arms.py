@@ -1053,10 +1053,14 @@ class DesignerOptions(LLMOptions):
     ab_windows: int = 2  # windows of live traffic per A/B test (half the users see the candidate)
     gate_min_requests: int = 100  # requests per arm the test needs to decide (100, 1000 or 5000)
     warm: bool = True  # candidates start from the running pipeline's learned state where the structure allows
+    # tested designs of earlier experiments in the store shown in the prompt (knowledge reuse, C7's subject); 0: each
+    # run on its own, so that the seeds of an ablation stay independent replicates, whatever ran before in the store
+    earlier: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("controller.options.mode", self.mode, list(MODES))
+        check_int("controller.options.earlier", self.earlier, 0, 20)
         check_int("controller.options.ab_windows", self.ab_windows, 1)
         if self.gate_min_requests not in GATE_MIN_REQUESTS:
             raise ConfigError(f"`controller.options.gate_min_requests` must be one of {list(GATE_MIN_REQUESTS)} "
@@ -1074,7 +1078,7 @@ def llm_designer(ctx: ArmContext) -> EvolutionHistory:
     service, agent = ctx.deployment, env.get_wrapper_attr("agent_name")
     target = service.pipeline_of(agent)
     designer = LLMDesigner(opts.backend(), ctx.store, ctx.exp_id, agent="llm_designer", max_retries=opts.llm_max_retries,
-                           temperature=opts.llm_temperature, seed=ctx.agent_seed, mode=opts.mode)
+                           temperature=opts.llm_temperature, seed=ctx.agent_seed, mode=opts.mode, earlier=opts.earlier)
     names = ctx.params.by_name
 
     def production() -> dict[str, Any]:  # the evolved agent's parameters in the running pipeline

@@ -170,6 +170,8 @@ def test_the_designer_arm_rejects_what_it_cannot_run(overrides, message):
      r"`controller.options.min_windows` must be in \[5, inf\) \(got 3\)"),
     (["controller=alternating", "controller.options.gate_min_requests=200"],
      r"`controller.options.gate_min_requests` must be one of \[100, 1000, 5000\] \(got 200\)"),
+    (["controller=llm_designer", "controller.options.earlier=-1"],
+     r"`controller.options.earlier` must be in \[0, 20\] \(got -1\)"),
 ])
 def test_alternating_options_are_validated(overrides, message):
     with pytest.raises(ConfigError, match=message):
