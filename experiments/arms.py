@@ -1235,10 +1235,14 @@ class AutoModelOptions(LLMOptions):
     updates: int = 1000
     min_gain: float = 0.0
     recipe_trials: int = 0
+    # results of earlier experiments in the store shown to the LLM (AutoTrain's card parses, the system's designer):
+    # knowledge reuse; 0 keeps the seeds of an ablation independent replicates, whatever ran before in the store
+    earlier: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_int("controller.options.observe_windows", self.observe_windows, 2)
+        check_int("controller.options.earlier", self.earlier, 0, 10)
         check_int("controller.options.ab_windows", self.ab_windows, 1)
         if self.gate_min_requests not in GATE_MIN_REQUESTS:
             raise ConfigError(f"`controller.options.gate_min_requests` must be one of {list(GATE_MIN_REQUESTS)} "
@@ -1384,7 +1388,8 @@ def _automodel(ctx: ArmContext, kinds: tuple[str, ...]) -> EvolutionHistory:
 
     autotrain = None
     if "model" in kinds:
-        autotrain = AutoTrain(opts.backend(), seed=ctx.agent_seed, store=ctx.store, exp_id=ctx.exp_id)
+        autotrain = AutoTrain(opts.backend(), seed=ctx.agent_seed, store=ctx.store, exp_id=ctx.exp_id,
+                              earlier=opts.earlier)
         autotrain.parse_all(method_cards())
     ledger, tried, rounds = OfflineOnlineLedger(), set(), []
     step = 0
@@ -1494,7 +1499,8 @@ def _proposers(ctx: ArmContext, recorder: ImpressionRecorder, tried: set[str]) -
     budget = opts.flops_budget if opts.coordinate else None  # the coordinator tells its agents its budget
     autotrain = None
     if "autotrain" in opts.agents:
-        autotrain = AutoTrain(opts.backend(), seed=ctx.agent_seed, store=ctx.store, exp_id=ctx.exp_id)
+        autotrain = AutoTrain(opts.backend(), seed=ctx.agent_seed, store=ctx.store, exp_id=ctx.exp_id,
+                              earlier=opts.earlier)
         autotrain.parse_all(method_cards())
 
     def ranker(kind: str) -> Proposer:
@@ -1534,7 +1540,8 @@ def _proposers(ctx: ArmContext, recorder: ImpressionRecorder, tried: set[str]) -
     designer = None
     if "designer" in opts.agents:  # the LLM designer in edit mode, its designs submitted as agent edits
         designer = LLMDesigner(opts.backend(), ctx.store, ctx.exp_id, agent="designer", mode="edit",
-                               max_retries=opts.llm_max_retries, temperature=opts.llm_temperature, seed=ctx.agent_seed)
+                               max_retries=opts.llm_max_retries, temperature=opts.llm_temperature, seed=ctx.agent_seed,
+                               earlier=opts.earlier)
 
     def design(attempt: int) -> tuple[Proposal, str] | None:
         edits = agent_edits(service, designer, seed=(ctx.agent_seed * 1000 + attempt) % 2**31)
