@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from hydra import compose, initialize_config_dir
 import experiments.arms  # noqa: F401  (registers the arms)
 from experiments.config import load_config
 from experiments.run import build_env
-from rewards.stats import mean_test
+from rewards.stats import mean_test, wilson
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METRICS = ("clicks_exp", "clicks")  # per request, averaged over the run's windows: expected and realised
@@ -52,14 +51,6 @@ def run_means(cfg, seed: int, windows: int) -> dict[str, float]:
             sums[m] += float(log.requests[m].sum())
         n += len(log.requests["clicks"])
     return {m: s / n for m, s in sums.items()}
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion k / n."""
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(centre - half, 0.0), min(centre + half, 1.0)
 
 
 def main() -> None:

@@ -15,10 +15,10 @@ of 2 windows, as the LLM designer's and the AutoModel gates):
   before 2026-12-01) and the user-clustered one (:func:`rewards.stats.clustered_difference_interval`, the gate now).
 
 The last line is a JSON object: ``false_accept_welch`` / ``false_accept_clustered`` (share of A/A paths accepted;
-nominal 0.025), their ratio to the nominal level, ``power_welch`` / ``power_clustered`` on the better config, and
-``mde80_welch`` / ``mde80_clustered`` (median over the A/A paths of the effect one test sees with 80% power: what the
-per-request interval claims and what the test can really see) and ``width_ratio`` (clustered / per-request: ~the
-square root of the design effect).
+nominal 0.025) with their Wilson 95% intervals, their ratio to the nominal level, ``power_welch`` /
+``power_clustered`` on the better config, and ``mde80_welch`` / ``mde80_clustered`` (median over the A/A paths of
+the effect one test sees with 80% power: what the per-request interval claims and what the test can really see) and
+``width_ratio`` (clustered / per-request: ~the square root of the design effect).
 
     .venv/bin/python bench/ab_gate.py [--paths 200] [--windows 2] [--window 500] [--warmup 4]
 """
@@ -36,7 +36,7 @@ import torch
 from agents.decision.configs import static_baseline
 from agents.evolution.deployment import Deployment
 from envs.config import WORLD_SIZES, WorldConfig
-from rewards.stats import WelchInterval, clustered_difference_interval, t_quantile, welch_interval
+from rewards.stats import WelchInterval, clustered_difference_interval, t_quantile, welch_interval, wilson
 
 __all__ = ["gate_rates", "main"]
 
@@ -85,6 +85,8 @@ def gate_rates(paths: int = 200, windows: int = 2, window: int = 500, warmup: in
     aa_arr, better_arr = np.array(aa, float), np.array(better, float)
     out = {
         "false_accept_welch": float(aa_arr[:, 0].mean()), "false_accept_clustered": float(aa_arr[:, 1].mean()),
+        "false_accept_welch_wilson95": [round(x, 4) for x in wilson(int(aa_arr[:, 0].sum()), paths)],
+        "false_accept_clustered_wilson95": [round(x, 4) for x in wilson(int(aa_arr[:, 1].sum()), paths)],
         "nominal": NOMINAL,
         "false_accept_ratio_welch": float(aa_arr[:, 0].mean() / NOMINAL),
         "false_accept_ratio_clustered": float(aa_arr[:, 1].mean() / NOMINAL),

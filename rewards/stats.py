@@ -21,7 +21,7 @@ import numpy as np
 __all__ = ["Adjusted", "MeanTest", "TrendTest", "WelchInterval", "benjamini_hochberg", "bootstrap_ci",
            "clustered_difference_interval", "clustered_mean_interval", "holm", "mde", "mean_ci", "mean_test",
            "n_for_mde", "power_at", "psi", "spearman", "t_cdf", "t_quantile", "t_two_sided_p", "trend_test",
-           "welch_interval"]
+           "welch_interval", "wilson"]
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -419,6 +419,15 @@ def clustered_difference_interval(treatment: np.ndarray, treatment_clusters: np.
     df = (vt + vc) ** 2 / (vt**2 / (gt - 1) + vc**2 / (gc - 1))
     half = t_quantile(0.5 + level / 2, df) * se
     return WelchInterval(effect, effect - half, effect + half, df, t_two_sided_p(effect / se, df))
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``k / n`` (default z: 95%), e.g. a test's false-alarm rate
+    measured over ``n`` null tests."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(centre - half, 0.0), min(centre + half, 1.0)
 
 
 def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, bins: int = 10,

@@ -22,6 +22,7 @@ from rewards.stats import (
     t_two_sided_p,
     trend_test,
     welch_interval,
+    wilson,
 )
 
 
@@ -263,3 +264,10 @@ def test_clustered_difference_is_welch_with_one_value_per_cluster_and_hand_worke
     assert (one.low, one.high, one.p) == (-math.inf, math.inf, 1.0)
     with pytest.raises(ValueError, match=r"`clusters` must have one entry per value \(got 3 for 2 values\)"):
         clustered_difference_interval(np.array([1.0, 2.0]), np.array([1, 2, 3]), c, np.arange(25))
+
+
+def test_wilson_interval_hand_worked():
+    # k = 2 of n = 20, z = 1.959964: p 0.1, z^2 = 3.841459; centre (0.1 + 3.841459 / 40) / (1 + 3.841459 / 20) =
+    # 0.196036 / 1.192073 = 0.164450; half 1.959964 * sqrt(0.0045 + 3.841459 / 1600) / 1.192073 = 0.136584
+    assert wilson(2, 20) == pytest.approx((0.027866, 0.301034), abs=1e-5)
+    assert wilson(0, 20)[0] == 0.0 and wilson(20, 20)[1] == 1.0
