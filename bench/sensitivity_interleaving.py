@@ -40,7 +40,7 @@ import torch
 import envs
 from agents.decision.configs import static_baseline
 from agents.evolution.deployment import Deployment
-from rewards.stats import clustered_mean_interval
+from rewards.stats import clustered_mean_interval, clustered_se
 
 __all__ = ["PAIRS", "interleaving_summary", "main", "measure_pair"]
 
@@ -62,13 +62,9 @@ def _outcome(log, expected: bool = True) -> np.ndarray:
     return (req["clicks_exp"] if expected and "clicks_exp" in req else req["clicks"]).astype(np.float64)
 
 
-def _clustered_se(values: np.ndarray, clusters: np.ndarray | None = None) -> float:
-    """The user-clustered standard error of the mean of ``values`` (as in ``clustered_mean_interval``)."""
-    v = np.asarray(values, np.float64)
-    _, group = np.unique(np.arange(len(v)) if clusters is None else clusters, return_inverse=True)
-    g = int(group.max()) + 1
-    sums = np.bincount(group, weights=v - v.mean(), minlength=g)
-    return math.sqrt(g / (g - 1) * float((sums**2).sum())) / len(v)
+def _se(values: np.ndarray, clusters: np.ndarray | None = None) -> float:
+    """The user-clustered standard error of the mean of ``values`` (``rewards.stats.clustered_se``)."""
+    return clustered_se(values, clusters)[1]
 
 
 def _challenger(service: Deployment, config: dict):
@@ -116,7 +112,7 @@ def measure_pair(base: Deployment, incumbent: dict, challenger: dict, windows: i
         x = [np.concatenate([_outcome(w.log, expected)[m] for w in splits for m in [(~w.candidate, w.candidate)[a]]])
              for a in (0, 1)]
         u = [np.concatenate([w.log.requests["user"][(~w.candidate, w.candidate)[a]] for w in splits]) for a in (0, 1)]
-        ab_se = math.sqrt(_clustered_se(x[0], u[0]) ** 2 + _clustered_se(x[1], u[1]) ** 2)
+        ab_se = math.sqrt(_se(x[0], u[0]) ** 2 + _se(x[1], u[1]) ** 2)
         ab_effect = float(x[1].mean() - x[0].mean())
         credits = [w.credit(metric) for w in mixed]
         d = np.concatenate([c[:, 1] - c[:, 0] for _, _, c in credits])
@@ -125,10 +121,10 @@ def measure_pair(base: Deployment, incumbent: dict, challenger: dict, windows: i
         adj = _position_adjusted(d, team) if method == "team_draft" else d
         res = clustered_mean_interval(d, du)
         ab_needed = _needed(truth, ab_se, len(x[0]) + len(x[1]))
-        il_needed = _needed(float(d.mean()), _clustered_se(d, du), len(d))
-        adj_needed = _needed(float(adj.mean()), _clustered_se(adj, du), len(d))
+        il_needed = _needed(float(d.mean()), _se(d, du), len(d))
+        adj_needed = _needed(float(adj.mean()), _se(adj, du), len(d))
         out |= {
-            f"{key}_truth": truth, f"{key}_truth_se": _clustered_se(twins[1] - twins[0]), f"{key}_ab_effect": ab_effect,
+            f"{key}_truth": truth, f"{key}_truth_se": _se(twins[1] - twins[0]), f"{key}_ab_effect": ab_effect,
             f"{key}_ab_needed": ab_needed, f"{key}_il_effect": float(d.mean()), f"{key}_il_p": float(res.p),
             f"{key}_il_needed": il_needed, f"{key}_il_adj_needed": adj_needed,
             f"{key}_ratio": ab_needed / il_needed, f"{key}_ratio_adj": ab_needed / adj_needed,

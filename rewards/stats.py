@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["Adjusted", "MeanTest", "TrendTest", "WelchInterval", "benjamini_hochberg", "bootstrap_ci",
-           "clustered_difference_interval", "clustered_mean_interval", "holm", "mde", "mean_ci", "mean_test",
+           "clustered_difference_interval", "clustered_mean_interval", "clustered_se", "holm", "mde", "mean_ci", "mean_test",
            "n_for_mde", "power_at", "psi", "spearman", "t_cdf", "t_quantile", "t_two_sided_p", "trend_test",
            "welch_interval", "wilson"]
 
@@ -124,11 +124,18 @@ def welch_interval(treatment: Sequence[float] | np.ndarray, control: Sequence[fl
     effect = float(t.mean() - c.mean()) if t.size and c.size else math.nan
     if t.size < 2 or c.size < 2:
         return WelchInterval(effect, -math.inf, math.inf, math.nan, 1.0)
-    vt, vc = float(t.var(ddof=1)) / t.size, float(c.var(ddof=1)) / c.size
+    return _two_sample(effect, float(t.var(ddof=1)) / t.size, t.size - 1, float(c.var(ddof=1)) / c.size, c.size - 1,
+                       level)
+
+
+def _two_sample(effect: float, vt: float, df_t: float, vc: float, df_c: float, level: float) -> WelchInterval:
+    """The interval of a difference of two independent means with variances ``vt``, ``vc`` (of the means) on
+    ``df_t``, ``df_c`` degrees of freedom: ``se = sqrt(vt + vc)``, Welch-Satterthwaite's degrees of freedom; with
+    ``se = 0`` the point (``p`` 0, or 1 when the effect is 0)."""
     se = math.sqrt(vt + vc)
     if se == 0.0:
         return WelchInterval(effect, effect, effect, math.inf, 0.0 if effect != 0 else 1.0)
-    df = (vt + vc) ** 2 / (vt**2 / (t.size - 1) + vc**2 / (c.size - 1))
+    df = (vt + vc) ** 2 / (vt**2 / df_t + vc**2 / df_c)
     half = t_quantile(0.5 + level / 2, df) * se
     return WelchInterval(effect, effect - half, effect + half, df, t_two_sided_p(effect / se, df))
 
@@ -356,8 +363,9 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, control: Sequence[float] 
     return point, float(low), float(high)
 
 
-def _clustered(values: np.ndarray, clusters: np.ndarray | None) -> tuple[np.ndarray, float, float, int]:
-    """``values`` as float64, their mean, the cluster-robust standard error of the mean and the number of clusters:
+def clustered_se(values: np.ndarray, clusters: np.ndarray | None = None) -> tuple[float, float, int]:
+    """The mean of ``values``, its cluster-robust standard error and the number of clusters (None: every value its
+    own cluster):
     ``se^2 = G / (G - 1) * sum_g (sum_{i in g} (v_i - mean))^2 / n^2`` (``G`` clusters, ``n`` values; ``se`` nan
     with fewer than 2 clusters)."""
     v = np.asarray(values, dtype=np.float64).ravel()
@@ -368,9 +376,9 @@ def _clustered(values: np.ndarray, clusters: np.ndarray | None) -> tuple[np.ndar
     _, group = np.unique(c, return_inverse=True)
     g = int(group.max()) + 1 if v.size else 0
     if g < 2:
-        return v, mean, math.nan, g
+        return mean, math.nan, g
     sums = np.bincount(group, weights=v - mean, minlength=g)
-    return v, mean, math.sqrt(g / (g - 1) * float((sums**2).sum())) / v.size, g
+    return mean, math.sqrt(g / (g - 1) * float((sums**2).sum())) / v.size, g
 
 
 def clustered_mean_interval(values: np.ndarray, clusters: np.ndarray | None = None, level: float = 0.95) -> WelchInterval:
@@ -384,7 +392,7 @@ def clustered_mean_interval(values: np.ndarray, clusters: np.ndarray | None = No
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"`level` must be in (0, 1) (got {level})")
-    _, mean, se, g = _clustered(values, clusters)
+    mean, se, g = clustered_se(values, clusters)
     if g < 2:
         return WelchInterval(mean, -math.inf, math.inf, math.nan, 1.0)
     if se == 0.0:
@@ -407,18 +415,12 @@ def clustered_difference_interval(treatment: np.ndarray, treatment_clusters: np.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"`level` must be in (0, 1) (got {level})")
-    t, mt, st, gt = _clustered(treatment, treatment_clusters)
-    c, mc, sc, gc = _clustered(control, control_clusters)
-    effect = mt - mc if t.size and c.size else math.nan
+    mt, st, gt = clustered_se(treatment, treatment_clusters)
+    mc, sc, gc = clustered_se(control, control_clusters)
+    effect = mt - mc  # nan when a group is empty (its mean is)
     if gt < 2 or gc < 2:
         return WelchInterval(effect, -math.inf, math.inf, math.nan, 1.0)
-    vt, vc = st**2, sc**2
-    se = math.sqrt(vt + vc)
-    if se == 0.0:
-        return WelchInterval(effect, effect, effect, math.inf, 0.0 if effect != 0 else 1.0)
-    df = (vt + vc) ** 2 / (vt**2 / (gt - 1) + vc**2 / (gc - 1))
-    half = t_quantile(0.5 + level / 2, df) * se
-    return WelchInterval(effect, effect - half, effect + half, df, t_two_sided_p(effect / se, df))
+    return _two_sample(effect, st**2, gt - 1, sc**2, gc - 1, level)
 
 
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
