@@ -44,7 +44,8 @@ import itertools
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,6 +151,10 @@ ArmFn = Callable[[ArmContext], EvolutionHistory]
 
 
 ENV_KINDS = ("evolution", "composition")  # the env an arm drives: EvolutionEnv or CompositionEnv
+# How an arm's search meets `evolution.explore_share`: "share", it explores on that share of the users (a concurrent
+# control on the rest); "all", it explores on all traffic and cannot split it (a share < 1 is an error); "none", it
+# proposes nothing per window (static, the oracle) or gates its changes by its own test share (the designer)
+EXPLORES = ("none", "share", "all")
 
 
 @dataclass(frozen=True)
@@ -164,24 +169,27 @@ class Arm:
     selects: bool = False  # it picks what it exploits by `evolution.select` (a re-test is live, like `live`)
     twins: bool = True  # the env's action is all it changes, so `evolution.twins` can judge the action against the
     # incumbent's (False: it also changes the system outside the action, a structure or a pooled agent's config)
+    explores: str = "none"  # one of EXPLORES: how its search meets `evolution.explore_share`
 
 
 def register_arm(name: str, options: type | None = None, env: str = "evolution", live: bool = False,
-                 selects: bool = False, twins: bool = True) -> Callable[[ArmFn], ArmFn]:
+                 selects: bool = False, twins: bool = True, explores: str = "none") -> Callable[[ArmFn], ArmFn]:
     """Register ``fn`` as the arm ``name`` (with an optional options dataclass, validated at start-up) that
     drives an env of kind ``env`` (``"evolution"`` or ``"composition"``); ``live``: the arm serves windows the env's
     ``step`` alone does not describe (deploys new structures, splits traffic with a control), so the env must not
     restore snapshots and its reward must not be wrapped by constraints; ``selects``: it picks the config it exploits
     with :func:`select` (``evolution.select``), so with ``select: retest`` it is live too; ``twins``: the action is all
     the arm changes (else ``evolution.twins`` is off for it: the incumbent's action on a twin would keep the arm's
-    other changes)."""
+    other changes); ``explores``: how its search meets ``evolution.explore_share`` (:data:`EXPLORES`; an arm with
+    ``"share"`` runs its searching windows inside :func:`exploring`)."""
     check_choice("env", env, ENV_KINDS)
+    check_choice("explores", explores, list(EXPLORES))
 
     def add(fn: ArmFn) -> ArmFn:
         if name in ARMS:
             raise ConfigError(f"arm {name!r} is already registered (by {ARMS[name].run.__module__}.{ARMS[name].run.__name__})")
         doc = (fn.__doc__ or "").strip().splitlines()
-        ARMS[name] = Arm(name, fn, options, doc[0] if doc else "", env, live, selects, twins)
+        ARMS[name] = Arm(name, fn, options, doc[0] if doc else "", env, live, selects, twins, explores)
         return fn
 
     return add
@@ -487,15 +495,34 @@ def _phase_knowledge(ctx: ArmContext, agent: str) -> list[dict[str, Any]]:
             if d.experiment_id in sources and isinstance(d.document, dict) and "probe" in d.document]
 
 
+@contextmanager
+def exploring(ctx: ArmContext) -> Iterator[None]:
+    """The windows served inside explore on ``evolution.explore_share`` of the users: the rest are served by the
+    incumbent as a concurrent control (a fresh split per window) and the searcher is told the candidate's reward
+    minus the control's (:meth:`~agents.evolution.env.EvolutionEnv.set_control_share`). A share of 1: all traffic."""
+    share = ctx.cfg.evolution.explore_share
+    if share >= 1.0:
+        yield
+        return
+    set_share = ctx.env.get_wrapper_attr("set_control_share")
+    set_share(round(1.0 - share, 6))
+    try:
+        yield
+    finally:
+        set_share(0.0)
+
+
 def _search(ctx: ArmContext, controller: Any) -> EvolutionHistory:
-    """``evolve`` with ``controller``, then exploit what :func:`select` picks."""
-    evolve(ctx.env, controller, search_windows(ctx), seed=ctx.seed)
+    """``evolve`` with ``controller`` (on ``evolution.explore_share`` of the users), then exploit what
+    :func:`select` picks."""
+    with exploring(ctx):
+        evolve(ctx.env, controller, search_windows(ctx), seed=ctx.seed)
     best = select(ctx)
     exploit(ctx, lambda obs: best)
     return ctx.env.history
 
 
-@register_arm("optuna_phases", options=PhaseOptions)
+@register_arm("optuna_phases", options=PhaseOptions, explores="all")
 def optuna_phases(ctx: ArmContext) -> EvolutionHistory:
     """Optuna restarted at every regime phase after a probe window of the hand-tuned config, cold or warm-started
     from the phases with the nearest probe (:class:`PhaseOptions`); exploits its last phase's best config."""
@@ -537,14 +564,14 @@ def static(ctx: ArmContext) -> EvolutionHistory:
     return ctx.env.history
 
 
-@register_arm("random", selects=True)
+@register_arm("random", selects=True, explores="share")
 def random_search(ctx: ArmContext) -> EvolutionHistory:
     """A uniformly random config every window (the floor); exploits what :func:`select` picks (its best window's
     config, or the winner of a re-test of its leaders)."""
     return _search(ctx, RandomSearch(ctx.params, seed=ctx.agent_seed))
 
 
-@register_arm("optuna", options=SearchOptions, selects=True)
+@register_arm("optuna", options=SearchOptions, selects=True, explores="share")
 def optuna_search(ctx: ArmContext) -> EvolutionHistory:
     """Optuna's TPE proposes a config every window and learns from its reward; exploits what :func:`select` picks.
     With ``warm_start`` it starts from the best trials of earlier experiments in similar regimes."""
@@ -714,7 +741,7 @@ class ControlOptions(SearchOptions):
         check_range("controller.options.control_share", self.control_share, 0.05, MAX_CONTROL_SHARE)
 
 
-@register_arm("optuna_ab", options=ControlOptions, live=True, selects=True)
+@register_arm("optuna_ab", options=ControlOptions, live=True, selects=True, explores="all")
 def optuna_ab(ctx: ArmContext) -> EvolutionHistory:
     """Optuna told each window's reward relative to a concurrent control (the hand-tuned config on
     ``control_share`` of the users), free of the trend a learning system's reward has; exploits what
@@ -888,7 +915,8 @@ def _ppo(ctx: ArmContext) -> EvolutionHistory:
         training.close()
         model.set_env(live)
     model.get_env().seed(ctx.seed)  # the policy's randomness is the controller's; the env resets with the run's seed
-    model.learn(total_timesteps=windows, callback=StopAfter())  # the first reset uses `seed`, like the other arms
+    with exploring(ctx):  # online, on `evolution.explore_share` of the users (its pre-training is on twins)
+        model.learn(total_timesteps=windows, callback=StopAfter())  # the first reset uses `seed`, like the other arms
     if ctx.out_dir is not None:  # the trained policy, for a reader: PPO.load(<run>/policy.zip)
         write_atomic(ctx.out_dir / "policy.zip", model.save)
     act = live.action if residual else (lambda a: a)
@@ -896,7 +924,7 @@ def _ppo(ctx: ArmContext) -> EvolutionHistory:
     return ctx.env.history
 
 
-@register_arm("ppo", options=PPOOptions)
+@register_arm("ppo", options=PPOOptions, explores="share")
 def ppo(ctx: ArmContext) -> EvolutionHistory:
     """SB3 PPO learns online over the run's windows (after training on ``pretrain`` simulated runs, if set); its
     (stochastic) policy picks every window's config; exploits its policy's deterministic choice for the regime it
@@ -942,14 +970,14 @@ def hindsight_composition(ctx: ArmContext) -> EvolutionHistory:
     return _hindsight(ctx, env.to_config(env.initial))
 
 
-@register_arm("compositional", env="composition", options=SearchOptions)
+@register_arm("compositional", env="composition", options=SearchOptions, explores="all")
 def compositional(ctx: ArmContext) -> EvolutionHistory:
     """Optuna's TPE rewires the system every window (routes and quotas, rankers, segment routing); told the
     system's (outer) reward; exploits the best wiring it tried (``warm_start``: from earlier experiments' best)."""
     return _search(ctx, search_controller(ctx))
 
 
-@register_arm("ppo_composition", env="composition", options=PPOOptions)
+@register_arm("ppo_composition", env="composition", options=PPOOptions, explores="all")
 def ppo_composition(ctx: ArmContext) -> EvolutionHistory:
     """SB3 PPO picks the wiring every window (routes and quotas, rankers, segment routing: a MultiDiscrete action)
     from the regime it observes, after training on ``pretrain`` simulated runs if set; told the system's
@@ -997,7 +1025,7 @@ def _backend(name: str, base_url: str, model: str, api_key_env: str) -> Any:
     return make_backend(name)
 
 
-@register_arm("llm", options=LLMOptions, selects=True)
+@register_arm("llm", options=LLMOptions, selects=True, explores="share")
 def llm_search(ctx: ArmContext) -> EvolutionHistory:
     """An LLM picks one edit of the best config so far every window (the agent's own decision space, like
     Optuna's); exploits what :func:`select` picks."""
@@ -1011,7 +1039,7 @@ def llm_search(ctx: ArmContext) -> EvolutionHistory:
                                     f"llm/{inner.agent_name}"))
 
 
-@register_arm("llm_compositional", env="composition", options=LLMOptions)
+@register_arm("llm_compositional", env="composition", options=LLMOptions, explores="all")
 def llm_compositional(ctx: ArmContext) -> EvolutionHistory:
     """An LLM rewires the system every window, one edit of the best wiring so far (routes and quotas, rankers,
     segment routing); told the system's (outer) reward; exploits the best wiring it tried."""
@@ -1050,7 +1078,8 @@ class DesignerOptions(LLMOptions):
     """The LLM designer arm (:mod:`agents.evolution.designer`): one proposal per A/B test of ``ab_windows`` windows."""
 
     mode: str = "edit"  # edit: the model picks one edit of the running design; design: it writes a whole design
-    ab_windows: int = 2  # windows of live traffic per A/B test (half the users see the candidate)
+    ab_windows: int = 2  # windows of live traffic per A/B test
+    share: float = 0.2  # of the users (a salted hash, a fresh salt per test) the candidate serves in its A/B test
     gate_min_requests: int = 100  # requests per arm the test needs to decide (100, 1000 or 5000)
     warm: bool = True  # candidates start from the running pipeline's learned state where the structure allows
     # tested designs of earlier experiments in the store shown in the prompt (knowledge reuse, C7's subject); 0: each
@@ -1062,6 +1091,7 @@ class DesignerOptions(LLMOptions):
         check_choice("controller.options.mode", self.mode, list(MODES))
         check_int("controller.options.earlier", self.earlier, 0, 20)
         check_int("controller.options.ab_windows", self.ab_windows, 1)
+        check_range("controller.options.share", self.share, 0.05, 0.5)
         if self.gate_min_requests not in GATE_MIN_REQUESTS:
             raise ConfigError(f"`controller.options.gate_min_requests` must be one of {list(GATE_MIN_REQUESTS)} "
                               f"(got {self.gate_min_requests!r})")
@@ -1089,7 +1119,8 @@ def llm_designer(ctx: ArmContext) -> EvolutionHistory:
     step = 0
     while env.steps < ctx.windows:
         result = design_step(service, designer, step=step, target=target, seed=(ctx.agent_seed * 1000 + step) % 2**31,
-                             experiment=ExperimentDesigner(config={"min_requests": opts.gate_min_requests}),
+                             experiment=ExperimentDesigner(config={"min_requests": opts.gate_min_requests,
+                                                                   "share": opts.share}),
                              windows=min(opts.ab_windows, ctx.windows - env.steps), warm=opts.warm, on_log=on_log)
         if result.decision is None:  # no valid proposal, or it could not be built: production serves a window
             env.step(ctx.codec.encode(production()))
@@ -1113,6 +1144,7 @@ class AlternatingOptions(LLMOptions):
     tolerance: float = 0.2  # a shift when the sentinel's outer reward moves by more than this (relative)
     settle: int = 8  # windows after production (re)started before its sentinels count (learning settles first)
     gate_windows: int = 2  # windows of the A/B gate at a saturated phase's end
+    gate_share: float = 0.2  # of the users the candidate serves in the gate
     gate_min_requests: int = 100  # requests per arm the gate needs to decide (100, 1000 or 5000)
     search: str = "optuna"  # the compositional phases' controller: optuna or llm
 
@@ -1124,6 +1156,7 @@ class AlternatingOptions(LLMOptions):
         check_range("controller.options.tolerance", self.tolerance, 0.0, low_inclusive=False)
         check_int("controller.options.settle", self.settle, 0)
         check_int("controller.options.gate_windows", self.gate_windows, 1)
+        check_range("controller.options.gate_share", self.gate_share, 0.05, 0.5)
         check_choice("controller.options.search", self.search, SEARCHES)
         super().__post_init__()
         if self.gate_min_requests not in GATE_MIN_REQUESTS:  # the experiment designer's choices
@@ -1132,7 +1165,7 @@ class AlternatingOptions(LLMOptions):
 
 
 def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, gate_windows: int,
-               gate_min_requests: int, llm: LLMOptions | None = None) -> EvolutionHistory:
+               gate_min_requests: int, llm: LLMOptions | None = None, gate_share: float = 0.2) -> EvolutionHistory:
     """Run :func:`~agents.evolution.schedule.alternate` on the composition env, recording its exploration windows.
 
     Every window it serves is a row of the table, numbered in serving order: exploration windows (phase
@@ -1170,7 +1203,8 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
     alt = alternate(env, agent, individual=lambda params: OptunaSearch(params, seed=next(seeds)),
                     compositional=compositional, windows=ctx.windows,
                     seed=ctx.seed, saturation=saturation, shift=shift,
-                    designer=lambda: ExperimentDesigner(config={"min_requests": gate_min_requests}),
+                    designer=lambda: ExperimentDesigner(config={"min_requests": gate_min_requests,
+                                                                "share": gate_share}),
                     gate_windows=gate_windows, store=ctx.store, exp_id=ctx.exp_id, on_window=on_row)
     history.shifts = list(alt.shifts)
     ctx.env.steps = alt.served  # exploit windows are numbered after every window served
@@ -1179,7 +1213,7 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
     return history
 
 
-@register_arm("individual", env="composition", twins=False)
+@register_arm("individual", env="composition", twins=False, explores="all")
 def individual(ctx: ArmContext) -> EvolutionHistory:
     """Optuna tunes one pooled agent (``evolution.agent``, e.g. ``main/rerank/mmr``) on its layered reward; the
     wiring stays the system config's (the alternation schedule's individual phase, never ending); exploits the
@@ -1194,14 +1228,14 @@ def individual(ctx: ArmContext) -> EvolutionHistory:
     return history
 
 
-@register_arm("alternating", env="composition", options=AlternatingOptions, twins=False)
+@register_arm("alternating", env="composition", options=AlternatingOptions, twins=False, explores="all")
 def alternating(ctx: ArmContext) -> EvolutionHistory:
     """Optuna on one agent until its gains saturate or a sentinel sees a shift, then Optuna on the wiring, and
     back; a saturated phase's best reaches production only through an A/B gate; exploits production."""
     o: AlternatingOptions = ctx.options
     history = _alternate(ctx, SaturationTest(o.patience, o.min_gain, o.min_windows),
                          ShiftTest(o.check_every, o.tolerance, o.settle), o.gate_windows, o.gate_min_requests,
-                         llm=o if o.search == "llm" else None)
+                         llm=o if o.search == "llm" else None, gate_share=o.gate_share)
     env = ctx.env.unwrapped  # production (the agent's config and the wiring that passed the gates) is deployed
     exploit(ctx, lambda obs: env.to_config(env.composition))
     return history
@@ -1231,6 +1265,7 @@ class AutoModelOptions(LLMOptions):
 
     observe_windows: int = 3
     ab_windows: int = 2
+    share: float = 0.2  # of the users (a fresh salt per test) the candidate serves in its A/B gate
     gate_min_requests: int = 100
     updates: int = 1000
     min_gain: float = 0.0
@@ -1244,6 +1279,8 @@ class AutoModelOptions(LLMOptions):
         check_int("controller.options.observe_windows", self.observe_windows, 2)
         check_int("controller.options.earlier", self.earlier, 0, 10)
         check_int("controller.options.ab_windows", self.ab_windows, 1)
+        if type(self) is AutoModelOptions:  # (the system's proposals are tested by its coordinator: its own range)
+            check_range("controller.options.share", self.share, 0.05, 0.5)
         if self.gate_min_requests not in GATE_MIN_REQUESTS:
             raise ConfigError(f"`controller.options.gate_min_requests` must be one of {list(GATE_MIN_REQUESTS)} "
                               f"(got {self.gate_min_requests!r})")
@@ -1358,7 +1395,8 @@ def automodel_round(ctx: ArmContext, kind: str, autotrain: AutoTrain | None, tri
     challenger = copy.deepcopy(service.system.pipelines[0])
     challenger.ranker = found.ranker
     windows = min(opts.ab_windows, ctx.windows - env.steps)
-    decision = ab_rollout_pipeline(service, challenger, ExperimentDesigner(config={"min_requests": opts.gate_min_requests}),
+    decision = ab_rollout_pipeline(service, challenger,
+                                   ExperimentDesigner(config={"min_requests": opts.gate_min_requests, "share": opts.share}),
                                    windows, "clicks_exp", on_log=on_log)
     ledger.add(found.label, found.gain, decision.effect)
     ctx.store.add_rollout(ctx.exp_id, step, f"{ctx.cfg.controller.name}/{kind}", found.doc,
@@ -1459,7 +1497,7 @@ class SystemOptions(AutoModelOptions):
 
     coordinate: bool = True
     agents: list[str] = field(default_factory=lambda: ["autotrain", "autoperf", "rerank"])
-    share: float = 0.5
+    share: float = 0.2
     traffic_budget: float = 0.5
     max_degradation: float = 0.01
     flops_budget: float | None = None  # coordinated: the ranker's forward-pass FLOPs per request a change may reach

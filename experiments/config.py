@@ -98,7 +98,16 @@ class EvolutionSettings:
     select: str = "best_window"
     leaders: int = 4
     retest: int = 8
-    retest_share: float = 0.5
+    retest_share: float = 0.2
+    # The share of the users a searching arm (random, optuna, llm, ppo) explores on while it searches: each window
+    # its candidate serves `explore_share` of the users (a salted hash of their id, a fresh salt per window) and the
+    # incumbent (the agent as the system config sets it, learning from its own traffic) the rest, as a concurrent
+    # control, and the searcher is told the candidate's reward minus the control's (free of the learning system's
+    # trend). 1.0: all traffic (the env's plain semantics). The ablation presets that compare searching arms with
+    # gated ones declare 0.2, the default share of the re-tests and of every A/B gate, so every arm explores on the
+    # same declared share. Arms that search nothing (static, the
+    # oracle) ignore it; gated arms (llm_designer, alternating, the AutoModel arms) have their own test share.
+    explore_share: float = 1.0
     # Twins of a window (the same state and traffic, learning off): in the windows of `twins` ("exploit": the exploit
     # ones; "all": those of the evolution too, except windows split with a concurrent control; "off": none) the
     # action served and the incumbent's (what the env served at reset: the hand-tuned config, the fixed wiring) are
@@ -115,6 +124,11 @@ class EvolutionSettings:
         check_int("evolution.leaders", self.leaders, 1, 64)
         check_range("evolution.retest_share", self.retest_share, round(1.0 - MAX_CONTROL_SHARE, 6), MAX_CONTROL_SHARE)
         check_int("evolution.retest", self.retest, 1)
+        check_range("evolution.explore_share", self.explore_share, round(1.0 - MAX_CONTROL_SHARE, 6), 1.0)
+        if self.explore_share < 1.0 and self.stationary:
+            raise ConfigError(f"`evolution.explore_share` < 1 needs `evolution.stationary` = false: a stationary env "
+                              f"restores every window, so there is no incumbent to serve the rest of the users "
+                              f"(got explore_share={self.explore_share}, stationary=True); set explore_share=1")
         if self.select == "retest":
             rounds = halving_rounds(self.leaders)
             if self.retest < sum(rounds):

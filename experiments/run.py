@@ -107,8 +107,27 @@ def build_composition_env(cfg: ExperimentConfig) -> CompositionEnv:
     return env
 
 
+def check_explore_share(cfg: ExperimentConfig) -> None:
+    """``evolution.explore_share`` < 1 needs an arm that can explore on a share (``explores="share"``) and a reward
+    without constraints (the searcher is told a difference of rewards); arms that propose nothing ignore it."""
+    share, arm = cfg.evolution.explore_share, cfg.controller.name
+    if share >= 1.0:
+        return
+    if ARMS[arm].explores == "all":
+        raise ConfigError(f"`evolution.explore_share` must be 1 for arm {arm!r}: it explores on all traffic or on a "
+                          f"share of its own (optuna_ab: controller.options.control_share) and cannot split it "
+                          f"(got explore_share={share}); the arms that explore on a declared share: "
+                          f"{sorted(n for n, a in ARMS.items() if a.explores == 'share')}")
+    if ARMS[arm].explores == "share" and cfg.reward.constraints:
+        raise ConfigError(f"`reward.constraints` are not supported with `evolution.explore_share` < 1 (arm {arm!r} "
+                          f"is then told the candidate's reward minus the control's, which a constraint's penalty "
+                          f"does not apply to); set explore_share=1 or pick a reward without constraints (got "
+                          f"{len(cfg.reward.constraints)} constraints, explore_share={share})")
+
+
 def build_env(cfg: ExperimentConfig) -> EvolutionEnv | ConstrainedEvolution | CompositionEnv:
     """The env of a config's arm (checks the agent against the system; no simulation yet)."""
+    check_explore_share(cfg)
     if ARMS[cfg.controller.name].env == "composition":
         return build_composition_env(cfg)
     e = cfg.evolution
@@ -231,7 +250,10 @@ def run(
                 "experiment": exp.name, "arm": arm, "controller": exp.controller.name, "seed": exp.seed,
                 "replicate": exp.controller.replicate, "step": step,
                 "day": float(info["day"]), **({"phase": info["phase"]} if "phase" in info else {}),
-                "reward": reward, "evolution/best_reward": best,
+                # a window split with a concurrent control tells the searcher a difference; the row's reward is
+                # what the platform earned (the told one stays in the store and in `evolution/told_reward`)
+                "reward": info.get("evolution/window_reward", reward), "evolution/best_reward": best,
+                **({"evolution/told_reward": reward} if "evolution/window_reward" in info else {}),
                 **{k: float(v) for k, v in info.items() if "/" in k and isinstance(v, (int, float, np.floating))},
                 **_regime_columns(env, regime),
                 **{f"config/{k}": v for k, v in config.items()},

@@ -263,8 +263,8 @@ class EvolutionEnv(WindowEnv):
     share of the users (split by a salted hash, a fresh salt per window) is served, every window, by a copy of
     the agent as the system config sets it (a concurrent control that learns from its own traffic); the reward is
     then the candidate users' reward minus the control users', free of the trend a learning system's reward has
-    over time; the info terms stay the whole window's, plus ``evolution/candidate_reward`` and
-    ``evolution/control_reward``.
+    over time; the info terms stay the whole window's, plus ``evolution/window_reward`` (what the platform earned),
+    ``evolution/candidate_reward``, ``evolution/control_reward`` and ``evolution/candidate_share`` (of the requests).
     """
 
     def __init__(
@@ -408,5 +408,6 @@ class EvolutionEnv(WindowEnv):
         candidate, candidate_terms = service.score(log.where(~in_control), self.agent_name)
         control, _ = service.score(log.where(in_control), self.control)
         told = candidate - control if self.relative else reward
-        return told, {**terms, "evolution/candidate_reward": candidate, "evolution/control_reward": control,
+        return told, {**terms, "evolution/window_reward": reward, "evolution/candidate_reward": candidate,
+                      "evolution/control_reward": control, "evolution/candidate_share": float(1.0 - in_control.mean()),
                       **{f"evolution/candidate/{k}": v for k, v in candidate_terms.items() if k.startswith("outer/")}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from agents.infra.store import KnowledgeStore
 from envs.log import REQUEST_COLUMNS, InteractionLog
+from envs.validation import ConfigError
 from experiments.arms import ARMS, segment_metrics
 from experiments.config import load_config
 from experiments.plot import run_store
@@ -74,18 +76,51 @@ def test_evolution_arms_exploit_what_they_found_after_the_evolution(tmp_path, ar
     assert f["phase"].fillna("").tolist() == ["", "", "", "exploit", "exploit"]
     assert summary["final/exploit_reward_mean"] == pytest.approx(f["reward"][3:].mean())
     config = [c for c in f.columns if c.startswith("config/")]
+    told = f["reward"]
     if arm == "optuna_ab":  # told candidate - control while searching; the exploit windows serve everyone alike
         relative = f["evolution/candidate_reward"][:3] - f["evolution/control_reward"][:3]
-        np.testing.assert_allclose(f["reward"][:3], relative)
-        assert f["evolution/control_reward"][3:].isna().all()
+        np.testing.assert_allclose(f["evolution/told_reward"][:3], relative)
+        np.testing.assert_allclose(f["reward"][:3], f["evolution/window_reward"][:3])  # the row: what the platform earned
+        assert f["evolution/control_reward"][3:].isna().all() and f["evolution/told_reward"][3:].isna().all()
+        told = f["evolution/told_reward"]
     if arm in ("random", "optuna", "optuna_ab"):  # the best config of the evolution's windows, served again
-        best = f.loc[f["reward"][:3].idxmax(), config]
+        best = f.loc[told[:3].idxmax(), config]
         for step in (3, 4):
             pd.testing.assert_series_equal(f.loc[step, config], best, check_names=False)
     if arm == "static":
         assert len(f[config].drop_duplicates()) == 1
     if arm == "ppo":  # SB3's own log of its updates, in the run's folder
         assert pd.read_csv(tmp_path / "sb3" / "progress.csv")["time/total_timesteps"].max() >= 2
+
+
+@pytest.mark.parametrize("arm", ["random", "optuna", "ppo"])
+def test_searching_arms_explore_on_the_declared_share_and_exploit_on_all_traffic(tmp_path, arm):
+    """`evolution.explore_share=0.2`: while searching, the candidate serves ~20% of the users (the incumbent the
+    rest, a fresh split per window) and the searcher is told candidate - control; the rows keep what the platform
+    earned; the re-test and exploit windows are not split by it."""
+    overrides = ["controller.options.n_steps=2", "controller.options.batch_size=2"] if arm == "ppo" else []
+    run(compose_config("experiment=smoke", f"controller={arm}", "evolution.windows=4", "evolution.exploit=1",
+                       "evolution.explore_share=0.2", "evolution.window=400", *overrides, *TINY_RUN), out_dir=tmp_path)
+    f = pd.read_csv(tmp_path / "metrics.csv")
+    search, rest = f.iloc[:4], f.iloc[4:]
+    # the candidate's request share: users split by a hash, ~50 users per window (sd of the mean of 4 ~0.03)
+    assert 0.08 < search["evolution/candidate_share"].mean() < 0.35, search["evolution/candidate_share"].tolist()
+    np.testing.assert_allclose(search["evolution/told_reward"],
+                               search["evolution/candidate_reward"] - search["evolution/control_reward"])
+    np.testing.assert_allclose(search["reward"], search["evolution/window_reward"])
+    assert rest["evolution/candidate_share"].isna().all() and rest["phase"].eq("exploit").all()
+
+
+@pytest.mark.parametrize(("arm", "extra", "match"), [
+    ("compositional", (), "must be 1 for arm 'compositional'"),
+    ("optuna_ab", (), "controller.options.control_share"),
+    ("optuna", ("reward=lagrangian",), "`reward.constraints` are not supported with `evolution.explore_share` < 1"),
+])
+def test_explore_share_is_refused_by_arms_that_cannot_split_their_search(arm, extra, match):
+    experiment = "c4_composition" if arm == "compositional" else "smoke"
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        build_env(load_config(compose_config(f"experiment={experiment}", f"controller={arm}", *extra,
+                                             "evolution.explore_share=0.2")))
 
 
 @pytest.mark.parametrize("arm", ["static_composition", "compositional", "individual", "alternating", "ppo_composition"])
@@ -332,6 +367,9 @@ def test_select_retest_re_tests_the_leaders_then_exploits_the_winner_or_keeps_th
     (("evolution.select=retest", "evolution.windows=20", "evolution.leaders=5", "evolution.retest=9"),
      r"`evolution.retest` must be >= 10 for 5 leaders \(successive halving re-tests 5 then 3 then 2 of them"),
     (("evolution.retest_share=0.99",), r"`evolution.retest_share` must be in \[0.05, 0.95\] \(got 0.99\)"),
+    (("evolution.explore_share=0.01",), r"`evolution.explore_share` must be in \[0.05, 1(\.0)?\] \(got 0.01\)"),
+    (("evolution.explore_share=0.2", "evolution.stationary=true"),
+     r"`evolution.explore_share` < 1 needs `evolution.stationary` = false.*set explore_share=1"),
 ])
 def test_bad_selection_settings_are_refused_with_the_key(overrides, message):
     from envs.validation import ConfigError
