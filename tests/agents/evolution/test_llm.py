@@ -252,12 +252,32 @@ def test_smollm2_designs_a_schema_valid_pipeline(smollm2, tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_free_generation_is_the_model_talking(smollm2):
+def test_smollm2_free_generation_is_the_model_talking(smollm2, monkeypatch):
+    monkeypatch.setattr(smollm2, "use_cache", False)  # no kept replies: the model answers every time
     a = smollm2.complete([{"role": "user", "content": "Name a colour."}], max_tokens=8, temperature=0.0)
     b = smollm2.complete([{"role": "user", "content": "Name a colour."}], max_tokens=8, temperature=0.0)
     c = smollm2.complete([{"role": "user", "content": "Write a number in Python."}], max_tokens=8, temperature=0.0)
     assert a.text.strip() and a.text == b.text != c.text  # greedy: deterministic, and prompt-dependent
     assert 0 < a.completion_tokens <= 8 and not a.constrained and a.meta["loaded_from"] in ("gguf", "cache")
+
+
+@pytest.mark.slow
+def test_a_greedy_reply_is_kept_and_answered_again_without_the_model(smollm2, monkeypatch, tmp_path):
+    monkeypatch.setattr(smollm2, "replies_dir", tmp_path)
+    schema = {"type": "object", "properties": {"colour": {"type": "string", "maxLength": 12}}, "required": ["colour"]}
+    ask = [{"role": "user", "content": "Name a colour as JSON."}]
+    first = smollm2.complete(ask, schema=schema, max_tokens=24, temperature=0.0)
+    assert first.meta["loaded_from"] in ("gguf", "cache") and len(list(tmp_path.iterdir())) == 1  # computed, kept
+    again = smollm2.complete(ask, schema=schema, max_tokens=24, temperature=0.0)
+    fresh = SmolLM2Backend(replies_dir=tmp_path)  # another run: the model is not even loaded
+    third = fresh.complete(ask, schema=schema, max_tokens=24, temperature=0.0)
+    assert fresh.model is None and again.meta["loaded_from"] == third.meta["loaded_from"] == "replies"
+    assert first.text == again.text == third.text and json.loads(third.text)["colour"]
+    assert third.meta["forward_passes"] == first.meta["forward_passes"] and third.completion_tokens == first.completion_tokens
+    other = smollm2.complete(ask, schema=schema, max_tokens=23, temperature=0.0)  # another request: computed
+    sampled = smollm2.complete(ask, schema=schema, max_tokens=24, temperature=0.7, seed=1)  # sampled: never kept
+    assert other.meta["loaded_from"] != "replies" and sampled.meta["loaded_from"] != "replies"
+    assert len(list(tmp_path.iterdir())) == 2
 
 
 @pytest.mark.slow
