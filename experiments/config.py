@@ -46,6 +46,7 @@ __all__ = [
     "TensorBoardConfig",
     "WandbConfig",
     "claim_metrics",
+    "check_mapping_overrides",
     "check_override_values",
     "check_overrides",
     "load_config",
@@ -478,6 +479,42 @@ def check_overrides(overrides: list[str], cfg: DictConfig) -> None:
                     f"it would keep {sorted(str(k) for k in current.keys())}; remove an entry with `~{key}.<name>` "
                     f"or set the entries you want"
                 )
+
+
+def mapping_overrides(overrides: list[str]) -> list[str]:
+    """The override lines that set a key to a mapping (``key={...}``; not ``+``/``++`` additions or deletions)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    out = []
+    for line in overrides:
+        try:
+            (override,) = parser.parse_overrides([line])
+        except OverrideParseException:
+            continue
+        if (not override.is_delete() and not override.is_add() and not override.is_force_add()
+                and not override.is_sweep_override() and isinstance(override.value(), dict)):
+            out.append(line)
+    return out
+
+
+def check_mapping_overrides(overrides: list[str], cfg: DictConfig) -> None:
+    """Refuse a mapping override (``key={...}``) whose key holds null or is past the end of a list in ``cfg``:
+    Hydra merges a mapping into the value already there, and OmegaConf then raises a bare ``AttributeError``
+    (a traceback, not a message). ``experiments.run`` composes the config with the other overrides first."""
+    missing = object()
+    for line in mapping_overrides(overrides):
+        key = line.split("=", 1)[0].strip()
+        try:
+            current = OmegaConf.select(cfg, key, default=missing, throw_on_missing=False)
+        except Exception:  # noqa: BLE001 - a key OmegaConf cannot even select: Hydra's own error says so
+            continue
+        if current is None or current is missing:
+            what = "null" if current is None else "not in this config"
+            raise ConfigError(f"`{key}` is {what}, so `{line}` cannot be applied: Hydra merges a mapping override "
+                              f"into the mapping already at the key; set `{key}` in a config file instead (e.g. a "
+                              f"`world=` preset of your own under conf/world/)")
 
 
 INT64_MAX = 2**63 - 1

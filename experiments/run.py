@@ -40,7 +40,14 @@ from agents.evolution.env import EvolutionEnv
 from agents.infra.store import KnowledgeStore, store_location
 from envs.validation import ConfigError, check_choice
 from experiments.arms import ARMS, ArmContext, WindowRecorder, run_arm
-from experiments.config import ExperimentConfig, check_override_values, check_overrides, load_config
+from experiments.config import (
+    ExperimentConfig,
+    check_mapping_overrides,
+    check_override_values,
+    check_overrides,
+    load_config,
+    mapping_overrides,
+)
 from experiments.loggers import RunLoggers, write_atomic
 from rewards.outer import OUTER_KEYS
 
@@ -341,12 +348,30 @@ def main(cfg: DictConfig) -> float:
         raise SystemExit(2) from None
 
 
+def _compose(overrides: list[str]) -> DictConfig | None:
+    """The config as the run would compose it from ``overrides`` (None when they do not compose: the run's own
+    composition then reports why)."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    except Exception:  # noqa: BLE001 - reported by the run itself, with Hydra's message
+        return None
+
+
 def cli(argv: list[str] | None = None) -> None:
     """``python -m experiments.run [overrides]``: screens the override values Hydra would crash on, then runs
     :func:`main` (one line on stderr and exit status 2 for a bad value)."""
     args = sys.argv[1:] if argv is None else argv
+    overrides = [a for a in args if not a.startswith("-") and "=" in a]
     try:
-        check_override_values([a for a in args if not a.startswith("-") and "=" in a])
+        check_override_values(overrides)
+        mappings = mapping_overrides(overrides)
+        # (rare: the config is composed once more, without them, to see what they would merge into)
+        composed = _compose([a for a in overrides if a not in mappings]) if mappings else None
+        if composed is not None:
+            check_mapping_overrides(mappings, composed)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
