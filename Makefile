@@ -39,7 +39,7 @@ lint: $(STAMP)
 # collection order (tests/conftest.py puts the heaviest first), not xdist's default of the most tests first
 PYTEST_PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
 test: $(STAMP) lint
-	MPLBACKEND=Agg $(BIN)/python -m pytest -q $(PYTEST_PARALLEL) --durations=15
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q $(PYTEST_PARALLEL) --durations=30
 
 # the edit-test loop: everything but the tests marked `slow` (statistical, learning, known-optimum, ablation,
 # PPO and LLM runs), under 3 minutes on 2 cores; `make test` (CI) still runs them all
@@ -52,7 +52,7 @@ test-fast: $(STAMP)
 # a test that fails here but passes under `make test` asserts one machine's floats
 PORTABLE_ENV := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE OPENBLAS_CORETYPE=Prescott
 test-portable: $(STAMP) lint
-	MPLBACKEND=Agg $(PORTABLE_ENV) $(BIN)/python -m pytest -q $(PYTEST_PARALLEL) --durations=15
+	MPLBACKEND=Agg $(PORTABLE_ENV) $(BIN)/python -m pytest -q $(PYTEST_PARALLEL) --durations=30
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
