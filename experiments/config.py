@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -106,8 +107,8 @@ class EvolutionSettings:
     # control, and the searcher is told the candidate's reward minus the control's (free of the learning system's
     # trend). 1.0: all traffic (the env's plain semantics). The ablation presets that compare searching arms with
     # gated ones declare 0.2, the default share of the re-tests and of every A/B gate, so every arm explores on the
-    # same declared share. Arms that search nothing (static, the
-    # oracle) ignore it; gated arms (llm_designer, alternating, the AutoModel arms) have their own test share.
+    # same declared share. Arms that search nothing (static, the oracle) ignore it; gated arms (llm_designer,
+    # alternating, the AutoModel arms) have their own test share.
     explore_share: float = 1.0
     # Twins of a window (the same state and traffic, learning off): in the windows of `twins` ("exploit": the exploit
     # ones; "all": those of the evolution too, except windows split with a concurrent control; "off": none) the
@@ -481,22 +482,26 @@ def check_overrides(overrides: list[str], cfg: DictConfig) -> None:
                 )
 
 
-def mapping_overrides(overrides: list[str]) -> list[str]:
-    """The override lines that set a key to a mapping (``key={...}``; not ``+``/``++`` additions or deletions)."""
+def _parsed(overrides: list[str]) -> Iterator[tuple[str, Any]]:
+    """Each override line with Hydra's parse of it; lines Hydra cannot parse are left out (Hydra's own message
+    about them is clear)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
     parser = OverridesParser.create()
-    out = []
     for line in overrides:
         try:
             (override,) = parser.parse_overrides([line])
         except OverrideParseException:
             continue
-        if (not override.is_delete() and not override.is_add() and not override.is_force_add()
-                and not override.is_sweep_override() and isinstance(override.value(), dict)):
-            out.append(line)
-    return out
+        yield line, override
+
+
+def mapping_overrides(overrides: list[str]) -> list[str]:
+    """The override lines that set a key to a mapping (``key={...}``; not ``+``/``++`` additions or deletions)."""
+    return [line for line, o in _parsed(overrides)
+            if not (o.is_delete() or o.is_add() or o.is_force_add() or o.is_sweep_override())
+            and isinstance(o.value(), dict)]
 
 
 def check_mapping_overrides(overrides: list[str], cfg: DictConfig) -> None:
@@ -524,15 +529,7 @@ def check_override_values(overrides: list[str]) -> None:
     """Reject override values that no key accepts before Hydra applies them: OmegaConf raises a bare
     ``OverflowError`` (a traceback, not a message) for an integer too large for a float or int64 key.
     Lines Hydra cannot parse are left to Hydra, whose own message is clear."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    parser = OverridesParser.create()
-    for line in overrides:
-        try:
-            (override,) = parser.parse_overrides([line])
-        except OverrideParseException:
-            continue
+    for _, override in _parsed(overrides):
         for value in _values(override.value()):
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
                 digits = len(str(abs(value)))
