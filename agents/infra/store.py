@@ -659,14 +659,16 @@ class KnowledgeStore:
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
         elif is_sqlite:
             kwargs["connect_args"] = {"timeout": busy_timeout_s}
-            if self.url.database and not self.url.database.startswith("file:"):
-                Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # a SQLite database in a file named by path (not in memory, not a `file:` URI): its folder is created and
+        # opening it is serialised across processes (_opening_lock)
+        file_store = is_sqlite and not memory and bool(self.url.database) and not self.url.database.startswith("file:")
+        if file_store:
+            Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(self.url, **kwargs)
         if is_sqlite:
             self._configure_sqlite(busy_timeout_s, wal=not memory)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._closed = False
-        file_store = is_sqlite and not memory and not (self.url.database or "").startswith("file:")
         with _opening_lock(self.url) if file_store else nullcontext():
             self.revision = migrate(self.engine)
         log.debug("opened knowledge store %s", self)
