@@ -84,13 +84,14 @@ from envs.log import InteractionLog
 from envs.validation import ConfigError, check_choice, check_int, check_range
 from experiments.loggers import write_atomic
 from experiments.registry import ARMS  # filled by register_arm below; experiments.config reads it
+from rewards.stats import clustered_difference_interval
 
 if TYPE_CHECKING:  # annotations only: the store loads SQLAlchemy, the config module Hydra's schema
     from agents.infra.store import KnowledgeStore
     from experiments.config import ExperimentConfig
 
 __all__ = ["ARMS", "ENV_KINDS", "AlternatingOptions", "Arm", "ArmContext", "AutoModelOptions", "Checkpoints", "OnWindow",
-           "PPOOptions", "RankerCandidate", "Residual", "StaticController", "SystemOptions", "WindowRecorder",
+           "PPOOptions", "RankerCandidate", "Residual", "Shipper", "StaticController", "SystemOptions", "WindowRecorder",
            "automodel_round", "best_config", "curve_summary", "exploit", "register_arm", "retest", "run_arm", "screen_ranker",
            "search_windows", "segment_metrics", "select", "twin_gain"]
 
@@ -331,7 +332,7 @@ def search_windows(ctx: ArmContext) -> int:
 
 def select(ctx: ArmContext) -> dict[str, Any]:
     """The config a searching arm exploits, by ``evolution.select``: its best window's, or the winner of a re-test
-    of its leaders (:func:`retest`)."""
+    of its leaders (:func:`retest`). (``ship``: production, what the arm's :class:`Shipper` shipped last.)"""
     if ctx.cfg.evolution.select == "retest":
         return retest(ctx)
     return best_config(ctx.env.history, ctx.params)
@@ -495,29 +496,73 @@ def _phase_knowledge(ctx: ArmContext, agent: str) -> list[dict[str, Any]]:
             if d.experiment_id in sources and isinstance(d.document, dict) and "probe" in d.document]
 
 
+class Shipper:
+    """Continuous deployment (``evolution.select=ship``): each window explored on a share of the users is an A/B test
+    of the candidate served there against production (the concurrent control, the rest of the users, split by a
+    fresh salt). When the user-clustered two-sided ``1 - ship_alpha`` interval of candidate - production on the
+    per-request ``ship_metric`` (:func:`~rewards.stats.clustered_difference_interval`) has its lower end above
+    ``ship_min_effect``, the candidate's config ships: production serves it from the next window
+    (:meth:`~agents.evolution.env.EvolutionEnv.deploy_control`), and the searcher is then told its candidates'
+    reward minus the new production's. An equal candidate ships with probability ``ship_alpha / 2`` per window at
+    most (the clustered interval's false accepts: ``bench/ab_gate.py``).
+
+    Called after each window (as the recorder's ``extra``), it adds ``ship/effect``, ``ship/low`` (the interval's
+    lower end), ``ship/shipped`` (1 in the window whose test shipped) and ``ship/ships`` (so far) to the row."""
+
+    def __init__(self, ctx: ArmContext) -> None:
+        self.env, self.settings = ctx.env, ctx.cfg.evolution
+        self.production = initial_config(ctx)
+        self.ships = 0
+
+    def __call__(self) -> dict[str, float]:
+        inner, e = self.env.unwrapped, self.settings
+        window = inner.service.last_log
+        candidate, control = inner.test_arms(window)
+        req = window.requests
+        values = req[e.ship_metric].astype(np.float64)
+        effect, low, *_ = clustered_difference_interval(values[candidate], req["user"][candidate], values[control],
+                                                        req["user"][control], 1.0 - e.ship_alpha)
+        shipped = bool(low > e.ship_min_effect)
+        if shipped:
+            self.production = {k: v for k, v in inner.target.config.items() if k in inner.codec.params.by_name}
+            inner.deploy_control(self.production)
+            self.ships += 1
+            log.info("ship %d: %s (%s %+.4f, interval low %+.4f)", self.ships, self.production, e.ship_metric, effect,
+                     low)
+        return {"ship/effect": float(effect), "ship/low": float(low), "ship/shipped": float(shipped),
+                "ship/ships": float(self.ships)}
+
+
 @contextmanager
-def exploring(ctx: ArmContext) -> Iterator[None]:
+def exploring(ctx: ArmContext) -> Iterator[Shipper | None]:
     """The windows served inside explore on ``evolution.explore_share`` of the users: the rest are served by the
     incumbent as a concurrent control (a fresh split per window) and the searcher is told the candidate's reward
-    minus the control's (:meth:`~agents.evolution.env.EvolutionEnv.set_control_share`). A share of 1: all traffic."""
+    minus the control's (:meth:`~agents.evolution.env.EvolutionEnv.set_control_share`). A share of 1: all traffic.
+    With ``evolution.select=ship`` each of those windows is also a ship test (:class:`Shipper`, yielded; else None)."""
     share = ctx.cfg.evolution.explore_share
     if share >= 1.0:
-        yield
+        yield None
         return
     set_share = ctx.env.get_wrapper_attr("set_control_share")
     set_share(round(1.0 - share, 6))
+    shipper = Shipper(ctx) if ctx.cfg.evolution.select == "ship" else None
+    if shipper is not None:
+        ctx.env.extra = shipper
     try:
-        yield
+        yield shipper
     finally:
         set_share(0.0)
+        if shipper is not None:
+            ctx.env.extra = None
+            ctx.summary["ship/ships"] = float(shipper.ships)
 
 
 def _search(ctx: ArmContext, controller: Any) -> EvolutionHistory:
     """``evolve`` with ``controller`` (on ``evolution.explore_share`` of the users), then exploit what
     :func:`select` picks."""
-    with exploring(ctx):
+    with exploring(ctx) as shipper:
         evolve(ctx.env, controller, search_windows(ctx), seed=ctx.seed)
-    best = select(ctx)
+    best = shipper.production if shipper is not None else select(ctx)
     exploit(ctx, lambda obs: best)
     return ctx.env.history
 
@@ -774,6 +819,10 @@ class PPOOptions:
     pretrain: int = 0  # simulated runs to train on before the run (0: it learns online only)
     pretrain_hold: int = 4  # training windows replayed from each checkpoint of a simulated run
     pretrain_gap: int = 2  # windows a simulated run moves on (under the incumbent) between checkpoints
+    # requests per window of the simulated platforms (0: the run's `evolution.window`), at concurrent sessions scaled
+    # alike (the same simulated time per window, so the same regime schedule): at most the run's; fewer make cheaper
+    # training windows with noisier rewards
+    pretrain_window: int = 0
     residual: bool = False  # a Box action is a step from the incumbent's action: the policy starts at the incumbent
 
     def __post_init__(self) -> None:
@@ -789,6 +838,7 @@ class PPOOptions:
         check_int("controller.options.pretrain", self.pretrain, 0)
         check_int("controller.options.pretrain_hold", self.pretrain_hold, 1)
         check_int("controller.options.pretrain_gap", self.pretrain_gap, 1)
+        check_int("controller.options.pretrain_window", self.pretrain_window, 0)
 
 
 class Residual(gym.ActionWrapper):
@@ -892,7 +942,12 @@ def _ppo(ctx: ArmContext) -> EvolutionHistory:
         if ctx.make_env is None:
             raise ConfigError("`controller.options.pretrain` needs a simulated platform to train on (the run's "
                               "make_env): run the arm through experiments.run")
-        training = Checkpoints(ctx.make_env(stationary=True), opts.pretrain_hold, opts.pretrain_gap, windows)
+        # a simulated platform: stationary replays of checkpoints, every window on all its (simulated) users
+        e = ctx.cfg.evolution
+        window = min(opts.pretrain_window or e.window, e.window)
+        platform = ctx.make_env(stationary=True, explore_share=1.0, select="best_window", window=window,
+                                concurrency=max(1, round(e.concurrency * window / e.window)))
+        training = Checkpoints(platform, opts.pretrain_hold, opts.pretrain_gap, windows)
         budget = opts.pretrain * training.steps_per_run
     residual = opts.residual and box
     live = Residual(ctx.env) if residual else ctx.env

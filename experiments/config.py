@@ -43,6 +43,7 @@ __all__ = [
     "REPLICATE_SUFFIX",
     "RewardConfig",
     "SELECTIONS",
+    "SHIP_METRICS",
     "TWIN_PHASES",
     "TensorBoardConfig",
     "WandbConfig",
@@ -64,7 +65,8 @@ REPLICATE_SUFFIX = "_r"  # an A/A replicate's arm label: <arm>_r<n>
 CONSTRAINT_HANDLERS = ("lagrangian", "weighted")
 FREE_PREFIXES = ("config/", "regime/", "constraint/", "segment/", "ope/")  # data-dependent metric names
 
-SELECTIONS = ("best_window", "retest")  # evolution.select: how a searching arm picks the config it exploits
+SELECTIONS = ("best_window", "retest", "ship")  # evolution.select: how a searching arm picks what it deploys
+SHIP_METRICS = ("clicks_exp", "clicks", "dwell")  # evolution.ship_metric: a per-request column of the log
 TWIN_PHASES = ("off", "exploit", "all")  # evolution.twins: which windows also get their counterfactual gain on twins
 
 
@@ -96,11 +98,19 @@ class EvolutionSettings:
     # best window; "retest", its `leaders` best distinct configs re-tested by successive halving in the last
     # `retest` of the `windows` (each re-test window: the leader on `retest_share` of the users, the incumbent on
     # the rest as a concurrent control, a fresh split per window), the winner by mean relative reward, deployed only
-    # if that mean is > 0 (else the incumbent stays). Every arm serves `windows` windows either way.
+    # if that mean is > 0 (else the incumbent stays); "ship", continuous deployment (needs `explore_share` < 1):
+    # every window the searcher explores on is an A/B test of its candidate against production (the rest of the
+    # users), and a candidate whose user-clustered interval of `ship_metric` (candidate - production, per request,
+    # level 1 - `ship_alpha`) lies above `ship_min_effect` ships at once: production serves it to the rest of the
+    # users (and is the control) from the next window; the exploit windows serve production. Every arm serves
+    # `windows` windows either way.
     select: str = "best_window"
     leaders: int = 4
     retest: int = 8
     retest_share: float = 0.2
+    ship_metric: str = "clicks_exp"  # select=ship: the per-request outcome the ship test compares (SHIP_METRICS)
+    ship_alpha: float = 0.05  # select=ship: the test's interval is two-sided at 1 - alpha (a false ship: alpha / 2)
+    ship_min_effect: float = 0.0  # select=ship: the interval's lower end must exceed this (< 0: a non-inferiority margin)
     # The share of the users a searching arm (random, optuna, llm, ppo) explores on while it searches: each window
     # its candidate serves `explore_share` of the users (a salted hash of their id, a fresh salt per window) and the
     # incumbent (the agent as the system config sets it, learning from its own traffic) the rest, as a concurrent
@@ -131,6 +141,13 @@ class EvolutionSettings:
             raise ConfigError(f"`evolution.explore_share` < 1 needs `evolution.stationary` = false: a stationary env "
                               f"restores every window, so there is no incumbent to serve the rest of the users "
                               f"(got explore_share={self.explore_share}, stationary=True); set explore_share=1")
+        check_choice("evolution.ship_metric", self.ship_metric, list(SHIP_METRICS))
+        check_range("evolution.ship_alpha", self.ship_alpha, 0.001, 0.5)
+        check_range("evolution.ship_min_effect", self.ship_min_effect)  # < 0: a non-inferiority margin
+        if self.select == "ship" and self.explore_share >= 1.0:
+            raise ConfigError(f"`evolution.select=ship` deploys what beats production in each window's A/B test, so the "
+                              f"search must explore on a share of the users with production serving the rest: set "
+                              f"`evolution.explore_share` < 1, e.g. 0.2 (got explore_share={self.explore_share})")
         if self.select == "retest":
             rounds = halving_rounds(self.leaders)
             if self.retest < sum(rounds):

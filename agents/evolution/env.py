@@ -357,6 +357,22 @@ class EvolutionEnv(WindowEnv):
                               f"(got control_share={share} with stationary=True)")
         self.control_share, self.relative = float(share), bool(relative)
 
+    def deploy_control(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Set (part of) the concurrent control's config: production, when a searcher's candidate won its test
+        (``evolution.select=ship``); the control serves it from the next window. Returns its whole config."""
+        control = self.control
+        control.configure(control.params.validate({**control.config, **config}, agent=self.agent_name))
+        return dict(control.config)
+
+    def test_arms(self, log: InteractionLog) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of a window's requests served by the candidate (the target's pipeline) and by the concurrent
+        control; requests other pipelines served (other segments' routes) are in neither."""
+        system = self.service.system
+        target = self.target
+        index = next(i for i, p in enumerate(system.pipelines) if any(a is target for a in p.agents))
+        pipeline = log.requests["pipeline"]
+        return pipeline == index, pipeline == len(system.pipelines)
+
     def _control_system(self) -> tuple[System, int]:
         """The running system plus a copy of the target's pipeline with the control agent, and that copy's index."""
         system = self.service.system

@@ -93,12 +93,16 @@ def test_evolution_arms_exploit_what_they_found_after_the_evolution(tmp_path, ar
         assert pd.read_csv(tmp_path / "sb3" / "progress.csv")["time/total_timesteps"].max() >= 2
 
 
-@pytest.mark.parametrize("arm", ["random", "optuna", "ppo"])
+@pytest.mark.parametrize("arm", ["random", "optuna", "ppo", "ppo_pretrained"])
 def test_searching_arms_explore_on_the_declared_share_and_exploit_on_all_traffic(tmp_path, arm):
     """`evolution.explore_share=0.2`: while searching, the candidate serves ~20% of the users (the incumbent the
     rest, a fresh split per window) and the searcher is told candidate - control; the rows keep what the platform
-    earned; the re-test and exploit windows are not split by it."""
-    overrides = ["controller.options.n_steps=2", "controller.options.batch_size=2"] if arm == "ppo" else []
+    earned; the re-test and exploit windows are not split by it. PPO's pre-training (on simulated platforms, all
+    their users) runs beside it (with `select=ship`)."""
+    overrides = ["controller.options.n_steps=2", "controller.options.batch_size=2"] if arm.startswith("ppo") else []
+    if arm == "ppo_pretrained":
+        overrides += ["controller.options.pretrain=1", "controller.options.pretrain_hold=2",
+                      "controller.options.pretrain_gap=1", "evolution.select=ship"]
     run(compose_config("experiment=smoke", f"controller={arm}", "evolution.windows=4", "evolution.exploit=1",
                        "evolution.explore_share=0.2", "evolution.window=400", *overrides, *TINY_RUN), out_dir=tmp_path)
     f = pd.read_csv(tmp_path / "metrics.csv")
@@ -109,6 +113,31 @@ def test_searching_arms_explore_on_the_declared_share_and_exploit_on_all_traffic
                                search["evolution/candidate_reward"] - search["evolution/control_reward"])
     np.testing.assert_allclose(search["reward"], search["evolution/window_reward"])
     assert rest["evolution/candidate_share"].isna().all() and rest["phase"].eq("exploit").all()
+
+
+@pytest.mark.parametrize("ships", [True, False])
+def test_ship_deploys_what_wins_each_windows_test_to_production(tmp_path, ships):
+    """`evolution.select=ship`: a window whose test clears `ship_min_effect` (here -1 clicks per request: every
+    test; 1: none) ships its candidate: production (the control) serves it from the next window, the searcher is
+    then told candidate - new production, and the exploit windows serve the last shipped config; with no ship they
+    serve the hand-tuned config."""
+    summary = run(compose_config("experiment=smoke", "controller=random", "reward=outer_only", "evolution.windows=4",
+                                 "evolution.exploit=1", "evolution.explore_share=0.2", "evolution.select=ship",
+                                 "evolution.window=400",
+                                 f"evolution.ship_min_effect={-1 if ships else 1}", *TINY_RUN), out_dir=tmp_path)
+    f = pd.read_csv(tmp_path / "metrics.csv")
+    search, exploit_row = f.iloc[:4], f.iloc[4]
+    configs = [c for c in f.columns if c.startswith("config/") and c != "config/learn_violations"]
+    assert search["ship/shipped"].tolist() == ([1.0] * 4 if ships else [0.0] * 4)
+    assert search["ship/ships"].iloc[-1] == summary["ship/ships"] == (4.0 if ships else 0.0)
+    assert (search["ship/low"] < search["ship/effect"]).all()
+    # the outer-only reward is expected clicks per request: the test's effect is what the searcher is told
+    np.testing.assert_allclose(search["ship/effect"], search["evolution/told_reward"], rtol=1e-9, atol=1e-12)
+    incumbent = build_env(load_config(compose_config("experiment=smoke"))).initial_config
+    served = f.iloc[3][configs] if ships else [incumbent[c.removeprefix("config/")] for c in configs]
+    np.testing.assert_allclose(exploit_row[configs].astype(float), np.asarray(served, float))
+    if ships:  # random proposals differ window to window: production moved, so did what the control earned
+        assert search[configs].drop_duplicates().shape[0] == 4
 
 
 @pytest.mark.parametrize(("arm", "extra", "match"), [
@@ -360,8 +389,13 @@ def test_select_retest_re_tests_the_leaders_then_exploits_the_winner_or_keeps_th
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (("evolution.select=best",), r"`evolution.select` must be one of \['best_window', 'retest'\] \(got 'best'\); "
-                                 r"did you mean 'retest'\?"),
+    (("evolution.select=best",), r"`evolution.select` must be one of \['best_window', 'retest', 'ship'\] \(got "
+                                 r"'best'\); did you mean 'retest'\?"),
+    (("evolution.select=ship",), r"`evolution.select=ship` deploys what beats production.*set `evolution.explore_share` "
+                                 r"< 1, e.g. 0.2 \(got explore_share=1.0\)"),
+    (("evolution.select=ship", "evolution.explore_share=0.2", "evolution.ship_metric=ctr"),
+     r"`evolution.ship_metric` must be one of \['clicks_exp', 'clicks', 'dwell'\] \(got 'ctr'\)"),
+    (("evolution.ship_alpha=0",), r"`evolution.ship_alpha` must be in \[0.001, 0.5\] \(got 0(\.0)?\)"),
     (("evolution.select=retest", "evolution.windows=8", "evolution.retest=8"),
      r"`evolution.retest` must be < `evolution.windows` \(.*got 8 >= 8\)"),
     (("evolution.select=retest", "evolution.windows=20", "evolution.leaders=5", "evolution.retest=9"),
