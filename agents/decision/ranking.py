@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from agents.decision.context import Candidates, CatalogView, RequestBatch
 from agents.decision.features import BASE_GROUPS, FeatureSet, FeatureState, Pairs
@@ -22,7 +23,7 @@ from envs.validation import ConfigError, check_choice, check_int
 from rewards.inner import ranking_metrics
 
 __all__ = ["ARCHITECTURES", "LOSS_WEIGHTS", "PRERANK_KEEP", "EnsembleRanker", "FeatureRanker", "MultiTaskNet", "PreRanker",
-           "TorchRanker", "flush_subnormal", "multitask_loss", "pair_features"]
+           "TorchRanker", "flush_subnormal", "multitask_loss", "multitask_loss_grad", "pair_features"]
 
 ARCHITECTURES = ("linear", "mlp")  # what the pipeline design language offers (models.MODEL_ARCHITECTURES: all)
 HEADS = ("click", "like", "dwell")
@@ -124,6 +125,27 @@ def multitask_loss(out: torch.Tensor, y: torch.Tensor, w_like: float = LOSS_WEIG
     return bce(out[:, 0], clicked) + (given_click * clicked).sum() / clicked.sum().clamp(min=1.0)
 
 
+@torch.no_grad()
+def multitask_loss_grad(out: torch.Tensor, y: torch.Tensor, w_like: float = LOSS_WEIGHTS["like"],
+                        w_dwell: float = LOSS_WEIGHTS["dwell"]) -> torch.Tensor:
+    """The gradient of :func:`multitask_loss` with respect to ``out``, in closed form (no autograd graph).
+
+    Per row, with ``c`` the click (0 / 1), ``n`` the rows and ``k = max(sum c, 1)``: ``(sigmoid(out_click) - c) / n``,
+    ``c w_like (sigmoid(out_like) - like) / k`` and ``c 2 w_dwell (out_dwell - log-dwell) / k``. Training calls
+    ``out.backward(multitask_loss_grad(...))``: the same gradient as ``multitask_loss(...).backward()`` up to float
+    rounding, without the loss's dozen autograd nodes (on batches of ~1k rows, torch's per-call overhead is the cost).
+    """
+    clicked = y[:, :1]
+    g = out.detach().clone()
+    g[:, :2].sigmoid_()
+    g.sub_(y)
+    scale = torch.tensor([0.0, w_like, 2.0 * w_dwell], dtype=g.dtype) / clicked.sum().clamp(min=1.0)
+    scale[0] = 1.0 / len(g)
+    weight = clicked * scale  # (n, 3): the like and dwell columns learn from clicked rows only
+    weight[:, 0] = scale[0]
+    return g.mul_(weight)
+
+
 class MultiTaskNet(nn.Module):
     """Shared bottom (identity for ``linear``, an MLP otherwise) and per-segment (or shared) heads."""
 
@@ -143,7 +165,7 @@ class MultiTaskNet(nn.Module):
 
     def forward(self, x: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
         layer = self.input_layer
-        return self.from_first(x if layer is None else layer(x), segment)
+        return self.from_first(x if layer is None else F.linear(x, layer.weight, layer.bias), segment)
 
     @property
     def input_layer(self) -> nn.Linear | None:
@@ -156,15 +178,27 @@ class MultiTaskNet(nn.Module):
         """The rest of the network after ``input_layer`` (for linear arch without towers: nothing)."""
         if self.first is None and not self.per_segment:
             return h
-        h = self.rest(h)
+        if self.first is not None:  # the MLP's rest by functional calls: a module call costs more than its op here
+            second = self.rest[1]
+            h = F.linear(h.relu_(), second.weight, second.bias).relu_()
         if not self.per_segment:
-            return self.heads[0](h)
-        out = torch.zeros(h.shape[0], len(HEADS), dtype=h.dtype)
-        for s, head in enumerate(self.heads):  # a loop over segment towers (a handful), not rows
-            m = segment == s
-            if bool(m.any()):
-                out[m] = head(h[m])
-        return out
+            return F.linear(h, self.heads[0].weight, self.heads[0].bias)
+        # every tower on every row in one matmul, then each row's own tower's columns: a few ops whatever the
+        # number of towers, instead of a masked gather, matmul and scatter per tower. A tower with no row gets a
+        # zero gradient here, where a tower never called gets none: training drops it (``absent_towers``)
+        weight = torch.cat([head.weight for head in self.heads])
+        bias = torch.cat([head.bias for head in self.heads])
+        out = F.linear(h, weight, bias).view(h.shape[0], len(self.heads), len(HEADS))
+        return out.gather(1, segment.view(-1, 1, 1).expand(-1, 1, len(HEADS))).squeeze(1)
+
+    def absent_towers(self, segment: np.ndarray, batch: int) -> list[list[int]]:
+        """Per batch of ``batch`` consecutive rows of ``segment``, the towers that none of its rows use (no towers:
+        none); their parameters take no optimizer step (as the tower of a segment absent from a batch never did)."""
+        towers, batches = len(self.heads), -(-len(segment) // batch)
+        if not self.per_segment:
+            return [[] for _ in range(batches)]
+        rows = np.bincount(np.arange(len(segment)) // batch * towers + segment, minlength=batches * towers)
+        return [np.flatnonzero(r == 0).tolist() for r in rows.reshape(batches, towers)]
 
 
 class TorchRanker(DecisionAgent):
@@ -235,9 +269,10 @@ class TorchRanker(DecisionAgent):
         # a ReLU unit that never fires) then shrinks by a constant factor per step, geometrically toward 0, and
         # passes through the float32 subnormals, where every matmul reading it runs ~10x slower
         # (tests/agents/test_ranking_numerics.py)
-        # foreach: one kernel per step for all parameters instead of one per tensor (tiny tensors, Python overhead)
+        # fused: one kernel per step for all parameters and no per-tensor Python (tiny tensors: overhead is the cost;
+        # bench/ranker_train.py); the same update as foreach's up to float rounding
         return torch.optim.AdamW(self.model.parameters(), lr=self.config["lr"], weight_decay=self.config["weight_decay"],
-                                 foreach=True)
+                                 fused=True)
 
     @torch.no_grad()
     def _flush_subnormal_state(self) -> None:
@@ -380,17 +415,24 @@ class TorchRanker(DecisionAgent):
             return
         x, y, s = torch.from_numpy(self._buf_x), torch.from_numpy(self._buf_y), torch.from_numpy(self._buf_s)
         w_like, w_dwell = self.loss_weights["like"], self.loss_weights["dwell"]
+        params = [p for group in self._opt.param_groups for p in group["params"]]
+        towers = self.model if isinstance(self.model, MultiTaskNet) and self.model.per_segment else None
         self.model.train()
         bs = int(self.config["batch_size"])
         batches = -(-n // bs)
         epochs = max(int(self.config["epochs"]), -(-min_updates // batches))
         for _ in range(epochs):  # small buffers (early windows) get more passes: at least min_updates steps in all
             perm = torch.randperm(n, generator=self.generator)
-            for lo in range(0, n, bs):
+            absent = towers.absent_towers(self._buf_s[perm.numpy()], bs) if towers is not None else [[]] * batches
+            for i, lo in enumerate(range(0, n, bs)):
                 idx = perm[lo : lo + bs]
-                loss = multitask_loss(self.model(x[idx], s[idx]), y[idx], w_like, w_dwell)
-                self._opt.zero_grad()
-                loss.backward()
+                out = self.model(x.index_select(0, idx), s.index_select(0, idx))
+                for p in params:  # zero_grad(set_to_none=True) without the optimizer's per-call hooks
+                    p.grad = None
+                # the gradient of multitask_loss in closed form: the same step without the loss's autograd graph
+                out.backward(multitask_loss_grad(out, y.index_select(0, idx), w_like, w_dwell))
+                for t in absent[i]:  # a tower no row of the batch used takes no step
+                    towers.heads[t].weight.grad = towers.heads[t].bias.grad = None
                 self._opt.step()
                 self.updates += 1
         self.model.eval()
