@@ -5,10 +5,12 @@ hash and accepts a candidate when the lower end of the two-sided 95% interval of
 clicks per request lies above 0: a one-sided test at 2.5%. A user's requests are correlated (their taste, their
 session), so an interval that treats requests as independent is too narrow. This measures by how much, on the
 world and windows the ablations' gates use (tiny world, 100 concurrent sessions, windows of 500 requests, a test
-of 2 windows, as the LLM designer's and the AutoModel gates):
+of 2 windows, as the LLM designer's and the AutoModel gates; ``--share 0.2 --windows 1 --window 2000
+--concurrency 400``: C2's continuous deployment, one window's test of a candidate on 20% of the users):
 
 * a deployment of the hand-tuned system learns for ``--warmup`` windows; then, per path, an independent replicate
-  from that state (:meth:`Deployment.fork` with its own traffic seed) serves ``--windows`` windows split 50/50
+  from that state (:meth:`Deployment.fork` with its own traffic seed) serves ``--windows`` windows split
+  ``--share`` / the rest (50/50 by default)
   with a fresh salt between two *identical* systems (A/A: every acceptance is a false accept), and the same for a
   candidate with a known, clearly better re-ranker config (power: every rejection is a miss);
 * each path's per-request outcomes are judged twice from the same windows: Welch's per-request interval (the gate
@@ -20,7 +22,7 @@ nominal 0.025) with their Wilson 95% intervals, their ratio to the nominal level
 the effect one test sees with 80% power: what the per-request interval claims and what the test can really see) and
 ``width_ratio`` (clustered / per-request: ~the square root of the design effect).
 
-    .venv/bin/python bench/ab_gate.py [--paths 200] [--windows 2] [--window 500] [--warmup 4]
+    .venv/bin/python bench/ab_gate.py [--paths 200] [--windows 2] [--window 500] [--warmup 4] [--share 0.5]
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def _mde80(interval: WelchInterval) -> float:
     return (1.959964 + 0.841621) * (interval.high - interval.low) / (2 * t_quantile(0.975, interval.df))
 
 
-def _judge(service: Deployment, incumbent: dict, challenger: dict, windows: int) -> tuple[bool, bool, float, float]:
+def _judge(service: Deployment, incumbent: dict, challenger: dict, windows: int,
+           share: float = 0.5) -> tuple[bool, bool, float, float]:
     """Serve ``windows`` split windows (a fresh salt); whether Welch's and the clustered interval accept, and each
     one's MDE80 (the clustered one's / the per-request one's: ~the square root of the design effect)."""
     service.deploy_config(AGENT, incumbent)
@@ -60,7 +63,7 @@ def _judge(service: Deployment, incumbent: dict, challenger: dict, windows: int)
     r = rival.pipelines[0].reranker
     r.configure(r.params.validate({**r.config, **challenger}))
     salt = service.new_salt()
-    splits = [service.serve_split(rival, 0.5, salt=salt, learn=False) for _ in range(windows)]
+    splits = [service.serve_split(rival, share, salt=salt, learn=False) for _ in range(windows)]
     x, u = [], []
     for arm in (False, True):
         x.append(np.concatenate([w.log.requests["clicks_exp"][w.candidate == arm] for w in splits]).astype(np.float64))
@@ -71,7 +74,7 @@ def _judge(service: Deployment, incumbent: dict, challenger: dict, windows: int)
 
 
 def gate_rates(paths: int = 200, windows: int = 2, window: int = 500, warmup: int = 4, concurrency: int = 100,
-               seed: int = 0) -> dict:
+               seed: int = 0, share: float = 0.5) -> dict:
     """Measure both intervals' accept rates over ``paths`` A/A paths and ``paths`` paths with the better candidate."""
     torch.set_num_threads(1)
     world = WorldConfig(**WORLD_SIZES["tiny"])  # the ablations' world
@@ -80,8 +83,8 @@ def gate_rates(paths: int = 200, windows: int = 2, window: int = 500, warmup: in
     base.serve(warmup)
     aa, better = [], []
     for k in range(paths):
-        aa.append(_judge(base.fork(traffic_seed=10_000 + k), {}, {}, windows))
-        better.append(_judge(base.fork(traffic_seed=20_000 + k), WORSE, BETTER, windows))
+        aa.append(_judge(base.fork(traffic_seed=10_000 + k), {}, {}, windows, share))
+        better.append(_judge(base.fork(traffic_seed=20_000 + k), WORSE, BETTER, windows, share))
     aa_arr, better_arr = np.array(aa, float), np.array(better, float)
     out = {
         "false_accept_welch": float(aa_arr[:, 0].mean()), "false_accept_clustered": float(aa_arr[:, 1].mean()),
@@ -94,7 +97,7 @@ def gate_rates(paths: int = 200, windows: int = 2, window: int = 500, warmup: in
         "mde80_welch": float(np.nanmedian(aa_arr[:, 2])), "mde80_clustered": float(np.nanmedian(aa_arr[:, 3])),
         "width_ratio": float(np.nanmedian(aa_arr[:, 3] / aa_arr[:, 2])),
         "paths": paths, "windows": windows, "window": window, "warmup": warmup, "concurrency": concurrency,
-        "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
+        "share": share, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
     }
     return out
 
@@ -107,8 +110,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--share", type=float, default=0.5, help="the candidate's share of the users")
     a = ap.parse_args()
-    r = gate_rates(a.paths, a.windows, a.window, a.warmup, a.concurrency, a.seed)
+    r = gate_rates(a.paths, a.windows, a.window, a.warmup, a.concurrency, a.seed, a.share)
     print(f"A/A false accepts: per request {r['false_accept_welch']:.3f}, clustered {r['false_accept_clustered']:.3f} "
           f"(nominal {NOMINAL}); power on the better config: {r['power_welch']:.3f} vs {r['power_clustered']:.3f}; "
           f"MDE80 of one test {r['mde80_welch']:.4f} per request vs {r['mde80_clustered']:.4f} clustered (clicks per request)")
