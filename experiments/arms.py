@@ -501,10 +501,12 @@ class Shipper:
     of the candidate served there against production (the concurrent control, the rest of the users, split by a
     fresh salt). When the user-clustered two-sided ``1 - ship_alpha`` interval of candidate - production on the
     per-request ``ship_metric`` (:func:`~rewards.stats.clustered_difference_interval`) has its lower end above
-    ``ship_min_effect``, the candidate's config ships: production serves it from the next window
-    (:meth:`~agents.evolution.env.EvolutionEnv.deploy_control`), and the searcher is then told its candidates'
-    reward minus the new production's. An equal candidate ships with probability ``ship_alpha / 2`` per window at
-    most (the clustered interval's false accepts: ``bench/ab_gate.py``).
+    ``ship_min_effect``, the candidate's config (on a composition env: its wiring) ships: production serves it from
+    the next window (the env's ``candidate_config`` and ``deploy_control``:
+    :meth:`~agents.evolution.env.EvolutionEnv.deploy_control`,
+    :meth:`~agents.evolution.composition.CompositionEnv.deploy_control`), and the searcher is then told its
+    candidates' reward minus the new production's. An equal candidate ships with probability ``ship_alpha / 2`` per
+    window at most (the clustered interval's false accepts: ``bench/ab_gate.py``).
 
     Called after each window (as the recorder's ``extra``), it adds ``ship/effect``, ``ship/low`` (the interval's
     lower end), ``ship/shipped`` (1 in the window whose test shipped) and ``ship/ships`` (so far) to the row."""
@@ -524,7 +526,7 @@ class Shipper:
                                                         req["user"][control], 1.0 - e.ship_alpha)
         shipped = bool(low > e.ship_min_effect)
         if shipped:
-            self.production = {k: v for k, v in inner.target.config.items() if k in inner.codec.params.by_name}
+            self.production = inner.candidate_config()
             inner.deploy_control(self.production)
             self.ships += 1
             log.info("ship %d: %s (%s %+.4f, interval low %+.4f)", self.ships, self.production, e.ship_metric, effect,
@@ -537,7 +539,8 @@ class Shipper:
 def exploring(ctx: ArmContext) -> Iterator[Shipper | None]:
     """The windows served inside explore on ``evolution.explore_share`` of the users: the rest are served by the
     incumbent as a concurrent control (a fresh split per window) and the searcher is told the candidate's reward
-    minus the control's (:meth:`~agents.evolution.env.EvolutionEnv.set_control_share`). A share of 1: all traffic.
+    minus the control's (:meth:`~agents.evolution.env.WindowEnv.set_control_share`; on the composition env the
+    control is the incumbent wiring). A share of 1: all traffic.
     With ``evolution.select=ship`` each of those windows is also a ship test (:class:`Shipper`, yielded; else None)."""
     share = ctx.cfg.evolution.explore_share
     if share >= 1.0:
@@ -1025,18 +1028,20 @@ def hindsight_composition(ctx: ArmContext) -> EvolutionHistory:
     return _hindsight(ctx, env.to_config(env.initial))
 
 
-@register_arm("compositional", env="composition", options=SearchOptions, explores="all")
+@register_arm("compositional", env="composition", options=SearchOptions, explores="share")
 def compositional(ctx: ArmContext) -> EvolutionHistory:
     """Optuna's TPE rewires the system every window (routes and quotas, rankers, segment routing); told the
-    system's (outer) reward; exploits the best wiring it tried (``warm_start``: from earlier experiments' best)."""
+    system's (outer) reward (on ``evolution.explore_share`` of the users: minus production's wiring's on the rest);
+    exploits the best wiring it tried (``warm_start``: from earlier experiments' best; ``select=ship``: production)."""
     return _search(ctx, search_controller(ctx))
 
 
-@register_arm("ppo_composition", env="composition", options=PPOOptions, explores="all")
+@register_arm("ppo_composition", env="composition", options=PPOOptions, explores="share")
 def ppo_composition(ctx: ArmContext) -> EvolutionHistory:
     """SB3 PPO picks the wiring every window (routes and quotas, rankers, segment routing: a MultiDiscrete action)
     from the regime it observes, after training on ``pretrain`` simulated runs if set; told the system's
-    (outer) reward; exploits its policy's deterministic wiring for the regime it observes."""
+    (outer) reward (on ``evolution.explore_share`` of the users: minus production's wiring's on the rest); exploits
+    its policy's deterministic wiring for the regime it observes."""
     return _ppo(ctx)
 
 
@@ -1094,10 +1099,11 @@ def llm_search(ctx: ArmContext) -> EvolutionHistory:
                                     f"llm/{inner.agent_name}"))
 
 
-@register_arm("llm_compositional", env="composition", options=LLMOptions, explores="all")
+@register_arm("llm_compositional", env="composition", options=LLMOptions, explores="share")
 def llm_compositional(ctx: ArmContext) -> EvolutionHistory:
     """An LLM rewires the system every window, one edit of the best wiring so far (routes and quotas, rankers,
-    segment routing); told the system's (outer) reward; exploits the best wiring it tried."""
+    segment routing); told the system's (outer) reward (on ``evolution.explore_share`` of the users: minus
+    production's wiring's on the rest); exploits the best wiring it tried (``select=ship``: production)."""
     env: CompositionEnv = ctx.env.unwrapped
     return _search(ctx, ctx.options.controller(env.target_params(), DESCRIPTION, env.to_config(env.initial), ctx.agent_seed, ctx,
                                            "llm/composition"))

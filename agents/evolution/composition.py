@@ -11,6 +11,11 @@ Agents live in a :class:`ComponentPool` built once per episode: every route, bot
 score-fusion and re-rank stages of each slot persist across compositions and keep learning from the
 traffic they serve, so a step rewires trained agents instead of rebuilding untrained ones. The reward
 is the outer (system-level) layered reward; the action is a flat ``MultiDiscrete`` PPO accepts.
+
+With a concurrent control (``set_control_share``, as :class:`~agents.evolution.env.EvolutionEnv`'s) each window
+serves the action's composition to ``1 - share`` of the users and production's (the control composition: the
+initial one until :meth:`CompositionEnv.deploy_control` ships another) to the rest, split by a salted hash of the
+user id with a fresh salt per window, and the reward told is the candidate users' minus the control users'.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 from gymnasium import spaces
 
 from agents.decision.configs import ROUTES, PipelineConfig, RankerConfig, SystemConfig, baseline_config, cold_start_config
-from agents.decision.functional import SegmentRouter
+from agents.decision.functional import HashSplit, SegmentRouter
 from agents.decision.fusion import MultiTaskFusion, QuotaFusion
 from agents.decision.params import Choice, ParamSpace
 from agents.decision.ranking import EnsembleRanker, TorchRanker
@@ -30,7 +35,7 @@ from agents.decision.recall import make_recall
 from agents.decision.rerank import Reranker
 from agents.decision.system import Pipeline, System, feature_dim
 from agents.evolution.codec import SpaceCodec
-from agents.evolution.deployment import REGIME_SCALARS, replicate_seed
+from agents.evolution.deployment import REGIME_SCALARS, replicate_seed, split_systems
 from agents.evolution.env import BOUND, WindowEnv
 from envs.config import WorldConfig
 from envs.log import InteractionLog
@@ -179,6 +184,18 @@ class CompositionEnv(WindowEnv):
     route in ``ROUTES``, then a ranker-set index (of ``RANKER_SETS``); then, per segment, a slot index.
     Reward: the system's layered reward (outer by default). Observation: the regime summary then the
     composition's indices scaled to [0, 1].
+
+    ``control_share`` > 0 (non-stationary only; :meth:`~agents.evolution.env.WindowEnv.set_control_share`): that share
+    of the users (a salted hash of their id, a fresh salt per window) is served by the control composition
+    (``control``: the initial one, i.e. the system config's own wiring, until :meth:`deploy_control` ships another),
+    the rest by the action's; the reward is the candidate users' minus the control users', and ``info`` gains
+    ``evolution/window_reward``, ``evolution/candidate_reward``, ``evolution/control_reward``,
+    ``evolution/candidate_share`` and ``evolution/candidate/<outer metric>``. Both compositions are wired from the
+    one :class:`ComponentPool`: a component both use (a route, a slot's ranker, score fusion or re-ranker) is one
+    agent serving both arms and learning from both arms' traffic, as the agents other than the target are in
+    :class:`~agents.evolution.env.EvolutionEnv`'s control; only the wiring (which components serve which users, and
+    the quotas) differs between the arms. An A/A (the action is the control's composition) then
+    differs only by which users each arm got.
     """
 
     def __init__(
@@ -197,9 +214,11 @@ class CompositionEnv(WindowEnv):
         render_mode: str | None = None,
         replicate: int = 0,
         resources: bool = False,
+        control_share: float = 0.0,
     ) -> None:
         super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode, replicate,
                          resources)
+        self.set_control_share(control_share)
         self.templates = templates or {SLOTS[0]: baseline_config(), SLOTS[1]: cold_start_config()}
         for slot in self.templates:
             check_choice("templates slot", slot, SLOTS)
@@ -211,6 +230,7 @@ class CompositionEnv(WindowEnv):
         self.segments = list(self.world_cfg.segment_names)
         self.initial = (initial or composition_of(SystemConfig([self.templates[SLOTS[0]]]), self.templates[SLOTS[1]]))
         self.initial.validate(self.segments)
+        self.control = self.initial  # the concurrent control's composition: production (with control_share > 0)
         choices = []
         for slot in SLOTS:
             q = {k: 0.0 for k in ROUTES} | self.initial.quotas.get(slot, {})
@@ -254,6 +274,11 @@ class CompositionEnv(WindowEnv):
     def decode(self, action: np.ndarray) -> Composition:
         return self.from_config(self.codec.decode(action))
 
+    @property
+    def initial_config(self) -> dict[str, Any]:
+        """The initial composition (the system config's own wiring) as a config of :meth:`target_params`."""
+        return self.to_config(self.initial)
+
     # ------------------------------------------------------------------ WindowEnv hooks
     def _build_system(self) -> tuple[System, ComponentPool]:
         seed = replicate_seed(int(self.np_random.integers(2**16)), self.replicate) % 2**16
@@ -263,6 +288,7 @@ class CompositionEnv(WindowEnv):
 
     def _after_build(self) -> None:
         self.service.deploy_composition(self.initial)
+        self.control = self.initial
 
     @property
     def composition(self) -> Composition:
@@ -288,5 +314,26 @@ class CompositionEnv(WindowEnv):
         self.service.deploy_composition(comp)
         return self._current()
 
-    def _reward(self, log: InteractionLog) -> tuple[float, dict[str, float]]:
-        return self.service.score(log)
+    def _score(self, log: InteractionLog, control: bool = False) -> tuple[float, dict[str, float]]:
+        return self.service.score(log)  # the system's reward, whichever composition served the log
+
+    # ------------------------------------------------------------------ concurrent control (WindowEnv.set_control_share)
+    def deploy_control(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Make the concurrent control's composition ``config`` (a composition config as :meth:`to_config` writes
+        it, or part of one, merged over the control's): production, when a searcher's candidate won its test
+        (``evolution.select=ship``); the control serves it from the next window. Returns its whole config."""
+        self.control = self.from_config({**self.to_config(self.control), **config})
+        return self.to_config(self.control)
+
+    def candidate_config(self) -> dict[str, Any]:
+        """The composition the candidate serves now, as a config of :meth:`target_params` (what :meth:`deploy_control`
+        ships)."""
+        return self.to_config(self.composition)
+
+    def _control_system(self) -> System:
+        """The running system (the candidate composition) and, for the users ``HashSplit(control_share, salt)`` puts
+        in arm 1, the control composition wired from the same pool (its pipelines appended after the candidate's;
+        :func:`~agents.evolution.deployment.split_systems` names them ``<slot>/candidate``, its challenger's suffix:
+        only their indices are read)."""
+        control, _ = self.service.pool.system(self.control)
+        return split_systems(self.service.system, control, HashSplit(self.control_share, self._salt))

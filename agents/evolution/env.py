@@ -62,7 +62,14 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
 
     Subclasses set the action and observation spaces and define ``_build_system()`` (the system a fresh
     deployment runs, and its component pool if any), ``_apply(action)`` (deploy a decision through the
-    service, return the config record for ``info``), ``_reward(log)``, ``_config_features()`` and ``_current()``.
+    service, return the config record for ``info``), ``_score(log, control)`` (a log's reward and terms, for the
+    candidate or the concurrent control), ``_config_features()`` and ``_current()``.
+
+    A concurrent control (:meth:`set_control_share`, non-stationary only) is shared bookkeeping: each window with a
+    control share draws a fresh salt and serves the subclass's ``_control_system()`` (the running system with the
+    control's pipelines appended after its own, the control's users split off by a salted hash of their id), and
+    :meth:`_reward` tells the candidate's reward minus the control's. Subclasses say what the control is and how
+    production changes (``deploy_control``, ``candidate_config``).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
@@ -113,6 +120,8 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         self.deployment: Deployment | None = None
         self._snapshot: Deployment | None = None
         self._last: dict[str, Any] = {}
+        self.control_share, self.relative = 0.0, True  # a concurrent control: off (set_control_share)
+        self._salt = 0  # the control's hash salt (redrawn every window served with a control)
 
     @property
     def built_replicate(self) -> int:
@@ -127,7 +136,14 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
     def _apply(self, action: np.ndarray) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _reward(self, log: InteractionLog) -> tuple[float, dict[str, float]]:
+    def _score(self, log: InteractionLog, control: bool = False) -> tuple[float, dict[str, float]]:
+        """The reward and terms of ``log`` for the candidate (what the action deploys) or, with ``control``, for the
+        concurrent control."""
+        raise NotImplementedError
+
+    def _control_system(self) -> System:
+        """The running system with the concurrent control's pipelines appended after its own (the control serving
+        the users ``HashSplit(control_share, _salt)`` puts in arm 1)."""
         raise NotImplementedError
 
     def _config_features(self) -> np.ndarray:
@@ -211,8 +227,50 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _serve_window(self) -> InteractionLog:
         """Serve one window of the step (after ``_apply``). A stationary step serves it without learning: agents
-        learn only after a window (its reward is the same), and the next step restores the snapshot anyway."""
-        return self.service.serve(learn=False if self.stationary else None)
+        learn only after a window (its reward is the same), and the next step restores the snapshot anyway. With a
+        concurrent control the window is split by a fresh salt (no user is every candidate's control)."""
+        if not self.control_share:
+            return self.service.serve(learn=False if self.stationary else None)
+        self._salt = self.service.new_salt()
+        with self.service.serving(self._control_system()):
+            return self.service.serve()
+
+    # ------------------------------------------------------------------ concurrent control
+    def set_control_share(self, share: float, relative: bool = True) -> None:
+        """Serve ``share`` of the users (by a salted hash of their id, a fresh salt every window) with a concurrent
+        control (the subclass's: production, learning from its own traffic) and tell the rest's reward minus the
+        control's (``relative``): a reward free of the trend a learning system's reward has over time.
+        ``relative=False`` tells the whole window's reward (what the platform earned) and leaves the comparison in
+        ``info``. 0 turns it off."""
+        check_range("control_share", share, 0.0, MAX_CONTROL_SHARE)
+        if share and self.stationary:
+            raise ConfigError(f"`control_share` needs a non-stationary env: a stationary one restores every window "
+                              f"(got control_share={share} with stationary=True)")
+        self.control_share, self.relative = float(share), bool(relative)
+
+    def _in_control(self, log: InteractionLog) -> np.ndarray:
+        """The mask of a window's requests the concurrent control served (its pipelines come after the running
+        system's)."""
+        return log.requests["pipeline"] >= len(self.service.system.pipelines)
+
+    def test_arms(self, log: InteractionLog) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of a window's requests served by the candidate and by the concurrent control."""
+        control = self._in_control(log)
+        return ~control, control
+
+    def _reward(self, log: InteractionLog) -> tuple[float, dict[str, float]]:
+        reward, terms = self._score(log)
+        if not self.control_share:
+            return reward, terms
+        # with a concurrent control: the terms are the whole window's (all the traffic served), the reward is
+        # the candidate users' minus the control users'
+        in_control = self._in_control(log)
+        candidate, candidate_terms = self._score(log.where(~in_control))
+        control, _ = self._score(log.where(in_control), control=True)
+        told = candidate - control if self.relative else reward
+        return told, {**terms, "evolution/window_reward": reward, "evolution/candidate_reward": candidate,
+                      "evolution/control_reward": control, "evolution/candidate_share": float(1.0 - in_control.mean()),
+                      **{f"evolution/candidate/{k}": v for k, v in candidate_terms.items() if k.startswith("outer/")}}
 
     def advance(self, windows: int, action: np.ndarray | None = None) -> InteractionLog:
         """Serve ``windows`` windows with the current decisions, or with ``action``'s if given (the world moves on:
@@ -236,7 +294,11 @@ class WindowEnv(gym.Env[np.ndarray, np.ndarray]):
         """The reward and terms the coming window would earn with ``action``: served on a twin of the deployment (a
         fork: the same state, world and traffic as the next :meth:`step` will see; learning off, as agents learn only
         after a window), so two actions' twins differ only by the action (common random numbers). The reward is this
-        env's own (:meth:`_reward`, before any wrapper's penalty). The deployment is left as it was."""
+        env's own (:meth:`_reward`, before any wrapper's penalty). The deployment is left as it was. Refused while a
+        concurrent control is set (a twin serves all its users with one action)."""
+        if self.control_share:
+            raise ConfigError(f"a twin window serves all its users with one action: it cannot reproduce a window split "
+                              f"with a concurrent control (control_share={self.control_share}); set it to 0 first")
         real = self.service
         twin = (self._snapshot if self.stationary else real).fork()
         self.deployment = twin
@@ -291,8 +353,6 @@ class EvolutionEnv(WindowEnv):
         super().__init__(world, reward, window, concurrency, warmup, risk_bound, learn, stationary, render_mode, replicate,
                          resources, warmup_pipeline)
         self.control: Any = None  # the concurrent control's copy of the agent (with control_share > 0)
-        self._salt = 0
-        self.relative = True
         self.set_control_share(control_share)
         if system is None:
             system = static_baseline_config(fast=True)  # a ranker that trains briefly per window
@@ -344,19 +404,7 @@ class EvolutionEnv(WindowEnv):
     def _current(self) -> dict[str, Any]:
         return dict(self.target.config)
 
-    # ------------------------------------------------------------------ concurrent control
-    def set_control_share(self, share: float, relative: bool = True) -> None:
-        """Serve ``share`` of the users (by a salted hash of their id, a fresh salt every window) with the agent as
-        the system config sets it (a concurrent control, learning from its own traffic) and tell the rest's reward
-        minus the control's (``relative``): a reward free of the trend a learning system's reward has over time.
-        ``relative=False`` tells the whole window's reward (what the platform earned) and leaves the comparison in
-        ``info``. 0 turns it off."""
-        check_range("control_share", share, 0.0, MAX_CONTROL_SHARE)
-        if share and self.stationary:
-            raise ConfigError(f"`control_share` needs a non-stationary env: a stationary one restores every window "
-                              f"(got control_share={share} with stationary=True)")
-        self.control_share, self.relative = float(share), bool(relative)
-
+    # ------------------------------------------------------------------ concurrent control (WindowEnv.set_control_share)
     def deploy_control(self, config: dict[str, Any]) -> dict[str, Any]:
         """Set (part of) the concurrent control's config: production, when a searcher's candidate won its test
         (``evolution.select=ship``); the control serves it from the next window. Returns its whole config."""
@@ -364,17 +412,21 @@ class EvolutionEnv(WindowEnv):
         control.configure(control.params.validate({**control.config, **config}, agent=self.agent_name))
         return dict(control.config)
 
+    def candidate_config(self) -> dict[str, Any]:
+        """The config the candidate serves now, as a point of :meth:`target_params` (what :meth:`deploy_control`
+        ships)."""
+        return {k: v for k, v in self.target.config.items() if k in self.codec.params.by_name}
+
     def test_arms(self, log: InteractionLog) -> tuple[np.ndarray, np.ndarray]:
         """Masks of a window's requests served by the candidate (the target's pipeline) and by the concurrent
         control; requests other pipelines served (other segments' routes) are in neither."""
         system = self.service.system
         target = self.target
         index = next(i for i, p in enumerate(system.pipelines) if any(a is target for a in p.agents))
-        pipeline = log.requests["pipeline"]
-        return pipeline == index, pipeline == len(system.pipelines)
+        return log.requests["pipeline"] == index, self._in_control(log)
 
-    def _control_system(self) -> tuple[System, int]:
-        """The running system plus a copy of the target's pipeline with the control agent, and that copy's index."""
+    def _control_system(self) -> System:
+        """The running system plus a copy of the target's pipeline with the control agent (appended last)."""
         system = self.service.system
         target = self.target
         index = next(i for i, p in enumerate(system.pipelines) if any(a is target for a in p.agents))
@@ -385,24 +437,10 @@ class EvolutionEnv(WindowEnv):
         names = [p.name for p in system.pipelines]
         router = ABRouter(HashSplit(self.control_share, self._salt), system.router,
                           index, [*names, control.name])
-        return System([*system.pipelines, control], router, system.route_names), len(names)
-
-    def _serve_window(self) -> InteractionLog:
-        if not self.control_share:
-            return super()._serve_window()
-        self._salt = self.service.new_salt()  # a fresh split per window: no user is every candidate's control
-        split, _ = self._control_system()
-        with self.service.serving(split):
-            return self.service.serve()
+        return System([*system.pipelines, control], router, system.route_names)
 
     def current_action(self) -> np.ndarray:
         return self.codec.encode({k: v for k, v in self.target.config.items() if k not in self.fixed})
-
-    def twin_window(self, action: np.ndarray) -> tuple[float, dict[str, float]]:
-        if self.control_share:
-            raise ConfigError(f"a twin window serves all its users with one action: it cannot reproduce a window split "
-                              f"with a concurrent control (control_share={self.control_share}); set it to 0 first")
-        return super().twin_window(action)
 
     def _config_features(self) -> np.ndarray:
         config = self.current_action().astype(np.float32)
@@ -413,17 +451,5 @@ class EvolutionEnv(WindowEnv):
     def _apply(self, action: np.ndarray) -> dict[str, Any]:
         return self.service.deploy_config(self.agent_name, self.codec.decode(action))
 
-    def _reward(self, log: InteractionLog) -> tuple[float, dict[str, float]]:
-        service = self.service
-        reward, terms = service.score(log, self.agent_name)
-        if not self.control_share:
-            return reward, terms
-        # with a concurrent control: the terms are the whole window's (all the traffic served), the reward is
-        # the candidate users' minus the control users'
-        in_control = log.requests["pipeline"] == len(service.system.pipelines)
-        candidate, candidate_terms = service.score(log.where(~in_control), self.agent_name)
-        control, _ = service.score(log.where(in_control), self.control)
-        told = candidate - control if self.relative else reward
-        return told, {**terms, "evolution/window_reward": reward, "evolution/candidate_reward": candidate,
-                      "evolution/control_reward": control, "evolution/candidate_share": float(1.0 - in_control.mean()),
-                      **{f"evolution/candidate/{k}": v for k, v in candidate_terms.items() if k.startswith("outer/")}}
+    def _score(self, log: InteractionLog, control: bool = False) -> tuple[float, dict[str, float]]:
+        return self.service.score(log, self.control if control else self.agent_name)

@@ -93,26 +93,37 @@ def test_evolution_arms_exploit_what_they_found_after_the_evolution(tmp_path, ar
         assert pd.read_csv(tmp_path / "sb3" / "progress.csv")["time/total_timesteps"].max() >= 2
 
 
+def explored_run(tmp_path: Path, experiment: str, arm: str, *overrides: str) -> pd.DataFrame:
+    """Run ``arm`` for 4 windows explored on 20% of the users, then 1 exploit window (400 requests each), check what
+    every such run shows (the candidate's request share near 0.2, the searcher told candidate - control, rows with
+    what the platform earned, an exploit window not split) and return its rows."""
+    ppo = ["controller.options.n_steps=2", "controller.options.batch_size=2"] if arm.startswith("ppo") else []
+    run(compose_config(f"experiment={experiment}", f"controller={arm}", "evolution.windows=4", "evolution.exploit=1",
+                       "evolution.explore_share=0.2", "evolution.window=400", *ppo, *overrides, *TINY_RUN),
+        out_dir=tmp_path)
+    f = pd.read_csv(tmp_path / "metrics.csv")
+    search, rest = f.iloc[:4], f.iloc[4:]
+    # the candidate's request share: users split by a hash, ~50 users per window in the smoke and C4 worlds (sd of a
+    # window's share ~0.055, of the mean of 4 fresh splits ~0.03)
+    assert 0.08 < search["evolution/candidate_share"].mean() < 0.35, search["evolution/candidate_share"].tolist()
+    np.testing.assert_allclose(search["evolution/told_reward"],
+                               search["evolution/candidate_reward"] - search["evolution/control_reward"])
+    np.testing.assert_allclose(search["reward"], search["evolution/window_reward"])
+    assert rest["evolution/candidate_share"].isna().all() and rest["phase"].eq("exploit").all()
+    return f
+
+
 @pytest.mark.parametrize("arm", ["random", "optuna", "ppo", "ppo_pretrained"])
 def test_searching_arms_explore_on_the_declared_share_and_exploit_on_all_traffic(tmp_path, arm):
     """`evolution.explore_share=0.2`: while searching, the candidate serves ~20% of the users (the incumbent the
     rest, a fresh split per window) and the searcher is told candidate - control; the rows keep what the platform
     earned; the re-test and exploit windows are not split by it. PPO's pre-training (on simulated platforms, all
     their users) runs beside it (with `select=ship`)."""
-    overrides = ["controller.options.n_steps=2", "controller.options.batch_size=2"] if arm.startswith("ppo") else []
+    overrides = []
     if arm == "ppo_pretrained":
         overrides += ["controller.options.pretrain=1", "controller.options.pretrain_hold=2",
                       "controller.options.pretrain_gap=1", "evolution.select=ship"]
-    run(compose_config("experiment=smoke", f"controller={arm}", "evolution.windows=4", "evolution.exploit=1",
-                       "evolution.explore_share=0.2", "evolution.window=400", *overrides, *TINY_RUN), out_dir=tmp_path)
-    f = pd.read_csv(tmp_path / "metrics.csv")
-    search, rest = f.iloc[:4], f.iloc[4:]
-    # the candidate's request share: users split by a hash, ~50 users per window (sd of the mean of 4 ~0.03)
-    assert 0.08 < search["evolution/candidate_share"].mean() < 0.35, search["evolution/candidate_share"].tolist()
-    np.testing.assert_allclose(search["evolution/told_reward"],
-                               search["evolution/candidate_reward"] - search["evolution/control_reward"])
-    np.testing.assert_allclose(search["reward"], search["evolution/window_reward"])
-    assert rest["evolution/candidate_share"].isna().all() and rest["phase"].eq("exploit").all()
+    explored_run(tmp_path, "smoke", arm, *overrides)
 
 
 @pytest.mark.parametrize("ships", [True, False])
@@ -140,13 +151,48 @@ def test_ship_deploys_what_wins_each_windows_test_to_production(tmp_path, ships)
         assert search[configs].drop_duplicates().shape[0] == 4
 
 
+@pytest.mark.parametrize("arm", ["compositional", "ppo_composition"])
+def test_composition_arms_explore_on_the_declared_share_and_exploit_on_all_traffic(tmp_path, arm):
+    """`evolution.explore_share=0.2` on the composition env: while searching, the candidate wiring serves ~20% of the
+    users (the system config's own wiring the rest, a fresh split per window) and the searcher is told candidate -
+    control; the rows keep what the platform earned; the exploit windows are not split."""
+    f = explored_run(tmp_path, "c4_composition", arm)
+    search, rest = f.iloc[:4], f.iloc[4:]
+    assert search["evolution/told_reward"].ne(search["reward"]).all() and search["config/composition"].nunique() > 1
+    assert "twin/reward" in rest.columns and rest["twin/reward"].notna().all()  # unsplit: twins judge it again
+
+
+@pytest.mark.parametrize("ships", [True, False])
+def test_ship_deploys_the_wiring_that_wins_each_windows_test_on_the_composition_env(tmp_path, ships):
+    """`evolution.select=ship` on the composition env: a window whose test clears `ship_min_effect` (-1: every test;
+    1: none) ships its candidate wiring to production (the control); the exploit windows serve the last shipped
+    wiring, or the system config's own without a ship."""
+    summary = run(compose_config("experiment=c4_composition", "controller=compositional", "evolution.windows=4",
+                                 "evolution.exploit=1", "evolution.explore_share=0.2", "evolution.select=ship",
+                                 "evolution.window=400", f"evolution.ship_min_effect={-1 if ships else 1}", *TINY_RUN),
+                  out_dir=tmp_path)
+    f = pd.read_csv(tmp_path / "metrics.csv")
+    search, exploit_row = f.iloc[:4], f.iloc[4]
+    assert search["ship/shipped"].tolist() == ([1.0] * 4 if ships else [0.0] * 4)
+    assert search["ship/ships"].iloc[-1] == summary["ship/ships"] == (4.0 if ships else 0.0)
+    assert (search["ship/low"] < search["ship/effect"]).all()
+    # reward=outer_only is expected clicks per request: the test's effect is what the searcher is told
+    np.testing.assert_allclose(search["ship/effect"], search["evolution/told_reward"], rtol=1e-6, atol=1e-9)
+    env = build_env(load_config(compose_config("experiment=c4_composition", "controller=compositional")))
+    initial = env.initial_config  # the system config's own wiring, as a config of the composition's choices
+    served = f.iloc[3] if ships else {"config/composition": env.initial.key(), **{f"config/{k}": v for k, v in initial.items()}}
+    assert exploit_row[[f"config/{k}" for k in initial]].tolist() == [served[f"config/{k}"] for k in initial]
+    assert exploit_row["config/composition"] == served["config/composition"]
+    assert search["config/composition"].nunique() == 4  # a new candidate wiring every window: the last ship is row 3's
+
+
 @pytest.mark.parametrize(("arm", "extra", "match"), [
-    ("compositional", (), "must be 1 for arm 'compositional'"),
+    ("individual", (), "must be 1 for arm 'individual'"),
     ("optuna_ab", (), "controller.options.control_share"),
     ("optuna", ("reward=lagrangian",), "`reward.constraints` are not supported with `evolution.explore_share` < 1"),
 ])
 def test_explore_share_is_refused_by_arms_that_cannot_split_their_search(arm, extra, match):
-    experiment = "c4_composition" if arm == "compositional" else "smoke"
+    experiment = "c4_composition" if arm == "individual" else "smoke"
     with pytest.raises(ConfigError, match=re.escape(match)):
         build_env(load_config(compose_config(f"experiment={experiment}", f"controller={arm}", *extra,
                                              "evolution.explore_share=0.2")))
