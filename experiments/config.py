@@ -111,9 +111,10 @@ class EvolutionSettings:
     ship_metric: str = "clicks_exp"  # select=ship: the per-request outcome the ship test compares (SHIP_METRICS)
     ship_alpha: float = 0.05  # select=ship: the test's interval is two-sided at 1 - alpha (a false ship: alpha / 2)
     ship_min_effect: float = 0.0  # select=ship: the interval's lower end must exceed this (< 0: a non-inferiority margin)
-    # The share of the users a searching arm (random, optuna, llm, ppo) explores on while it searches: each window
-    # its candidate serves `explore_share` of the users (a salted hash of their id, a fresh salt per window) and the
-    # incumbent (the agent as the system config sets it, learning from its own traffic) the rest, as a concurrent
+    # The share of the users a searching arm (random, optuna, llm, ppo; on the composition env compositional,
+    # ppo_composition, llm_compositional) explores on while it searches: each window its candidate serves
+    # `explore_share` of the users (a salted hash of their id, a fresh salt per window) and the incumbent (the agent
+    # as the system config sets it, or the system's own wiring, learning from its own traffic) the rest, as a concurrent
     # control, and the searcher is told the candidate's reward minus the control's (free of the learning system's
     # trend). 1.0: all traffic (the env's plain semantics). The ablation presets that compare searching arms with
     # gated ones declare 0.2, the default share of the re-tests and of every A/B gate, so every arm explores on the
