@@ -300,6 +300,7 @@ class Deployment:
         self._last: InteractionLog = InteractionLog(route_names=list(sim.system.route_names),
                                                     segment_names=list(world_cfg.segment_names))
         self._previous_ctr: float | None = None
+        self._last_pipelines: list[Any] = list(sim.system.pipelines)  # the pipelines of the system that served _last
         self.resources: ResourceProfile | None = None  # set by calibrate_resources (or a loaded profile)
 
     @classmethod
@@ -454,6 +455,7 @@ class Deployment:
     def _served(self, log: InteractionLog) -> InteractionLog:
         self._previous_ctr = float(self._last.requests["clicks"].mean()) if self._last.num_requests else None
         self._last = log
+        self._last_pipelines = list(self._sim.system.pipelines)  # a split window's system while `serving` one
         return log
 
     def serve(self, windows: int = 1, *, learn: bool | None = None) -> InteractionLog:
@@ -552,10 +554,16 @@ class Deployment:
 
     def resource_metrics(self, log: InteractionLog) -> dict[str, float]:
         """``outer/cost/latency_p50_ms``, ``latency_p99_ms``, ``compute_ms_per_request`` and ``flops_per_request``
-        of ``log`` served by the running pipelines, from :attr:`resources` (a ConfigError without one)."""
+        of ``log`` served by the running pipelines, from :attr:`resources` (a ConfigError without one). A log whose
+        pipeline indices go past the running system's (a window split with a concurrent control or an A/B arm,
+        scored after :meth:`serving` put the running system back) is costed on the pipelines that served the last
+        window."""
         if self.resources is None:
             raise ConfigError("no resource profile: call calibrate_resources() first (or set `resources`)")
-        return {f"outer/cost/{k}": v for k, v in window_costs(self.resources, self.system.pipelines, log).items()}
+        pipelines, index = self.system.pipelines, log.requests["pipeline"]
+        if len(index) and int(index.max()) >= len(pipelines):
+            pipelines = self._last_pipelines
+        return {f"outer/cost/{k}": v for k, v in window_costs(self.resources, pipelines, log).items()}
 
     def regime(self) -> np.ndarray:
         """The data regime of the last window served: segment request shares, then ``REGIME_SCALARS``."""

@@ -168,3 +168,18 @@ def test_a_cascade_passes_keep_candidates_to_the_ranker_and_its_flops_follow(mon
         cfg = static_baseline_config()
         cfg.pipelines[0].prerank_keep = 7
         cfg.pipelines[0].__post_init__()
+
+
+def test_a_window_split_with_a_concurrent_control_is_costed_on_the_pipelines_that_served_it():
+    """The control's pipeline is appended to the running system only while the window is served; its requests are
+    costed on the split system afterwards (an IndexError before), the same ranker serving both arms at the same
+    fused candidate count: equal FLOPs per request."""
+    from agents.evolution.env import EvolutionEnv
+
+    env = EvolutionEnv(world=TINY, window=300, concurrency=100, warmup=1, control_share=0.5, resources=True)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(env.current_action())
+    assert 0.2 < info["evolution/candidate_share"] < 0.8
+    for key in ("latency_p50_ms", "compute_ms_per_request", "flops_per_request"):
+        assert info[f"outer/cost/{key}"] > 0 and info[f"evolution/candidate/outer/cost/{key}"] > 0
+    assert info["evolution/candidate/outer/cost/flops_per_request"] == info["outer/cost/flops_per_request"]
