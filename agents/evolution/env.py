@@ -420,16 +420,18 @@ class EvolutionEnv(WindowEnv):
     def test_arms(self, log: InteractionLog) -> tuple[np.ndarray, np.ndarray]:
         """Masks of a window's requests served by the candidate (the target's pipeline) and by the concurrent
         control; requests other pipelines served (other segments' routes) are in neither."""
-        system = self.service.system
+        return log.requests["pipeline"] == self._target_pipeline(), self._in_control(log)
+
+    def _target_pipeline(self) -> int:
+        """The index of the running system's pipeline that holds the target agent."""
         target = self.target
-        index = next(i for i, p in enumerate(system.pipelines) if any(a is target for a in p.agents))
-        return log.requests["pipeline"] == index, self._in_control(log)
+        return next(i for i, p in enumerate(self.service.system.pipelines) if any(a is target for a in p.agents))
 
     def _control_system(self) -> System:
         """The running system plus a copy of the target's pipeline with the control agent (appended last)."""
         system = self.service.system
         target = self.target
-        index = next(i for i, p in enumerate(system.pipelines) if any(a is target for a in p.agents))
+        index = self._target_pipeline()
         base = system.pipelines[index]
         swap = lambda a: self.control if a is target else a  # noqa: E731
         control = Pipeline(f"{base.name}/control", [swap(r) for r in base.recalls], swap(base.fusion), swap(base.ranker),
