@@ -42,7 +42,7 @@ SHIFT_KINDS = ("segment_mix", "topic_shock", "catalog_refresh", "cold_start_infl
 MIX_OF = ("sessions", "requests")  # what a request mix is a share of
 # what a ``taste`` shift may set: the segment parameters that weigh an item or a slate in the user's choice
 TASTE_PARAMS = ("affinity_scale", "quality_sensitivity", "novelty_sensitivity", "popularity_sensitivity", "risk_appeal",
-                "risk_sensitivity", "fatigue_sensitivity", "fatigue_increment", "no_click_utility")
+                "risk_sensitivity", "fatigue_sensitivity", "fatigue_increment", "slate_satiation", "no_click_utility")
 
 # The named world sizes, the one place they are written (WorldConfig's own defaults are the full-size world).
 # tiny: seconds per run, the experiment app's default (conf/world/small, shifting, shifting_long);
@@ -125,6 +125,9 @@ class SegmentConfig:
     fatigue_sensitivity: float = 1.0  # utility lost per unit of topic fatigue
     fatigue_increment: float = 0.5  # fatigue added to a topic on each click
     fatigue_decay: float = 0.8  # per-step multiplicative decay of fatigue
+    # variety seeking within one slate: utility lost per item of the same topic shown above it (a redundant slate
+    # is worth less; a pointwise ranker cannot represent it, a slate-level re-ranker such as MMR can act on it)
+    slate_satiation: float = 0.0
     drift_rate: float = 0.05  # interest moves this far toward each clicked item
     patience: float = 1.5  # logit of continuing the session at neutral satisfaction
     return_bias: float = 0.0  # logit of returning the next day at neutral satisfaction
@@ -137,7 +140,7 @@ class SegmentConfig:
         check_range(f"{p}.interest_concentration", self.interest_concentration, MIN_CONCENTRATION, MAX_CONCENTRATION)
         # utility weights (float32 logits of the choice model) and the satisfaction penalty per violation
         for key in ("affinity_scale", "quality_sensitivity", "novelty_sensitivity", "popularity_sensitivity",
-                    "risk_appeal", "risk_sensitivity", "fatigue_sensitivity", "fatigue_increment"):
+                    "risk_appeal", "risk_sensitivity", "fatigue_sensitivity", "fatigue_increment", "slate_satiation"):
             check_range(f"{p}.{key}", getattr(self, key), 0.0, MAX_UTILITY_WEIGHT)
         check_probability(f"{p}.fatigue_decay", self.fatigue_decay)
         check_probability(f"{p}.drift_rate", self.drift_rate)

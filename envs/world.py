@@ -11,7 +11,8 @@ one seed serving different systems share every uniform wherever their users' his
 Per-step dynamics for user ``i`` shown slate ``s`` (all vectorised):
 
 * utility ``u_k = a * <interest_i, e_k> + q * quality_k + n * freshness_k + p * popularity_k
-  + r * risk_k - f * fatigue_i[topic_k]`` with the segment's sensitivities ``(a, q, n, p, r, f)``;
+  + r * risk_k - f * fatigue_i[topic_k] - v * #{j < k: topic_j = topic_k}`` with the segment's sensitivities
+  ``(a, q, n, p, r, f)`` and slate satiation ``v`` (variety seeking within the slate; 0 by default);
 * a multinomial-logit choice with position bias and a no-click option (``envs.choice``);
 * a click yields dwell ``exp(3.4 + 0.8 <interest, e> + quality + 0.4 z)`` seconds and a like with
   probability ``sigmoid(-2 + 2 <interest, e> + 2 quality)``;
@@ -250,6 +251,13 @@ class World:
         u = tab.affinity_scale[seg, None] * affinity
         u += np.einsum("bkf,bf->bk", f[..., d:], tab.feature_weights[seg])
         u -= tab.fatigue_sensitivity[seg, None] * fatigue
+        satiation = tab.slate_satiation[seg]
+        if satiation.any():  # items of the same topic shown above this one in the slate
+            topic = cat.topic[slate]
+            above = np.tri(slate.shape[1], k=-1, dtype=bool)  # above[k, j]: j < k
+            seen = above & _first_occurrence(slate)[:, None, :]  # a hidden copy of an item is not seen
+            repeats = ((topic[:, :, None] == topic[:, None, :]) & seen).sum(axis=2, dtype=np.float32)
+            u -= satiation[:, None] * repeats
         return u, affinity
 
     def respond(self, users: np.ndarray, slate: np.ndarray) -> Response:

@@ -40,12 +40,12 @@ SATISFACTION = 0.5
 HISTORY = 7
 
 
-def _tiny_world(seed: int = 0) -> World:
+def _tiny_world(seed: int = 0, slate_satiation: float = 0.0) -> World:
     segment = SegmentConfig(
         history_mean=1.0, interest_concentration=1.0, no_click_utility=NO_CLICK_UTILITY, affinity_scale=2.0,
         quality_sensitivity=1.0, novelty_sensitivity=1.0, popularity_sensitivity=1.0, risk_appeal=1.0,
         risk_sensitivity=1.0, fatigue_sensitivity=1.0, fatigue_increment=0.5, fatigue_decay=0.8, drift_rate=0.5,
-        patience=1.5, return_bias=0.0, churn_probability=0.0,
+        patience=1.5, return_bias=0.0, churn_probability=0.0, slate_satiation=slate_satiation,
     )
     cfg = WorldConfig(
         num_items=4, num_users=2, num_topics=2, embedding_dim=2, num_creators=1, steps_per_day=100,
@@ -144,6 +144,24 @@ def test_utilities_and_choice_probabilities_by_hand(seed: int) -> None:
     np.testing.assert_allclose(response.satisfaction[0], 0.35 + 0.3 * x, rtol=1e-6)
     np.testing.assert_allclose(pop.satisfaction[u], 0.35 + 0.3 * x, rtol=1e-6)
     assert pop.session_steps[u] == 1 and pop.session_clicks[u] == int(click.any())
+
+
+def test_slate_satiation_by_hand() -> None:
+    """Variety seeking within a slate: each item loses v = 0.5 per item of its topic shown above it; a hidden copy
+    of an item is not seen, and with v = 0 (the default) utilities are those of the test above."""
+    world = _tiny_world(slate_satiation=0.5)
+    users = _start_user(world)
+    # topics: items 0, 2 -> 0; items 1, 3 -> 1. Item 2: 2*(-1) + 0 + 1*1 + 0 + 0 - 0 = -1.0 before satiation.
+    utility, _ = world.utility(users, np.array([[0, 3, 2, 1]]))
+    # item 0: none above; item 3: none of topic 1 above; item 2: item 0 above (-0.5); item 1: item 3 above (-0.5)
+    np.testing.assert_allclose(utility[0], [4.0, 2.2, -1.5, -1.5], rtol=1e-6)
+    utility, _ = world.utility(users, np.array([[0, 3, 0, 1]]))  # the copy of item 0 at position 2 is hidden
+    np.testing.assert_allclose(utility[0], [4.0, 2.2, 3.5, -1.5], rtol=1e-6)
+    utility, _ = world.utility(users, np.array([[0, 0, 2, 3, 1]]))  # item 2 sees item 0 once, item 1 sees item 3
+    np.testing.assert_allclose(utility[0], [4.0, 3.5, -1.5, 2.2, -1.5], rtol=1e-6)
+    plain = _tiny_world(slate_satiation=0.0)
+    np.testing.assert_allclose(plain.utility(_start_user(plain), np.array([[0, 3, 2, 1]]))[0][0], [4.0, 2.2, -1.0, -1.0],
+                               rtol=1e-6)
 
 
 def test_certain_click_updates_by_hand() -> None:
