@@ -75,7 +75,8 @@ from experiments.report import (
     render_report,
 )
 
-__all__ = ["ABLATIONS", "SMOKE_OVERRIDES", "Ablation", "AblationResult", "SeedPlan", "compare_suites", "evaluate_ablation",
+__all__ = ["ABLATIONS", "SMOKE_OVERRIDES", "Ablation", "AblationResult", "SeedPlan", "budget_seeds", "compare_suites",
+           "evaluate_ablation", "ope_seeds",
            "main", "plan_seeds", "render_plan", "render_suite", "run_ablation", "run_suite", "suite_status", "suite_summary"]
 
 log = logging.getLogger(__name__)
@@ -173,17 +174,34 @@ def _command(ablation: Ablation, base: Path, smoke: bool, jobs: int, extra: Sequ
     or (C9) the OPE benchmark, which takes only the seeds of ``extra`` (``seed=range(n)``, as the power planner
     writes them: ``n`` seeds) and ignores the rest (world overrides are the experiment app's, not its own)."""
     if ablation.module == "experiments.ope":
-        matches = {e: re.fullmatch(r"seed=range\((\d+)\)", e) for e in extra}
-        seeds = [int(m.group(1)) for m in matches.values() if m]
-        ignored = [e for e, m in matches.items() if not m]
+        seeds = ope_seeds(extra)
+        ignored = [e for e in extra if not _is_seed(e)]
         if ignored:
             log.info("%s runs the OPE benchmark on its own worlds: the overrides %s do not apply to it", ablation.key,
                      " ".join(ignored))
         return [sys.executable, "-m", "experiments.ope", "--suite", "--out", str(base),
-                *(OPE_SMOKE if smoke else ("--seeds", str(seeds[-1] if seeds else OPE_SEEDS)))]
+                *(OPE_SMOKE if smoke else ("--seeds", str(seeds or OPE_SEEDS)))]
     return [sys.executable, "-m", "experiments.run", "-m", f"experiment={ablation.preset}",
             f"hydra.sweep.dir={base / 'runs'}", f"hydra.launcher.n_jobs={jobs}", *QUIET,
             *(SMOKE_OVERRIDES if smoke else ()), *extra]
+
+
+def _is_seed(override: str) -> bool:
+    return override.split("=", 1)[0].lstrip("+~") == "seed"
+
+
+def ope_seeds(extra: Sequence[str]) -> int | None:
+    """The number of seeds C9 (the OPE benchmark) takes from the suite's overrides: ``seed=range(n)`` runs seeds
+    0..n-1 (None: no seed override, its default). The benchmark rewrites its runs, so a range that does not start at
+    0 (``seed=range(a,b)``, how the experiment app's presets are extended) or a seed list would silently run other
+    seeds than asked: a ValueError, before anything runs."""
+    seeds = [e for e in extra if _is_seed(e)]
+    found = [re.fullmatch(r"seed=range\((\d+)\)", e) for e in seeds]
+    if not all(found):
+        raise ValueError(f"C9 (the OPE benchmark) takes its seeds as `seed=range(n)` (seeds 0..n-1; it rewrites its "
+                         f"runs, so seeds cannot be added to them: run it again with the total) (got {seeds}); leave "
+                         f"C9 out with --only, or pass seed=range(n)")
+    return int(found[-1].group(1)) if found else None
 
 
 def _launch(ablation: Ablation, out: Path, smoke: bool, jobs: int, extra: Sequence[str]) -> _Launched:
@@ -375,17 +393,47 @@ def plan_seeds(pilots: Sequence[dict], max_seeds: int = 30, alpha: float = 0.05,
     return plans
 
 
+def budget_seeds(plans: dict[str, SeedPlan], minutes: float, max_seeds: int = 30) -> dict[str, SeedPlan]:
+    """The seeds per ablation that power the most claims within ``minutes`` of projected runtime (the pilots'
+    runtimes scaled by seeds, as :attr:`SeedPlan.seconds_at`): per ablation the candidates are 0 seeds (not run)
+    and each of its claims' needs (at least 2, at most ``max_seeds``), and the choice is exact (a knapsack over
+    10-second steps); ties go to the shorter plan. An ablation without a pilot runtime gets 0 seeds (its cost is
+    unknown)."""
+    step = 10.0
+    units = int(minutes * 60 // step)
+    best: dict[int, tuple[int, float, dict[str, int]]] = {0: (0, 0.0, {})}  # units used -> (claims, seconds, seeds)
+    for key, plan in plans.items():
+        options = {0: (0, 0.0)}
+        if not math.isnan(plan.pilot_seconds):
+            for n in {min(max(need, 2), max_seeds) for need in plan.needs.values()}:
+                powered = sum(need <= n for need in plan.needs.values())
+                options[n] = (powered, plan.seconds_at(n))
+        grown: dict[int, tuple[int, float, dict[str, int]]] = {}
+        for used, (claims, seconds, chosen) in best.items():
+            for n, (powered, cost) in options.items():
+                u = used + math.ceil(cost / step)
+                if u > units:
+                    continue
+                cand = (claims + powered, seconds + cost, {**chosen, key: n})
+                if u not in grown or (cand[0], -cand[1]) > (grown[u][0], -grown[u][1]):
+                    grown[u] = cand
+        best = grown
+    _, _, seeds = max(best.values(), key=lambda c: (c[0], -c[1]))
+    return {key: dataclasses.replace(plan, seeds=seeds.get(key, 0)) for key, plan in plans.items()}
+
+
 def render_plan(plans: dict[str, SeedPlan], max_seeds: int) -> list[str]:
     """The seed plan as a Markdown table."""
     lines = [f"| ablation | pilot seeds | seeds (cap {max_seeds}) | projected runtime | seeds each claim needs | "
              "underpowered at these seeds |", "|---|---|---|---|---|---|"]
     for p in plans.values():
         needs = ", ".join(f"{k} {v if v <= 100_000 else '> 100000'}" for k, v in p.needs.items())
-        runtime = "" if math.isnan(p.projected_seconds) else f"{p.projected_seconds / 60:.0f} min"
+        runtime = ("not run" if p.seeds == 0 else "" if math.isnan(p.projected_seconds)
+                   else f"{p.projected_seconds / 60:.0f} min")
         lines.append(f"| {p.key} | {p.pilot_seeds} | {p.seeds} | {runtime} | {needs} | {', '.join(p.underpowered()) or '-'} |")
     claims = sum(len(p.needs) for p in plans.values())
     powered = claims - sum(len(p.underpowered()) for p in plans.values())
-    total = sum(p.projected_seconds for p in plans.values() if not math.isnan(p.projected_seconds))
+    total = sum(p.projected_seconds for p in plans.values() if p.seeds and not math.isnan(p.projected_seconds))
     every = sum(p.seconds_at(p.needed) for p in plans.values() if not math.isnan(p.pilot_seconds))
     lines += ["", f"At these seeds: {powered} of {claims} claims powered (MDE80 <= min_effect at the suite's Holm level), "
                   f"{total / 60:.0f} min projected on this machine; every claim powered: {every / 3600:.1f} h."]
@@ -495,6 +543,13 @@ def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[s
         if unknown:
             raise ValueError(f"`--only` must name ablations among {sorted(known)} (got {unknown})")
         chosen = [a for a in ABLATIONS if a.preset in only or a.key in only]
+    if run and not smoke and any(a.module == "experiments.ope" for a in chosen):
+        ope_seeds(extra)  # a seed override C9 cannot take fails here, before any ablation runs
+    if seeds is not None:  # a budgeted plan (--minutes) leaves out the ablations it gives no seeds
+        skipped = [a.key for a in chosen if seeds.get(a.key, 1) == 0]
+        if skipped:
+            log.info("not run within the budget: %s", ", ".join(skipped))
+        chosen = [a for a in chosen if seeds.get(a.key, 1) > 0]
     use_agg()
     started = time.perf_counter()
     if run and smoke:  # the reduced runs are short: overlap the multiruns (one job each) to hide their start-up
@@ -540,6 +595,9 @@ def main(argv: list[str] | None = None) -> None:
                              "(MDE80 <= min_effect at the suite's Holm level), printed as a plan first")
     parser.add_argument("--max-seeds", type=int, default=30, help="the most seeds --seeds-from may ask per ablation")
     parser.add_argument("--plan-only", action="store_true", help="with --seeds-from: print the plan and stop")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="with --seeds-from: the seeds per ablation that power the most claims within this many "
+                             "minutes of projected runtime (ablations given none are not run)")
     parser.add_argument("--compare", nargs="+", default=None, metavar="LABEL=SUMMARY",
                         help="compare suites run on different worlds (their summary.json, the first the reference): "
                              "print the claims table across them and stop")
@@ -558,6 +616,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.max_seeds < 2:
         parser.error(f"--max-seeds must be >= 2 (got {args.max_seeds})")
+    if args.minutes is not None and not (args.seeds_from and math.isfinite(args.minutes) and args.minutes > 0):
+        parser.error(f"--minutes must be a positive number of minutes, with --seeds-from (the pilots whose runtimes "
+                     f"it scales) (got --minutes {args.minutes}, --seeds-from {args.seeds_from})")
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         parser.error(f"extra arguments must be key=value overrides (got {bad}; --only takes one comma-separated list)")
@@ -565,6 +626,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.seeds_from:
         pilots = [json.loads(Path(p).read_text()) for p in args.seeds_from]
         plans = plan_seeds(pilots, args.max_seeds)
+        if args.minutes is not None:
+            plans = budget_seeds(plans, args.minutes, args.max_seeds)
         print("\n".join([*render_plan(plans, args.max_seeds), "", *suite_status(pilots)]))
         if args.plan_only:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -158,6 +159,50 @@ def test_the_seed_plan_asks_each_ablation_for_what_its_neediest_testable_claim_n
     assert render_plan(plans, 40)[-1] == (f"At these seeds: 2 of 3 claims powered (MDE80 <= min_effect at the suite's "
                                           f"Holm level), {total / 60:.0f} min projected on this machine; every claim "
                                           f"powered: {every:.1f} h.")
+
+
+def test_a_time_budget_picks_the_seeds_that_power_the_most_claims():
+    """``--minutes``: per ablation 0 seeds (not run) or one of its claims' needs (at least 2, capped); the most
+    claims powered within the budget, the shorter plan on a tie; an ablation without a pilot runtime is not run."""
+    from experiments.ablations import SeedPlan, budget_seeds, render_plan
+
+    plans = {"A": SeedPlan("A", 0, {"a1": 5, "a2": 20, "a3": 1}, 10, 100.0),  # 10 s per seed
+             "B": SeedPlan("B", 0, {"b1": 3}, 10, 600.0),  # 60 s per seed
+             "C": SeedPlan("C", 0, {"c1": 2}, 10, math.nan)}
+    # 300 s: A at 20 seeds (200 s, 3 claims) beats A at 5 + B at 3 (230 s, 3 claims) on time; A 20 + B 3 is 380 s
+    assert {k: p.seeds for k, p in budget_seeds(plans, 5.0).items()} == {"A": 20, "B": 0, "C": 0}
+    assert {k: p.seeds for k, p in budget_seeds(plans, 6.5).items()} == {"A": 20, "B": 3, "C": 0}
+    assert {k: p.seeds for k, p in budget_seeds(plans, 1.0).items()} == {"A": 5, "B": 0, "C": 0}  # a3 asks 1: 2 run
+    # capped at 10, A at 10 seeds powers what A at 5 does (a2 needs 20): the shorter wins
+    assert {k: p.seeds for k, p in budget_seeds(plans, 6.5, max_seeds=10).items()} == {"A": 5, "B": 3, "C": 0}
+    lines = render_plan(budget_seeds(plans, 5.0), 30)
+    assert "| B | 10 | 0 | not run |" in "\n".join(lines)
+    assert lines[-1].startswith("At these seeds: 3 of 5 claims powered") and "3 min projected" in lines[-1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--minutes", "60"], "--minutes must be a positive number of minutes, with --seeds-from"),
+    (["--minutes", "0", "--seeds-from", "x.json"], "(got --minutes 0.0"),
+])
+def test_the_suite_cli_refuses_a_bad_time_budget(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        main([*argv, "--out", str(tmp_path)])
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_c9_refuses_seeds_it_cannot_run_before_anything_runs(tmp_path):
+    """The OPE benchmark rewrites its runs and takes a seed count: ``seed=range(a,b)`` (how the app's presets are
+    extended) used to be ignored, and the benchmark ran its default 100 seeds over the runs it was meant to extend."""
+    from experiments.ablations import ope_seeds
+
+    assert ope_seeds(["seed=range(40)", "world=ml100k"]) == 40 and ope_seeds(["world=ml100k"]) is None
+    for bad in ("seed=range(300,600)", "seed=0,1,2", "+seed=3"):
+        with pytest.raises(ValueError, match=r"C9 \(the OPE benchmark\) takes its seeds as `seed=range\(n\)`"):
+            ope_seeds([bad])
+    with pytest.raises(ValueError, match=r"seed=range\(20,24\)"):
+        main(["--only", "C2,C9", "--out", str(tmp_path), "seed=range(20,24)"])
+    assert not any(tmp_path.rglob("*.log"))
 
 
 def test_the_suite_cli_refuses_a_stray_positional_argument_before_running(tmp_path, capsys):
