@@ -3,7 +3,8 @@
 ``python -m experiments.power <pilot multirun dir> [--mde X] [--metric M] [--power 0.8] [--alpha 0.05]`` reads the
 pilot's runs and claims as :mod:`experiments.report` does (:func:`~experiments.plot.load_metrics`,
 :func:`~experiments.report.load_claims`), and per claim estimates the spread of the per-seed difference ``a - b``
-(paired by seed; the root mean square of the groups' spreads when the seeds differ) and proposes:
+(paired by seed on the seeds both groups ran; the root mean square of the groups' spreads when fewer than 2 are
+common) and proposes:
 
 - ``seeds``: the number of seeds whose minimum detectable effect at ``--power`` (two-sided level ``--alpha``
   t-test, :func:`rewards.stats.n_for_mde`) is the target: ``--mde``, or by default each claim's ``min_effect``;
@@ -70,9 +71,10 @@ def plan_claim(frame: pd.DataFrame, claim: ClaimConfig, target: float | None = N
     a, b, why = claim_samples(frame, claim)
     if why:
         return {**out, "note": why}
-    paired = set(a.index) == set(b.index)
+    common = sorted(set(a.index) & set(b.index))
+    paired = len(common) >= 2  # as the report pairs: on the seeds both groups ran
     if paired:
-        seeds = sorted(a.index)
+        seeds = common
         d = (a[seeds] - b[seeds]).to_numpy()
         n, sd = len(d), float(np.std(d, ddof=1))
     else:

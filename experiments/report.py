@@ -5,10 +5,11 @@
 :class:`~experiments.config.ClaimConfig`). Per claim: the metric is averaged per seed over windows
 of the claim's ``stage`` (the evolution's, the exploit ones after it, or all), ``>= from_step``, ending on or after day
 ``from_day``, and over each group's arms; the effect ``a - b`` gets a 95% t-interval across seeds and a two-sided p-value,
-paired by seed when both groups ran the same seeds (else Welch's interval). :data:`VERDICT_RULE`: the verdict is
-``held`` when the interval lies wholly on the claimed side of 0, ``contradicted`` when it lies wholly on
-the other side or wholly short of the claim's ``min_effect`` (a gain that large is ruled out), ``inconclusive``
-otherwise (``underpowered`` too when the power to detect the claim's
+paired by seed on the seeds both groups ran (when at least 2 are common; seeds only one group ran are left out: an
+arm extended by more seeds does not turn its claims unpaired) else Welch's interval over all of them.
+:data:`VERDICT_RULE`: the verdict is ``held`` when the interval lies wholly on the claimed side of 0,
+``contradicted`` when it lies wholly on the other side or wholly short of the claim's ``min_effect`` (a gain that
+large is ruled out), ``inconclusive`` otherwise (``underpowered`` too when the power to detect the claim's
 ``min_effect`` is < 0.8), and ``untestable`` when an arm, the metric or a second seed is missing; whether the
 effect is beyond ``min_effect`` (the smallest effect worth detecting) is reported apart. Each claim also gets its
 MDE at 80% power, the power at ``min_effect``, a bootstrap interval when there are few seeds, an A/A noise floor
@@ -502,10 +503,11 @@ def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA
         return ClaimResult(claim, "untestable", a_mean=float(a.mean()) if len(a) else math.nan,
                            b_mean=float(b.mean()) if len(b) else math.nan, note=why, headroom=room[0],
                            headroom_low=room[1], headroom_high=room[2])
-    paired = set(a.index) == set(b.index)
+    common = sorted(set(a.index) & set(b.index))
+    paired = len(common) >= 2
     small = False
     if paired:
-        seeds = sorted(a.index)
+        seeds = common
         diffs = (a[seeds] - b[seeds]).to_numpy()
         effect, low, high, df, p, sd, n = mean_test(diffs, 1 - alpha)
         n_a = n_b = n

@@ -73,6 +73,15 @@ def test_unpaired_claim_uses_welch():
     assert (r.low, r.high) == pytest.approx((-5.266958, -0.733042), abs=1e-5)
 
 
+def test_a_claim_pairs_on_the_seeds_both_groups_ran():
+    """An arm extended by more seeds (static at 5, optuna at 3) is paired on the 3 common seeds; the interval is the
+    paired one of those seeds' differences, not Welch's over all 8 runs (which the extra seeds used to force)."""
+    frame = table({"optuna": {0: 1.0, 1: 2.0, 2: 3.5}, "static": {0: 0.5, 1: 1.4, 2: 3.1, 3: 9.0, 4: -9.0}})
+    r = evaluate_claim(frame, ClaimConfig("C1", min_effect=0.1, a=["optuna"], b=["static"]))
+    assert r.paired and r.seeds == [0, 1, 2] and r.n == 3 and "paired by seed" in r.line()
+    assert r.effect == pytest.approx((0.5 + 0.6 + 0.4) / 3)  # seeds 3 and 4 (static only) left out
+
+
 def test_untestable_claims_say_why():
     frame = table({"optuna": A, "static": B})
     r = evaluate_claim(frame, ClaimConfig("C1", min_effect=0.1, a=["ppo"], b=["static"]))
