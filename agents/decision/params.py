@@ -78,6 +78,25 @@ class ParamSpace:
             out[key] = self.by_name[key].validate(f"{agent}.{key}", value)
         return out
 
+    def neighbours(self, config: dict[str, Any], n: int, rng: np.random.Generator, scale: float = 0.05
+                   ) -> list[dict[str, Any]]:
+        """``n`` configs that each differ from ``config`` in one parameter (drawn uniformly): a range moves by a normal
+        step of sd ``scale`` times its width, reflected at its ends; a choice switches to another option."""
+        base = self.validate(config)
+        out = []
+        for _ in range(n):
+            c = dict(base)
+            p = self.params[int(rng.integers(len(self.params)))]
+            if isinstance(p, Choice):
+                others = [o for o in p.options if o != c[p.name]]
+                c[p.name] = others[int(rng.integers(len(others)))] if others else c[p.name]
+            else:
+                v = c[p.name] + rng.normal(0.0, scale) * (p.high - p.low)
+                v = p.low + abs(v - p.low)  # reflected at the low end ...
+                c[p.name] = float(min(max(p.high - abs(p.high - v), p.low), p.high))  # ... and at the high end
+            out.append(c)
+        return out
+
     def to_point(self, config: dict[str, Any]) -> dict[str, Any]:
         """Config -> a point of ``space``."""
         point: dict[str, Any] = {}

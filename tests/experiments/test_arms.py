@@ -288,6 +288,9 @@ def test_an_a_a_replicate_arm_is_labelled_and_reseeds_only_the_arms_own_randomne
     ("c2_individual", "oracle", "static", ("controller.options.metric=inner/rerank/intra_list_diversity",)),
     ("c2_individual", "oracle", "static", ("controller.options.metric=outer/risk/violations_per_request",
                                            "controller.options.minimize=true")),
+    # a local grid: the incumbent's one-parameter neighbours before the uniform samples (a config, a wiring)
+    ("c2_individual", "oracle", "static", ("controller.options.local=2",)),
+    ("c4_composition", "oracle_composition", "static_composition", ("controller.options.local=2",)),
 ])
 def test_the_oracle_serves_the_best_twin_of_its_grid_each_window(tmp_path, experiment, oracle, static, extra):
     """The oracle's window is its best twin's exactly (same state, same traffic); the incumbent (hand-tuned config,
@@ -373,6 +376,8 @@ def test_twins_measure_an_arms_choice_against_the_incumbent_on_identical_traffic
      r"`controller.options.metric` must be '' \(the run's reward\) or an inner or outer metric .*got 'clicks'\)"),
     (("controller=oracle", "controller.options.minimize=true"),
      r"`controller.options.minimize` needs `controller.options.metric`"),
+    (("controller=oracle", "controller.options.grid=4", "controller.options.local=4"),
+     r"`controller.options.local` must be .*3.* \(got 4\)"),
 ])
 def test_a_claim_on_twins_or_an_oracle_metric_is_refused_before_running(overrides, message):
     from envs.validation import ConfigError

@@ -128,3 +128,23 @@ def test_re_testing_leaders_finds_the_best_more_often_than_the_best_single_draw(
         by_draw += int(np.argmax(truth + rng.normal(0, 0.1, 4))) == 3
         by_halving += successive_halving(4, 12, lambda i, rng=rng: truth[i] + rng.normal(0, 0.1)).winner == 3
     assert by_halving >= by_draw + 15 and by_halving >= 80, (by_halving, by_draw)
+
+
+def test_neighbours_change_one_parameter_each_by_a_small_step_within_the_space():
+    """``ParamSpace.neighbours`` (the oracle's local grid points): each differs from the base in exactly one
+    parameter; a range moves by about ``scale`` of its width and stays inside it (reflected at 0, so a knob at its
+    low end, MMR's lambda 0, still moves); a choice switches option; the same generator seed gives the same points."""
+    space = ParamSpace([Range("lam", 0.0, 1.0, 0.0), Range("boost", 0.0, 2.0, 1.0), Choice("pool", (20, 50, 100), 50)])
+    base = space.default()
+    near = space.neighbours(base, 300, np.random.default_rng(0), scale=0.05)
+    assert near == space.neighbours(base, 300, np.random.default_rng(0), scale=0.05)
+    steps = {"lam": [], "boost": [], "pool": []}
+    for c in near:
+        changed = [k for k in base if c[k] != base[k]]
+        assert len(changed) == 1 and space.validate(c) == c
+        steps[changed[0]].append(c[changed[0]])
+    assert all(len(v) > 60 for v in steps.values())  # ~100 each of 300
+    assert all(0.0 < v < 0.25 for v in steps["lam"])  # |N(0, 0.05)|: a little diversity, never a uniform draw
+    widths = np.abs(np.array(steps["boost"]) - 1.0) / 2.0
+    assert 0.02 < float(np.mean(widths)) < 0.06 and max(widths) < 0.25  # E|N(0, 0.05)| = 0.04 of the width
+    assert set(steps["pool"]) == {20, 100}
