@@ -33,7 +33,7 @@ import pandas as pd
 
 from experiments.config import ClaimConfig
 from experiments.plot import json_safe, load_metrics
-from experiments.report import ALPHA, POWER, claim_samples, load_claims, window_table
+from experiments.report import ALPHA, POWER, claim_samples, load_claims, paired_seeds, window_table
 from rewards.stats import mde, n_for_mde, power_at, t_quantile
 
 __all__ = ["main", "plan_claim", "plan_claims", "render_plan"]
@@ -71,8 +71,8 @@ def plan_claim(frame: pd.DataFrame, claim: ClaimConfig, target: float | None = N
     a, b, why = claim_samples(frame, claim)
     if why:
         return {**out, "note": why}
-    common = sorted(set(a.index) & set(b.index))
-    paired = len(common) >= 2  # as the report pairs: on the seeds both groups ran
+    common = paired_seeds(a, b)
+    paired = len(common) >= 2  # as the report pairs
     if paired:
         seeds = common
         d = (a[seeds] - b[seeds]).to_numpy()

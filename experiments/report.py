@@ -52,8 +52,8 @@ from rewards.stats import (
 
 __all__ = ["ALPHA", "BOOTSTRAP_BELOW", "POWER", "VERDICT_RULE", "Adjustment", "ClaimResult", "NoiseFloor", "adjust",
            "claim_samples", "claims_table", "dropped_seeds", "evaluate_claim", "false_alarm_line", "headroom_of", "load_claims",
-           "load_warmups", "main", "noise_floor", "power_table", "render_report", "render_warmups", "replicates", "scope_of",
-           "window_table", "write_report"]
+           "load_warmups", "main", "noise_floor", "paired_seeds", "power_table", "render_report", "render_warmups",
+           "replicates", "scope_of", "window_table", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -389,10 +389,16 @@ def _headroom_by_seed(frame: pd.DataFrame, claim: ClaimConfig) -> tuple[pd.Serie
     return base, room[np.isfinite(room)]
 
 
+def paired_seeds(a: pd.Series, b: pd.Series) -> list[int]:
+    """The seeds two per-seed samples both hold (finite values), sorted: a claim is paired on them when there are at
+    least 2 (seeds only one group ran are left out), else it gets Welch's interval over all of them."""
+    return sorted(set(a[np.isfinite(a)].index) & set(b[np.isfinite(b)].index))
+
+
 def _paired_diffs(frame: pd.DataFrame, claim: ClaimConfig, x: str, y: str) -> np.ndarray:
     """Per seed that ran both (finite values), arm ``x`` minus arm ``y`` on the claim's metric over its windows."""
     a, b = (_group_means(frame, [arm], claim.metric, claim.from_step, claim.from_day, claim.stage) for arm in (x, y))
-    seeds = sorted(set(a[np.isfinite(a)].index) & set(b[np.isfinite(b)].index))
+    seeds = paired_seeds(a, b)
     return (a[seeds] - b[seeds]).to_numpy()
 
 
@@ -503,7 +509,7 @@ def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA
         return ClaimResult(claim, "untestable", a_mean=float(a.mean()) if len(a) else math.nan,
                            b_mean=float(b.mean()) if len(b) else math.nan, note=why, headroom=room[0],
                            headroom_low=room[1], headroom_high=room[2])
-    common = sorted(set(a.index) & set(b.index))
+    common = paired_seeds(a, b)
     paired = len(common) >= 2
     small = False
     if paired:
