@@ -240,8 +240,10 @@ class World:
             self._choice[slate_size] = MultinomialLogitChoice(slate_size, self.cfg.position_decay)
         return self._choice[slate_size]
 
-    def utility(self, users: np.ndarray, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Utilities (B, K) of each slate item for its user, and the cosine affinities (B, K)."""
+    def utility(self, users: np.ndarray, slate: np.ndarray, shown: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Utilities (B, K) of each slate item for its user, and the cosine affinities (B, K). ``shown``: the slate's
+        first occurrences (computed when None), what slate satiation counts."""
         cat, pop, tab = self.catalog, self.users, self.users.table
         seg = pop.segment[users]
         d = cat.embedding.shape[1]
@@ -255,7 +257,8 @@ class World:
         if satiation.any():  # items of the same topic shown above this one in the slate
             topic = cat.topic[slate]
             above = np.tri(slate.shape[1], k=-1, dtype=bool)  # above[k, j]: j < k
-            seen = above & _first_occurrence(slate)[:, None, :]  # a hidden copy of an item is not seen
+            shown = _first_occurrence(slate) if shown is None else shown
+            seen = above & shown[:, None, :]  # a hidden copy of an item is not seen
             repeats = ((topic[:, :, None] == topic[:, None, :]) & seen).sum(axis=2, dtype=np.float32)
             u -= satiation[:, None] * repeats
         return u, affinity
@@ -273,7 +276,7 @@ class World:
         ident, counter = pop.identity(users), pop.requests[users]
         pop.requests[users] += 1
         shown = _first_occurrence(slate)  # later copies of an item in the same slate are not shown again
-        utility, affinity = self.utility(users, slate)
+        utility, affinity = self.utility(users, slate, shown)
         model = self.choice_model(k)
         probs = model.probabilities(utility, tab.no_click_utility[seg], shown)
         u_choice, u_dwell, v_dwell, u_like, u_exit = streams.uniform(RESPONSE_PURPOSES, ident, counter).astype(np.float32)
