@@ -246,7 +246,8 @@ class WindowRecorder(gym.Wrapper):
     reached through ``get_wrapper_attr``.
     ``info`` gains the window's per-segment metrics (:func:`segment_metrics`) and, while ``phase`` is set, the
     ``phase``. On a composition env the config recorded is the composition: its key (``composition``) and every
-    choice (``main/quota_popularity``, ...).
+    choice (``main/quota_popularity``, ...), and ``agent``'s config (the evolved pooled agent's parameters, as the
+    schedule's rows name them) once an arm has configured it (``individual``, ``alternating``).
 
     ``twins`` (``evolution.twins``: ``off``, ``exploit`` or ``all``): in those windows, before the window is served,
     the action and the incumbent's (the env's action right after reset) are each served on a twin of the deployment
@@ -256,8 +257,9 @@ class WindowRecorder(gym.Wrapper):
     split with a concurrent control (a re-test, ``optuna_ab``'s search) get none.
     """
 
-    def __init__(self, env: gym.Env, on_window: OnWindow, twins: str = "off") -> None:
+    def __init__(self, env: gym.Env, on_window: OnWindow, twins: str = "off", agent: str = "") -> None:
         super().__init__(env)
+        self.agent = agent
         self.on_window = on_window
         self.twins = twins
         self.steps = 0
@@ -287,8 +289,8 @@ class WindowRecorder(gym.Wrapper):
         info = {**info, "regime": self.last_obs, **segment_metrics(inner.service.last_log), **twin,
                 **(self.extra() if self.extra is not None else {})}
         if isinstance(inner, CompositionEnv):
-            info |= {"config": {"composition": inner.composition.key(), **inner.to_config(inner.composition)},
-                     "agent": "composition"}
+            info |= {"config": {"composition": inner.composition.key(), **inner.to_config(inner.composition),
+                                **inner.overrides.get(self.agent, {})}, "agent": "composition"}
         if self.phase is not None:
             info["phase"] = self.phase
         self.last_obs = obs
@@ -1247,7 +1249,10 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
     each window's trial, the gates' decisions and the detected shifts to the store itself. It ends with production (what
     passed the gates) deployed. With
     ``llm`` the compositional phases' controller is the LLM (:class:`~agents.evolution.llm_search.LLMSearch`, starting
-    from production's wiring) instead of Optuna.
+    from production's wiring) instead of Optuna. With ``evolution.explore_share`` < 1 every exploration window explores
+    on that share of the users, production serving the rest, and the controller is told the difference; with
+    ``evolution.select=ship`` each such window is also a ship test (:class:`Shipper`: a won test moves production to
+    the candidate, the agent's config or the wiring, and the phase goes on from it).
     """
     env: CompositionEnv = ctx.env.unwrapped
     agent = ctx.cfg.evolution.agent
@@ -1273,35 +1278,43 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
             return llm.controller(e.target_params(), DESCRIPTION, e.to_config(e.composition), next(seeds), ctx,
                               "llm/composition")
 
+    e = ctx.cfg.evolution
+    shipper = Shipper(ctx) if e.select == "ship" and e.explore_share < 1.0 else None
     alt = alternate(env, agent, individual=lambda params: OptunaSearch(params, seed=next(seeds)),
                     compositional=compositional, windows=ctx.windows,
                     seed=ctx.seed, saturation=saturation, shift=shift,
                     designer=lambda: ExperimentDesigner(config={"min_requests": gate_min_requests,
                                                                 "share": gate_share}),
-                    gate_windows=gate_windows, store=ctx.store, exp_id=ctx.exp_id, on_window=on_row)
+                    gate_windows=gate_windows, store=ctx.store, exp_id=ctx.exp_id, on_window=on_row,
+                    share=e.explore_share, ship=shipper)
     history.shifts = list(alt.shifts)
+    if shipper is not None:
+        ctx.summary["ship/ships"] = float(shipper.ships)
     ctx.env.steps = alt.served  # exploit windows are numbered after every window served
     log.info("alternation: switches %s; gates %s", alt.switches,
              [(g["window"], g["phase"], g["accepted"]) for g in alt.gates])
     return history
 
 
-@register_arm("individual", env="composition", twins=False, explores="all")
+@register_arm("individual", env="composition", twins=False, explores="share")
 def individual(ctx: ArmContext) -> EvolutionHistory:
     """Optuna tunes one pooled agent (``evolution.agent``, e.g. ``main/rerank/mmr``) on its layered reward; the
     wiring stays the system config's (the alternation schedule's individual phase, never ending); exploits the
-    best config it tried."""
+    best config it tried (``select=ship``: production, what won its window's test)."""
     never = ctx.windows + 1
     history = _alternate(ctx, SaturationTest(patience=1, min_gain=0.0, min_windows=never), ShiftTest(check_every=never),
                          gate_windows=1, gate_min_requests=100)
-    if ctx.cfg.evolution.exploit:  # no gate ever ran: exploit the best config it tried, on the unchanged wiring
+    if ctx.cfg.evolution.exploit and ctx.cfg.evolution.select == "ship":  # production (what shipped) is deployed
+        env = ctx.env.unwrapped
+        exploit(ctx, lambda obs: env.to_config(env.composition))
+    elif ctx.cfg.evolution.exploit:  # no gate ever ran: exploit the best config it tried, on the unchanged wiring
         env, agent = ctx.env.unwrapped, ctx.cfg.evolution.agent
         env.configure_agent(agent, best_config(history, env.service.agent(agent).params))
         exploit(ctx, lambda obs: env.to_config(env.composition))
     return history
 
 
-@register_arm("alternating", env="composition", options=AlternatingOptions, twins=False, explores="all")
+@register_arm("alternating", env="composition", options=AlternatingOptions, twins=False, explores="share")
 def alternating(ctx: ArmContext) -> EvolutionHistory:
     """Optuna on one agent until its gains saturate or a sentinel sees a shift, then Optuna on the wiring, and
     back; a saturated phase's best reaches production only through an A/B gate; exploits production."""

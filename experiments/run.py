@@ -270,7 +270,8 @@ def run(
             bar.set_postfix(reward=f"{reward:.4f}", refresh=False)
             phase("window")
 
-        recorder = WindowRecorder(env, on_window, twins=exp.evolution.twins if ARMS[exp.controller.name].twins else "off")
+        recorder = WindowRecorder(env, on_window, twins=exp.evolution.twins if ARMS[exp.controller.name].twins else "off",
+                                  agent=exp.evolution.agent)
         ctx = ArmContext(exp, recorder, store, exp_id, on_window, exp.controller.typed_options(),
                          make_env=lambda **kw: build_env(replace(exp, evolution=replace(exp.evolution, **kw))),
                          out_dir=out)

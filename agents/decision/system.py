@@ -87,6 +87,19 @@ class Pipeline:
         pre = [] if self.preranker is None else [self.preranker]
         return [*self.recalls, self.fusion, *pre, self.ranker, self.scorer, self.reranker]
 
+    def swapped(self, name: str, swap: dict[int, Any]) -> Pipeline:
+        """A pipeline named ``name`` with the same agents but those ``swap`` maps (by ``id``) to others: a concurrent
+        control's copy of this pipeline with its copies of some agents, the rest shared. An agent inside an ensemble
+        ranker cannot be swapped (the ensemble holds it): that is an error, not a silent no-op."""
+        for member in getattr(self.ranker, "members", ()):
+            if id(member) in swap:
+                raise ConfigError(f"pipeline `{self.name}`: `{member.name}` is a member of the ensemble ranker "
+                                  f"`{self.ranker.name}` and cannot be swapped for a control copy; evolve the ensemble "
+                                  f"or a ranker that serves alone")
+        s = lambda a: None if a is None else swap.get(id(a), a)  # noqa: E731
+        return Pipeline(name, [s(r) for r in self.recalls], s(self.fusion), s(self.ranker), s(self.scorer),
+                        s(self.reranker), s(self.preranker))
+
     def serve(self, batch: RequestBatch, catalog: CatalogView, rng: np.random.Generator, slate_size: int,
               clock: dict[str, float] | None = None) -> Served:
         """Serve one batch through recall -> fusion -> ranking -> re-ranking. ``clock`` (optional) accumulates the

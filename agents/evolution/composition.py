@@ -13,13 +13,16 @@ traffic they serve, so a step rewires trained agents instead of rebuilding untra
 is the outer (system-level) layered reward; the action is a flat ``MultiDiscrete`` PPO accepts.
 
 With a concurrent control (``set_control_share``, as :class:`~agents.evolution.env.EvolutionEnv`'s) each window
-serves the action's composition to ``1 - share`` of the users and production's (the control composition: the
-initial one until :meth:`CompositionEnv.deploy_control` ships another) to the rest, split by a salted hash of the
-user id with a fresh salt per window, and the reward told is the candidate users' minus the control users'.
+serves the candidate to ``1 - share`` of the users and production to the rest, split by a salted hash of the
+user id with a fresh salt per window, and the reward told is the candidate users' minus the control users'. What
+the candidate explores (:meth:`CompositionEnv.explore`) is the wiring (production: the control composition, the
+initial one until :meth:`CompositionEnv.deploy_control` ships another) or one pooled agent's config (production: the
+control's copy of that agent, at the config it had when exploring began, until a ship sets another).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,6 +199,12 @@ class CompositionEnv(WindowEnv):
     :class:`~agents.evolution.env.EvolutionEnv`'s control; only the wiring (which components serve which users, and
     the quotas) differs between the arms. An A/A (the action is the control's composition) then
     differs only by which users each arm got.
+
+    :meth:`explore` (``agent``) makes the candidate side explore that pooled agent's config instead (the action then
+    keeps production's wiring): the control serves production's wiring with its own copy of the agent (made when
+    exploring it began, at the config the agent had then: production's), as EvolutionEnv's control does, and the
+    reward told is that agent's layered reward, candidate users' minus control users'. :meth:`candidate_config` and
+    :meth:`deploy_control` (what a ship moves to production) then speak of the agent's config.
     """
 
     def __init__(
@@ -244,6 +253,8 @@ class CompositionEnv(WindowEnv):
         dim = len(self.segments) + len(REGIME_SCALARS) + len(self.nvec)
         self.observation_space = spaces.Box(-BOUND, BOUND, shape=(dim,), dtype=np.float32)
         self.overrides: dict[str, dict[str, Any]] = {}  # pooled agent name -> config, applied at every step
+        self.explored = ""  # what the candidate side of a split window explores: "" the wiring, else a pooled agent
+        self.control_agents: dict[str, Any] = {}  # pooled agent name -> the control's copy (production's config)
 
     # ------------------------------------------------------------------ encoding
     def target_params(self) -> ParamSpace:
@@ -283,7 +294,7 @@ class CompositionEnv(WindowEnv):
     def _build_system(self) -> tuple[System, ComponentPool]:
         seed = replicate_seed(int(self.np_random.integers(2**16)), self.replicate) % 2**16
         pool = ComponentPool(self.world_cfg, self.templates, self.ranker_params, seed=seed)
-        self.overrides = {}
+        self.overrides, self.explored, self.control_agents = {}, "", {}
         return pool.system(self.initial)[0], pool
 
     def _after_build(self) -> None:
@@ -315,19 +326,56 @@ class CompositionEnv(WindowEnv):
         return self._current()
 
     def _score(self, log: InteractionLog, control: bool = False) -> tuple[float, dict[str, float]]:
+        if self.explored:  # the explored agent's layered reward: the candidate's agent, or the control's copy
+            return self.service.score(log, self.control_agents[self.explored] if control else self.explored)
         return self.service.score(log)  # the system's reward, whichever composition served the log
 
     # ------------------------------------------------------------------ concurrent control (WindowEnv.set_control_share)
+    def explore(self, agent: str = "") -> None:
+        """What the candidate side of a window split with a concurrent control explores: the wiring (``""``, the
+        default) or the config of the pooled agent ``agent`` (a qualified name of :attr:`ComponentPool.agents`, e.g.
+        ``main/rerank/mmr``). Exploring an agent the first time gives the control its own copy of it, at the config
+        the agent has now (production's: call this before configuring a candidate); the copy then serves the
+        control's users in every split window (wiring or agent explored) and learns from their traffic only."""
+        if agent:
+            pooled = self.service.pool.agents
+            check_choice("agent", agent, list(pooled))
+            if agent not in self.control_agents:
+                copy_ = copy.deepcopy(pooled[agent])
+                copy_.name = f"{copy_.name}/control"
+                self.control_agents[agent] = copy_
+        self.explored = agent
+
+    def control_config(self, agent: str) -> dict[str, Any]:
+        """Production's config of the pooled agent ``agent``: its control copy's, or the agent's own if the control
+        has no copy of it."""
+        held = self.control_agents.get(agent)
+        return dict((held if held is not None else self.service.agent(agent)).config)
+
     def deploy_control(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Make the concurrent control's composition ``config`` (a composition config as :meth:`to_config` writes
-        it, or part of one, merged over the control's): production, when a searcher's candidate won its test
-        (``evolution.select=ship``); the control serves it from the next window. Returns its whole config."""
+        """Move (part of) production to ``config``: production, when a searcher's candidate won its test
+        (``evolution.select=ship``); the control serves it from the next window. Exploring the wiring, ``config`` is a
+        composition config as :meth:`to_config` writes it (or part of one, merged over the control's); exploring an
+        agent (:meth:`explore`), that agent's config (merged over its control copy's). Returns the whole config."""
+        if self.explored:
+            held = self.control_agents[self.explored]
+            held.configure(held.params.validate({**held.config, **config}, agent=self.explored))
+            return dict(held.config)
         self.control = self.from_config({**self.to_config(self.control), **config})
         return self.to_config(self.control)
 
+    def deploy_control_agent(self, agent: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Set production's config of the pooled agent ``agent`` (its control copy's; the agent's own while the
+        control holds no copy of it): an A/B gate's accepted config. Returns its whole config."""
+        held = self.control_agents.get(agent) or self.service.agent(agent)
+        held.configure(held.params.validate({**held.config, **config}, agent=agent))
+        return dict(held.config)
+
     def candidate_config(self) -> dict[str, Any]:
-        """The composition the candidate serves now, as a config of :meth:`target_params` (what :meth:`deploy_control`
-        ships)."""
+        """What the candidate serves now (what :meth:`deploy_control` ships): the composition, as a config of
+        :meth:`target_params`, or, exploring an agent, that agent's config."""
+        if self.explored:
+            return dict(self.service.agent(self.explored).config)
         return self.to_config(self.composition)
 
     def _control_system(self) -> System:
@@ -336,4 +384,7 @@ class CompositionEnv(WindowEnv):
         :func:`~agents.evolution.deployment.split_systems` names them ``<slot>/candidate``, its challenger's suffix:
         only their indices are read)."""
         control, _ = self.service.pool.system(self.control)
+        if self.control_agents:  # production's copies of the agents explored so far
+            swap = {id(self.service.agent(n)): a for n, a in self.control_agents.items()}
+            control = System([p.swapped(p.name, swap) for p in control.pipelines], control.router, control.route_names)
         return split_systems(self.service.system, control, HashSplit(self.control_share, self._salt))

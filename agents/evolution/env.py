@@ -33,7 +33,7 @@ from gymnasium import spaces
 from agents.decision.configs import SystemConfig, build_system, static_baseline_config
 from agents.decision.functional import HashSplit
 from agents.decision.params import ParamSpace
-from agents.decision.system import Pipeline, System
+from agents.decision.system import System
 from agents.evolution.codec import SpaceCodec
 from agents.evolution.deployment import (
     REGIME_SCALARS,
@@ -433,9 +433,7 @@ class EvolutionEnv(WindowEnv):
         target = self.target
         index = self._target_pipeline()
         base = system.pipelines[index]
-        swap = lambda a: self.control if a is target else a  # noqa: E731
-        control = Pipeline(f"{base.name}/control", [swap(r) for r in base.recalls], swap(base.fusion), swap(base.ranker),
-                           swap(base.scorer), swap(base.reranker), None if base.preranker is None else swap(base.preranker))
+        control = base.swapped(f"{base.name}/control", {id(target): self.control})
         names = [p.name for p in system.pipelines]
         router = ABRouter(HashSplit(self.control_share, self._salt), system.router,
                           index, [*names, control.name])

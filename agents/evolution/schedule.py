@@ -19,6 +19,13 @@ Tests used (stated, and configurable):
 The loop (``alternate``) reads top to bottom: propose -> serve a window -> tell -> commit the trial;
 at a phase end, A/B the phase's best candidate against production (``ab_rollout`` for an agent config,
 ``ab_test_systems`` for a composition), deploy only an accepted one, commit the decision; switch phase.
+
+With ``share`` < 1 every exploration window is itself a test: the candidate (the agent's config, or the wiring)
+serves ``share`` of the users and production the rest (the env's concurrent control, a fresh split per window,
+:meth:`~agents.evolution.composition.CompositionEnv.explore`), the controller is told the candidate's reward minus
+production's, and ``ship`` (optional, e.g. a ship test) may move production to the candidate after the window.
+Sentinels and gates serve as before (a sentinel serves production to everyone); the saturation test reads the
+candidate's own reward (``evolution/candidate_reward``: a relative reward near 0 has no scale to be relative to).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import numpy as np
 from agents.decision.functional import ExperimentDesigner
 from agents.evolution.composition import CompositionEnv
 from agents.evolution.rollout import ab_rollout, ab_test_systems
-from envs.validation import check_choice, check_int, check_range
+from envs.validation import ConfigError, check_choice, check_int, check_range
 
 __all__ = ["PHASES", "AlternationHistory", "SaturationTest", "ShiftTest", "alternate"]
 
@@ -141,6 +148,8 @@ def alternate(
     store: Any = None,
     exp_id: int | None = None,
     on_window: Callable[[dict[str, Any]], None] | None = None,
+    share: float = 1.0,
+    ship: Callable[[], dict[str, float]] | None = None,
 ) -> AlternationHistory:
     """Alternate individual evolution of ``agent`` (a pooled agent of ``env``) and compositional evolution.
 
@@ -151,9 +160,17 @@ def alternate(
     log) and, with a ``store``, committed as a trial of ``exp_id`` at step ``served`` (agent: ``agent``,
     ``composition``, ``production`` for a sentinel, ``gate`` for an A/B window, whose reward is the whole
     window's outer reward, both arms together).
+
+    ``share`` < 1: exploration windows explore on that share of the users, production serving the rest (see the
+    module's docstring); ``ship()``, called after each such window, returns figures for its row and, when its
+    ``ship/shipped`` is 1, has moved production to the window's candidate (through the env's ``deploy_control``).
     """
     check_int("windows", windows, 1)
     check_int("gate_windows", gate_windows, 1)
+    check_range("share", share, 0.0, 1.0, low_inclusive=False)
+    if ship is not None and share >= 1.0:
+        raise ConfigError(f"a ship test compares the candidate with production on one window, so it needs `share` < 1 "
+                          f"(got share={share})")
     saturation, shift = saturation or SaturationTest(), shift or ShiftTest()
     designer = designer or (lambda: ExperimentDesigner(config={"min_requests": 1000}))
     obs, _ = env.reset(seed=seed)
@@ -168,7 +185,7 @@ def alternate(
         row = {"window": step, "served": history.served, "phase": phase, "reward": float(reward), "outer": float(outer),
                "day": service.now, "composition": served["composition"].key(),
                **{f"config/{k}": v for k, v in served["config"].items()},
-               **{k: v for k, v in terms.items() if k.startswith(("outer/", "layered/", "inner/"))}}
+               **{k: v for k, v in terms.items() if k.startswith(("outer/", "layered/", "inner/", "evolution/", "ship/"))}}
         history.rows.append(row)
         if store is not None and row["served"] not in done:
             who = {"individual": agent, "compositional": "composition", "sentinel": "production"}.get(phase, phase)
@@ -194,6 +211,25 @@ def alternate(
         return on_log
 
     production = {"config": dict(target.config), "composition": env.composition}
+    if share < 1.0:
+        env.explore(agent)  # the control's copy of the agent, at production's config
+
+    def explore_window(candidate_config: dict[str, Any], composition: Any, explored: str) -> tuple:
+        """Serve one exploration window (split with production when ``share`` < 1); returns the env's step."""
+        env.configure_agent(agent, candidate_config)
+        if share >= 1.0:
+            return env.step(env.encode(composition))
+        env.explore(explored)
+        env.set_control_share(round(1.0 - share, 6))
+        try:
+            return env.step(env.encode(composition))
+        finally:
+            env.set_control_share(0.0)
+
+    def synced() -> dict[str, Any]:
+        """Production as the env's control holds it (after a ship moved it)."""
+        return {"config": env.control_config(agent), "composition": env.control}
+
     sentinel(0)  # recorded; the system is untrained, so it is no reference
     sentinels: list[float] = []  # production's settled sentinels since it last (re)started, at window `start`
     start = 0
@@ -204,24 +240,32 @@ def alternate(
 
     for step in range(windows):
         # ---- propose and serve one exploration window
+        candidate = ctrl.propose(obs)
         if phase == "individual":
-            candidate = ctrl.propose(obs)
-            env.configure_agent(agent, candidate)
-            next_obs, outer, _, _, info = env.step(env.encode(production["composition"]))
-            reward, terms = service.score(service.last_log, agent)
+            next_obs, told, _, _, info = explore_window(candidate, production["composition"], agent)
             served = {"config": dict(target.config), "composition": production["composition"]}
         else:
-            candidate = ctrl.propose(obs)
-            env.configure_agent(agent, production["config"])
-            next_obs, outer, _, _, info = env.step(env.codec.encode(candidate))
-            reward, terms = outer, {}
+            next_obs, told, _, _, info = explore_window(production["config"], env.from_config(candidate), "")
             served = {"config": production["config"], "composition": env.from_config(candidate)}
-        ctrl.tell(candidate, reward, obs)
-        record(step, phase, reward, outer, {**info, **terms}, served, getattr(ctrl, "name", type(ctrl).__name__), obs)
+        outer, whole = service.score(service.last_log)  # the system's reward, the whole window
+        terms = {}
+        if phase == "individual":  # the agent's layered reward (with a share the env told it: candidate - control)
+            reward, terms = service.score(service.last_log, agent)
+            told = told if share < 1.0 else reward
+        own = float(info.get("evolution/candidate_reward", told))  # the candidate's reward (its users' with a share)
+        ctrl.tell(candidate, told, obs)
+        shipped = ship() if ship is not None else {}
+        if share < 1.0:
+            env.explore("")  # sentinels score the system
+        record(step, phase, told, outer, {**whole, **info, **terms, **shipped}, served,
+               getattr(ctrl, "name", type(ctrl).__name__), obs)
         obs = next_obs
-        phase_rewards.append(float(reward))
-        if phase_best is None or reward > phase_best[0]:
-            phase_best = (float(reward), served)
+        phase_rewards.append(own)
+        if phase_best is None or told > phase_best[0]:
+            phase_best = (float(told), served)
+        if shipped.get("ship/shipped"):
+            production = synced()
+            sentinels, start = [], step + 1  # a new production: its reference settles anew
 
         # ---- end of phase? saturation, or a shift seen by the sentinel
         why = None
@@ -291,8 +335,10 @@ def _gate(env: CompositionEnv, agent: str, phase: str, production: dict[str, Any
     new = dict(production)
     if phase == "individual":
         new["config"] = dict(best["config"])
+        env.deploy_control_agent(agent, new["config"])  # the control's copy (if any) serves it from now on
     else:
         new["composition"] = best["composition"]
+        env.control = best["composition"]
     env.configure_agent(agent, new["config"])
     env.service.deploy_composition(new["composition"])
     return new, True

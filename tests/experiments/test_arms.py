@@ -187,12 +187,12 @@ def test_ship_deploys_the_wiring_that_wins_each_windows_test_on_the_composition_
 
 
 @pytest.mark.parametrize(("arm", "extra", "match"), [
-    ("individual", (), "must be 1 for arm 'individual'"),
+    ("optuna_phases", (), "must be 1 for arm 'optuna_phases'"),
     ("optuna_ab", (), "controller.options.control_share"),
     ("optuna", ("reward=lagrangian",), "`reward.constraints` are not supported with `evolution.explore_share` < 1"),
 ])
 def test_explore_share_is_refused_by_arms_that_cannot_split_their_search(arm, extra, match):
-    experiment = "c4_composition" if arm == "individual" else "smoke"
+    experiment = "smoke"
     with pytest.raises(ConfigError, match=re.escape(match)):
         build_env(load_config(compose_config(f"experiment={experiment}", f"controller={arm}", *extra,
                                              "evolution.explore_share=0.2")))
@@ -202,8 +202,10 @@ def test_explore_share_is_refused_by_arms_that_cannot_split_their_search(arm, ex
 def test_composition_arms_run_on_the_composition_env(tmp_path, arm):
     assert ARMS[arm].env == "composition"
     overrides = ["controller.options.n_steps=2", "controller.options.batch_size=2"] if arm.startswith("ppo") else []
+    # on all traffic (explore_share=1; the preset's 20% share and ships: the tests below), every window's reward told
     summary = run(compose_config("experiment=c4_composition", f"controller={arm}", "evolution.windows=3",
-                                 "evolution.exploit=1", *overrides, *TINY_RUN), out_dir=tmp_path)
+                                 "evolution.exploit=1", "evolution.explore_share=1", "evolution.select=best_window",
+                                 *overrides, *TINY_RUN), out_dir=tmp_path)
     f = pd.read_csv(tmp_path / "metrics.csv")
     schedule = arm in ("individual", "alternating")  # the schedule records its first sentinel window of production too
     n = 5 if schedule else 4
@@ -238,9 +240,47 @@ def test_composition_arms_run_on_the_composition_env(tmp_path, arm):
         assert {t.controller for t in trials[1:4]} == {"individual/optuna"}
 
 
+@pytest.mark.parametrize("arm", ["individual", "alternating"])
+def test_the_schedule_arms_explore_on_the_declared_share_and_ship_what_wins(tmp_path, arm):
+    """`evolution.explore_share=0.2`, `select=ship` for the schedule's arms (C4's same exposure): every exploration
+    window serves the candidate (the re-ranker's config; alternating's compositional phase: the wiring) to ~20% of
+    the users and production to the rest, tells the searcher candidate - production, and ships a won test
+    (`ship_min_effect=-1`: every test wins); sentinels serve production to everyone; the exploit windows serve the
+    last shipped production."""
+    summary = run(compose_config("experiment=c4_composition", f"controller={arm}", "evolution.windows=4",
+                                 "evolution.exploit=1", "evolution.explore_share=0.2", "evolution.select=ship",
+                                 "evolution.window=400", "evolution.ship_min_effect=-1", "controller.options.patience=1",
+                                 "controller.options.min_windows=2", "controller.options.min_gain=10",
+                                 "controller.options.gate_windows=1", *TINY_RUN)
+                  if arm == "alternating" else
+                  compose_config("experiment=c4_composition", f"controller={arm}", "evolution.windows=4",
+                                 "evolution.exploit=1", "evolution.explore_share=0.2", "evolution.select=ship",
+                                 "evolution.window=400", "evolution.ship_min_effect=-1", *TINY_RUN), out_dir=tmp_path)
+    f = pd.read_csv(tmp_path / "metrics.csv")
+    search = f[f["phase"].isin(["individual", "compositional"])]
+    assert len(search) == 4 and search["ship/shipped"].tolist() == [1.0] * 4 and summary["ship/ships"] == 4.0
+    assert search["evolution/candidate_share"].between(0.08, 0.35).all(), search["evolution/candidate_share"].tolist()
+    np.testing.assert_allclose(search["evolution/told_reward"],
+                               search["evolution/candidate_reward"] - search["evolution/control_reward"], atol=1e-9)
+    assert f.loc[f["phase"] == "sentinel", "evolution/candidate_share"].isna().all()  # production, everyone
+    exploit_row = f.iloc[-1]
+    assert exploit_row["phase"] == "exploit"
+    if arm == "individual":  # the last window's re-ranker config shipped: the exploit window serves it
+        ind = search[search["phase"] == "individual"]
+        assert ind["config/mmr_lambda"].nunique() == 4
+        assert exploit_row["config/mmr_lambda"] == ind["config/mmr_lambda"].iloc[-1]
+        assert exploit_row["config/composition"] == search["config/composition"].iloc[-1]
+    else:  # two phases: the re-ranker, then the wiring, each ending with a gate of its best (by the told reward)
+        # unless that is production already; the exploit window serves a wiring the compositional phase served
+        assert search["phase"].tolist() == ["individual", "individual", "compositional", "compositional"]
+        assert exploit_row["config/composition"] in set(search["config/composition"].iloc[2:])
+
+
 def test_alternating_arm_switches_phase_through_an_ab_gate(tmp_path):
     # saturation after 2 windows whatever the gains (min_gain 10 = 1000%): a gate, then compositional evolution
+    # on all traffic (the preset's 20% share with ships skips the gate of a phase best that shipped: tested above)
     run(compose_config("experiment=c4_composition", "controller=alternating", "evolution.windows=5", "evolution.exploit=0",
+                       "evolution.explore_share=1", "evolution.select=best_window",
                        "controller.options.patience=1", "controller.options.min_windows=2", "controller.options.min_gain=10",
                        "controller.options.gate_windows=1", *TINY_RUN), out_dir=tmp_path)
     f = pd.read_csv(tmp_path / "metrics.csv")

@@ -236,3 +236,87 @@ def test_alternation_switches_phases_gates_winners_and_commits_everything(tmp_pa
         # declared a shift; the segment-mix shift itself barely moves a learning system's clicks here
         assert len(store.shifts(exp)) == len(history.shifts)
         assert all(why == "shift" for w, _, why in history.switches if w - 1 in history.shifts)
+
+
+def test_exploring_an_agent_gives_the_control_productions_copy_of_it():
+    """`explore(agent)`: the candidate's users get the agent as configured, the control's users production's copy
+    of it (made when exploring began), and the told reward is the agent's, candidate - control. Measured (env seed
+    0, 2 windows of 400): the candidate's re-ranker at mmr_lambda 1 shows lists of intra-list diversity 0.95-1.04,
+    production's copy (mmr_lambda 0) 0.66-0.76; before the copy both arms ran the one pooled agent, so they were
+    alike. A ship (`deploy_control`) moves the copy to the candidate's config: both arms then differ by < 0.05."""
+    name = "main/rerank/mmr"
+    env = tiny_env(window=400, control_share=0.5)
+    env.reset(seed=0)
+    production = dict(env.service.agent(name).config)
+    env.explore(name)
+    candidate = {**production, "mmr_lambda": 1.0}
+    env.configure_agent(name, candidate)
+    same = env.encode(env.composition)
+
+    def diversity() -> tuple[float, float]:
+        log = env.service.last_log
+        cand, ctrl = env.test_arms(log)
+        key = "inner/rerank/intra_list_diversity"
+        return env.service.score(log.where(cand), name)[1][key], env.service.score(log.where(ctrl), name)[1][key]
+
+    for _ in range(2):
+        _, reward, _, _, info = env.step(same)
+        assert reward == pytest.approx(info["evolution/candidate_reward"] - info["evolution/control_reward"])
+        log = env.service.last_log
+        cand, ctrl = env.test_arms(log)
+        assert info["evolution/control_reward"] == pytest.approx(env.service.score(log.where(ctrl),
+                                                                                   env.control_agents[name])[0])
+        high, low = diversity()
+        assert high > low + 0.15, (high, low)
+    assert env.candidate_config() == candidate and env.control_config(name) == production
+    assert env.control_agents[name] is not env.service.agent(name)
+    assert env.deploy_control({"mmr_lambda": 1.0}) == candidate == env.control_config(name)
+    env.step(same)
+    high, low = diversity()
+    assert abs(high - low) < 0.1, (high, low)
+    env.explore("")  # the wiring again: the told reward is the system's, production's copy still serves the control
+    *_, info = env.step(same)
+    assert info["evolution/control_reward"] == pytest.approx(env.service.score(env.service.last_log.where(
+        env.test_arms(env.service.last_log)[1]))[0])
+    with pytest.raises(ConfigError, match=r"`agent` must be one of .*\(got 'main/rerank/nope'\)"):
+        env.explore("main/rerank/nope")
+    env.reset(seed=0)  # a new episode: no copies, the wiring explored
+    assert env.control_agents == {} and env.explored == ""
+
+
+def test_alternation_on_a_share_explores_on_it_and_ships_to_production():
+    """`alternate(share=0.2, ship=...)`: exploration windows put the candidate on ~20% of the users (production on
+    the rest), sentinels serve production to everyone; a ship moves production (the agent's config in an individual
+    phase, the wiring in a compositional one) and the run ends with production deployed. The ship rule here is a
+    plumbing double (ship the second window of each phase); the real rule is experiments.arms.Shipper."""
+    agent = "main/rerank/mmr"
+    env = tiny_env(window=300, warmup=1)
+    seen: list[int] = []
+
+    def ship() -> dict[str, float]:
+        seen.append(len(seen) + 1)  # this exploration window, 1-based
+        if seen[-1] in (2, 6):
+            env.deploy_control(env.candidate_config())
+            return {"ship/shipped": 1.0}
+        return {"ship/shipped": 0.0}
+
+    history = alternate(env, agent, lambda p: RandomSearch(p, seed=1), lambda e: RandomSearch(e.target_params(), seed=2),
+                        windows=8, seed=0, saturation=SaturationTest(patience=1, min_gain=10.0, min_windows=4),
+                        shift=ShiftTest(check_every=100), gate_windows=1, share=0.2, ship=ship)
+    explored = [r for r in history.rows if r["phase"] in PHASES]
+    assert [r["phase"] for r in explored] == ["individual"] * 4 + ["compositional"] * 4, history.switches
+    for r in explored:
+        assert 0.08 < r["evolution/candidate_share"] < 0.35, r["evolution/candidate_share"]
+        assert r["reward"] == pytest.approx(r["evolution/candidate_reward"] - r["evolution/control_reward"])
+    sentinels = [r for r in history.rows if r["phase"] == "sentinel"]
+    assert sentinels and all("evolution/candidate_share" not in r for r in sentinels)
+    assert seen == list(range(1, 9))
+    # window 2 (individual) shipped its re-ranker config; window 6 (compositional) its wiring
+    shipped_config = {k.removeprefix("config/"): v for k, v in explored[1].items() if k.startswith("config/")}
+    assert env.control_config(agent) == shipped_config
+    assert env.control.key() == explored[5]["composition"]
+    assert env.composition.key() == explored[5]["composition"]  # production deployed at the end
+    assert {k: env.service.agent(agent).config[k] for k in shipped_config} == shipped_config
+    with pytest.raises(ConfigError, match=r"a ship test .* needs `share` < 1 \(got share=1.0\)"):
+        alternate(env, agent, lambda p: RandomSearch(p, seed=1), lambda e: RandomSearch(e.target_params(), seed=2),
+                  windows=2, ship=ship)
