@@ -1245,7 +1245,8 @@ def _alternate(ctx: ArmContext, saturation: SaturationTest, shift: ShiftTest, ga
 
     Every window it serves is a row of the table, numbered in serving order: exploration windows (phase
     ``individual``/``compositional``), sentinel windows of production (``sentinel``) and A/B gate windows (``gate``),
-    so the arm's table holds all the traffic it served (more rows than ``evolution.windows``); ``alternate`` commits
+    so the arm's table holds all the traffic it served: ``evolution.windows`` rows, as every arm's evolution (the
+    schedule's sentinels and gates count against it, so its exploit windows start on the same day); ``alternate`` commits
     each window's trial, the gates' decisions and the detected shifts to the store itself. It ends with production (what
     passed the gates) deployed. With
     ``llm`` the compositional phases' controller is the LLM (:class:`~agents.evolution.llm_search.LLMSearch`, starting

@@ -30,6 +30,7 @@ candidate's own reward (``evolution/candidate_reward``: a relative reward near 0
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -155,8 +156,10 @@ def alternate(
 
     ``individual(params)`` and ``compositional(env)`` build fresh controllers (``propose``/``tell``) at
     each phase start; the individual controller is told the agent's layered reward, the compositional
-    one the system's (outer) reward. ``windows`` counts exploration windows; sentinel and A/B windows come
-    on top. Every window served is a row of the history, passed to ``on_window`` (``env.service.last_log`` is its
+    one the system's (outer) reward. ``windows`` counts every window served: exploration, sentinel and A/B gate
+    windows alike, so the schedule serves as much traffic over as many simulated days as an arm that explores every
+    window (it ends on the same day, and what it found is served from there); a sentinel or a gate that would not
+    fit in what is left is skipped. Every window served is a row of the history, passed to ``on_window`` (``env.service.last_log`` is its
     log) and, with a ``store``, committed as a trial of ``exp_id`` at step ``served`` (agent: ``agent``,
     ``composition``, ``production`` for a sentinel, ``gate`` for an A/B window, whose reward is the whole
     window's outer reward, both arms together).
@@ -238,7 +241,9 @@ def alternate(
     phase_best: tuple[float, Any] | None = None
     history.switches.append((0, phase, "start"))
 
-    for step in range(windows):
+    for step in itertools.count():
+        if history.served >= windows:
+            break
         # ---- propose and serve one exploration window
         candidate = ctrl.propose(obs)
         if phase == "individual":
@@ -271,7 +276,7 @@ def alternate(
         why = None
         if saturation(phase_rewards):
             why = "saturated"
-        elif (step + 1) % shift.check_every == 0:
+        elif (step + 1) % shift.check_every == 0 and history.served < windows:
             value = sentinel(step)
             if shift.settled(step + 1 - start):
                 sentinels.append(value)
@@ -287,11 +292,12 @@ def alternate(
             continue
 
         # ---- gate the phase's best candidate, then switch phase
-        if phase_best is not None and why == "saturated":
+        if phase_best is not None and why == "saturated" and history.served + gate_windows <= windows:
             production, accepted = _gate(env, agent, phase, production, phase_best[1], designer(), gate_windows,
                                          history, store, exp_id, step, gate_window(step, phase))
-            if accepted:  # a new production (recorded at once): its reference settles anew
+            if accepted and history.served < windows:  # a new production (recorded at once): it settles anew
                 sentinel(step)
+            if accepted:
                 sentinels, start = [], step + 1
         # individual -> compositional on saturation or shift; compositional -> individual on saturation,
         # and a fresh compositional phase after a shift

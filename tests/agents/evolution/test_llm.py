@@ -321,8 +321,9 @@ def test_smollm2_rewires_the_system_inside_the_alternation_schedule(smollm2, tmp
 
     with KnowledgeStore(tmp_path / "store.db") as store:
         exp = store.start_experiment("alternation", {}, 0)
-        history = alternate(env, "main/rerank/mmr", lambda p: RandomSearch(p, seed=0), llm, windows=5, seed=0,
-                            saturation=SaturationTest(patience=1, min_gain=10.0, min_windows=2),  # switch after 2
+        history = alternate(env, "main/rerank/mmr", lambda p: RandomSearch(p, seed=0), llm, windows=8, seed=0,
+                            saturation=SaturationTest(patience=1, min_gain=10.0, min_windows=2),  # switch after 2 (+ the first
+                            # sentinel and a 2-window gate: 8 windows leave the LLM 2-3)
                             shift=ShiftTest(check_every=100), store=store, exp_id=exp)
         assert [phase for _, phase, _ in history.switches][:2] == ["individual", "compositional"]
         (search,) = searches
