@@ -159,8 +159,8 @@ def alternate(
     one the system's (outer) reward. ``windows`` counts every window served: exploration, sentinel and A/B gate
     windows alike, so the schedule serves as much traffic over as many simulated days as an arm that explores every
     window (it ends on the same day, and what it found is served from there); a sentinel or a gate that would not
-    fit in what is left is skipped. Every window served is a row of the history, passed to ``on_window`` (``env.service.last_log`` is its
-    log) and, with a ``store``, committed as a trial of ``exp_id`` at step ``served`` (agent: ``agent``,
+    fit in what is left is skipped. Every window served is a row of the history, passed to ``on_window``
+    (``env.service.last_log`` is its log) and, with a ``store``, committed as a trial of ``exp_id`` at step ``served`` (agent: ``agent``,
     ``composition``, ``production`` for a sentinel, ``gate`` for an A/B window, whose reward is the whole
     window's outer reward, both arms together).
 
