@@ -160,9 +160,9 @@ def alternate(
     windows alike, so the schedule serves as much traffic over as many simulated days as an arm that explores every
     window (it ends on the same day, and what it found is served from there); a sentinel or a gate that would not
     fit in what is left is skipped. Every window served is a row of the history, passed to ``on_window``
-    (``env.service.last_log`` is its log) and, with a ``store``, committed as a trial of ``exp_id`` at step ``served`` (agent: ``agent``,
-    ``composition``, ``production`` for a sentinel, ``gate`` for an A/B window, whose reward is the whole
-    window's outer reward, both arms together).
+    (``env.service.last_log`` is its log) and, with a ``store``, committed as a trial of ``exp_id`` at step
+    ``served`` (agent: ``agent``, ``composition``, ``production`` for a sentinel, ``gate`` for an A/B window, whose
+    reward is the whole window's outer reward, both arms together).
 
     ``share`` < 1: exploration windows explore on that share of the users, production serving the rest (see the
     module's docstring); ``ship()``, called after each such window, returns figures for its row and, when its
