@@ -23,7 +23,8 @@ def test_smoke_suite_reports_every_claim_with_a_verdict_and_the_figures(tmp_path
     env = {**os.environ, "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(tmp_path / "mpl"), "WANDB_MODE": "disabled"}
     out = tmp_path / "suite"
     proc = subprocess.run([sys.executable, "-m", "experiments.ablations", "--smoke", "--out", str(out)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=1200)  # a hang guard, not a timing: the
+    # suite took 316 s alone and 482 s inside `make test` on this machine class (2026-12-02), > 600 s beside other runs
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (out / "report.md").read_text()
     assert "the SMOKE suite" in report
