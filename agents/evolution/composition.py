@@ -349,8 +349,13 @@ class CompositionEnv(WindowEnv):
     def control_config(self, agent: str) -> dict[str, Any]:
         """Production's config of the pooled agent ``agent``: its control copy's, or the agent's own if the control
         has no copy of it."""
+        return dict(self._production_agent(agent).config)
+
+    def _production_agent(self, agent: str) -> Any:
+        """The agent that serves production's users: the control's copy of ``agent``, or the pooled agent itself
+        while the control holds no copy of it."""
         held = self.control_agents.get(agent)
-        return dict((held if held is not None else self.service.agent(agent)).config)
+        return held if held is not None else self.service.agent(agent)
 
     def deploy_control(self, config: dict[str, Any]) -> dict[str, Any]:
         """Move (part of) production to ``config``: production, when a searcher's candidate won its test
@@ -358,16 +363,14 @@ class CompositionEnv(WindowEnv):
         composition config as :meth:`to_config` writes it (or part of one, merged over the control's); exploring an
         agent (:meth:`explore`), that agent's config (merged over its control copy's). Returns the whole config."""
         if self.explored:
-            held = self.control_agents[self.explored]
-            held.configure(held.params.validate({**held.config, **config}, agent=self.explored))
-            return dict(held.config)
+            return self.deploy_control_agent(self.explored, config)
         self.control = self.from_config({**self.to_config(self.control), **config})
         return self.to_config(self.control)
 
     def deploy_control_agent(self, agent: str, config: dict[str, Any]) -> dict[str, Any]:
         """Set production's config of the pooled agent ``agent`` (its control copy's; the agent's own while the
         control holds no copy of it): an A/B gate's accepted config. Returns its whole config."""
-        held = self.control_agents.get(agent) or self.service.agent(agent)
+        held = self._production_agent(agent)
         held.configure(held.params.validate({**held.config, **config}, agent=agent))
         return dict(held.config)
 

@@ -295,9 +295,9 @@ def alternate(
         if phase_best is not None and why == "saturated" and history.served + gate_windows <= windows:
             production, accepted = _gate(env, agent, phase, production, phase_best[1], designer(), gate_windows,
                                          history, store, exp_id, step, gate_window(step, phase))
-            if accepted and history.served < windows:  # a new production (recorded at once): it settles anew
-                sentinel(step)
-            if accepted:
+            if accepted:  # a new production (recorded at once, if the budget has room): it settles anew
+                if history.served < windows:
+                    sentinel(step)
                 sentinels, start = [], step + 1
         # individual -> compositional on saturation or shift; compositional -> individual on saturation,
         # and a fresh compositional phase after a shift
