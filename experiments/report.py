@@ -501,7 +501,9 @@ def evaluate_claim(frame: pd.DataFrame, claim: ClaimConfig, alpha: float = ALPHA
     below the claim's ``headroom``."""
     room = headroom_of(frame, claim, alpha)
     a, b, why = claim_samples(frame, claim)
-    if not why and claim.headroom > 0 and room[0] < claim.headroom:  # nan (not measured) passes: stated in the table
+    # nan (not measured) passes: stated in the table. Measured and short, it is the reason even when the claim's own
+    # arms did not run: headroom first (the reference arms alone can rule a claim out before its arms are paid for)
+    if claim.headroom > 0 and room[0] < claim.headroom:
         ref, base = claim.headroom_arms
         why = (f"no headroom: {ref} - {base} = {room[0]:+.4g} (95% CI {_ci(room[1], room[2]) or 'n/a'}) over the "
                f"claim's windows, below the {claim.headroom:g} the claim needs; no arm can show the claimed gain here")

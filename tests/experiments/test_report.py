@@ -331,6 +331,13 @@ def test_a_claim_without_headroom_is_untestable_with_the_measured_gap():
     only = pd.concat([only, only[only["arm"] == "a"].assign(arm="b")])
     gap = evaluate_claim(only, ClaimConfig("C1", a=["a"], b=["b"], min_effect=0.02, headroom=0.02))
     assert gap.no_headroom and gap.headroom == pytest.approx(0.005)
+    # headroom first: only the reference arms ran, and their gap alone rules the claim out (not "arm missing")
+    refs = frame[frame["arm"].isin(["oracle", "static"])].copy()
+    refs.loc[refs["arm"] == "oracle", "reward"] -= 0.05
+    first = evaluate_claim(refs, claim)
+    assert first.no_headroom and first.headroom == pytest.approx(0.01) and "no runs of arm" not in first.note
+    refs.loc[refs["arm"] == "oracle", "reward"] += 0.05  # with room, the missing arm is the reason again
+    assert evaluate_claim(refs, claim).note.startswith("no runs of arm(s) ['optuna']")
     with pytest.raises(ConfigError, match="headroom_arms"):
         ClaimConfig("C1", a=["optuna"], b=["static"], min_effect=0.02, headroom_arms=["oracle"])
 
