@@ -147,6 +147,7 @@ class AblationResult:
     runs: int
     report: Path
     section: str
+    seeds: int = 0  # distinct seeds among the runs (a claim's n counts only the seeds where both its arms ran)
 
 
 def _smoke_claims(claims: list[ClaimConfig]) -> list[ClaimConfig]:
@@ -261,7 +262,8 @@ def evaluate_ablation(ablation: Ablation, out: Path, smoke: bool = False) -> Abl
     report.write_text(render_report(frame, results, paths, report, f"Report: {title}", str(runs), gates, warmups))
     section = render_report(frame, results, paths, out / "report.md", title, str(runs.relative_to(out)), gates, warmups)
     n_runs = int(frame.groupby(["arm", "seed"]).ngroups)
-    return AblationResult(ablation, runs, results, seconds, n_runs, report, section)
+    n_seeds = int(frame["seed"].nunique()) if "seed" in frame else 0
+    return AblationResult(ablation, runs, results, seconds, n_runs, report, section, n_seeds)
 
 
 def run_ablation(ablation: Ablation, out: Path, smoke: bool = False, jobs: int = 2, extra: Sequence[str] = ()
@@ -283,7 +285,7 @@ def render_suite(done: list[AblationResult], smoke: bool, total: float, command:
     whole = set(keys) == {a.key for a in ABLATIONS}
     suite = ("the SMOKE suite (2 seeds, 3 short windows: checks the machinery, not the claims)" if smoke
              else "the full suite" if whole else f"part of the suite ({', '.join(keys)})")
-    seeds = ", ".join(f"{r.ablation.key} {max((c.n for c in r.results), default=0)}" for r in done)
+    seeds = ", ".join(f"{r.ablation.key} {max([r.seeds, *(c.n for c in r.results)])}" for r in done)
     lines.append(f"`{command}`: {suite}; "
                  f"{sum(r.runs for r in done)} runs in {total:.0f} s on {platform.machine()} with {os.cpu_count()} cores "
                  f"(Python {platform.python_version()}); seeds per ablation: {seeds}.")
@@ -326,8 +328,8 @@ def suite_summary(done: list[AblationResult], smoke: bool, total: float, command
                                     "verdict_bh": s.verdict_bh, "p_holm_preset": o.p_holm,
                                     "verdict_holm_preset": o.verdict_holm, "p_bh_preset": o.p_bh,
                                     "verdict_bh_preset": o.verdict_bh}
-        ablations[r.ablation.key] = {"preset": r.ablation.preset, "runs": r.runs, "seconds": round(r.seconds, 1),
-                                     "claims": claims}
+        ablations[r.ablation.key] = {"preset": r.ablation.preset, "runs": r.runs, "seeds": r.seeds,
+                                     "seconds": round(r.seconds, 1), "claims": claims}
     return {"smoke": smoke, "command": command, "seconds": round(total, 1), "alpha": 0.05, "power": 0.8,
             "multiplicity": f"Holm and Benjamini-Hochberg over the suite's {sum(c.verdict != 'untestable' for c in results)} "
                             f"testable claims (p_holm, p_bh); *_preset: over each ablation's own claims",

@@ -124,6 +124,12 @@ def test_suite_table_and_summary_adjust_over_the_whole_suite(tmp_path):
     assert c1a["min_effect"] == 0.05 and c1a["power_at_min_effect"] == 0.9 and c1a["mde80"] == 0.13
     b = summary["ablations"]["C1"]["claims"]["C1-b"]
     assert b["underpowered"] and b["label"].startswith("inconclusive (underpowered")
+    # a run whose claims are all untestable (e.g. only the headroom arms ran) still says how many seeds it ran
+    untestable = ClaimResult(ClaimConfig("C1-c", a=["x"], b=["y"], min_effect=0.05), "untestable")
+    three = AblationResult(ABLATIONS[0], Path("r3"), [untestable], 1.0, 20, Path("r3/report.md"), "# C1\n\nthree",
+                           seeds=10)
+    assert "; seeds per ablation: C1 10." in render_suite([three], smoke=False, total=1.0, command="x")
+    assert suite_summary([three], smoke=False, total=1.0)["ablations"]["C1"]["seeds"] == 10
 
 
 def test_the_seed_plan_asks_each_ablation_for_what_its_neediest_testable_claim_needs_at_the_holm_level():
