@@ -28,6 +28,14 @@ helper (:func:`plan_seeds`): the most any of its testable claims needs for an MD
 suite's Holm level, from the spread the pilot measured; it prints the plan (seeds, projected runtime, the claims
 still underpowered at the cap) and runs it.
 
+**Reference arms on fewer seeds.** A preset's arms that only measure headroom (:func:`reference_arms`: a claim's
+``headroom_arms[0]`` that no claim compares, e.g. C4's ``hindsight_composition``, 8 whole runs per seed) run on the
+first ``--headroom-seeds`` seeds (default 10; ``all``: every seed) when the suite's seeds are ``seed=range(...)``
+beyond them: the headroom gate reads the reference's mean gap over the seeds it ran, a property of the world, not of
+the arms a claim compares. A reference that a claim judged as shares of the headroom (``scale: headroom``) divides by
+seed by seed runs on every seed. The plan's projection counts each arm's runs at its own seeds when the pilot's
+summary has per-arm runtimes (``arms``), and scales the pilot's whole runtime by seeds otherwise.
+
 **Other worlds.** The suite on a world of your own is the same command with world overrides, which every preset's
 multirun takes on top of its own world (e.g. ``world.num_topics=10``, ``'world.request_mix={new: 0.1, casual: 0.3,
 heavy: 0.6}'``); ``--compare default=<summary.json> topics=<summary.json> ...`` then prints every claim's effect and
@@ -50,6 +58,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from experiments.config import ClaimConfig
 from experiments.plot import (
@@ -134,6 +144,11 @@ QUIET = ("logger=csv", "logger.plots=false", "logger.progress=false")
 OPE_SMOKE = ("--quick", "--seeds", "2")  # C9's reduced benchmark: 2 seeds, logs of 300 and 1,200 requests
 # C9's seeds: squared errors are heavy-tailed (20 seeds gave MDE80 2-4x its min_effects); 100 seeds take ~5 minutes
 OPE_SEEDS = 100
+# headroom-only reference arms run on at most this many seeds (the first ones) when the suite runs more (--headroom-seeds)
+HEADROOM_SEEDS = 10
+EXPERIMENT_CONF = Path(__file__).resolve().parents[1] / "conf" / "experiment"
+ARM_SWEEPS = ("controller", "variant")  # the override a preset's multirun sweeps its arms with
+_SEED_RANGE = re.compile(r"seed=range\((\d+)(?:,(\d+))?\)")
 
 
 @dataclass
@@ -148,6 +163,7 @@ class AblationResult:
     report: Path
     section: str
     seeds: int = 0  # distinct seeds among the runs (a claim's n counts only the seeds where both its arms ran)
+    arms: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # arm -> its runs and their seconds
 
 
 def _smoke_claims(claims: list[ClaimConfig]) -> list[ClaimConfig]:
@@ -203,6 +219,76 @@ def ope_seeds(extra: Sequence[str]) -> int | None:
                          f"runs, so seeds cannot be added to them: run it again with the total) (got {seeds}); leave "
                          f"C9 out with --only, or pass seed=range(n)")
     return int(found[-1].group(1)) if found else None
+
+
+def _preset(ablation: Ablation) -> dict:
+    """The preset's YAML as written (``conf/experiment/<preset>.yaml``); {} for the OPE benchmark."""
+    if ablation.module == "experiments.ope":
+        return {}
+    return yaml.safe_load((EXPERIMENT_CONF / f"{ablation.preset}.yaml").read_text()) or {}
+
+
+def arm_sweep(ablation: Ablation) -> tuple[str, list[str]] | None:
+    """The override the preset's multirun sweeps its arms with (``controller`` or ``variant``) and its arms in the
+    preset's order (longest first); None for the OPE benchmark or a preset without one."""
+    params = ((_preset(ablation).get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    for key in ARM_SWEEPS:
+        if key in params:
+            return key, [arm.strip() for arm in str(params[key]).split(",") if arm.strip()]
+    return None
+
+
+def reference_arms(ablation: Ablation) -> list[str]:
+    """The preset's arms that only measure headroom: named in a claim's ``headroom_arms`` (the reference, or the
+    baseline of a claim whose gap runs the other way, e.g. C5's ``oracle_safety``), compared by no claim (``a``,
+    ``b``), and not needed on every seed by a claim judged as shares of the headroom (``scale: headroom``, whose
+    effect divides each seed by that seed's gap)."""
+    sweep = arm_sweep(ablation)
+    claims = [ClaimConfig(**c) for c in _preset(ablation).get("claims") or []]
+    if sweep is None or not claims:
+        return []
+    compared = {arm for c in claims for arm in (*c.a, *c.b)}
+    compared |= {arm for c in claims if c.scale == "headroom" for arm in c.headroom_arms}
+    references = {arm for c in claims for arm in c.headroom_arms} - compared
+    return [arm for arm in sweep[1] if arm in references]
+
+
+def multiruns(ablation: Ablation, extra: Sequence[str], headroom_seeds: int | None = HEADROOM_SEEDS
+              ) -> list[list[str]]:
+    """The overrides of each multirun that makes one ablation's runs: ``[extra]``, or two where ``extra``'s seeds are
+    ``seed=range(n)`` or ``seed=range(a,b)`` reaching past ``headroom_seeds``, the preset has :func:`reference_arms`
+    and ``extra`` does not choose the arms itself: the other arms on those seeds, then the reference arms on the ones
+    below ``headroom_seeds`` (none when the range starts there: seeds added to a pilot). ``headroom_seeds`` None:
+    every arm on every seed."""
+    sweep = arm_sweep(ablation)
+    seeds = [e for e in extra if _is_seed(e)]
+    if headroom_seeds is None or sweep is None or len(seeds) != 1:
+        return [list(extra)]
+    key, arms = sweep
+    found = _SEED_RANGE.fullmatch(seeds[0].replace(" ", ""))
+    if found is None or any(e.split("=", 1)[0].lstrip("+~") == key for e in extra):
+        return [list(extra)]
+    low, high = (0, int(found[1])) if found[2] is None else (int(found[1]), int(found[2]))
+    references = reference_arms(ablation)
+    if not references or high <= headroom_seeds:
+        return [list(extra)]
+    rest = [e for e in extra if not _is_seed(e)]
+    parts = [[*rest, f"{key}={','.join(a for a in arms if a not in references)}", seeds[0]]]
+    if low < headroom_seeds:
+        parts.append([*rest, f"{key}={','.join(references)}", f"seed=range({low},{headroom_seeds})"])
+    return parts
+
+
+def arm_runtimes(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Per arm its finished runs and their summed runtime in seconds (each run's ``summary.json``)."""
+    arms: dict[str, dict[str, float]] = {}
+    for path in sorted(Path(run_dir).glob("*/summary.json")):
+        s = json.loads(path.read_text())
+        if "arm" in s and isinstance(s.get("seconds"), int | float):
+            entry = arms.setdefault(s["arm"], {"runs": 0, "seconds": 0.0})
+            entry["runs"] += 1
+            entry["seconds"] = round(entry["seconds"] + float(s["seconds"]), 2)
+    return arms
 
 
 def _launch(ablation: Ablation, out: Path, smoke: bool, jobs: int, extra: Sequence[str]) -> _Launched:
@@ -263,13 +349,14 @@ def evaluate_ablation(ablation: Ablation, out: Path, smoke: bool = False) -> Abl
     section = render_report(frame, results, paths, out / "report.md", title, str(runs.relative_to(out)), gates, warmups)
     n_runs = int(frame.groupby(["arm", "seed"]).ngroups)
     n_seeds = int(frame["seed"].nunique()) if "seed" in frame else 0
-    return AblationResult(ablation, runs, results, seconds, n_runs, report, section, n_seeds)
+    return AblationResult(ablation, runs, results, seconds, n_runs, report, section, n_seeds, arm_runtimes(runs))
 
 
-def run_ablation(ablation: Ablation, out: Path, smoke: bool = False, jobs: int = 2, extra: Sequence[str] = ()
-                 ) -> AblationResult:
-    """Run one ablation's multirun and evaluate its claims."""
-    _wait(_launch(ablation, out, smoke, jobs, extra))
+def run_ablation(ablation: Ablation, out: Path, smoke: bool = False, jobs: int = 2, extra: Sequence[str] = (),
+                 headroom_seeds: int | None = HEADROOM_SEEDS) -> AblationResult:
+    """Run one ablation's multiruns (:func:`multiruns`) and evaluate its claims."""
+    for part in multiruns(ablation, extra, headroom_seeds) if not smoke else [list(extra)]:
+        _wait(_launch(ablation, out, smoke, jobs, part))
     return evaluate_ablation(ablation, out, smoke)
 
 
@@ -329,7 +416,7 @@ def suite_summary(done: list[AblationResult], smoke: bool, total: float, command
                                     "verdict_holm_preset": o.verdict_holm, "p_bh_preset": o.p_bh,
                                     "verdict_bh_preset": o.verdict_bh}
         ablations[r.ablation.key] = {"preset": r.ablation.preset, "runs": r.runs, "seeds": r.seeds,
-                                     "seconds": round(r.seconds, 1), "claims": claims}
+                                     "seconds": round(r.seconds, 1), "arms": r.arms, "claims": claims}
     return {"smoke": smoke, "command": command, "seconds": round(total, 1), "alpha": 0.05, "power": 0.8,
             "multiplicity": f"Holm and Benjamini-Hochberg over the suite's {sum(c.verdict != 'untestable' for c in results)} "
                             f"testable claims (p_holm, p_bh); *_preset: over each ablation's own claims",
@@ -345,15 +432,28 @@ class SeedPlan:
     needs: dict[str, int]  # per testable claim: seeds for MDE80 <= min_effect at the suite's Holm level
     pilot_seeds: int
     pilot_seconds: float
+    arms: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # the pilot's runs and seconds per arm
+    references: tuple[str, ...] = ()  # headroom-only arms (:func:`reference_arms`): at most ``headroom_seeds`` seeds
+    headroom_seeds: int | None = HEADROOM_SEEDS
 
     @property
     def needed(self) -> int:
         """The seeds every claim's MDE80 needs (at least 2), before the cap."""
         return max([2, *self.needs.values()])
 
+    def arm_seeds(self, arm: str, seeds: int) -> int:
+        """The seeds ``arm`` runs on when the ablation runs ``seeds``."""
+        capped = arm in self.references and self.headroom_seeds is not None
+        return min(seeds, self.headroom_seeds) if capped else seeds
+
     def seconds_at(self, seeds: int) -> float:
-        """The pilot's runtime scaled to ``seeds`` (runs scale with them)."""
-        return self.pilot_seconds * seeds / max(self.pilot_seeds, 1)
+        """The pilot's runtime scaled to ``seeds``: by each arm's mean run at the seeds it runs on (reference arms
+        capped) where the pilot has per-arm runtimes, else by ``seeds`` over the pilot's seeds."""
+        timed = {arm: e for arm, e in self.arms.items() if e.get("runs") and e.get("seconds")}
+        if not timed:
+            return self.pilot_seconds * seeds / max(self.pilot_seeds, 1)
+        runs = sum(e["seconds"] / e["runs"] * self.arm_seeds(arm, seeds) for arm, e in timed.items())
+        return self.pilot_seconds * runs / sum(e["seconds"] for e in timed.values())
 
     @property
     def projected_seconds(self) -> float:
@@ -365,19 +465,23 @@ class SeedPlan:
         return [name for name, n in self.needs.items() if n > self.seeds]
 
 
-def plan_seeds(pilots: Sequence[dict], max_seeds: int = 30, alpha: float = 0.05, power: float = 0.8
-               ) -> dict[str, SeedPlan]:
+def plan_seeds(pilots: Sequence[dict], max_seeds: int = 30, alpha: float = 0.05, power: float = 0.8,
+               headroom_seeds: int | None = HEADROOM_SEEDS, runtimes: Sequence[dict] = ()) -> dict[str, SeedPlan]:
     """Seeds per ablation from pilot suite summaries (``summary.json``; a later one wins for an ablation in two).
 
     Per testable claim with a spread (``sd``, paired or not, at ``n`` seeds) and a ``min_effect``, the seeds whose
     MDE80 is at most ``min_effect`` at the level Holm needs for the suite's first rejection (``alpha`` over the
     number of testable claims: Bonferroni, an upper bound for every Holm step); an ablation runs the most any of its
-    claims needs, at least 2 and at most ``max_seeds`` (the claims above stay underpowered, and say so)."""
+    claims needs, at least 2 and at most ``max_seeds`` (the claims above stay underpowered, and say so). The runtime
+    a plan projects from is the pilot's, per arm where its summary has ``arms``; ``runtimes`` (summaries of timing
+    runs, e.g. a seed or two of every arm: their claims are not read) replace it for the ablations they timed per arm
+    (a later one wins)."""
     from rewards.stats import n_for_mde
 
     merged: dict[str, dict] = {}
     for pilot in pilots:
         merged |= pilot["ablations"]
+    timed = {key: a for summary in runtimes for key, a in summary["ablations"].items() if a.get("arms")}
     claims = {(k, name): c for k, a in merged.items() for name, c in a["claims"].items() if c.get("verdict") != "untestable"}
     level = alpha / max(len(claims), 1)
     plans = {}
@@ -390,7 +494,10 @@ def plan_seeds(pilots: Sequence[dict], max_seeds: int = 30, alpha: float = 0.05,
             seen = max(seen, int(c.get("n") or 0))
             needs[name] = n_for_mde(sd, me, alpha=level, power=power, paired=bool(c.get("paired", True)),
                                     max_n=100_000)
-        plan = SeedPlan(key, 0, needs, seen, float(a.get("seconds") or math.nan))
+        known = next((ab for ab in ABLATIONS if ab.key == key), None)
+        clock = timed.get(key, a)
+        plan = SeedPlan(key, 0, needs, seen, float(clock.get("seconds") or math.nan), dict(clock.get("arms") or {}),
+                        tuple(reference_arms(known)) if known else (), headroom_seeds)
         plans[key] = dataclasses.replace(plan, seeds=min(plan.needed, max_seeds))
     return plans
 
@@ -437,6 +544,10 @@ def render_plan(plans: dict[str, SeedPlan], max_seeds: int) -> list[str]:
     powered = claims - sum(len(p.underpowered()) for p in plans.values())
     total = sum(p.projected_seconds for p in plans.values() if p.seeds and not math.isnan(p.projected_seconds))
     every = sum(p.seconds_at(p.needed) for p in plans.values() if not math.isnan(p.pilot_seconds))
+    capped = [f"{p.key} {', '.join(p.references)}" for p in plans.values() if p.references and p.headroom_seeds]
+    if capped:
+        lines += ["", f"Headroom reference arms on at most {next(iter(plans.values())).headroom_seeds} seeds: "
+                      f"{'; '.join(capped)} (runtimes projected per arm where the pilot has them)."]
     lines += ["", f"At these seeds: {powered} of {claims} claims powered (MDE80 <= min_effect at the suite's Holm level), "
                   f"{total / 60:.0f} min projected on this machine; every claim powered: {every / 3600:.1f} h."]
     return lines
@@ -533,9 +644,11 @@ def compare_suites(summaries: dict[str, dict]) -> list[str]:
 
 def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[str] | None = None, jobs: int = 2,
               extra: Sequence[str] = (), run: bool = True, command: str = "python -m experiments.ablations",
-              seeds: dict[str, int] | None = None) -> tuple[Path, list[AblationResult]]:
+              seeds: dict[str, int] | None = None, headroom_seeds: int | None = HEADROOM_SEEDS
+              ) -> tuple[Path, list[AblationResult]]:
     """Run the ablations (all, or the presets / keys in ``only``) and write ``<out>/report.md``; ``seeds``: per
-    ablation key the number of seeds to run (``seed=range(n)``) instead of its preset's."""
+    ablation key the number of seeds to run (``seed=range(n)``) instead of its preset's; ``headroom_seeds``: the
+    most seeds a headroom-only reference arm runs on (:func:`multiruns`; None: all)."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     chosen = list(ABLATIONS)
@@ -569,7 +682,8 @@ def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[s
     elif run:  # one multirun at a time, each with `jobs` parallel jobs: the runtimes are comparable
         for a in chosen:
             n = (seeds or {}).get(a.key)
-            _wait(_launch(a, out, smoke, jobs, [*extra, *([f"seed=range({n})"] if n else [])]))
+            for part in multiruns(a, [*extra, *([f"seed=range({n})"] if n else [])], headroom_seeds):
+                _wait(_launch(a, out, smoke, jobs, part))
     done = []
     for ablation in chosen:
         result = evaluate_ablation(ablation, out, smoke)
@@ -582,6 +696,14 @@ def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[s
     (out / "summary.json").write_text(json.dumps(json_safe(suite_summary(done, smoke, total, command)), indent=1,
                                                  default=lambda x: None))
     return path, done
+
+
+def _positive_int(text: str) -> int:
+    """``text`` as an integer; 0 for anything else (which the caller's range check refuses with the text given)."""
+    try:
+        return int(text)
+    except ValueError:
+        return 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -600,6 +722,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=None,
                         help="with --seeds-from: the seeds per ablation that power the most claims within this many "
                              "minutes of projected runtime (ablations given none are not run)")
+    parser.add_argument("--runtimes-from", nargs="+", default=(), metavar="SUMMARY",
+                        help="with --seeds-from: summaries of timing runs whose per-arm runtimes the plan projects "
+                             "from (their claims are not read)")
+    parser.add_argument("--headroom-seeds", default=str(HEADROOM_SEEDS), metavar="N|all",
+                        help="the most seeds (the first ones) a headroom-only reference arm runs on when the suite "
+                             f"runs seed=range(...) beyond them (default {HEADROOM_SEEDS}; all: every seed)")
     parser.add_argument("--compare", nargs="+", default=None, metavar="LABEL=SUMMARY",
                         help="compare suites run on different worlds (their summary.json, the first the reference): "
                              "print the claims table across them and stop")
@@ -618,6 +746,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.max_seeds < 2:
         parser.error(f"--max-seeds must be >= 2 (got {args.max_seeds})")
+    headroom_seeds = None if args.headroom_seeds == "all" else _positive_int(args.headroom_seeds)
+    if headroom_seeds is not None and headroom_seeds < 2:
+        parser.error(f"--headroom-seeds must be an integer >= 2 (a reference's gap needs a spread) or 'all' "
+                     f"(got {args.headroom_seeds!r})")
     if args.minutes is not None and not (args.seeds_from and math.isfinite(args.minutes) and args.minutes > 0):
         parser.error(f"--minutes must be a positive number of minutes, with --seeds-from (the pilots whose runtimes "
                      f"it scales) (got --minutes {args.minutes}, --seeds-from {args.seeds_from})")
@@ -627,7 +759,8 @@ def main(argv: list[str] | None = None) -> None:
     seeds = None
     if args.seeds_from:
         pilots = [json.loads(Path(p).read_text()) for p in args.seeds_from]
-        plans = plan_seeds(pilots, args.max_seeds)
+        plans = plan_seeds(pilots, args.max_seeds, headroom_seeds=headroom_seeds,
+                           runtimes=[json.loads(Path(p).read_text()) for p in args.runtimes_from])
         if args.minutes is not None:
             plans = budget_seeds(plans, args.minutes, args.max_seeds)
         print("\n".join([*render_plan(plans, args.max_seeds), "", *suite_status(pilots)]))
@@ -639,7 +772,8 @@ def main(argv: list[str] | None = None) -> None:
                         *([f"--only {args.only}"] if args.only else []), *args.overrides,
                         *(["--report-only"] if args.report_only else [])])
     path, done = run_suite(out, smoke=args.smoke, only=args.only.split(",") if args.only else None, jobs=args.jobs,
-                           extra=args.overrides, run=not args.report_only, command=command, seeds=seeds)
+                           extra=args.overrides, run=not args.report_only, command=command, seeds=seeds,
+                           headroom_seeds=headroom_seeds)
     for r in done:
         for c in r.results:
             print(c.line())

@@ -327,3 +327,95 @@ def test_smoke_claims_drop_the_headroom_gate_but_keep_shares_of_it_defined():
     got = {c.name: c for c in _smoke_claims([plain, share])}
     assert (got["x"].headroom, got["x"].from_step) == (0.0, 0)
     assert got["y"].scale == "headroom" and 0 < got["y"].headroom < 1e-6  # a share needs a positive gap
+
+
+def test_reference_arms_are_the_headroom_arms_no_claim_compares_or_divides_by(monkeypatch):
+    """An arm named only in ``headroom_arms`` (either side) is a reference; one a claim compares, or one a claim
+    judged as shares of the headroom needs on every seed, is not."""
+    import experiments.ablations as ab
+
+    c2, c4, c5 = (next(a for a in ABLATIONS if a.key == k) for k in ("C2", "C4", "C5"))
+    assert ab.reference_arms(c4) == ["hindsight_composition"]
+    assert ab.reference_arms(c2) == []  # C2-gap divides each seed by its oracle - static gap
+    assert "oracle_safety" in ab.reference_arms(c5)  # the baseline side of a gap that runs the other way
+    preset = {"hydra": {"sweeper": {"params": {"controller": "ref, x,y,z,share", "seed": "range(5)"}}},
+              "claims": [{"name": "p", "a": ["x"], "b": ["y"], "min_effect": 0.02, "headroom": 0.02,
+                          "headroom_arms": ["ref", "y"]},
+                         {"name": "q", "a": ["z"], "b": ["y"], "min_effect": 0.02, "headroom_arms": ["z", "y"]},
+                         {"name": "r", "a": ["x"], "b": ["y"], "min_effect": 0.25, "headroom": 0.02,
+                          "headroom_arms": ["share", "y"], "scale": "headroom"}]}
+    monkeypatch.setattr(ab, "_preset", lambda ablation: preset)
+    assert ab.arm_sweep(c4) == ("controller", ["ref", "x", "y", "z", "share"])
+    assert ab.reference_arms(c4) == ["ref"]
+
+
+def test_reference_arms_run_on_the_first_headroom_seeds_in_a_multirun_of_their_own():
+    from experiments.ablations import multiruns
+
+    c4 = next(a for a in ABLATIONS if a.key == "C4")
+    others = "controller=ppo_composition_pretrained,static_composition,individual,compositional,alternating,individual_r1"
+    assert multiruns(c4, ["world.x=1", "seed=range(30)"]) == [
+        ["world.x=1", others, "seed=range(30)"], ["world.x=1", "controller=hindsight_composition", "seed=range(0,10)"]]
+    assert multiruns(c4, ["seed=range(4, 30)"], headroom_seeds=6)[1] == ["controller=hindsight_composition",
+                                                                         "seed=range(4,6)"]
+    assert multiruns(c4, ["seed=range(10,30)"]) == [[others, "seed=range(10,30)"]]  # added to a pilot: none
+    for extra in (["seed=range(10)"], ["seed=0,1,2"], ["controller=individual", "seed=range(30)"], []):
+        assert multiruns(c4, extra) == [extra]  # within the cap, a seed list, arms chosen by the caller, none
+    assert multiruns(c4, ["seed=range(30)"], headroom_seeds=None) == [["seed=range(30)"]]
+    c2 = next(a for a in ABLATIONS if a.key == "C2")
+    assert multiruns(c2, ["seed=range(30)"]) == [["seed=range(30)"]]  # no reference arm
+
+
+def test_an_ablation_runs_its_multiruns_into_one_folder_whose_runtime_adds_up(tmp_path, monkeypatch):
+    import experiments.ablations as ab
+
+    calls = []
+    make_run = ("import pathlib, sys, time; time.sleep(0.2); runs = pathlib.Path('runs'); "
+                "p = runs / str(len(list(runs.glob('*'))) if runs.exists() else 0); p.mkdir(parents=True); "
+                "(p / 'summary.json').write_text('{}'); print(sys.argv[1])")
+
+    def command(ablation, base, smoke, jobs, extra):
+        calls.append(list(extra))
+        return [sys.executable, "-c", make_run, extra[-1]]
+
+    monkeypatch.setattr(ab, "_command", command)
+    monkeypatch.setattr(ab, "evaluate_ablation", lambda ablation, out, smoke=False: ablation.key)
+    c4 = next(a for a in ABLATIONS if a.key == "C4")
+    assert ab.run_ablation(c4, tmp_path, extra=["seed=range(12)"], headroom_seeds=3) == "C4"
+    assert [c[-1] for c in calls] == ["seed=range(12)", "seed=range(0,3)"]
+    assert len(list((tmp_path / c4.preset / "runs").iterdir())) == 2
+    # the second multirun extends the first's folder: its log appended, the runtimes summed
+    assert (tmp_path / c4.preset / "multirun.log").read_text() == "seed=range(12)\nseed=range(0,3)\n"
+    assert float((tmp_path / c4.preset / "seconds.txt").read_text()) >= 0.4
+
+
+def test_the_plan_projects_each_arms_runs_at_its_own_seeds():
+    """Per-arm runtimes: the pilot's wall time scaled by the run-seconds each arm needs at the seeds it runs on
+    (reference arms capped); a timing summary replaces the pilot's clock, not its claims."""
+    from experiments.ablations import SeedPlan, plan_seeds
+
+    arms = {"x": {"runs": 10, "seconds": 100.0}, "ref": {"runs": 10, "seconds": 1000.0}}  # 10 s and 100 s a run
+    plan = SeedPlan("C4", 30, {}, 10, 550.0, arms, ("ref",), 10)
+    assert plan.seconds_at(30) == pytest.approx(550.0 * (10 * 30 + 100 * 10) / 1100)
+    assert plan.seconds_at(5) == pytest.approx(550.0 * (10 * 5 + 100 * 5) / 1100)
+    uncapped = SeedPlan("C4", 30, {}, 10, 550.0, arms, ("ref",), None)
+    assert uncapped.seconds_at(30) == pytest.approx(550.0 * 3)
+    assert SeedPlan("C4", 30, {}, 10, 550.0).seconds_at(30) == pytest.approx(1650.0)  # no arms: by seeds
+    claim = {"sd": 0.03, "min_effect": 0.02, "verdict": "inconclusive", "n": 10, "paired": True}
+    pilot = {"ablations": {"C4": {"seconds": 900.0, "claims": {"C4-comp": claim}}}}
+    timing = {"ablations": {"C4": {"seconds": 100.0, "arms": {"hindsight_composition": {"runs": 1, "seconds": 80.0},
+                                                              "individual": {"runs": 1, "seconds": 20.0}},
+                                   "claims": {"C4-comp": {"verdict": "untestable", "sd": 9.0, "min_effect": 0.02}}}}}
+    plain, timed = plan_seeds([pilot])["C4"], plan_seeds([pilot], runtimes=[timing])["C4"]
+    assert timed.needs == plain.needs and plain.projected_seconds == pytest.approx(900.0 * plain.seeds / 10)
+    assert timed.references == ("hindsight_composition",)
+    assert timed.projected_seconds == pytest.approx(100.0 * (80.0 * min(timed.seeds, 10) + 20.0 * timed.seeds) / 100)
+
+
+@pytest.mark.parametrize("value", ["1", "many", "-3"])
+def test_the_suite_cli_refuses_a_bad_headroom_seed_count(tmp_path, capsys, value):
+    with pytest.raises(SystemExit):
+        main(["--headroom-seeds", value, "--out", str(tmp_path)])
+    assert f"--headroom-seeds must be an integer >= 2 (a reference's gap needs a spread) or 'all' (got '{value}')" in \
+        capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
