@@ -335,8 +335,11 @@ def window_table(frame: pd.DataFrame, arms: list[str], claim: ClaimConfig, metri
     its run, in step order: arms that serve extra windows, e.g. A/B gates, still line up), averaged over the group's
     arms (seeds that ran all of them; nan where a seed's runs have fewer windows)."""
     metric = metric or claim.metric
-    sub = frame[_in_scope(frame, arms, claim.from_step, claim.from_day, claim.stage)]
-    if sub.empty or metric not in sub:
+    if metric not in frame:
+        return pd.DataFrame()
+    # only the columns it needs: a copy of four columns, not of a wide frame (whose many inserted columns fragment it)
+    sub = frame.loc[_in_scope(frame, arms, claim.from_step, claim.from_day, claim.stage), ["arm", "seed", "step", metric]]
+    if sub.empty:
         return pd.DataFrame()
     sub = sub.sort_values("step", kind="stable")
     sub = sub.assign(window=sub.groupby(["arm", "seed"]).cumcount())
