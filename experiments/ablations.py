@@ -474,14 +474,16 @@ def plan_seeds(pilots: Sequence[dict], max_seeds: int = 30, alpha: float = 0.05,
     number of testable claims: Bonferroni, an upper bound for every Holm step); an ablation runs the most any of its
     claims needs, at least 2 and at most ``max_seeds`` (the claims above stay underpowered, and say so). The runtime
     a plan projects from is the pilot's, per arm where its summary has ``arms``; ``runtimes`` (summaries of timing
-    runs, e.g. a seed or two of every arm: their claims are not read) replace it for the ablations they timed per arm
-    (a later one wins)."""
+    runs, e.g. a seed or two of every arm: their claims are not read; a pilot marked ``"timing": true`` counts as
+    one) replace it for the ablations they timed per arm (a later one wins)."""
     from rewards.stats import n_for_mde
 
     merged: dict[str, dict] = {}
     for pilot in pilots:
-        merged |= pilot["ablations"]
-    timed = {key: a for summary in runtimes for key, a in summary["ablations"].items() if a.get("arms")}
+        if not pilot.get("timing"):  # a timing run among the pilots (``"timing": true``) gives runtimes only
+            merged |= pilot["ablations"]
+    clocks = [*(p for p in pilots if p.get("timing")), *runtimes]
+    timed = {key: a for summary in clocks for key, a in summary["ablations"].items() if a.get("arms")}
     claims = {(k, name): c for k, a in merged.items() for name, c in a["claims"].items() if c.get("verdict") != "untestable"}
     level = alpha / max(len(claims), 1)
     plans = {}
@@ -573,7 +575,8 @@ def suite_status(summaries: Sequence[dict], alpha: float = 0.05) -> list[str]:
     with MDE80 (as reported, at the claim's own 5% level) within their ``min_effect``."""
     merged: dict[str, dict] = {}
     for summary in summaries:
-        merged |= summary["ablations"]
+        if not summary.get("timing"):  # a timing run's claims are no evidence
+            merged |= summary["ablations"]
     directions, results = None, []
     for a in merged.values():
         for name, c in a["claims"].items():

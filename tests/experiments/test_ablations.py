@@ -419,3 +419,20 @@ def test_the_suite_cli_refuses_a_bad_headroom_seed_count(tmp_path, capsys, value
     assert f"--headroom-seeds must be an integer >= 2 (a reference's gap needs a spread) or 'all' (got '{value}')" in \
         capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_timing_summary_among_the_pilots_gives_runtimes_not_claims():
+    """A summary marked ``"timing": true`` (a seed or two of every arm, for the runtimes) passed with
+    ``--seeds-from`` (e.g. by a glob) neither replaces the pilots' claims nor counts in the suite status."""
+    from experiments.ablations import plan_seeds, suite_status
+
+    claim = {"sd": 0.03, "min_effect": 0.02, "verdict": "held", "n": 10, "paired": True, "effect": 0.05,
+             "ci": [0.03, 0.07], "p": 0.001, "p_short": 0.9, "mde80": 0.015, "direction": "greater"}
+    pilot = {"ablations": {"C4": {"seconds": 900.0, "claims": {"C4-comp": claim}}}}
+    timing = {"timing": True, "ablations": {"C4": {
+        "seconds": 100.0, "arms": {"individual": {"runs": 2, "seconds": 40.0}},
+        "claims": {"C4-comp": {**claim, "sd": 0.5, "verdict": "contradicted", "mde80": 0.9}}}}}
+    plan, alone = plan_seeds([pilot, timing])["C4"], plan_seeds([pilot])["C4"]
+    assert plan.needs == alone.needs and plan.arms == {"individual": {"runs": 2, "seconds": 40.0}}
+    assert plan.projected_seconds == pytest.approx(100.0 * plan.seeds / 2)
+    assert suite_status([pilot, timing]) == suite_status([pilot])
