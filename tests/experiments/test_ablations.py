@@ -436,3 +436,20 @@ def test_a_timing_summary_among_the_pilots_gives_runtimes_not_claims():
     assert plan.needs == alone.needs and plan.arms == {"individual": {"runs": 2, "seconds": 40.0}}
     assert plan.projected_seconds == pytest.approx(100.0 * plan.seeds / 2)
     assert suite_status([pilot, timing]) == suite_status([pilot])
+
+
+def test_the_kept_results_list_names_summaries_that_exist_and_the_status_reads_them():
+    """``experiments/results/latest.txt`` (what README's status command reads): every path exists and is a suite
+    summary, every ablation appears, and the status line counts testable claims from them."""
+    from pathlib import Path
+
+    from experiments.ablations import suite_status
+
+    root = Path(__file__).resolve().parents[2]
+    paths = (root / "experiments" / "results" / "latest.txt").read_text().split()
+    summaries = [json.loads((root / p).read_text()) for p in paths]
+    assert all("ablations" in s for s in summaries)
+    covered = {key for s in summaries if not s.get("timing") for key in s["ablations"]}
+    assert covered == {a.key for a in ABLATIONS}
+    line = suite_status(summaries)[0]
+    assert re.match(r"Now \(.*; Holm over all \d+ testable claims\): \d+ reach a verdict", line), line
