@@ -52,6 +52,7 @@ import math
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -185,6 +186,27 @@ class _Launched:
     started: float
     earlier: float = 0.0  # seconds the folder's runs already took (a multirun that adds seeds to a pilot)
 
+    def stop(self) -> None:
+        """Stop the multirun and every process it started. It runs in a session of its own (:func:`_launch`), so
+        its joblib workers share its process group: terminating the Hydra process alone left them running, still
+        writing into the run folders. SIGTERM to the group, SIGKILL to whatever is left after 10 s."""
+        if hasattr(os, "killpg"):
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except (ProcessLookupError, PermissionError):  # the group is gone
+                    break
+                if sig == signal.SIGTERM:
+                    try:
+                        self.proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        pass
+                    time.sleep(0.2)  # the workers' own exit, after their leader's
+        elif self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait()
+        self.logfile.close()
+
 
 def _command(ablation: Ablation, base: Path, smoke: bool, jobs: int, extra: Sequence[str]) -> list[str]:
     """The command line of one ablation's runs: the experiment app's multirun of its preset with ``extra`` overrides,
@@ -303,7 +325,8 @@ def _launch(ablation: Ablation, out: Path, smoke: bool, jobs: int, extra: Sequen
     env = {**os.environ, "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg"), "WANDB_MODE": "disabled"}
     log.info("%s: %s", ablation.key, " ".join(cmd[1:]))
     logfile = open(base / "multirun.log", "a" if extends else "w")  # noqa: SIM115  (closed in _wait)
-    proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=logfile, stderr=subprocess.STDOUT)
+    # a session of its own: an interrupted suite stops the whole multirun, workers included (_Launched.stop)
+    proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
     return _Launched(ablation, base, proc, logfile, time.perf_counter(), float(timing.read_text()) if extends else 0.0)
 
 
@@ -322,6 +345,16 @@ def _wait(launched: _Launched, poll: float | None = None) -> float | None:
                            f"ends with:\n{logpath.read_text()[-3000:]}")
     (launched.base / "seconds.txt").write_text(f"{launched.earlier + seconds:.1f}\n")
     return seconds
+
+
+def _finish(launched: _Launched) -> float | None:
+    """:func:`_wait` for a multirun; interrupted (Ctrl-C, SIGTERM to the suite) or failed, stop it and everything it
+    started first. The runs it finished stay in their folders (each writes its metrics window by window)."""
+    try:
+        return _wait(launched)
+    except BaseException:
+        launched.stop()
+        raise
 
 
 def evaluate_ablation(ablation: Ablation, out: Path, smoke: bool = False) -> AblationResult:
@@ -356,7 +389,7 @@ def run_ablation(ablation: Ablation, out: Path, smoke: bool = False, jobs: int =
                  headroom_seeds: int | None = HEADROOM_SEEDS) -> AblationResult:
     """Run one ablation's multiruns (:func:`multiruns`) and evaluate its claims."""
     for part in multiruns(ablation, extra, headroom_seeds) if not smoke else [list(extra)]:
-        _wait(_launch(ablation, out, smoke, jobs, part))
+        _finish(_launch(ablation, out, smoke, jobs, part))
     return evaluate_ablation(ablation, out, smoke)
 
 
@@ -676,17 +709,15 @@ def run_suite(out: str | os.PathLike[str], smoke: bool = False, only: Sequence[s
             running = list(flight)
             while running:
                 running = [launched for launched in running if _wait(launched, poll=0.2) is None]
-        finally:
-            for launched in flight:  # after a failure, stop the multiruns this call started
-                if launched.proc.poll() is None:
-                    launched.proc.terminate()
-                    launched.proc.wait()
-                    launched.logfile.close()
+        except BaseException:  # a failure or an interruption: stop the multiruns this call started, workers too
+            for launched in flight:
+                launched.stop()
+            raise
     elif run:  # one multirun at a time, each with `jobs` parallel jobs: the runtimes are comparable
         for a in chosen:
             n = (seeds or {}).get(a.key)
             for part in multiruns(a, [*extra, *([f"seed=range({n})"] if n else [])], headroom_seeds):
-                _wait(_launch(a, out, smoke, jobs, part))
+                _finish(_launch(a, out, smoke, jobs, part))
     done = []
     for ablation in chosen:
         result = evaluate_ablation(ablation, out, smoke)
@@ -737,6 +768,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every multirun")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if argv is None:  # the command line: SIGTERM (a scheduler's stop) unwinds like Ctrl-C, stopping the multiruns
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.compare:
         bad = [c for c in args.compare if "=" not in c]
         if bad:

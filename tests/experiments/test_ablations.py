@@ -453,3 +453,43 @@ def test_the_kept_results_list_names_summaries_that_exist_and_the_status_reads_t
     assert covered == {a.key for a in ABLATIONS}
     line = suite_status(summaries)[0]
     assert re.match(r"Now \(.*; Holm over all \d+ testable claims\): \d+ reach a verdict", line), line
+
+
+def test_an_interrupted_suite_stops_the_multirun_and_the_workers_it_started(tmp_path, monkeypatch):
+    """Ctrl-C (or a failure) while a multirun runs stops its whole process group: a worker it spawned (as joblib's
+    are) does not outlive it, still writing into the run folders."""
+    import time
+
+    import experiments.ablations as ab
+
+    spawn = ("import subprocess, sys, time; w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+             "open('worker.pid', 'w').write(str(w.pid)); time.sleep(120)")
+    monkeypatch.setattr(ab, "_command", lambda *args: [sys.executable, "-c", spawn])
+    real_wait = ab._wait
+
+    def interrupted(launched, poll=None):
+        pid_file = launched.base / "worker.pid"
+        for _ in range(200):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            real_wait(launched, poll=0.05)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ab, "_wait", interrupted)
+    c1 = next(a for a in ABLATIONS if a.key == "C1")
+    with pytest.raises(KeyboardInterrupt):
+        ab.run_ablation(c1, tmp_path)
+    worker = int((tmp_path / c1.preset / "worker.pid").read_text())
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        stat = open(f"/proc/{pid}/stat").read() if os.path.exists(f"/proc/{pid}/stat") else ""
+        return not stat or stat.split(")")[-1].split()[0] != "Z"  # a zombie awaiting its reaper is gone
+
+    deadline = time.monotonic() + 10
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(worker)
