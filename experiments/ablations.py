@@ -28,8 +28,8 @@ helper (:func:`plan_seeds`): the most any of its testable claims needs for an MD
 suite's Holm level, from the spread the pilot measured; it prints the plan (seeds, projected runtime, the claims
 still underpowered at the cap) and runs it.
 
-**Reference arms on fewer seeds.** A preset's arms that only measure headroom (:func:`reference_arms`: a claim's
-``headroom_arms[0]`` that no claim compares, e.g. C4's ``hindsight_composition``, 8 whole runs per seed) run on the
+**Reference arms on fewer seeds.** A preset's arms that only measure headroom (:func:`reference_arms`: named in a
+claim's ``headroom_arms`` and compared by no claim, e.g. C4's ``hindsight_composition``, 8 whole runs per seed) run on the
 first ``--headroom-seeds`` seeds (default 10; ``all``: every seed) when the suite's seeds are ``seed=range(...)``
 beyond them: the headroom gate reads the reference's mean gap over the seeds it ran, a property of the world, not of
 the arms a claim compares. A reference that a claim judged as shares of the headroom (``scale: headroom``) divides by
@@ -225,8 +225,13 @@ def _command(ablation: Ablation, base: Path, smoke: bool, jobs: int, extra: Sequ
             *(SMOKE_OVERRIDES if smoke else ()), *extra]
 
 
+def _override_key(override: str) -> str:
+    """The key a Hydra override sets (``+``/``~`` prefixes dropped): ``seed`` for ``seed=range(5)``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def _is_seed(override: str) -> bool:
-    return override.split("=", 1)[0].lstrip("+~") == "seed"
+    return _override_key(override) == "seed"
 
 
 def ope_seeds(extra: Sequence[str]) -> int | None:
@@ -288,7 +293,7 @@ def multiruns(ablation: Ablation, extra: Sequence[str], headroom_seeds: int | No
         return [list(extra)]
     key, arms = sweep
     found = _SEED_RANGE.fullmatch(seeds[0].replace(" ", ""))
-    if found is None or any(e.split("=", 1)[0].lstrip("+~") == key for e in extra):
+    if found is None or any(_override_key(e) == key for e in extra):
         return [list(extra)]
     low, high = (0, int(found[1])) if found[2] is None else (int(found[1]), int(found[2]))
     references = reference_arms(ablation)
@@ -511,10 +516,7 @@ def plan_seeds(pilots: Sequence[dict], max_seeds: int = 30, alpha: float = 0.05,
     one) replace it for the ablations they timed per arm (a later one wins)."""
     from rewards.stats import n_for_mde
 
-    merged: dict[str, dict] = {}
-    for pilot in pilots:
-        if not pilot.get("timing"):  # a timing run among the pilots (``"timing": true``) gives runtimes only
-            merged |= pilot["ablations"]
+    merged = _evidence(pilots)  # a timing run among the pilots gives runtimes only
     clocks = [*(p for p in pilots if p.get("timing")), *runtimes]
     timed = {key: a for summary in clocks for key, a in summary["ablations"].items() if a.get("arms")}
     claims = {(k, name): c for k, a in merged.items() for name, c in a["claims"].items() if c.get("verdict") != "untestable"}
@@ -579,10 +581,11 @@ def render_plan(plans: dict[str, SeedPlan], max_seeds: int) -> list[str]:
     powered = claims - sum(len(p.underpowered()) for p in plans.values())
     total = sum(p.projected_seconds for p in plans.values() if p.seeds and not math.isnan(p.projected_seconds))
     every = sum(p.seconds_at(p.needed) for p in plans.values() if not math.isnan(p.pilot_seconds))
-    capped = [f"{p.key} {', '.join(p.references)}" for p in plans.values() if p.references and p.headroom_seeds]
+    capped = [p for p in plans.values() if p.references and p.headroom_seeds]
     if capped:
-        lines += ["", f"Headroom reference arms on at most {next(iter(plans.values())).headroom_seeds} seeds: "
-                      f"{'; '.join(capped)} (runtimes projected per arm where the pilot has them)."]
+        arms = "; ".join(f"{p.key} {', '.join(p.references)}" for p in capped)
+        lines += ["", f"Headroom reference arms on at most {capped[0].headroom_seeds} seeds: {arms} (runtimes "
+                      f"projected per arm where the pilot has them)."]
     lines += ["", f"At these seeds: {powered} of {claims} claims powered (MDE80 <= min_effect at the suite's Holm level), "
                   f"{total / 60:.0f} min projected on this machine; every claim powered: {every / 3600:.1f} h."]
     return lines
@@ -602,14 +605,21 @@ def _directions() -> dict[str, str]:
     return out
 
 
+def _evidence(summaries: Sequence[dict]) -> dict[str, dict]:
+    """Per ablation key its entry in the last of ``summaries`` that has it, skipping timing runs (``"timing": true``:
+    their claims are no evidence, only their runtimes count)."""
+    merged: dict[str, dict] = {}
+    for summary in summaries:
+        if not summary.get("timing"):
+            merged |= summary["ablations"]
+    return merged
+
+
 def suite_status(summaries: Sequence[dict], alpha: float = 0.05) -> list[str]:
     """Where the suite stands on issue 14's bar, from suite summaries (``summary.json``; a later one wins for an
     ablation in two): the testable claims, how many reach a verdict after Holm over all of them, and how many of those
     with MDE80 (as reported, at the claim's own 5% level) within their ``min_effect``."""
-    merged: dict[str, dict] = {}
-    for summary in summaries:
-        if not summary.get("timing"):  # a timing run's claims are no evidence
-            merged |= summary["ablations"]
+    merged = _evidence(summaries)
     directions, results = None, []
     for a in merged.values():
         for name, c in a["claims"].items():
