@@ -16,8 +16,8 @@ per (estimator, seed) in the same layout, so its claims (``experiments.ope.C9_CL
 other overrides (a world) do not apply to it.
 
 ``--smoke`` runs a reduced suite (2 seeds, 3 warm-up + 3 + 1 windows of 100 requests, 50 sessions, rankers without minimum
-updates; the five multiruns at once, one job each: about two minutes on 2 cores) that checks the machinery end to
-end; its claims are evaluated over every window (``from_step`` and ``from_day`` dropped), so its verdicts say
+updates; the nine multiruns at once, one job each: about four minutes on 2 cores, 2026-12-03) that checks the
+machinery end to end; its claims are evaluated over every window (``from_step`` and ``from_day`` dropped), so its verdicts say
 nothing about the paradigm. ``--only c1_heterogeneity,c5_reward`` runs a subset;
 ``--report-only`` re-evaluates runs already under ``--out``; extra ``key=value`` arguments go to every multirun.
 To add seeds to a pilot, run it again into the same ``--out`` with the seeds it lacks (``--only C3
@@ -752,7 +752,7 @@ def _positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="the reduced suite (2 seeds, 3 short windows; < 2 min)")
+    parser.add_argument("--smoke", action="store_true", help="the reduced suite (2 seeds, 3 short windows; ~4 min on 2 cores)")
     parser.add_argument("--out", default=None, help="where runs and the report go (default outputs/ablations/<time>, "
                                                     "outputs/ablations-smoke/<time> with --smoke)")
     parser.add_argument("--only", default=None, help="comma-separated presets or keys (e.g. C1,c5_reward)")
