@@ -148,6 +148,7 @@ OPE_SEEDS = 100
 # headroom-only reference arms run on at most this many seeds (the first ones) when the suite runs more (--headroom-seeds)
 HEADROOM_SEEDS = 10
 EXPERIMENT_CONF = Path(__file__).resolve().parents[1] / "conf" / "experiment"
+JOBLIB_LAUNCHER = "parallel"  # conf/hydra/launcher/parallel.yaml, the app's default: the one --jobs sets (n_jobs)
 ARM_SWEEPS = ("controller", "variant")  # the override a preset's multirun sweeps its arms with
 _SEED_RANGE = re.compile(r"seed=range\((\d+)(?:,(\d+))?\)")
 
@@ -220,9 +221,19 @@ def _command(ablation: Ablation, base: Path, smoke: bool, jobs: int, extra: Sequ
                      " ".join(ignored))
         return [sys.executable, "-m", "experiments.ope", "--suite", "--out", str(base),
                 *(OPE_SMOKE if smoke else ("--seeds", str(seeds or OPE_SEEDS)))]
+    # `jobs` is the joblib launcher's n_jobs: another launcher (hydra/launcher=slurm, ray_cluster, subprocesses) has
+    # no such key and would refuse every multirun; its parallelism is its own (e.g. hydra.launcher.array_parallelism)
+    n_jobs = ([f"hydra.launcher.n_jobs={jobs}"] if _launcher(extra) == JOBLIB_LAUNCHER
+              and not any(_override_key(e) == "hydra.launcher.n_jobs" for e in extra) else [])
     return [sys.executable, "-m", "experiments.run", "-m", f"experiment={ablation.preset}",
-            f"hydra.sweep.dir={base / 'runs'}", f"hydra.launcher.n_jobs={jobs}", *QUIET,
-            *(SMOKE_OVERRIDES if smoke else ()), *extra]
+            f"hydra.sweep.dir={base / 'runs'}", *n_jobs, *QUIET, *(SMOKE_OVERRIDES if smoke else ()), *extra]
+
+
+def _launcher(extra: Sequence[str]) -> str:
+    """The Hydra launcher the suite's multiruns use: the last ``hydra/launcher=<name>`` of ``extra``, else the
+    app's default (``conf/config.yaml``: :data:`JOBLIB_LAUNCHER`, local parallel jobs)."""
+    named = [e.split("=", 1)[1] for e in extra if _override_key(e) == "hydra/launcher" and "=" in e]
+    return named[-1] if named else JOBLIB_LAUNCHER
 
 
 def _override_key(override: str) -> str:
@@ -756,7 +767,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="where runs and the report go (default outputs/ablations/<time>, "
                                                     "outputs/ablations-smoke/<time> with --smoke)")
     parser.add_argument("--only", default=None, help="comma-separated presets or keys (e.g. C1,c5_reward)")
-    parser.add_argument("--jobs", type=int, default=2, help="parallel jobs per multirun (joblib n_jobs)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="parallel jobs per multirun on the default launcher (joblib n_jobs; default 2); another "
+                             "launcher given as hydra/launcher=slurm|ray_cluster|subprocesses sets its own")
     parser.add_argument("--report-only", action="store_true", help="re-evaluate the runs already under --out")
     parser.add_argument("--seeds-from", nargs="+", default=None, metavar="SUMMARY",
                         help="pilot suite summaries (summary.json): run each ablation with the seeds its claims need "
@@ -802,6 +815,12 @@ def main(argv: list[str] | None = None) -> None:
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         parser.error(f"extra arguments must be key=value overrides (got {bad}; --only takes one comma-separated list)")
+    if args.jobs is not None and _launcher(args.overrides) != JOBLIB_LAUNCHER:
+        parser.error(f"--jobs sets the default launcher's n_jobs (hydra/launcher={JOBLIB_LAUNCHER}); "
+                     f"hydra/launcher={_launcher(args.overrides)} has its own parallelism (e.g. "
+                     f"hydra.launcher.array_parallelism for slurm) (got --jobs {args.jobs})")
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be >= 1 (got {args.jobs})")
     seeds = None
     if args.seeds_from:
         pilots = [json.loads(Path(p).read_text()) for p in args.seeds_from]
@@ -817,7 +836,7 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join(["python -m experiments.ablations", *(["--smoke"] if args.smoke else []),
                         *([f"--only {args.only}"] if args.only else []), *args.overrides,
                         *(["--report-only"] if args.report_only else [])])
-    path, done = run_suite(out, smoke=args.smoke, only=args.only.split(",") if args.only else None, jobs=args.jobs,
+    path, done = run_suite(out, smoke=args.smoke, only=args.only.split(",") if args.only else None, jobs=args.jobs or 2,
                            extra=args.overrides, run=not args.report_only, command=command, seeds=seeds,
                            headroom_seeds=headroom_seeds)
     for r in done:

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest
@@ -210,6 +211,42 @@ def test_c9_refuses_seeds_it_cannot_run_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match=r"seed=range\(20,24\)"):
         main(["--only", "C2,C9", "--out", str(tmp_path), "seed=range(20,24)"])
     assert not any(tmp_path.rglob("*.log"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--jobs", "4", "hydra/launcher=slurm"], "--jobs sets the default launcher's n_jobs (hydra/launcher=parallel); "
+                                              "hydra/launcher=slurm has its own parallelism"),
+    (["--jobs", "0"], "--jobs must be >= 1 (got 0)"),
+])
+def test_the_suite_cli_refuses_jobs_it_cannot_pass_on(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        main([*argv, "--only", "C1", "--out", str(tmp_path)])
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("launcher", sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "hydra"
+                                                              / "launcher").glob("*.yaml")))
+def test_every_launcher_takes_the_suites_multirun_overrides(tmp_path, launcher):
+    """``python -m experiments.ablations hydra/launcher=slurm`` (more cores: the way past a 2-core machine's hours):
+    each multirun's overrides compose under every launcher. The suite passed the joblib launcher's ``n_jobs`` to all
+    of them, and the other launchers, which have no such key, refused every multirun."""
+    from hydra import compose, initialize_config_dir
+
+    import experiments.run  # noqa: F401  (registers the config schema)
+    from experiments.ablations import _command
+
+    c1 = next(a for a in ABLATIONS if a.key == "C1")
+    cmd = _command(c1, tmp_path, False, 3, [f"hydra/launcher={launcher}", "seed=1"])  # compose takes no sweep
+    overrides = cmd[cmd.index("-m", 2) + 1:]  # after `python -m experiments.run -m`
+    assert ("hydra.launcher.n_jobs=3" in overrides) == (launcher == "parallel")
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.sweep.dir == str(tmp_path / "runs")
+    if launcher == "parallel":
+        assert cfg.hydra.launcher.n_jobs == 3
+        mine = _command(c1, tmp_path, False, 3, ["hydra.launcher.n_jobs=8"])  # the user's own n_jobs, alone
+        assert "hydra.launcher.n_jobs=8" in mine and "hydra.launcher.n_jobs=3" not in mine
 
 
 def test_the_suite_cli_refuses_a_stray_positional_argument_before_running(tmp_path, capsys):
