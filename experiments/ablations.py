@@ -815,9 +815,10 @@ def main(argv: list[str] | None = None) -> None:
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         parser.error(f"extra arguments must be key=value overrides (got {bad}; --only takes one comma-separated list)")
-    if args.jobs is not None and _launcher(args.overrides) != JOBLIB_LAUNCHER:
+    launcher = _launcher(args.overrides)
+    if args.jobs is not None and launcher != JOBLIB_LAUNCHER:
         parser.error(f"--jobs sets the default launcher's n_jobs (hydra/launcher={JOBLIB_LAUNCHER}); "
-                     f"hydra/launcher={_launcher(args.overrides)} has its own parallelism (e.g. "
+                     f"hydra/launcher={launcher} has its own parallelism (e.g. "
                      f"hydra.launcher.array_parallelism for slurm) (got --jobs {args.jobs})")
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be >= 1 (got {args.jobs})")

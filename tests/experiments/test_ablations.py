@@ -17,6 +17,7 @@ from experiments.ablations import ABLATIONS, main
 from experiments.report import load_claims
 
 VERDICTS = ("held", "contradicted", "inconclusive")
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 
 @pytest.mark.slow
@@ -95,8 +96,6 @@ def test_only_rejects_an_unknown_ablation(tmp_path):
 
 
 def test_suite_table_and_summary_adjust_over_the_whole_suite(tmp_path):
-    from pathlib import Path
-
     from experiments.ablations import AblationResult, render_suite, suite_summary
     from experiments.config import ClaimConfig
     from experiments.report import ClaimResult
@@ -225,8 +224,7 @@ def test_the_suite_cli_refuses_jobs_it_cannot_pass_on(tmp_path, capsys, argv, me
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("launcher", sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "hydra"
-                                                              / "launcher").glob("*.yaml")))
+@pytest.mark.parametrize("launcher", sorted(p.stem for p in (ROOT / "conf" / "hydra" / "launcher").glob("*.yaml")))
 def test_every_launcher_takes_the_suites_multirun_overrides(tmp_path, launcher):
     """``python -m experiments.ablations hydra/launcher=slurm`` (more cores: the way past a 2-core machine's hours):
     each multirun's overrides compose under every launcher. The suite passed the joblib launcher's ``n_jobs`` to all
@@ -240,7 +238,7 @@ def test_every_launcher_takes_the_suites_multirun_overrides(tmp_path, launcher):
     cmd = _command(c1, tmp_path, False, 3, [f"hydra/launcher={launcher}", "seed=1"])  # compose takes no sweep
     overrides = cmd[cmd.index("-m", 2) + 1:]  # after `python -m experiments.run -m`
     assert ("hydra.launcher.n_jobs=3" in overrides) == (launcher == "parallel")
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     assert cfg.hydra.sweep.dir == str(tmp_path / "runs")
     if launcher == "parallel":
@@ -478,13 +476,10 @@ def test_a_timing_summary_among_the_pilots_gives_runtimes_not_claims():
 def test_the_kept_results_list_names_summaries_that_exist_and_the_status_reads_them():
     """``experiments/results/latest.txt`` (what README's status command reads): every path exists and is a suite
     summary, every ablation appears, and the status line counts testable claims from them."""
-    from pathlib import Path
-
     from experiments.ablations import suite_status
 
-    root = Path(__file__).resolve().parents[2]
-    paths = (root / "experiments" / "results" / "latest.txt").read_text().split()
-    summaries = [json.loads((root / p).read_text()) for p in paths]
+    paths = (ROOT / "experiments" / "results" / "latest.txt").read_text().split()
+    summaries = [json.loads((ROOT / p).read_text()) for p in paths]
     assert all("ablations" in s for s in summaries)
     covered = {key for s in summaries if not s.get("timing") for key in s["ablations"]}
     assert covered == {a.key for a in ABLATIONS}
@@ -535,9 +530,7 @@ def test_an_interrupted_suite_stops_the_multirun_and_the_workers_it_started(tmp_
 def test_every_ablation_argues_how_its_verdicts_could_have_come_out_the_other_way():
     """Issue 14: no claim's outcome fixed by construction, with a stated argument per ablation. ABLATIONS.md's section
     on it has a bullet for every ablation in :data:`ABLATIONS` (a new ablation without one fails here)."""
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[2] / "experiments" / "ABLATIONS.md").read_text()
+    text = (ROOT / "experiments" / "ABLATIONS.md").read_text()
     section = text.split("## Could each verdict have come out the other way?", 1)[1].split("\n## ", 1)[0]
     argued = re.findall(r"^- \*\*(C\d+)\*\* \(", section, flags=re.M)
     assert sorted(argued) == sorted(a.key for a in ABLATIONS), argued  # each once
